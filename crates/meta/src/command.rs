@@ -1,0 +1,72 @@
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApplyError;
+
+/// A blob named by digest string and size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub digest: String,
+    pub size: u64,
+}
+
+/// Store a manifest in a repository, optionally pointing a tag at it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutManifest {
+    pub repo: String,
+    pub digest: String,
+    pub media_type: String,
+    /// Exactly the bytes the client sent.
+    pub raw: Vec<u8>,
+    pub tag: Option<String>,
+    /// Blobs the manifest references (config and layers); each must be linked
+    /// in the repository when the command is applied.
+    pub blobs: Vec<BlobRef>,
+    /// Child manifests of an index; each must exist in the repository.
+    pub children: Vec<String>,
+    pub subject: Option<String>,
+    pub artifact_type: Option<String>,
+    /// The manifest's annotations as JSON text, for the referrers API.
+    pub annotations_json: Option<String>,
+    pub now_ms: u64,
+}
+
+/// Every change to registry metadata. Time and region are carried in the
+/// command so that apply is a pure function of (state, command).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    PutManifest(PutManifest),
+    /// Remove a manifest and every tag pointing at it.
+    DeleteManifest { repo: String, digest: String },
+    DeleteTag { repo: String, tag: String },
+    /// Record that `region` holds verified copies of `blobs` and link them
+    /// into `repo` (an upload completed, or a cross-repository mount).
+    LinkBlobs {
+        repo: String,
+        region: String,
+        blobs: Vec<BlobRef>,
+        now_ms: u64,
+    },
+    /// Remove a blob's link from a repository (DELETE /v2/<name>/blobs/<digest>).
+    UnlinkBlob { repo: String, digest: String },
+    /// Remove a repository with all its manifests, tags and blob links.
+    DeleteRepository { repo: String },
+}
+
+/// The result of applying one command, returned to the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Ok,
+    /// Number of items removed (manifests, tags) by a delete.
+    Removed(u64),
+    Refused(ApplyError),
+}
+
+impl Response {
+    pub fn into_result(self) -> Result<u64, ApplyError> {
+        match self {
+            Response::Ok => Ok(0),
+            Response::Removed(n) => Ok(n),
+            Response::Refused(e) => Err(e),
+        }
+    }
+}

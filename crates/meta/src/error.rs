@@ -1,0 +1,30 @@
+use serde::{Deserialize, Serialize};
+
+/// Deterministic outcomes of applying a command that refuse it. Every
+/// replica reaches the same verdict, so these are answers, not failures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ApplyError {
+    #[error("blob {0} is not known in this repository")]
+    ManifestBlobUnknown(String),
+    #[error("child manifest {0} is not known in this repository")]
+    ManifestChildUnknown(String),
+    #[error("manifest unknown")]
+    ManifestUnknown,
+    #[error("tag unknown")]
+    TagUnknown,
+    #[error("blob unknown")]
+    BlobUnknown,
+    #[error("repository unknown")]
+    NameUnknown,
+}
+
+/// Failures of the local store itself (disk, corruption).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("corrupt record in {cf}: {detail}")]
+    Corrupt { cf: &'static str, detail: String },
+    #[error("snapshot i/o: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,45 @@
+//! Key layout. Repository names never contain NUL, so `repo \0 rest` keys
+//! keep one repository's entries contiguous and sorted byte-wise, which is
+//! the lexical order the spec asks for in tag and catalog listings.
+
+pub const CF_REPOS: &str = "repos";
+pub const CF_MANIFESTS: &str = "manifests";
+pub const CF_TAGS: &str = "tags";
+pub const CF_DIGEST_TAGS: &str = "digest_tags";
+pub const CF_REFERRERS: &str = "referrers";
+pub const CF_BLOBS: &str = "blobs";
+pub const CF_REPO_BLOBS: &str = "repo_blobs";
+/// Consensus bookkeeping (applied log id, membership), written in the same
+/// batch as the data it describes.
+pub const CF_SYS: &str = "sys";
+
+pub const ALL_CFS: [&str; 8] = [
+    CF_REPOS,
+    CF_MANIFESTS,
+    CF_TAGS,
+    CF_DIGEST_TAGS,
+    CF_REFERRERS,
+    CF_BLOBS,
+    CF_REPO_BLOBS,
+    CF_SYS,
+];
+
+/// Column families whose keys start with a repository name.
+pub const REPO_SCOPED_CFS: [&str; 5] = [CF_MANIFESTS, CF_TAGS, CF_DIGEST_TAGS, CF_REFERRERS, CF_REPO_BLOBS];
+
+pub fn join(parts: &[&str]) -> Vec<u8> {
+    parts.join("\0").into_bytes()
+}
+
+/// `repo \0` — the prefix of every key of one repository.
+pub fn repo_prefix(repo: &str) -> Vec<u8> {
+    let mut k = repo.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+/// The last NUL-separated part of a key.
+pub fn last_part(key: &[u8]) -> String {
+    let start = key.iter().rposition(|&b| b == 0).map_or(0, |i| i + 1);
+    String::from_utf8_lossy(&key[start..]).into_owned()
+}

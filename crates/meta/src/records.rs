@@ -1,0 +1,46 @@
+use serde::{Deserialize, Serialize};
+
+use crate::command::BlobRef;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoRecord {
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRecord {
+    pub media_type: String,
+    pub raw: Vec<u8>,
+    pub created_ms: u64,
+    pub blobs: Vec<BlobRef>,
+    pub children: Vec<String>,
+    pub subject: Option<String>,
+    pub artifact_type: Option<String>,
+    pub annotations_json: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagRecord {
+    pub digest: String,
+    pub updated_ms: u64,
+}
+
+/// Cluster-wide blob index entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    pub size: u64,
+    /// Regions holding a verified copy, sorted.
+    pub regions: Vec<String>,
+    /// Number of repositories linking the blob.
+    pub links: u64,
+}
+
+/// One entry of the referrers index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferrerRecord {
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    pub annotations_json: Option<String>,
+}

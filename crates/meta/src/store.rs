@@ -1,0 +1,533 @@
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rocksdb::{ColumnFamily, Direction, IteratorMode, Options, WriteBatch, DB};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::command::{BlobRef, Command, PutManifest, Response};
+use crate::error::{ApplyError, StoreError};
+use crate::keys::*;
+use crate::records::*;
+
+/// The applied metadata of one node, in RocksDB column families.
+pub struct MetaStore {
+    db: DB,
+}
+
+/// A manifest as listed by `show-manifests`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestSummary {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+    pub created_ms: u64,
+    pub artifact_type: Option<String>,
+    pub tags: Vec<String>,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing plain structs to a Vec cannot fail.
+    bincode::serialize(v).expect("bincode serialization of an in-memory record")
+}
+
+fn decode<T: DeserializeOwned>(cf: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    bincode::deserialize(bytes).map_err(|e| StoreError::Corrupt {
+        cf,
+        detail: e.to_string(),
+    })
+}
+
+impl MetaStore {
+    pub fn open(path: &Path) -> Result<MetaStore, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let db = DB::open_cf(&opts, path, ALL_CFS)?;
+        Ok(MetaStore { db })
+    }
+
+    fn cf(&self, name: &'static str) -> &ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("every column family is created when the store is opened")
+    }
+
+    fn get<T: DeserializeOwned>(&self, cf: &'static str, key: &[u8]) -> Result<Option<T>, StoreError> {
+        match self.db.get_pinned_cf(self.cf(cf), key)? {
+            Some(v) => Ok(Some(decode(cf, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn exists(&self, cf: &'static str, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.db.get_pinned_cf(self.cf(cf), key)?.is_some())
+    }
+
+    /// Keys and values under `prefix`, starting after `after` (exclusive)
+    /// when given, at most `limit` of them.
+    fn scan(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, StoreError> {
+        let start = match after {
+            Some(a) => a.to_vec(),
+            None => prefix.to_vec(),
+        };
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(cf), IteratorMode::From(&start, Direction::Forward)) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            if Some(&*k) == after {
+                continue;
+            }
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+
+    // ---- consensus bookkeeping ------------------------------------------
+
+    pub fn read_sys(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_SYS), key.as_bytes())?)
+    }
+
+    /// Write consensus bookkeeping alone (for entries with no command).
+    pub fn write_sys(&self, sys: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        self.put_sys(&mut batch, sys);
+        Ok(self.db.write(batch)?)
+    }
+
+    fn put_sys(&self, batch: &mut WriteBatch, sys: &[(&str, Vec<u8>)]) {
+        for (k, v) in sys {
+            batch.put_cf(self.cf(CF_SYS), k.as_bytes(), v);
+        }
+    }
+
+    /// Make every applied write durable (before the log behind it is purged).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        Ok(self.db.flush_wal(true)?)
+    }
+
+    // ---- apply ----------------------------------------------------------
+
+    /// Apply one command and the consensus bookkeeping `sys` atomically.
+    /// The WAL is not synced here: the Raft log already holds the command
+    /// durably and replays it if this write is lost in a crash.
+    pub fn apply(&self, cmd: &Command, sys: &[(&str, Vec<u8>)]) -> Result<Response, StoreError> {
+        let mut batch = WriteBatch::default();
+        let response = match cmd {
+            Command::PutManifest(p) => self.put_manifest(&mut batch, p)?,
+            Command::DeleteManifest { repo, digest } => self.delete_manifest(&mut batch, repo, digest)?,
+            Command::DeleteTag { repo, tag } => self.delete_tag(&mut batch, repo, tag)?,
+            Command::LinkBlobs {
+                repo,
+                region,
+                blobs,
+                now_ms,
+            } => self.link_blobs(&mut batch, repo, region, blobs, *now_ms)?,
+            Command::UnlinkBlob { repo, digest } => self.unlink_blob(&mut batch, repo, digest)?,
+            Command::DeleteRepository { repo } => self.delete_repository(&mut batch, repo)?,
+        };
+        if matches!(response, Response::Refused(_)) {
+            // A refused command changes nothing but the applied index.
+            batch = WriteBatch::default();
+        }
+        self.put_sys(&mut batch, sys);
+        self.db.write(batch)?;
+        Ok(response)
+    }
+
+    fn touch_repo(&self, batch: &mut WriteBatch, repo: &str, now_ms: u64) -> Result<(), StoreError> {
+        let record = match self.get::<RepoRecord>(CF_REPOS, repo.as_bytes())? {
+            Some(r) => RepoRecord {
+                created_ms: r.created_ms,
+                updated_ms: now_ms.max(r.updated_ms),
+            },
+            None => RepoRecord {
+                created_ms: now_ms,
+                updated_ms: now_ms,
+            },
+        };
+        batch.put_cf(self.cf(CF_REPOS), repo.as_bytes(), encode(&record));
+        Ok(())
+    }
+
+    fn put_manifest(&self, batch: &mut WriteBatch, p: &PutManifest) -> Result<Response, StoreError> {
+        for b in &p.blobs {
+            if !self.exists(CF_REPO_BLOBS, &join(&[&p.repo, &b.digest]))? {
+                return Ok(Response::Refused(ApplyError::ManifestBlobUnknown(b.digest.clone())));
+            }
+        }
+        for c in &p.children {
+            if *c != p.digest && !self.exists(CF_MANIFESTS, &join(&[&p.repo, c]))? {
+                return Ok(Response::Refused(ApplyError::ManifestChildUnknown(c.clone())));
+            }
+        }
+        let key = join(&[&p.repo, &p.digest]);
+        let created_ms = match self.get::<ManifestRecord>(CF_MANIFESTS, &key)? {
+            Some(existing) => existing.created_ms,
+            None => p.now_ms,
+        };
+        let record = ManifestRecord {
+            media_type: p.media_type.clone(),
+            raw: p.raw.clone(),
+            created_ms,
+            blobs: p.blobs.clone(),
+            children: p.children.clone(),
+            subject: p.subject.clone(),
+            artifact_type: p.artifact_type.clone(),
+            annotations_json: p.annotations_json.clone(),
+        };
+        batch.put_cf(self.cf(CF_MANIFESTS), &key, encode(&record));
+        if let Some(subject) = &p.subject {
+            let referrer = ReferrerRecord {
+                media_type: p.media_type.clone(),
+                size: p.raw.len() as u64,
+                artifact_type: p.artifact_type.clone(),
+                annotations_json: p.annotations_json.clone(),
+            };
+            batch.put_cf(self.cf(CF_REFERRERS), join(&[&p.repo, subject, &p.digest]), encode(&referrer));
+        }
+        if let Some(tag) = &p.tag {
+            self.point_tag(batch, &p.repo, tag, &p.digest, p.now_ms)?;
+        }
+        self.touch_repo(batch, &p.repo, p.now_ms)?;
+        Ok(Response::Ok)
+    }
+
+    fn point_tag(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+        tag: &str,
+        digest: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let tag_key = join(&[repo, tag]);
+        if let Some(old) = self.get::<TagRecord>(CF_TAGS, &tag_key)? {
+            if old.digest != digest {
+                batch.delete_cf(self.cf(CF_DIGEST_TAGS), join(&[repo, &old.digest, tag]));
+            }
+        }
+        let record = TagRecord {
+            digest: digest.to_string(),
+            updated_ms: now_ms,
+        };
+        batch.put_cf(self.cf(CF_TAGS), &tag_key, encode(&record));
+        batch.put_cf(self.cf(CF_DIGEST_TAGS), join(&[repo, digest, tag]), []);
+        Ok(())
+    }
+
+    fn delete_manifest(&self, batch: &mut WriteBatch, repo: &str, digest: &str) -> Result<Response, StoreError> {
+        let key = join(&[repo, digest]);
+        let Some(record) = self.get::<ManifestRecord>(CF_MANIFESTS, &key)? else {
+            return Ok(Response::Refused(ApplyError::ManifestUnknown));
+        };
+        batch.delete_cf(self.cf(CF_MANIFESTS), &key);
+        if let Some(subject) = &record.subject {
+            batch.delete_cf(self.cf(CF_REFERRERS), join(&[repo, subject, digest]));
+        }
+        let mut prefix = key.clone();
+        prefix.push(0);
+        let tags = self.scan(CF_DIGEST_TAGS, &prefix, None, usize::MAX)?;
+        for (k, _) in &tags {
+            batch.delete_cf(self.cf(CF_DIGEST_TAGS), k);
+            batch.delete_cf(self.cf(CF_TAGS), join(&[repo, &last_part(k)]));
+        }
+        Ok(Response::Removed(1 + tags.len() as u64))
+    }
+
+    fn delete_tag(&self, batch: &mut WriteBatch, repo: &str, tag: &str) -> Result<Response, StoreError> {
+        let tag_key = join(&[repo, tag]);
+        let Some(old) = self.get::<TagRecord>(CF_TAGS, &tag_key)? else {
+            return Ok(Response::Refused(ApplyError::TagUnknown));
+        };
+        batch.delete_cf(self.cf(CF_TAGS), &tag_key);
+        batch.delete_cf(self.cf(CF_DIGEST_TAGS), join(&[repo, &old.digest, tag]));
+        Ok(Response::Removed(1))
+    }
+
+    fn link_blobs(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+        region: &str,
+        blobs: &[BlobRef],
+        now_ms: u64,
+    ) -> Result<Response, StoreError> {
+        let unique: BTreeMap<&str, u64> = blobs.iter().map(|b| (b.digest.as_str(), b.size)).collect();
+        for (digest, size) in unique {
+            let link_key = join(&[repo, digest]);
+            let newly_linked = !self.exists(CF_REPO_BLOBS, &link_key)?;
+            let mut record = self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())?.unwrap_or(BlobRecord {
+                size,
+                regions: Vec::new(),
+                links: 0,
+            });
+            if !region.is_empty() {
+                if let Err(pos) = record.regions.binary_search_by(|r| r.as_str().cmp(region)) {
+                    record.regions.insert(pos, region.to_string());
+                }
+            }
+            if newly_linked {
+                record.links += 1;
+                batch.put_cf(self.cf(CF_REPO_BLOBS), &link_key, []);
+            }
+            batch.put_cf(self.cf(CF_BLOBS), digest.as_bytes(), encode(&record));
+        }
+        self.touch_repo(batch, repo, now_ms)?;
+        Ok(Response::Ok)
+    }
+
+    fn drop_link(&self, batch: &mut WriteBatch, digest: &str, count: u64) -> Result<(), StoreError> {
+        if let Some(mut record) = self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())? {
+            record.links = record.links.saturating_sub(count);
+            batch.put_cf(self.cf(CF_BLOBS), digest.as_bytes(), encode(&record));
+        }
+        Ok(())
+    }
+
+    fn unlink_blob(&self, batch: &mut WriteBatch, repo: &str, digest: &str) -> Result<Response, StoreError> {
+        let link_key = join(&[repo, digest]);
+        if !self.exists(CF_REPO_BLOBS, &link_key)? {
+            return Ok(Response::Refused(ApplyError::BlobUnknown));
+        }
+        batch.delete_cf(self.cf(CF_REPO_BLOBS), &link_key);
+        self.drop_link(batch, digest, 1)?;
+        Ok(Response::Removed(1))
+    }
+
+    fn delete_repository(&self, batch: &mut WriteBatch, repo: &str) -> Result<Response, StoreError> {
+        if !self.exists(CF_REPOS, repo.as_bytes())? {
+            return Ok(Response::Refused(ApplyError::NameUnknown));
+        }
+        let prefix = repo_prefix(repo);
+        let mut removed = 0;
+        for cf in REPO_SCOPED_CFS {
+            for (k, _) in self.scan(cf, &prefix, None, usize::MAX)? {
+                batch.delete_cf(self.cf(cf), &k);
+                match cf {
+                    CF_REPO_BLOBS => self.drop_link(batch, &last_part(&k), 1)?,
+                    CF_MANIFESTS | CF_TAGS => removed += 1,
+                    _ => {}
+                }
+            }
+        }
+        batch.delete_cf(self.cf(CF_REPOS), repo.as_bytes());
+        Ok(Response::Removed(removed))
+    }
+
+    // ---- queries --------------------------------------------------------
+
+    pub fn repository(&self, repo: &str) -> Result<Option<RepoRecord>, StoreError> {
+        self.get(CF_REPOS, repo.as_bytes())
+    }
+
+    pub fn manifest(&self, repo: &str, digest: &str) -> Result<Option<ManifestRecord>, StoreError> {
+        self.get(CF_MANIFESTS, &join(&[repo, digest]))
+    }
+
+    pub fn tag(&self, repo: &str, tag: &str) -> Result<Option<TagRecord>, StoreError> {
+        self.get(CF_TAGS, &join(&[repo, tag]))
+    }
+
+    /// Whether `digest` is linked in `repo`, with its cluster-wide record.
+    pub fn linked_blob(&self, repo: &str, digest: &str) -> Result<Option<BlobRecord>, StoreError> {
+        if !self.exists(CF_REPO_BLOBS, &join(&[repo, digest]))? {
+            return Ok(None);
+        }
+        self.get(CF_BLOBS, digest.as_bytes())
+    }
+
+    pub fn blob(&self, digest: &str) -> Result<Option<BlobRecord>, StoreError> {
+        self.get(CF_BLOBS, digest.as_bytes())
+    }
+
+    /// Tags of a repository in lexical order, after `last`, at most `n`.
+    pub fn tags(&self, repo: &str, last: Option<&str>, n: usize) -> Result<Vec<(String, TagRecord)>, StoreError> {
+        let prefix = repo_prefix(repo);
+        let after = last.map(|l| join(&[repo, l]));
+        self.scan(CF_TAGS, &prefix, after.as_deref(), n)?
+            .into_iter()
+            .map(|(k, v)| Ok((last_part(&k), decode(CF_TAGS, &v)?)))
+            .collect()
+    }
+
+    /// Repository names in lexical order, after `last`, at most `n`.
+    pub fn repositories(&self, last: Option<&str>, n: usize) -> Result<Vec<(String, RepoRecord)>, StoreError> {
+        self.scan(CF_REPOS, b"", last.map(str::as_bytes), n)?
+            .into_iter()
+            .map(|(k, v)| Ok((String::from_utf8_lossy(&k).into_owned(), decode(CF_REPOS, &v)?)))
+            .collect()
+    }
+
+    /// Manifests whose subject is `subject`, with their digests.
+    pub fn referrers(&self, repo: &str, subject: &str) -> Result<Vec<(String, ReferrerRecord)>, StoreError> {
+        let mut prefix = join(&[repo, subject]);
+        prefix.push(0);
+        self.scan(CF_REFERRERS, &prefix, None, usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| Ok((last_part(&k), decode(CF_REFERRERS, &v)?)))
+            .collect()
+    }
+
+    pub fn tags_of(&self, repo: &str, digest: &str) -> Result<Vec<String>, StoreError> {
+        let mut prefix = join(&[repo, digest]);
+        prefix.push(0);
+        Ok(self
+            .scan(CF_DIGEST_TAGS, &prefix, None, usize::MAX)?
+            .iter()
+            .map(|(k, _)| last_part(k))
+            .collect())
+    }
+
+    pub fn manifests(&self, repo: &str) -> Result<Vec<ManifestSummary>, StoreError> {
+        let prefix = repo_prefix(repo);
+        let mut out = Vec::new();
+        for (k, v) in self.scan(CF_MANIFESTS, &prefix, None, usize::MAX)? {
+            let record: ManifestRecord = decode(CF_MANIFESTS, &v)?;
+            let digest = last_part(&k);
+            out.push(ManifestSummary {
+                tags: self.tags_of(repo, &digest)?,
+                media_type: record.media_type,
+                size: record.raw.len() as u64,
+                created_ms: record.created_ms,
+                artifact_type: record.artifact_type,
+                digest,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, MetaStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        (dir, s)
+    }
+
+    fn digest(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    fn link(repo: &str, d: &str) -> Command {
+        Command::LinkBlobs {
+            repo: repo.into(),
+            region: "r1".into(),
+            blobs: vec![BlobRef { digest: d.into(), size: 3 }],
+            now_ms: 1,
+        }
+    }
+
+    fn put(repo: &str, d: &str, tag: Option<&str>, blobs: &[&str], subject: Option<&str>) -> Command {
+        Command::PutManifest(PutManifest {
+            repo: repo.into(),
+            digest: d.into(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            raw: format!("raw-{d}").into_bytes(),
+            tag: tag.map(Into::into),
+            blobs: blobs.iter().map(|b| BlobRef { digest: b.to_string(), size: 3 }).collect(),
+            children: vec![],
+            subject: subject.map(Into::into),
+            artifact_type: Some("x".into()),
+            annotations_json: None,
+            now_ms: 5,
+        })
+    }
+
+    #[test]
+    fn manifest_needs_its_blobs_linked_in_the_same_repository() {
+        let (_d, s) = store();
+        let r = s.apply(&put("a", &digest('m'), Some("v1"), &[&digest('b')], None), &[]).unwrap();
+        assert_eq!(r, Response::Refused(ApplyError::ManifestBlobUnknown(digest('b'))));
+        assert!(s.tag("a", "v1").unwrap().is_none(), "a refused command changes nothing");
+        s.apply(&link("other", &digest('b')), &[]).unwrap();
+        let r = s.apply(&put("a", &digest('m'), Some("v1"), &[&digest('b')], None), &[]).unwrap();
+        assert!(matches!(r, Response::Refused(_)), "a link in another repo does not count");
+        s.apply(&link("a", &digest('b')), &[]).unwrap();
+        let r = s.apply(&put("a", &digest('m'), Some("v1"), &[&digest('b')], None), &[]).unwrap();
+        assert_eq!(r, Response::Ok);
+        assert_eq!(s.tag("a", "v1").unwrap().unwrap().digest, digest('m'));
+        assert_eq!(s.blob(&digest('b')).unwrap().unwrap().links, 2);
+    }
+
+    #[test]
+    fn moving_a_tag_updates_reverse_index_and_delete_removes_tags() {
+        let (_d, s) = store();
+        s.apply(&put("a", &digest('1'), Some("t"), &[], None), &[]).unwrap();
+        s.apply(&put("a", &digest('2'), Some("t"), &[], None), &[]).unwrap();
+        assert!(s.tags_of("a", &digest('1')).unwrap().is_empty());
+        assert_eq!(s.tags_of("a", &digest('2')).unwrap(), vec!["t".to_string()]);
+        let r = s.apply(&Command::DeleteManifest { repo: "a".into(), digest: digest('2') }, &[]).unwrap();
+        assert_eq!(r, Response::Removed(2));
+        assert!(s.tag("a", "t").unwrap().is_none());
+        assert!(s.manifest("a", &digest('1')).unwrap().is_some());
+    }
+
+    #[test]
+    fn tags_and_catalog_list_in_lexical_order_with_pagination() {
+        let (_d, s) = store();
+        for t in ["b", "a", "c", "a1"] {
+            s.apply(&put("x/y", &digest('1'), Some(t), &[], None), &[]).unwrap();
+        }
+        s.apply(&put("x", &digest('1'), Some("z"), &[], None), &[]).unwrap();
+        let names: Vec<_> = s.tags("x/y", None, 10).unwrap().into_iter().map(|t| t.0).collect();
+        assert_eq!(names, ["a", "a1", "b", "c"]);
+        let page: Vec<_> = s.tags("x/y", Some("a1"), 1).unwrap().into_iter().map(|t| t.0).collect();
+        assert_eq!(page, ["b"]);
+        let repos: Vec<_> = s.repositories(None, 10).unwrap().into_iter().map(|r| r.0).collect();
+        assert_eq!(repos, ["x", "x/y"]);
+        assert!(s.tags("x", None, 10).unwrap().len() == 1, "repo x does not see x/y's tags");
+    }
+
+    #[test]
+    fn referrers_follow_manifest_lifecycle() {
+        let (_d, s) = store();
+        s.apply(&put("a", &digest('s'), None, &[], None), &[]).unwrap();
+        s.apply(&put("a", &digest('r'), None, &[], Some(&digest('s'))), &[]).unwrap();
+        assert_eq!(s.referrers("a", &digest('s')).unwrap().len(), 1);
+        s.apply(&Command::DeleteManifest { repo: "a".into(), digest: digest('r') }, &[]).unwrap();
+        assert!(s.referrers("a", &digest('s')).unwrap().is_empty());
+    }
+
+    #[test]
+    fn deleting_a_repository_removes_everything_and_unlinks_blobs() {
+        let (_d, s) = store();
+        s.apply(&link("a/b", &digest('b')), &[]).unwrap();
+        s.apply(&put("a/b", &digest('m'), Some("v"), &[&digest('b')], None), &[]).unwrap();
+        s.apply(&put("a", &digest('m'), Some("v"), &[], None), &[]).unwrap();
+        let r = s.apply(&Command::DeleteRepository { repo: "a/b".into() }, &[]).unwrap();
+        assert_eq!(r, Response::Removed(2));
+        assert!(s.repository("a/b").unwrap().is_none());
+        assert!(s.tag("a/b", "v").unwrap().is_none());
+        assert!(s.tag("a", "v").unwrap().is_some(), "a sibling prefix survives");
+        assert_eq!(s.blob(&digest('b')).unwrap().unwrap().links, 0);
+        let again = s.apply(&Command::DeleteRepository { repo: "a/b".into() }, &[]).unwrap();
+        assert_eq!(again, Response::Refused(ApplyError::NameUnknown));
+    }
+
+    #[test]
+    fn sys_records_are_written_with_the_command() {
+        let (_d, s) = store();
+        s.apply(&link("a", &digest('b')), &[("applied", b"42".to_vec())]).unwrap();
+        assert_eq!(s.read_sys("applied").unwrap(), Some(b"42".to_vec()));
+        let r = s.apply(&Command::DeleteTag { repo: "a".into(), tag: "nope".into() }, &[("applied", b"43".to_vec())]);
+        assert_eq!(r.unwrap(), Response::Refused(ApplyError::TagUnknown));
+        assert_eq!(s.read_sys("applied").unwrap(), Some(b"43".to_vec()), "refused commands still advance");
+    }
+}
