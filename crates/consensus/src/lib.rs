@@ -1,1 +1,26 @@
+//! Consensus for Wharf's metadata: openraft with a RocksDB log store, the
+//! metadata state machine of `wharf-meta`, a gRPC network (tonic), write
+//! forwarding to the leader and linearizable (read-index) reads.
+//!
+//! Request handlers never decide consistency themselves: they call
+//! [`Consensus::write`] for every change and [`Consensus::read_barrier`]
+//! before answering "unknown" from local state.
 
+mod codec;
+mod config;
+mod error;
+mod handle;
+mod log_store;
+mod network;
+mod server;
+mod state_machine;
+mod types;
+
+pub mod pb {
+    tonic::include_proto!("wharf.raft.v1");
+}
+
+pub use config::{ConsensusConfig, Peer, RaftTimings};
+pub use error::ConsensusError;
+pub use handle::{Consensus, Status};
+pub use types::{NodeId, NodeInfo, TypeConfig};

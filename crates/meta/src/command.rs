@@ -36,8 +36,14 @@ pub struct PutManifest {
 pub enum Command {
     PutManifest(PutManifest),
     /// Remove a manifest and every tag pointing at it.
-    DeleteManifest { repo: String, digest: String },
-    DeleteTag { repo: String, tag: String },
+    DeleteManifest {
+        repo: String,
+        digest: String,
+    },
+    DeleteTag {
+        repo: String,
+        tag: String,
+    },
     /// Record that `region` holds verified copies of `blobs` and link them
     /// into `repo` (an upload completed, or a cross-repository mount).
     LinkBlobs {
@@ -47,9 +53,14 @@ pub enum Command {
         now_ms: u64,
     },
     /// Remove a blob's link from a repository (DELETE /v2/<name>/blobs/<digest>).
-    UnlinkBlob { repo: String, digest: String },
+    UnlinkBlob {
+        repo: String,
+        digest: String,
+    },
     /// Remove a repository with all its manifests, tags and blob links.
-    DeleteRepository { repo: String },
+    DeleteRepository {
+        repo: String,
+    },
 }
 
 /// The result of applying one command, returned to the proposer.

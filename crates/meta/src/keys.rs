@@ -25,7 +25,13 @@ pub const ALL_CFS: [&str; 8] = [
 ];
 
 /// Column families whose keys start with a repository name.
-pub const REPO_SCOPED_CFS: [&str; 5] = [CF_MANIFESTS, CF_TAGS, CF_DIGEST_TAGS, CF_REFERRERS, CF_REPO_BLOBS];
+pub const REPO_SCOPED_CFS: [&str; 5] = [
+    CF_MANIFESTS,
+    CF_TAGS,
+    CF_DIGEST_TAGS,
+    CF_REFERRERS,
+    CF_REPO_BLOBS,
+];
 
 pub fn join(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()

@@ -37,10 +37,23 @@ fn read_chunk(r: &mut impl Read) -> Result<Vec<u8>, StoreError> {
 }
 
 impl MetaStore {
-    /// Write the whole state to `w` and return the number of records.
-    pub fn write_snapshot(&self, w: &mut impl Write) -> Result<u64, StoreError> {
+    /// Write the whole state to `w`. Returns the number of records and the
+    /// values of `sys_keys` as of the same point in time as the data (apply
+    /// may run concurrently, so reading them separately could disagree).
+    pub fn write_snapshot(
+        &self,
+        w: &mut impl Write,
+        sys_keys: &[&str],
+    ) -> Result<(u64, Vec<Option<Vec<u8>>>), StoreError> {
         let db = self.db();
         let snap = db.snapshot();
+        let sys_cf = db
+            .cf_handle(crate::keys::CF_SYS)
+            .expect("column family opened at start");
+        let sys = sys_keys
+            .iter()
+            .map(|k| snap.get_cf(sys_cf, k.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()?;
         w.write_all(MAGIC)?;
         let mut records = 0;
         for (i, name) in ALL_CFS.iter().enumerate() {
@@ -54,7 +67,7 @@ impl MetaStore {
             }
         }
         w.write_all(&[END])?;
-        Ok(records)
+        Ok((records, sys))
     }
 
     /// Replace the whole state with the snapshot read from `r`.
@@ -114,17 +127,24 @@ mod tests {
         let link = |repo: &str| Command::LinkBlobs {
             repo: repo.into(),
             region: "r".into(),
-            blobs: vec![BlobRef { digest: d.clone(), size: 1 }],
+            blobs: vec![BlobRef {
+                digest: d.clone(),
+                size: 1,
+            }],
             now_ms: 1,
         };
         a.apply(&link("keep"), &[("applied", vec![7])]).unwrap();
         b.apply(&link("stale"), &[]).unwrap();
         let mut buf = Vec::new();
-        let n = a.write_snapshot(&mut buf).unwrap();
+        let (n, sys) = a.write_snapshot(&mut buf, &["applied", "absent"]).unwrap();
+        assert_eq!(sys, vec![Some(vec![7]), None]);
         assert!(n >= 3);
         assert_eq!(b.install_snapshot(&mut buf.as_slice()).unwrap(), n);
         assert!(b.repository("keep").unwrap().is_some());
-        assert!(b.repository("stale").unwrap().is_none(), "old contents are replaced");
+        assert!(
+            b.repository("stale").unwrap().is_none(),
+            "old contents are replaced"
+        );
         assert_eq!(b.read_sys("applied").unwrap(), Some(vec![7]));
         assert!(b.install_snapshot(&mut &b"garbage!"[..]).is_err());
     }

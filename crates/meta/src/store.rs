@@ -53,7 +53,11 @@ impl MetaStore {
             .expect("every column family is created when the store is opened")
     }
 
-    fn get<T: DeserializeOwned>(&self, cf: &'static str, key: &[u8]) -> Result<Option<T>, StoreError> {
+    fn get<T: DeserializeOwned>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
         match self.db.get_pinned_cf(self.cf(cf), key)? {
             Some(v) => Ok(Some(decode(cf, &v)?)),
             None => Ok(None),
@@ -78,7 +82,10 @@ impl MetaStore {
             None => prefix.to_vec(),
         };
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(cf), IteratorMode::From(&start, Direction::Forward)) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(cf), IteratorMode::From(&start, Direction::Forward))
+        {
             let (k, v) = item?;
             if !k.starts_with(prefix) || out.len() >= limit {
                 break;
@@ -124,7 +131,9 @@ impl MetaStore {
         let mut batch = WriteBatch::default();
         let response = match cmd {
             Command::PutManifest(p) => self.put_manifest(&mut batch, p)?,
-            Command::DeleteManifest { repo, digest } => self.delete_manifest(&mut batch, repo, digest)?,
+            Command::DeleteManifest { repo, digest } => {
+                self.delete_manifest(&mut batch, repo, digest)?
+            }
             Command::DeleteTag { repo, tag } => self.delete_tag(&mut batch, repo, tag)?,
             Command::LinkBlobs {
                 repo,
@@ -144,7 +153,12 @@ impl MetaStore {
         Ok(response)
     }
 
-    fn touch_repo(&self, batch: &mut WriteBatch, repo: &str, now_ms: u64) -> Result<(), StoreError> {
+    fn touch_repo(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         let record = match self.get::<RepoRecord>(CF_REPOS, repo.as_bytes())? {
             Some(r) => RepoRecord {
                 created_ms: r.created_ms,
@@ -159,15 +173,23 @@ impl MetaStore {
         Ok(())
     }
 
-    fn put_manifest(&self, batch: &mut WriteBatch, p: &PutManifest) -> Result<Response, StoreError> {
+    fn put_manifest(
+        &self,
+        batch: &mut WriteBatch,
+        p: &PutManifest,
+    ) -> Result<Response, StoreError> {
         for b in &p.blobs {
             if !self.exists(CF_REPO_BLOBS, &join(&[&p.repo, &b.digest]))? {
-                return Ok(Response::Refused(ApplyError::ManifestBlobUnknown(b.digest.clone())));
+                return Ok(Response::Refused(ApplyError::ManifestBlobUnknown(
+                    b.digest.clone(),
+                )));
             }
         }
         for c in &p.children {
             if *c != p.digest && !self.exists(CF_MANIFESTS, &join(&[&p.repo, c]))? {
-                return Ok(Response::Refused(ApplyError::ManifestChildUnknown(c.clone())));
+                return Ok(Response::Refused(ApplyError::ManifestChildUnknown(
+                    c.clone(),
+                )));
             }
         }
         let key = join(&[&p.repo, &p.digest]);
@@ -193,7 +215,11 @@ impl MetaStore {
                 artifact_type: p.artifact_type.clone(),
                 annotations_json: p.annotations_json.clone(),
             };
-            batch.put_cf(self.cf(CF_REFERRERS), join(&[&p.repo, subject, &p.digest]), encode(&referrer));
+            batch.put_cf(
+                self.cf(CF_REFERRERS),
+                join(&[&p.repo, subject, &p.digest]),
+                encode(&referrer),
+            );
         }
         if let Some(tag) = &p.tag {
             self.point_tag(batch, &p.repo, tag, &p.digest, p.now_ms)?;
@@ -225,7 +251,12 @@ impl MetaStore {
         Ok(())
     }
 
-    fn delete_manifest(&self, batch: &mut WriteBatch, repo: &str, digest: &str) -> Result<Response, StoreError> {
+    fn delete_manifest(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Response, StoreError> {
         let key = join(&[repo, digest]);
         let Some(record) = self.get::<ManifestRecord>(CF_MANIFESTS, &key)? else {
             return Ok(Response::Refused(ApplyError::ManifestUnknown));
@@ -244,7 +275,12 @@ impl MetaStore {
         Ok(Response::Removed(1 + tags.len() as u64))
     }
 
-    fn delete_tag(&self, batch: &mut WriteBatch, repo: &str, tag: &str) -> Result<Response, StoreError> {
+    fn delete_tag(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+        tag: &str,
+    ) -> Result<Response, StoreError> {
         let tag_key = join(&[repo, tag]);
         let Some(old) = self.get::<TagRecord>(CF_TAGS, &tag_key)? else {
             return Ok(Response::Refused(ApplyError::TagUnknown));
@@ -262,15 +298,18 @@ impl MetaStore {
         blobs: &[BlobRef],
         now_ms: u64,
     ) -> Result<Response, StoreError> {
-        let unique: BTreeMap<&str, u64> = blobs.iter().map(|b| (b.digest.as_str(), b.size)).collect();
+        let unique: BTreeMap<&str, u64> =
+            blobs.iter().map(|b| (b.digest.as_str(), b.size)).collect();
         for (digest, size) in unique {
             let link_key = join(&[repo, digest]);
             let newly_linked = !self.exists(CF_REPO_BLOBS, &link_key)?;
-            let mut record = self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())?.unwrap_or(BlobRecord {
-                size,
-                regions: Vec::new(),
-                links: 0,
-            });
+            let mut record = self
+                .get::<BlobRecord>(CF_BLOBS, digest.as_bytes())?
+                .unwrap_or(BlobRecord {
+                    size,
+                    regions: Vec::new(),
+                    links: 0,
+                });
             if !region.is_empty() {
                 if let Err(pos) = record.regions.binary_search_by(|r| r.as_str().cmp(region)) {
                     record.regions.insert(pos, region.to_string());
@@ -286,7 +325,12 @@ impl MetaStore {
         Ok(Response::Ok)
     }
 
-    fn drop_link(&self, batch: &mut WriteBatch, digest: &str, count: u64) -> Result<(), StoreError> {
+    fn drop_link(
+        &self,
+        batch: &mut WriteBatch,
+        digest: &str,
+        count: u64,
+    ) -> Result<(), StoreError> {
         if let Some(mut record) = self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())? {
             record.links = record.links.saturating_sub(count);
             batch.put_cf(self.cf(CF_BLOBS), digest.as_bytes(), encode(&record));
@@ -294,7 +338,12 @@ impl MetaStore {
         Ok(())
     }
 
-    fn unlink_blob(&self, batch: &mut WriteBatch, repo: &str, digest: &str) -> Result<Response, StoreError> {
+    fn unlink_blob(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Response, StoreError> {
         let link_key = join(&[repo, digest]);
         if !self.exists(CF_REPO_BLOBS, &link_key)? {
             return Ok(Response::Refused(ApplyError::BlobUnknown));
@@ -304,7 +353,11 @@ impl MetaStore {
         Ok(Response::Removed(1))
     }
 
-    fn delete_repository(&self, batch: &mut WriteBatch, repo: &str) -> Result<Response, StoreError> {
+    fn delete_repository(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+    ) -> Result<Response, StoreError> {
         if !self.exists(CF_REPOS, repo.as_bytes())? {
             return Ok(Response::Refused(ApplyError::NameUnknown));
         }
@@ -351,7 +404,12 @@ impl MetaStore {
     }
 
     /// Tags of a repository in lexical order, after `last`, at most `n`.
-    pub fn tags(&self, repo: &str, last: Option<&str>, n: usize) -> Result<Vec<(String, TagRecord)>, StoreError> {
+    pub fn tags(
+        &self,
+        repo: &str,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<(String, TagRecord)>, StoreError> {
         let prefix = repo_prefix(repo);
         let after = last.map(|l| join(&[repo, l]));
         self.scan(CF_TAGS, &prefix, after.as_deref(), n)?
@@ -361,15 +419,28 @@ impl MetaStore {
     }
 
     /// Repository names in lexical order, after `last`, at most `n`.
-    pub fn repositories(&self, last: Option<&str>, n: usize) -> Result<Vec<(String, RepoRecord)>, StoreError> {
+    pub fn repositories(
+        &self,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<(String, RepoRecord)>, StoreError> {
         self.scan(CF_REPOS, b"", last.map(str::as_bytes), n)?
             .into_iter()
-            .map(|(k, v)| Ok((String::from_utf8_lossy(&k).into_owned(), decode(CF_REPOS, &v)?)))
+            .map(|(k, v)| {
+                Ok((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    decode(CF_REPOS, &v)?,
+                ))
+            })
             .collect()
     }
 
     /// Manifests whose subject is `subject`, with their digests.
-    pub fn referrers(&self, repo: &str, subject: &str) -> Result<Vec<(String, ReferrerRecord)>, StoreError> {
+    pub fn referrers(
+        &self,
+        repo: &str,
+        subject: &str,
+    ) -> Result<Vec<(String, ReferrerRecord)>, StoreError> {
         let mut prefix = join(&[repo, subject]);
         prefix.push(0);
         self.scan(CF_REFERRERS, &prefix, None, usize::MAX)?
@@ -429,19 +500,34 @@ mod tests {
         Command::LinkBlobs {
             repo: repo.into(),
             region: "r1".into(),
-            blobs: vec![BlobRef { digest: d.into(), size: 3 }],
+            blobs: vec![BlobRef {
+                digest: d.into(),
+                size: 3,
+            }],
             now_ms: 1,
         }
     }
 
-    fn put(repo: &str, d: &str, tag: Option<&str>, blobs: &[&str], subject: Option<&str>) -> Command {
+    fn put(
+        repo: &str,
+        d: &str,
+        tag: Option<&str>,
+        blobs: &[&str],
+        subject: Option<&str>,
+    ) -> Command {
         Command::PutManifest(PutManifest {
             repo: repo.into(),
             digest: d.into(),
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
             raw: format!("raw-{d}").into_bytes(),
             tag: tag.map(Into::into),
-            blobs: blobs.iter().map(|b| BlobRef { digest: b.to_string(), size: 3 }).collect(),
+            blobs: blobs
+                .iter()
+                .map(|b| BlobRef {
+                    digest: b.to_string(),
+                    size: 3,
+                })
+                .collect(),
             children: vec![],
             subject: subject.map(Into::into),
             artifact_type: Some("x".into()),
@@ -453,14 +539,38 @@ mod tests {
     #[test]
     fn manifest_needs_its_blobs_linked_in_the_same_repository() {
         let (_d, s) = store();
-        let r = s.apply(&put("a", &digest('m'), Some("v1"), &[&digest('b')], None), &[]).unwrap();
-        assert_eq!(r, Response::Refused(ApplyError::ManifestBlobUnknown(digest('b'))));
-        assert!(s.tag("a", "v1").unwrap().is_none(), "a refused command changes nothing");
+        let r = s
+            .apply(
+                &put("a", &digest('m'), Some("v1"), &[&digest('b')], None),
+                &[],
+            )
+            .unwrap();
+        assert_eq!(
+            r,
+            Response::Refused(ApplyError::ManifestBlobUnknown(digest('b')))
+        );
+        assert!(
+            s.tag("a", "v1").unwrap().is_none(),
+            "a refused command changes nothing"
+        );
         s.apply(&link("other", &digest('b')), &[]).unwrap();
-        let r = s.apply(&put("a", &digest('m'), Some("v1"), &[&digest('b')], None), &[]).unwrap();
-        assert!(matches!(r, Response::Refused(_)), "a link in another repo does not count");
+        let r = s
+            .apply(
+                &put("a", &digest('m'), Some("v1"), &[&digest('b')], None),
+                &[],
+            )
+            .unwrap();
+        assert!(
+            matches!(r, Response::Refused(_)),
+            "a link in another repo does not count"
+        );
         s.apply(&link("a", &digest('b')), &[]).unwrap();
-        let r = s.apply(&put("a", &digest('m'), Some("v1"), &[&digest('b')], None), &[]).unwrap();
+        let r = s
+            .apply(
+                &put("a", &digest('m'), Some("v1"), &[&digest('b')], None),
+                &[],
+            )
+            .unwrap();
         assert_eq!(r, Response::Ok);
         assert_eq!(s.tag("a", "v1").unwrap().unwrap().digest, digest('m'));
         assert_eq!(s.blob(&digest('b')).unwrap().unwrap().links, 2);
@@ -469,11 +579,21 @@ mod tests {
     #[test]
     fn moving_a_tag_updates_reverse_index_and_delete_removes_tags() {
         let (_d, s) = store();
-        s.apply(&put("a", &digest('1'), Some("t"), &[], None), &[]).unwrap();
-        s.apply(&put("a", &digest('2'), Some("t"), &[], None), &[]).unwrap();
+        s.apply(&put("a", &digest('1'), Some("t"), &[], None), &[])
+            .unwrap();
+        s.apply(&put("a", &digest('2'), Some("t"), &[], None), &[])
+            .unwrap();
         assert!(s.tags_of("a", &digest('1')).unwrap().is_empty());
         assert_eq!(s.tags_of("a", &digest('2')).unwrap(), vec!["t".to_string()]);
-        let r = s.apply(&Command::DeleteManifest { repo: "a".into(), digest: digest('2') }, &[]).unwrap();
+        let r = s
+            .apply(
+                &Command::DeleteManifest {
+                    repo: "a".into(),
+                    digest: digest('2'),
+                },
+                &[],
+            )
+            .unwrap();
         assert_eq!(r, Response::Removed(2));
         assert!(s.tag("a", "t").unwrap().is_none());
         assert!(s.manifest("a", &digest('1')).unwrap().is_some());
@@ -483,25 +603,54 @@ mod tests {
     fn tags_and_catalog_list_in_lexical_order_with_pagination() {
         let (_d, s) = store();
         for t in ["b", "a", "c", "a1"] {
-            s.apply(&put("x/y", &digest('1'), Some(t), &[], None), &[]).unwrap();
+            s.apply(&put("x/y", &digest('1'), Some(t), &[], None), &[])
+                .unwrap();
         }
-        s.apply(&put("x", &digest('1'), Some("z"), &[], None), &[]).unwrap();
-        let names: Vec<_> = s.tags("x/y", None, 10).unwrap().into_iter().map(|t| t.0).collect();
+        s.apply(&put("x", &digest('1'), Some("z"), &[], None), &[])
+            .unwrap();
+        let names: Vec<_> = s
+            .tags("x/y", None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
         assert_eq!(names, ["a", "a1", "b", "c"]);
-        let page: Vec<_> = s.tags("x/y", Some("a1"), 1).unwrap().into_iter().map(|t| t.0).collect();
+        let page: Vec<_> = s
+            .tags("x/y", Some("a1"), 1)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
         assert_eq!(page, ["b"]);
-        let repos: Vec<_> = s.repositories(None, 10).unwrap().into_iter().map(|r| r.0).collect();
+        let repos: Vec<_> = s
+            .repositories(None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
         assert_eq!(repos, ["x", "x/y"]);
-        assert!(s.tags("x", None, 10).unwrap().len() == 1, "repo x does not see x/y's tags");
+        assert!(
+            s.tags("x", None, 10).unwrap().len() == 1,
+            "repo x does not see x/y's tags"
+        );
     }
 
     #[test]
     fn referrers_follow_manifest_lifecycle() {
         let (_d, s) = store();
-        s.apply(&put("a", &digest('s'), None, &[], None), &[]).unwrap();
-        s.apply(&put("a", &digest('r'), None, &[], Some(&digest('s'))), &[]).unwrap();
+        s.apply(&put("a", &digest('s'), None, &[], None), &[])
+            .unwrap();
+        s.apply(&put("a", &digest('r'), None, &[], Some(&digest('s'))), &[])
+            .unwrap();
         assert_eq!(s.referrers("a", &digest('s')).unwrap().len(), 1);
-        s.apply(&Command::DeleteManifest { repo: "a".into(), digest: digest('r') }, &[]).unwrap();
+        s.apply(
+            &Command::DeleteManifest {
+                repo: "a".into(),
+                digest: digest('r'),
+            },
+            &[],
+        )
+        .unwrap();
         assert!(s.referrers("a", &digest('s')).unwrap().is_empty());
     }
 
@@ -509,25 +658,48 @@ mod tests {
     fn deleting_a_repository_removes_everything_and_unlinks_blobs() {
         let (_d, s) = store();
         s.apply(&link("a/b", &digest('b')), &[]).unwrap();
-        s.apply(&put("a/b", &digest('m'), Some("v"), &[&digest('b')], None), &[]).unwrap();
-        s.apply(&put("a", &digest('m'), Some("v"), &[], None), &[]).unwrap();
-        let r = s.apply(&Command::DeleteRepository { repo: "a/b".into() }, &[]).unwrap();
+        s.apply(
+            &put("a/b", &digest('m'), Some("v"), &[&digest('b')], None),
+            &[],
+        )
+        .unwrap();
+        s.apply(&put("a", &digest('m'), Some("v"), &[], None), &[])
+            .unwrap();
+        let r = s
+            .apply(&Command::DeleteRepository { repo: "a/b".into() }, &[])
+            .unwrap();
         assert_eq!(r, Response::Removed(2));
         assert!(s.repository("a/b").unwrap().is_none());
         assert!(s.tag("a/b", "v").unwrap().is_none());
-        assert!(s.tag("a", "v").unwrap().is_some(), "a sibling prefix survives");
+        assert!(
+            s.tag("a", "v").unwrap().is_some(),
+            "a sibling prefix survives"
+        );
         assert_eq!(s.blob(&digest('b')).unwrap().unwrap().links, 0);
-        let again = s.apply(&Command::DeleteRepository { repo: "a/b".into() }, &[]).unwrap();
+        let again = s
+            .apply(&Command::DeleteRepository { repo: "a/b".into() }, &[])
+            .unwrap();
         assert_eq!(again, Response::Refused(ApplyError::NameUnknown));
     }
 
     #[test]
     fn sys_records_are_written_with_the_command() {
         let (_d, s) = store();
-        s.apply(&link("a", &digest('b')), &[("applied", b"42".to_vec())]).unwrap();
+        s.apply(&link("a", &digest('b')), &[("applied", b"42".to_vec())])
+            .unwrap();
         assert_eq!(s.read_sys("applied").unwrap(), Some(b"42".to_vec()));
-        let r = s.apply(&Command::DeleteTag { repo: "a".into(), tag: "nope".into() }, &[("applied", b"43".to_vec())]);
+        let r = s.apply(
+            &Command::DeleteTag {
+                repo: "a".into(),
+                tag: "nope".into(),
+            },
+            &[("applied", b"43".to_vec())],
+        );
         assert_eq!(r.unwrap(), Response::Refused(ApplyError::TagUnknown));
-        assert_eq!(s.read_sys("applied").unwrap(), Some(b"43".to_vec()), "refused commands still advance");
+        assert_eq!(
+            s.read_sys("applied").unwrap(),
+            Some(b"43".to_vec()),
+            "refused commands still advance"
+        );
     }
 }

@@ -81,7 +81,9 @@ fn descriptors(v: Option<&Value>, what: &'static str) -> Result<Vec<Descriptor>,
             .enumerate()
             .map(|(i, d)| descriptor(d, &format!("{what}[{i}]")))
             .collect(),
-        Some(_) => Err(ManifestError::Descriptor(format!("{what} must be an array"))),
+        Some(_) => Err(ManifestError::Descriptor(format!(
+            "{what} must be an array"
+        ))),
     }
 }
 
@@ -99,7 +101,10 @@ pub fn parse(raw: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, M
     let header = content_type
         .map(|c| c.split(';').next().unwrap_or("").trim().to_string())
         .filter(|c| media::MANIFEST_TYPES.contains(&c.as_str()));
-    let body = obj.get("mediaType").and_then(Value::as_str).map(str::to_string);
+    let body = obj
+        .get("mediaType")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let media_type = match (&body, &header) {
         (Some(b), Some(h)) if b != h => {
             return Err(ManifestError::MediaTypeMismatch {
@@ -123,14 +128,20 @@ pub fn parse(raw: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, M
         None | Some(Value::Null) => None,
         Some(v) => Some(descriptor(v, "subject")?),
     };
-    let declared_artifact_type = obj.get("artifactType").and_then(Value::as_str).map(str::to_string);
+    let declared_artifact_type = obj
+        .get("artifactType")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let annotations = obj.get("annotations").and_then(Value::as_object).cloned();
 
     let (blobs, manifests, artifact_type) = if media::is_index(&media_type) {
         let manifests = descriptors(obj.get("manifests"), "manifests")?;
         (Vec::new(), manifests, declared_artifact_type)
     } else {
-        let config = descriptor(obj.get("config").ok_or(ManifestError::Missing("config"))?, "config")?;
+        let config = descriptor(
+            obj.get("config").ok_or(ManifestError::Missing("config"))?,
+            "config",
+        )?;
         let layers = descriptors(obj.get("layers"), "layers")?;
         let artifact_type = declared_artifact_type.or_else(|| Some(config.media_type.clone()));
         let mut blobs = vec![config];
@@ -170,7 +181,10 @@ mod tests {
         assert_eq!(p.media_type, media::OCI_MANIFEST);
         assert_eq!(p.blobs.len(), 2);
         assert_eq!(p.blobs[1].size, 10);
-        assert_eq!(p.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
+        assert_eq!(
+            p.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
         assert!(p.subject.is_none());
     }
 
@@ -208,16 +222,28 @@ mod tests {
             parse(br#"{"schemaVersion":1}"#, None),
             Err(ManifestError::SchemaVersion)
         );
-        assert_eq!(parse(br#"{"schemaVersion":2}"#, None), Err(ManifestError::Missing("config")));
+        assert_eq!(
+            parse(br#"{"schemaVersion":2}"#, None),
+            Err(ManifestError::Missing("config"))
+        );
         let bad_digest = image("").replace(&d('b'), "sha256:nothex");
-        assert!(matches!(parse(bad_digest.as_bytes(), None), Err(ManifestError::Descriptor(_))));
+        assert!(matches!(
+            parse(bad_digest.as_bytes(), None),
+            Err(ManifestError::Descriptor(_))
+        ));
         assert!(matches!(
             parse(image("").as_bytes(), Some(media::DOCKER_MANIFEST)),
             Err(ManifestError::MediaTypeMismatch { .. })
         ));
         let schema1 = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v1+prettyjws"}"#;
-        assert!(matches!(parse(schema1, None), Err(ManifestError::UnsupportedMediaType(_))));
+        assert!(matches!(
+            parse(schema1, None),
+            Err(ManifestError::UnsupportedMediaType(_))
+        ));
         let big = vec![b' '; MANIFEST_MAX_BYTES + 1];
-        assert_eq!(parse(&big, None), Err(ManifestError::TooLarge(MANIFEST_MAX_BYTES + 1)));
+        assert_eq!(
+            parse(&big, None),
+            Err(ManifestError::TooLarge(MANIFEST_MAX_BYTES + 1))
+        );
     }
 }

@@ -7,7 +7,12 @@ pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.mani
 pub const OCI_EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
 
 /// Manifest media types accepted on PUT, in the order clients prefer them.
-pub const MANIFEST_TYPES: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
+pub const MANIFEST_TYPES: [&str; 4] = [
+    OCI_MANIFEST,
+    OCI_INDEX,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+];
 
 /// Whether a media type is a list of manifests (index) rather than an image.
 pub fn is_index(media_type: &str) -> bool {

@@ -52,7 +52,10 @@ fn valid_component(c: &str) -> bool {
 }
 
 pub fn validate_repository(name: &str) -> Result<(), NameError> {
-    if name.is_empty() || name.len() > REPOSITORY_NAME_MAX_BYTES || !name.split('/').all(valid_component) {
+    if name.is_empty()
+        || name.len() > REPOSITORY_NAME_MAX_BYTES
+        || !name.split('/').all(valid_component)
+    {
         return Err(NameError::Repository(name.to_string()));
     }
     Ok(())
@@ -107,7 +110,14 @@ mod tests {
 
     #[test]
     fn accepts_names_of_the_spec_grammar() {
-        for n in ["a", "library/ubuntu", "team/app/api", "a.b_c__d---e/f0", "x-y/z.w", "0/1/2"] {
+        for n in [
+            "a",
+            "library/ubuntu",
+            "team/app/api",
+            "a.b_c__d---e/f0",
+            "x-y/z.w",
+            "0/1/2",
+        ] {
             assert_eq!(validate_repository(n), Ok(()), "{n}");
         }
     }
@@ -115,7 +125,21 @@ mod tests {
     #[test]
     fn rejects_names_outside_the_grammar() {
         let long = "a".repeat(REPOSITORY_NAME_MAX_BYTES + 1);
-        for n in ["", "A", "a//b", "/a", "a/", "a..b", "a___b", "-a", "a-", "a_.b", "a b", "ä", long.as_str()] {
+        for n in [
+            "",
+            "A",
+            "a//b",
+            "/a",
+            "a/",
+            "a..b",
+            "a___b",
+            "-a",
+            "a-",
+            "a_.b",
+            "a b",
+            "ä",
+            long.as_str(),
+        ] {
             assert!(validate_repository(n).is_err(), "{n:?} should be invalid");
         }
     }

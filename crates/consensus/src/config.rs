@@ -1,0 +1,64 @@
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::NodeId;
+
+/// A member of the cluster as named in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub id: NodeId,
+    pub region: String,
+    /// host:port of its peer gRPC server.
+    pub grpc: String,
+    /// Base URL of its HTTP API.
+    pub http: String,
+}
+
+/// Raft timing. The defaults are tuned for WAN links between regions
+/// (openraft's own defaults assume a LAN and stall large snapshots).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RaftTimings {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub install_snapshot_timeout_ms: u64,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind a snapshot, so briefly lagging
+    /// followers catch up from the log rather than a snapshot.
+    pub logs_kept_after_snapshot: u64,
+}
+
+impl Default for RaftTimings {
+    fn default() -> Self {
+        RaftTimings {
+            heartbeat_ms: 250,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+            install_snapshot_timeout_ms: 30_000,
+            snapshot_after_entries: 10_000,
+            logs_kept_after_snapshot: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsensusConfig {
+    pub node_id: NodeId,
+    pub region: String,
+    /// Where this node's RocksDB stores and snapshots live.
+    pub data_dir: PathBuf,
+    /// Address the peer gRPC server binds to.
+    pub grpc_listen: std::net::SocketAddr,
+    /// This node as peers reach it.
+    pub advertise: Peer,
+    /// Voters of the initial cluster (including this node). Only a node with
+    /// `bootstrap` set initializes the group, once, on first start.
+    pub initial_members: Vec<Peer>,
+    pub bootstrap: bool,
+    pub timings: RaftTimings,
+    /// How long a write may wait for a leader and a commit.
+    pub write_timeout_ms: u64,
+}

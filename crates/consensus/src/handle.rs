@@ -1,0 +1,326 @@
+//! The one place that knows the consistency rules: writes go through Raft
+//! (forwarded to the leader), and "not found" answers are confirmed with a
+//! read-index before being given.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::{Config, ServerState, SnapshotPolicy};
+use tokio::sync::{oneshot, watch};
+use wharf_meta::{Command, MetaStore, Response};
+
+use crate::codec::{decode, encode};
+use crate::config::ConsensusConfig;
+use crate::error::ConsensusError;
+use crate::log_store::LogStore;
+use crate::network::{self, NetworkFactory, Rpc};
+use crate::pb::raft_client::RaftClient;
+use crate::pb::raft_server::RaftServer;
+use crate::server::{ForwardError, ForwardReply, PeerService, ReadIndexReply};
+use crate::state_machine::StateMachine;
+use crate::types::{NodeId, NodeInfo, Raft};
+
+/// Pause between attempts while no leader is known (an election is running).
+const NO_LEADER_RETRY_MS: u64 = 50;
+/// Largest gRPC message between peers (Raft batches, snapshot chunks).
+const PEER_MESSAGE_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// A node's view of the group, for /readyz, metrics and the CLI.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub node_id: NodeId,
+    pub region: String,
+    pub role: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub voters: Vec<NodeId>,
+}
+
+pub struct Consensus {
+    raft: Arc<Raft>,
+    meta: Arc<MetaStore>,
+    applied: watch::Receiver<u64>,
+    cfg: ConsensusConfig,
+    grpc_stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl Consensus {
+    /// Open the stores under `cfg.data_dir`, start Raft and the peer server,
+    /// and bootstrap the group on the very first start of a bootstrap node.
+    pub async fn start(cfg: ConsensusConfig) -> Result<Arc<Consensus>, ConsensusError> {
+        let log = LogStore::open(&cfg.data_dir.join("raft-log"))
+            .map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        let meta = Arc::new(MetaStore::open(&cfg.data_dir.join("meta"))?);
+        let (applied_tx, applied) = watch::channel(StateMachine::applied_index(&meta)?);
+        let sm = StateMachine::new(
+            meta.clone(),
+            cfg.data_dir.join("snapshots"),
+            Arc::new(applied_tx),
+        )?;
+
+        let t = &cfg.timings;
+        let config = Config {
+            cluster_name: "wharf".into(),
+            heartbeat_interval: t.heartbeat_ms,
+            election_timeout_min: t.election_timeout_min_ms,
+            election_timeout_max: t.election_timeout_max_ms,
+            install_snapshot_timeout: t.install_snapshot_timeout_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: t.logs_kept_after_snapshot,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        let raft = Arc::new(
+            Raft::new(cfg.node_id, Arc::new(config), NetworkFactory, log, sm)
+                .await
+                .map_err(|e| ConsensusError::Raft(e.to_string()))?,
+        );
+
+        let listener = tokio::net::TcpListener::bind(cfg.grpc_listen).await?;
+        let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
+            .map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let service = RaftServer::new(PeerService { raft: raft.clone() })
+            .max_decoding_message_size(PEER_MESSAGE_MAX_BYTES)
+            .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES);
+        tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "peer gRPC server stopped");
+            }
+        });
+
+        if cfg.bootstrap {
+            let members: BTreeMap<NodeId, NodeInfo> = cfg
+                .initial_members
+                .iter()
+                .map(|p| {
+                    (
+                        p.id,
+                        NodeInfo {
+                            grpc: p.grpc.clone(),
+                            http: p.http.clone(),
+                            region: p.region.clone(),
+                        },
+                    )
+                })
+                .collect();
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!("bootstrapped a new metadata group"),
+                // Already initialized: a restart of an existing cluster.
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(ConsensusError::Raft(e.to_string())),
+            }
+        }
+
+        Ok(Arc::new(Consensus {
+            raft,
+            meta,
+            applied,
+            cfg,
+            grpc_stop: std::sync::Mutex::new(Some(stop_tx)),
+        }))
+    }
+
+    /// The local state machine, for reads served from local state.
+    pub fn meta(&self) -> &MetaStore {
+        &self.meta
+    }
+
+    pub fn status(&self) -> Status {
+        let m = self.raft.metrics().borrow().clone();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        Status {
+            node_id: m.id,
+            region: self.cfg.region.clone(),
+            role: role.into(),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            voters: m.membership_config.membership().voter_ids().collect(),
+        }
+    }
+
+    /// Ready to serve: a leader is known and this node has applied at least
+    /// up to where it was when it started answering.
+    pub fn is_ready(&self) -> bool {
+        self.raft.metrics().borrow().current_leader.is_some()
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.cfg.write_timeout_ms)
+    }
+
+    /// Propose `cmd` and return its apply result once it is committed by a
+    /// majority and applied on this node.
+    pub async fn write(&self, cmd: Command) -> Result<Response, ConsensusError> {
+        let deadline = self.deadline();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt =
+                tokio::time::timeout(remaining, self.raft.client_write(cmd.clone())).await;
+            let leader = match attempt {
+                Err(_) => {
+                    return Err(ConsensusError::Unavailable(
+                        "write not committed within the timeout".into(),
+                    ))
+                }
+                Ok(Ok(r)) => return Ok(r.data),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                    f.leader_id.zip(f.leader_node)
+                }
+                Ok(Err(e)) => return Err(ConsensusError::Raft(e.to_string())),
+            };
+            if let Some((id, node)) = leader {
+                match self.forward_write(id, &node, &cmd, deadline).await? {
+                    Some((response, index)) => {
+                        self.wait_applied(index, deadline).await?;
+                        return Ok(response);
+                    }
+                    None => {} // that node was not (or no longer) the leader
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ConsensusError::Unavailable(
+                    "no leader elected within the timeout".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(NO_LEADER_RETRY_MS)).await;
+        }
+    }
+
+    /// Send `cmd` to the leader. `Ok(None)` means it was not the leader and
+    /// the command was not proposed, so trying again is safe.
+    async fn forward_write(
+        &self,
+        id: NodeId,
+        node: &NodeInfo,
+        cmd: &Command,
+        deadline: Instant,
+    ) -> Result<Option<(Response, u64)>, ConsensusError> {
+        let bytes = self
+            .peer_call(id, node, Rpc::Forward, encode(cmd), deadline)
+            .await?;
+        let Some(bytes) = bytes else { return Ok(None) };
+        let reply: ForwardReply =
+            decode(&bytes).map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        match reply {
+            Ok(ok) => Ok(Some(ok)),
+            Err(ForwardError::NotLeader(_)) => Ok(None),
+            Err(ForwardError::Failed(e)) => Err(ConsensusError::Unavailable(e)),
+        }
+    }
+
+    /// Call a peer. `Ok(None)` when it could not be reached at all (the
+    /// request was not delivered, so a retry cannot duplicate it).
+    async fn peer_call(
+        &self,
+        id: NodeId,
+        node: &NodeInfo,
+        rpc: Rpc,
+        payload: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<Option<Vec<u8>>, ConsensusError> {
+        let channel =
+            network::channel(&node.grpc).map_err(|e| ConsensusError::Unavailable(e.to_string()))?;
+        let mut client = RaftClient::new(channel)
+            .max_decoding_message_size(PEER_MESSAGE_MAX_BYTES)
+            .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES);
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        match network::call(&mut client, rpc, payload, Some(timeout)).await {
+            Ok(b) => Ok(Some(b)),
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                tracing::debug!(peer = id, error = %s, "peer unreachable");
+                Ok(None)
+            }
+            Err(s) => Err(ConsensusError::Unavailable(format!(
+                "peer {id}: {}",
+                s.message()
+            ))),
+        }
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ConsensusError> {
+        let mut rx = self.applied.clone();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let waited =
+            tokio::time::timeout(remaining, rx.wait_for(|applied| *applied >= index)).await;
+        match waited.map(|r| r.map(|_| ())) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ConsensusError::Raft("state machine stopped".into())),
+            Err(_) => Err(ConsensusError::Unavailable(format!(
+                "index {index} not applied locally in time"
+            ))),
+        }
+    }
+
+    /// Linearizable read barrier (read-index): when it returns, local state
+    /// reflects every write acknowledged anywhere before the call.
+    pub async fn read_barrier(&self) -> Result<(), ConsensusError> {
+        let deadline = self.deadline();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = tokio::time::timeout(remaining, self.raft.ensure_linearizable()).await;
+            let leader = match attempt {
+                Err(_) => return Err(ConsensusError::Unavailable("read-index timed out".into())),
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                    f.leader_id.zip(f.leader_node)
+                }
+                Ok(Err(e)) => return Err(ConsensusError::Unavailable(e.to_string())),
+            };
+            if let Some((id, node)) = leader {
+                if let Some(bytes) = self
+                    .peer_call(id, &node, Rpc::ReadIndex, Vec::new(), deadline)
+                    .await?
+                {
+                    let reply: ReadIndexReply =
+                        decode(&bytes).map_err(|e| ConsensusError::Raft(e.to_string()))?;
+                    match reply {
+                        Ok(index) => return self.wait_applied(index, deadline).await,
+                        Err(ForwardError::NotLeader(_)) => {}
+                        Err(ForwardError::Failed(e)) => return Err(ConsensusError::Unavailable(e)),
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ConsensusError::Unavailable(
+                    "no leader for read-index".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(NO_LEADER_RETRY_MS)).await;
+        }
+    }
+
+    /// Stop Raft and the peer server. Applied state is synced first.
+    pub async fn shutdown(&self) {
+        if let Ok(mut stop) = self.grpc_stop.lock() {
+            if let Some(tx) = stop.take() {
+                let _ = tx.send(());
+            }
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        if let Err(e) = self.meta.sync() {
+            tracing::warn!(error = %e, "syncing metadata at shutdown");
+        }
+    }
+}
