@@ -1,0 +1,48 @@
+//! One upload session: a directory holding the bytes received so far and a
+//! small state file written once at creation.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use wharf_oci::Hasher;
+
+/// What the HTTP layer reports about a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub id: String,
+    pub repo: String,
+    /// Bytes received and made durable so far.
+    pub offset: u64,
+}
+
+/// Persisted at creation; the offset is the data file's length.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SessionState {
+    pub repo: String,
+    pub created_ms: u64,
+    /// Internal sessions of monolithic uploads: no client can resume them,
+    /// so they are discarded at restart.
+    pub hidden: bool,
+}
+
+pub struct Session {
+    pub id: String,
+    pub repo: String,
+    pub dir: PathBuf,
+    pub offset: u64,
+    /// Running hash of bytes 0..offset. `None` after a restart until it is
+    /// recomputed from the data file (the hash state is not persisted).
+    pub hasher: Option<Hasher>,
+    pub last_active: Instant,
+}
+
+impl Session {
+    pub fn info(&self) -> SessionInfo {
+        SessionInfo {
+            id: self.id.clone(),
+            repo: self.repo.clone(),
+            offset: self.offset,
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The upload pipeline: the async side receives body chunks from the
+//! network while a blocking thread hashes and writes them, so hashing never
+//! stalls the runtime and overlaps with receiving.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use wharf_oci::Hasher;
+
+use crate::error::BlobError;
+
+/// Chunks in flight between the network and the writer thread. Bounded so
+/// a fast client cannot make the node buffer a whole blob in memory.
+const PIPELINE_DEPTH_CHUNKS: usize = 16;
+/// Writes to the file are gathered into buffers of this size.
+const WRITE_BUFFER_BYTES: usize = 1 << 20;
+
+pub struct Written {
+    pub file: File,
+    pub hasher: Hasher,
+    pub bytes: u64,
+    /// Set when the body stream failed; `bytes` were still written.
+    pub stream_error: Option<BlobError>,
+}
+
+/// Append `body` to `file` (positioned at its end), updating `hasher`.
+/// Stops with `stream_error` when the client stalls for `idle_timeout` or
+/// sends more than `max_bytes`.
+pub async fn append<S, E>(
+    file: File,
+    hasher: Hasher,
+    body: S,
+    idle_timeout: Duration,
+    max_bytes: u64,
+) -> Result<Written, BlobError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_DEPTH_CHUNKS);
+    let worker = tokio::task::spawn_blocking(move || -> std::io::Result<(File, Hasher, u64)> {
+        let mut hasher = hasher;
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
+        let mut n = 0u64;
+        while let Some(chunk) = rx.blocking_recv() {
+            hasher.update(&chunk);
+            out.write_all(&chunk)?;
+            n += chunk.len() as u64;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        Ok((file, hasher, n))
+    });
+
+    let mut body = body;
+    let mut received = 0u64;
+    let stream_error = loop {
+        let next = match tokio::time::timeout(idle_timeout, body.next()).await {
+            Err(_) => break Some(BlobError::Stalled(idle_timeout.as_secs())),
+            Ok(None) => break None,
+            Ok(Some(Err(e))) => break Some(BlobError::Client(e.to_string())),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        received += next.len() as u64;
+        if received > max_bytes {
+            break Some(BlobError::SizeInvalid {
+                expected: max_bytes,
+                got: received,
+            });
+        }
+        if tx.send(next).await.is_err() {
+            break None; // the writer failed; its error is reported below
+        }
+    };
+    drop(tx);
+    let (file, hasher, bytes) = worker
+        .await
+        .map_err(|e| BlobError::Io(std::io::Error::other(e.to_string())))??;
+    Ok(Written {
+        file,
+        hasher,
+        bytes,
+        stream_error,
+    })
+}

@@ -1,0 +1,181 @@
+use futures::StreamExt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream;
+use wharf_blobstore::{BlobError, BlobStore, StoreLimits};
+use wharf_oci::Digest;
+
+type Chunk = Result<Bytes, std::io::Error>;
+
+fn body(parts: &[&[u8]]) -> impl futures::Stream<Item = Chunk> + Unpin {
+    stream::iter(
+        parts
+            .iter()
+            .map(|p| Ok(Bytes::copy_from_slice(p)))
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn open(dir: &std::path::Path, limits: StoreLimits) -> BlobStore {
+    BlobStore::open(dir, "n1", limits).unwrap()
+}
+
+async fn read_all(store: &BlobStore, d: &Digest) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let (mut f, _) = store.open_blob(d).await.unwrap().expect("blob present");
+    let mut v = Vec::new();
+    f.read_to_end(&mut v).await.unwrap();
+    v
+}
+
+#[tokio::test]
+async fn chunked_upload_is_verified_and_then_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), StoreLimits::default());
+    let d = Digest::sha256_of(b"hello world");
+    let s = store.create_session("a/b").await.unwrap();
+    assert!(s.id.starts_with("n1-"));
+    let info = store
+        .append(&s.id, "a/b", Some(0), body(&[b"hello", b" "]))
+        .await
+        .unwrap();
+    assert_eq!(info.offset, 6);
+    let err = store
+        .append(&s.id, "a/b", Some(3), body(&[b"x"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        BlobError::RangeInvalid {
+            expected: 6,
+            got: 3
+        }
+    ));
+    assert!(
+        store.stat(&d).await.unwrap().is_none(),
+        "nothing visible before the final PUT"
+    );
+    let size = store
+        .finish(&s.id, "a/b", &d, Some(body(&[b"world"])))
+        .await
+        .unwrap();
+    assert_eq!(size, 11);
+    assert_eq!(read_all(&store, &d).await, b"hello world");
+    assert!(matches!(
+        store.session_info(&s.id, "a/b").await,
+        Err(BlobError::UploadUnknown)
+    ));
+}
+
+#[tokio::test]
+async fn digest_mismatch_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), StoreLimits::default());
+    let claimed = Digest::sha256_of(b"something else");
+    let err = store
+        .put("r", &claimed, body(&[b"actual bytes"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BlobError::DigestMismatch { .. }));
+    assert!(store.stat(&claimed).await.unwrap().is_none());
+    assert!(store
+        .stat(&Digest::sha256_of(b"actual bytes"))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("uploads"))
+            .unwrap()
+            .count(),
+        0,
+        "no leftovers"
+    );
+}
+
+#[tokio::test]
+async fn sessions_survive_a_restart_and_belong_to_their_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let store = open(dir.path(), StoreLimits::default());
+        let s = store.create_session("r").await.unwrap();
+        store
+            .append(&s.id, "r", None, body(&[b"part one,"]))
+            .await
+            .unwrap();
+        // A monolithic upload in flight when the node dies is discarded.
+        s.id
+    };
+    let store = open(dir.path(), StoreLimits::default());
+    assert_eq!(store.session_info(&id, "r").await.unwrap().offset, 9);
+    assert!(matches!(
+        store.session_info(&id, "other").await,
+        Err(BlobError::UploadUnknown)
+    ));
+    let d = Digest::sha256_of(b"part one,part two");
+    store
+        .finish(&id, "r", &d, Some(body(&[b"part two"])))
+        .await
+        .unwrap();
+    assert_eq!(read_all(&store, &d).await, b"part one,part two");
+}
+
+#[tokio::test]
+async fn sha512_digests_are_verified_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), StoreLimits::default());
+    let mut h = wharf_oci::Hasher::new(wharf_oci::digest::Algorithm::Sha512);
+    h.update(b"abc");
+    let d = h.finish();
+    assert_eq!(store.put("r", &d, body(&[b"ab", b"c"])).await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn idle_sessions_expire_and_limits_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = StoreLimits {
+        sessions_max: 1,
+        session_expiry: Duration::from_millis(1),
+        blob_max_bytes: 4,
+        ..StoreLimits::default()
+    };
+    let store = open(dir.path(), limits);
+    let s = store.create_session("r").await.unwrap();
+    assert!(matches!(
+        store.create_session("r").await,
+        Err(BlobError::TooManySessions(1))
+    ));
+    let err = store
+        .append(&s.id, "r", None, body(&[b"12345"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BlobError::SizeInvalid { .. }), "{err:?}");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(store.sweep_expired().await, 1);
+    assert_eq!(store.sessions_in_progress(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("uploads"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_client_is_cut_off_and_keeps_what_it_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = StoreLimits {
+        body_idle_timeout: Duration::from_millis(100),
+        ..StoreLimits::default()
+    };
+    let store = open(dir.path(), limits);
+    let s = store.create_session("r").await.unwrap();
+    let stalled = stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"abc"))])
+        .chain(stream::pending());
+    let err = store
+        .append(&s.id, "r", None, Box::pin(stalled))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BlobError::Stalled(_)));
+    assert_eq!(store.session_info(&s.id, "r").await.unwrap().offset, 3);
+}
