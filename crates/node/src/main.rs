@@ -1,1 +1,147 @@
-fn main() {}
+//! `wharf`: a geo-replicated OCI registry node, its local cluster launcher,
+//! and the admin CLI.
+
+mod api;
+mod cli;
+mod config;
+mod error;
+mod http;
+mod metrics;
+mod serve;
+mod state;
+mod up;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ServeConfig;
+use crate::error::NodeError;
+
+#[derive(Parser)]
+#[command(
+    name = "wharf",
+    version,
+    about = "Wharf: a private, geo-replicated OCI container registry"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one registry node (one region) from a config file and flags.
+    Serve(ServeArgs),
+    /// Start a whole local cluster in the foreground, one process per region.
+    Up(up::UpArgs),
+    /// List, inspect and delete repositories, tags and manifests.
+    Repository(cli::repository::RepositoryArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML config file; flags below override its values.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Unique id of this node.
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Region this node serves, e.g. us-east.
+    #[arg(long)]
+    region: Option<String>,
+    /// Directory for metadata, the Raft log and blobs.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address (OCI + management API), e.g. 127.0.0.1:5001.
+    #[arg(long)]
+    http_listen: Option<std::net::SocketAddr>,
+    /// Peer gRPC listen address, e.g. 127.0.0.1:5101.
+    #[arg(long)]
+    grpc_listen: Option<std::net::SocketAddr>,
+    /// Write the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "WHARF_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve_config(args: &ServeArgs) -> Result<ServeConfig, NodeError> {
+    let mut cfg = match &args.config {
+        Some(path) => ServeConfig::load(path)?,
+        None => ServeConfig::default(),
+    };
+    if let Some(v) = args.node_id {
+        cfg.node_id = v;
+    }
+    if let Some(v) = &args.region {
+        cfg.region = v.clone();
+    }
+    if let Some(v) = &args.data_dir {
+        cfg.data_dir = v.clone();
+    }
+    if let Some(v) = args.http_listen {
+        cfg.http_listen = v;
+    }
+    if let Some(v) = args.grpc_listen {
+        cfg.grpc_listen = v;
+    }
+    Ok(cfg)
+}
+
+async fn run(cli: Cli) -> Result<(), NodeError> {
+    match cli.command {
+        Command::Serve(args) => {
+            let cfg = serve_config(&args)?;
+            if args.print_config {
+                print!("{}", cfg.to_toml());
+                return Ok(());
+            }
+            init_logging(args.log_format);
+            serve::run(cfg).await
+        }
+        Command::Up(args) => {
+            init_logging(LogFormat::Text);
+            up::run(args).await
+        }
+        Command::Repository(args) => cli::repository::run(args).await,
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wharf: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("wharf: {e}");
+        std::process::exit(1);
+    }
+}

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     Unavailable,
     /// A Content-Range that does not continue the upload (416).
     RangeInvalid,
+    /// `n` of a paginated listing is not a number (as the reference registry).
+    PaginationInvalid,
 }
 
 impl ErrorCode {
@@ -46,6 +48,7 @@ impl ErrorCode {
             ErrorCode::Internal => "INTERNAL_ERROR",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::RangeInvalid => "BLOB_UPLOAD_INVALID",
+            ErrorCode::PaginationInvalid => "PAGINATION_NUMBER_INVALID",
         }
     }
 
@@ -61,7 +64,8 @@ impl ErrorCode {
             | ErrorCode::ManifestBlobUnknown
             | ErrorCode::ManifestInvalid
             | ErrorCode::NameInvalid
-            | ErrorCode::SizeInvalid => 400,
+            | ErrorCode::SizeInvalid
+            | ErrorCode::PaginationInvalid => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Denied => 403,
             ErrorCode::Unsupported => 405,

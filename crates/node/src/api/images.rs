@@ -1,0 +1,169 @@
+//! `wharf repository show --image` and `delete --image`: one image by
+//! `repo:tag` or `repo@digest`.
+
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use wharf_meta::Command;
+use wharf_oci::{media, validate_repository, ErrorCode, Reference};
+
+use super::repositories::Removed;
+use crate::http::error::{ApiError, ApiResult};
+use crate::state::App;
+
+#[derive(Deserialize)]
+pub struct ImageQuery {
+    pub image: String,
+}
+
+/// Split `repo:tag` / `repo@digest` (a bare `repo` means `repo:latest`).
+pub fn parse_image(image: &str) -> ApiResult<(String, Reference)> {
+    let (repo, reference) = if let Some((r, d)) = image.split_once('@') {
+        (r, d)
+    } else {
+        let slash = image.rfind('/').map_or(0, |i| i + 1);
+        match image[slash..].rfind(':') {
+            Some(i) => (&image[..slash + i], &image[slash + i + 1..]),
+            None => (image, "latest"),
+        }
+    };
+    validate_repository(repo)?;
+    Ok((repo.to_string(), Reference::parse(reference)?))
+}
+
+#[derive(Serialize)]
+pub struct Layer {
+    pub digest: String,
+    pub size: u64,
+    pub media_type: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Child {
+    pub digest: String,
+    pub media_type: Option<String>,
+    pub platform: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct ImageDetail {
+    pub repository: String,
+    pub digest: String,
+    pub media_type: String,
+    pub manifest_size: u64,
+    /// Config plus layers (0 for an index).
+    pub image_size: u64,
+    pub created_ms: u64,
+    pub artifact_type: Option<String>,
+    pub tags: Vec<String>,
+    pub layers: Vec<Layer>,
+    pub manifests: Vec<Child>,
+}
+
+fn str_field(v: &Value, k: &str) -> Option<String> {
+    v.get(k).and_then(Value::as_str).map(str::to_string)
+}
+
+pub async fn show(
+    State(app): State<App>,
+    Query(q): Query<ImageQuery>,
+) -> ApiResult<Json<ImageDetail>> {
+    let (repo, reference) = parse_image(&q.image)?;
+    let (digest, record) = app.manifest(&repo, &reference).await?;
+    let doc: Value = serde_json::from_slice(&record.raw).unwrap_or(Value::Null);
+    let layers = doc
+        .get("layers")
+        .and_then(Value::as_array)
+        .map(|ls| {
+            ls.iter()
+                .map(|l| Layer {
+                    digest: str_field(l, "digest").unwrap_or_default(),
+                    size: l.get("size").and_then(Value::as_u64).unwrap_or(0),
+                    media_type: str_field(l, "mediaType"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let manifests = if media::is_index(&record.media_type) {
+        doc.get("manifests")
+            .and_then(Value::as_array)
+            .map(|ms| {
+                ms.iter()
+                    .map(|m| Child {
+                        digest: str_field(m, "digest").unwrap_or_default(),
+                        media_type: str_field(m, "mediaType"),
+                        platform: m.get("platform").map(|p| {
+                            [
+                                str_field(p, "os"),
+                                str_field(p, "architecture"),
+                                str_field(p, "variant"),
+                            ]
+                            .into_iter()
+                            .flatten()
+                            .collect::<Vec<_>>()
+                            .join("/")
+                        }),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    Ok(Json(ImageDetail {
+        tags: app.meta().tags_of(&repo, &digest)?,
+        image_size: record.blobs.iter().map(|b| b.size).sum(),
+        manifest_size: record.raw.len() as u64,
+        media_type: record.media_type,
+        created_ms: record.created_ms,
+        artifact_type: record.artifact_type,
+        repository: repo,
+        digest,
+        layers,
+        manifests,
+    }))
+}
+
+/// Deleting `repo:tag` untags; deleting `repo@digest` removes the manifest
+/// and every tag pointing at it (as the cloud CLI's `repository delete`).
+pub async fn delete(
+    State(app): State<App>,
+    Query(q): Query<ImageQuery>,
+) -> ApiResult<Json<Removed>> {
+    let (repo, reference) = parse_image(&q.image)?;
+    let cmd = match reference {
+        Reference::Digest(d) => Command::DeleteManifest {
+            repo,
+            digest: d.to_string(),
+        },
+        Reference::Tag(t) => Command::DeleteTag { repo, tag: t },
+    };
+    let removed = app.write(cmd).await.map_err(|e| match e.code {
+        ErrorCode::ManifestUnknown => ApiError::new(
+            ErrorCode::ManifestUnknown,
+            format!("image {} not found", q.image),
+        ),
+        _ => e,
+    })?;
+    Ok(Json(Removed { removed }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_split_like_docker() {
+        let (r, t) = parse_image("team/app:v1").unwrap();
+        assert_eq!((r.as_str(), t), ("team/app", Reference::Tag("v1".into())));
+        let (r, t) = parse_image("app").unwrap();
+        assert_eq!((r.as_str(), t), ("app", Reference::Tag("latest".into())));
+        let d = format!("sha256:{}", "a".repeat(64));
+        let (r, t) = parse_image(&format!("a/b@{d}")).unwrap();
+        assert_eq!(r, "a/b");
+        assert!(matches!(t, Reference::Digest(_)));
+        assert!(parse_image("Bad:tag").is_err());
+        assert!(parse_image("a:b:c").is_err());
+    }
+}

@@ -1,0 +1,148 @@
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use wharf_meta::Command;
+use wharf_oci::validate_repository;
+
+use crate::http::error::ApiResult;
+use crate::state::App;
+
+pub async fn status(State(app): State<App>) -> Json<wharf_consensus::Status> {
+    Json(app.consensus.status())
+}
+
+#[derive(Serialize)]
+pub struct RepositoryRow {
+    pub name: String,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    pub tag_count: usize,
+    pub manifest_count: usize,
+}
+
+/// Repositories listed in one answer, at most.
+const LIST_MAX: usize = 100_000;
+
+pub async fn list(State(app): State<App>) -> ApiResult<Json<Vec<RepositoryRow>>> {
+    app.consensus.read_barrier().await?;
+    let m = app.meta();
+    let mut rows = Vec::new();
+    for (name, r) in m.repositories(None, LIST_MAX)? {
+        rows.push(RepositoryRow {
+            tag_count: m.tags(&name, None, usize::MAX)?.len(),
+            manifest_count: m.manifests(&name)?.len(),
+            created_ms: r.created_ms,
+            updated_ms: r.updated_ms,
+            name,
+        });
+    }
+    Ok(Json(rows))
+}
+
+#[derive(Deserialize)]
+pub struct RepoQuery {
+    pub repository: String,
+    #[serde(default)]
+    pub orderby: Option<String>,
+    #[serde(default)]
+    pub untagged: Option<bool>,
+}
+
+#[derive(Serialize)]
+pub struct TagRow {
+    pub name: String,
+    pub digest: String,
+    pub updated_ms: u64,
+    pub media_type: Option<String>,
+    pub manifest_size: Option<u64>,
+}
+
+fn order<T>(rows: &mut [T], orderby: Option<&str>, time: impl Fn(&T) -> u64) -> ApiResult<()> {
+    match orderby {
+        None => {}
+        Some("time_desc") => rows.sort_by_key(|r| std::cmp::Reverse(time(r))),
+        Some("time_asc") => rows.sort_by_key(time),
+        Some(other) => {
+            return Err(crate::http::error::ApiError::new(
+                wharf_oci::ErrorCode::Unsupported,
+                format!("unknown orderby {other:?}: use time_desc or time_asc"),
+            )
+            .with_status(axum::http::StatusCode::BAD_REQUEST))
+        }
+    }
+    Ok(())
+}
+
+pub async fn tags(
+    State(app): State<App>,
+    Query(q): Query<RepoQuery>,
+) -> ApiResult<Json<Vec<TagRow>>> {
+    validate_repository(&q.repository)?;
+    app.require_repository(&q.repository).await?;
+    let m = app.meta();
+    let mut rows = Vec::new();
+    for (name, t) in m.tags(&q.repository, None, usize::MAX)? {
+        let manifest = m.manifest(&q.repository, &t.digest)?;
+        rows.push(TagRow {
+            name,
+            media_type: manifest.as_ref().map(|r| r.media_type.clone()),
+            manifest_size: manifest.as_ref().map(|r| r.raw.len() as u64),
+            digest: t.digest,
+            updated_ms: t.updated_ms,
+        });
+    }
+    order(&mut rows, q.orderby.as_deref(), |r| r.updated_ms)?;
+    Ok(Json(rows))
+}
+
+#[derive(Serialize)]
+pub struct ManifestRow {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+    pub created_ms: u64,
+    pub artifact_type: Option<String>,
+    pub tags: Vec<String>,
+}
+
+pub async fn manifests(
+    State(app): State<App>,
+    Query(q): Query<RepoQuery>,
+) -> ApiResult<Json<Vec<ManifestRow>>> {
+    validate_repository(&q.repository)?;
+    app.require_repository(&q.repository).await?;
+    let mut rows: Vec<ManifestRow> = app
+        .meta()
+        .manifests(&q.repository)?
+        .into_iter()
+        .filter(|s| !q.untagged.unwrap_or(false) || s.tags.is_empty())
+        .map(|s| ManifestRow {
+            digest: s.digest,
+            media_type: s.media_type,
+            size: s.size,
+            created_ms: s.created_ms,
+            artifact_type: s.artifact_type,
+            tags: s.tags,
+        })
+        .collect();
+    order(&mut rows, q.orderby.as_deref(), |r| r.created_ms)?;
+    Ok(Json(rows))
+}
+
+#[derive(Serialize)]
+pub struct Removed {
+    pub removed: u64,
+}
+
+pub async fn delete(
+    State(app): State<App>,
+    Query(q): Query<RepoQuery>,
+) -> ApiResult<Json<Removed>> {
+    validate_repository(&q.repository)?;
+    let removed = app
+        .write(Command::DeleteRepository {
+            repo: q.repository.clone(),
+        })
+        .await?;
+    Ok(Json(Removed { removed }))
+}

@@ -1,0 +1,5 @@
+//! The admin verbs: a client of the management API.
+
+pub mod client;
+pub mod output;
+pub mod repository;

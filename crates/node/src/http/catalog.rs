@@ -1,0 +1,44 @@
+//! Catalog and tag listings, sorted lexically, paginated with `n`/`last`.
+
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use wharf_oci::validate_repository;
+
+use crate::http::error::ApiResult;
+use crate::http::pagination;
+use crate::state::App;
+
+fn listing(body: serde_json::Value, link: Option<String>) -> Response {
+    let mut resp = (StatusCode::OK, axum::Json(body)).into_response();
+    if let Some(l) = link.and_then(|l| l.parse().ok()) {
+        resp.headers_mut().insert("link", l);
+    }
+    resp
+}
+
+pub async fn list_repositories(app: &App, uri: &Uri) -> ApiResult<Response> {
+    let page = pagination::parse(uri)?;
+    let names = app
+        .meta()
+        .repositories(page.last.as_deref(), page.n.saturating_add(1))?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let (names, link) = pagination::finish(names, &page, "/v2/_catalog");
+    Ok(listing(json!({ "repositories": names }), link))
+}
+
+pub async fn list_tags(app: &App, name: &str, uri: &Uri) -> ApiResult<Response> {
+    validate_repository(name)?;
+    let page = pagination::parse(uri)?;
+    app.require_repository(name).await?;
+    let tags = app
+        .meta()
+        .tags(name, page.last.as_deref(), page.n.saturating_add(1))?
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    let (tags, link) = pagination::finish(tags, &page, &format!("/v2/{name}/tags/list"));
+    Ok(listing(json!({ "name": name, "tags": tags }), link))
+}

@@ -1,0 +1,131 @@
+//! Manifests by tag or digest: PUT/GET/HEAD/DELETE, kept byte-exact
+//! (spec "Pulling manifests", "Pushing manifests", "Deleting manifests").
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use wharf_meta::{BlobRef, Command, PutManifest};
+use wharf_oci::manifest::{self, MANIFEST_MAX_BYTES};
+use wharf_oci::{validate_repository, Digest, ErrorCode, Hasher, Reference};
+
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::headers;
+use crate::metrics::Metrics;
+use crate::state::{now_ms, App};
+
+pub async fn get(app: &App, name: &str, reference: &str, with_body: bool) -> ApiResult<Response> {
+    validate_repository(name)?;
+    let reference = Reference::parse(reference)?;
+    let (digest, record) = app.manifest(name, &reference).await?;
+    let builder = Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", &record.media_type)
+        .header("content-length", record.raw.len())
+        .header("etag", format!("\"{digest}\""))
+        .header(headers::CONTENT_DIGEST, &digest);
+    let body = if with_body {
+        Body::from(record.raw)
+    } else {
+        Body::empty()
+    };
+    builder.body(body).map_err(ApiError::internal)
+}
+
+pub async fn put(app: &App, name: &str, reference: &str, req: Request) -> ApiResult<Response> {
+    validate_repository(name)?;
+    let reference = Reference::parse(reference)?;
+    let content_type = headers::get(req.headers(), "content-type").map(str::to_string);
+    let raw = axum::body::to_bytes(req.into_body(), MANIFEST_MAX_BYTES + 1)
+        .await
+        .map_err(|e| match std::error::Error::source(&e) {
+            Some(s) if s.is::<http_body_util::LengthLimitError>() => ApiError::new(
+                ErrorCode::SizeInvalid,
+                format!("manifest exceeds the {MANIFEST_MAX_BYTES}-byte limit"),
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE),
+            _ => ApiError::new(
+                ErrorCode::ManifestInvalid,
+                format!("reading the manifest failed: {e}"),
+            ),
+        })?;
+    let digest = match &reference {
+        Reference::Digest(claimed) => {
+            let mut h = Hasher::new(claimed.algorithm());
+            h.update(&raw);
+            let actual = h.finish();
+            if actual != *claimed {
+                return Err(ApiError::new(
+                    ErrorCode::DigestInvalid,
+                    format!("manifest hashes to {actual}, not {claimed}"),
+                ));
+            }
+            actual
+        }
+        Reference::Tag(_) => Digest::sha256_of(&raw),
+    };
+    let parsed = manifest::parse(&raw, content_type.as_deref())?;
+    let subject = parsed.subject.as_ref().map(|s| s.digest.to_string());
+    let cmd = Command::PutManifest(PutManifest {
+        repo: name.to_string(),
+        digest: digest.to_string(),
+        media_type: parsed.media_type.clone(),
+        raw: raw.to_vec(),
+        tag: match &reference {
+            Reference::Tag(t) => Some(t.clone()),
+            Reference::Digest(_) => None,
+        },
+        blobs: parsed
+            .blobs
+            .iter()
+            .filter(|d| !d.is_foreign())
+            .map(|d| BlobRef {
+                digest: d.digest.to_string(),
+                size: d.size,
+            })
+            .collect(),
+        children: parsed
+            .manifests
+            .iter()
+            .map(|d| d.digest.to_string())
+            .collect(),
+        subject: subject.clone(),
+        artifact_type: parsed.artifact_type.clone(),
+        annotations_json: parsed
+            .annotations
+            .as_ref()
+            .map(|a| serde_json::Value::Object(a.clone()).to_string()),
+        now_ms: now_ms(),
+    });
+    app.write(cmd).await?;
+    Metrics::add(&app.metrics.manifests_pushed, 1);
+    let mut resp = (
+        StatusCode::CREATED,
+        [
+            ("location", format!("/v2/{name}/manifests/{digest}")),
+            (headers::CONTENT_DIGEST, digest.to_string()),
+            ("content-length", "0".to_string()),
+        ],
+    )
+        .into_response();
+    if let Some(s) = subject.and_then(|s| s.parse().ok()) {
+        resp.headers_mut().insert(headers::OCI_SUBJECT, s);
+    }
+    Ok(resp)
+}
+
+pub async fn delete(app: &App, name: &str, reference: &str) -> ApiResult<Response> {
+    validate_repository(name)?;
+    let cmd = match Reference::parse(reference)? {
+        Reference::Digest(d) => Command::DeleteManifest {
+            repo: name.to_string(),
+            digest: d.to_string(),
+        },
+        Reference::Tag(t) => Command::DeleteTag {
+            repo: name.to_string(),
+            tag: t,
+        },
+    };
+    app.write(cmd).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}

@@ -1,0 +1,160 @@
+//! The HTTP surface of a node: the OCI Distribution API at /v2/, the
+//! management API at /api/v1/, and health and metrics endpoints.
+
+pub mod blobs;
+pub mod catalog;
+pub mod error;
+pub mod headers;
+pub mod manifests;
+pub mod pagination;
+pub mod referrers;
+pub mod route;
+pub mod uploads;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use wharf_oci::ErrorCode;
+
+use crate::metrics::Metrics;
+use crate::state::App;
+use error::{ApiError, ApiResult};
+use route::Route;
+
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/v2", any(base))
+        .route("/v2/", any(base))
+        .route("/v2/*rest", any(dispatch))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .nest("/api/v1", crate::api::router())
+        .layer(middleware::from_fn_with_state(app.clone(), common_headers))
+        .with_state(app)
+}
+
+/// Every answer carries the API version header; count answers by class.
+async fn common_headers(State(app): State<App>, req: Request, next: Next) -> Response {
+    Metrics::add(&app.metrics.requests, 1);
+    let mut resp = next.run(req).await;
+    match resp.status().as_u16() {
+        400..=499 => Metrics::add(&app.metrics.responses_4xx, 1),
+        500..=599 => Metrics::add(&app.metrics.responses_5xx, 1),
+        _ => {}
+    }
+    resp.headers_mut().insert(
+        headers::API_VERSION,
+        HeaderValue::from_static(headers::API_VERSION_VALUE),
+    );
+    resp
+}
+
+async fn base(method: Method) -> Response {
+    match method {
+        Method::GET | Method::HEAD => {
+            (StatusCode::OK, axum::Json(serde_json::json!({}))).into_response()
+        }
+        _ => ApiError::new(ErrorCode::Unsupported, "method not allowed").into_response(),
+    }
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    if app.consensus.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no metadata leader yet").into_response()
+    }
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let s = app.consensus.status();
+    let gauges = [
+        ("wharf_raft_term", "Current Raft term", s.term),
+        (
+            "wharf_raft_applied_index",
+            "Last applied Raft log index",
+            s.applied_index,
+        ),
+        (
+            "wharf_raft_last_log_index",
+            "Last Raft log index on this node",
+            s.last_log_index,
+        ),
+        (
+            "wharf_raft_is_leader",
+            "1 when this node leads the metadata group",
+            u64::from(s.role == "leader"),
+        ),
+        (
+            "wharf_upload_sessions",
+            "Upload sessions in progress",
+            app.blobs.sessions_in_progress() as u64,
+        ),
+    ];
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        app.metrics.render(&gauges),
+    )
+        .into_response()
+}
+
+async fn dispatch(State(app): State<App>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let rest = path.strip_prefix("/v2/").unwrap_or("");
+    let result: ApiResult<Response> = match route::parse(rest) {
+        None => Err(
+            ApiError::new(ErrorCode::NameUnknown, format!("no such endpoint: {path}"))
+                .with_status(StatusCode::NOT_FOUND),
+        ),
+        Some(route) => handle(app, route, req).await,
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn unsupported() -> ApiResult<Response> {
+    Err(ApiError::new(
+        ErrorCode::Unsupported,
+        "method not allowed on this endpoint",
+    ))
+}
+
+async fn handle(app: App, route: Route<'_>, req: Request) -> ApiResult<Response> {
+    let method = req.method().clone();
+    match route {
+        Route::Catalog if method == Method::GET => {
+            catalog::list_repositories(&app, req.uri()).await
+        }
+        Route::Tags { name } if method == Method::GET => {
+            catalog::list_tags(&app, &name, req.uri()).await
+        }
+        Route::Manifest { name, reference } => match method {
+            Method::GET => manifests::get(&app, &name, reference, true).await,
+            Method::HEAD => manifests::get(&app, &name, reference, false).await,
+            Method::PUT => manifests::put(&app, &name, reference, req).await,
+            Method::DELETE => manifests::delete(&app, &name, reference).await,
+            _ => unsupported(),
+        },
+        Route::Blob { name, digest } => match method {
+            Method::GET => blobs::get(&app, &name, digest, req.headers(), true).await,
+            Method::HEAD => blobs::get(&app, &name, digest, req.headers(), false).await,
+            Method::DELETE => blobs::delete(&app, &name, digest).await,
+            _ => unsupported(),
+        },
+        Route::Upload { name, id } => match (method, id.is_empty()) {
+            (Method::POST, true) => uploads::start(&app, &name, req).await,
+            (Method::PATCH, false) => uploads::patch(&app, &name, id, req).await,
+            (Method::PUT, false) => uploads::put(&app, &name, id, req).await,
+            (Method::GET, false) => uploads::status(&app, &name, id).await,
+            (Method::DELETE, false) => uploads::cancel(&app, &name, id).await,
+            _ => unsupported(),
+        },
+        Route::Referrers { name, digest } if method == Method::GET => {
+            referrers::list(&app, &name, digest, req.uri()).await
+        }
+        _ => unsupported(),
+    }
+}

@@ -1,0 +1,175 @@
+//! Blob uploads: monolithic (POST ?digest=), POST then PUT, chunked PATCH
+//! with Content-Range, streamed PATCH, status, cancel, and cross-repository
+//! mount (spec "Pushing blobs", "Mounting a blob from another repository").
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use wharf_blobstore::SessionInfo;
+use wharf_meta::{BlobRef, Command};
+use wharf_oci::{validate_repository, Digest, ErrorCode};
+
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::headers;
+use crate::metrics::Metrics;
+use crate::state::{now_ms, App};
+
+#[derive(Debug, Deserialize, Default)]
+struct UploadQuery {
+    digest: Option<String>,
+    mount: Option<String>,
+    from: Option<String>,
+}
+
+fn query(req: &Request) -> ApiResult<UploadQuery> {
+    serde_urlencoded::from_str(req.uri().query().unwrap_or(""))
+        .map_err(|e| ApiError::new(ErrorCode::BlobUploadInvalid, format!("bad query: {e}")))
+}
+
+fn session_response(status: StatusCode, name: &str, s: &SessionInfo) -> Response {
+    (
+        status,
+        [
+            ("location", format!("/v2/{name}/blobs/uploads/{}", s.id)),
+            ("range", headers::range_value(s.offset)),
+            (headers::UPLOAD_UUID, s.id.clone()),
+            ("content-length", "0".to_string()),
+        ],
+    )
+        .into_response()
+}
+
+fn created(name: &str, digest: &Digest) -> Response {
+    (
+        StatusCode::CREATED,
+        [
+            ("location", format!("/v2/{name}/blobs/{digest}")),
+            (headers::CONTENT_DIGEST, digest.to_string()),
+            ("content-length", "0".to_string()),
+        ],
+    )
+        .into_response()
+}
+
+/// Record in the metadata that this region holds the blob and that the
+/// repository links it; only then is the upload acknowledged.
+async fn link(app: &App, name: &str, digest: &Digest, size: u64) -> ApiResult<()> {
+    app.write(Command::LinkBlobs {
+        repo: name.to_string(),
+        region: app.region.clone(),
+        blobs: vec![BlobRef {
+            digest: digest.to_string(),
+            size,
+        }],
+        now_ms: now_ms(),
+    })
+    .await?;
+    Metrics::add(&app.metrics.blob_bytes_received, size);
+    Ok(())
+}
+
+fn declared_length(h: &HeaderMap) -> Option<u64> {
+    headers::get(h, "content-length").and_then(|v| v.parse().ok())
+}
+
+pub async fn start(app: &App, name: &str, req: Request) -> ApiResult<Response> {
+    validate_repository(name)?;
+    let q = query(&req)?;
+    if let Some(mount) = &q.mount {
+        if let Some(resp) = try_mount(app, name, mount, q.from.as_deref()).await? {
+            return Ok(resp);
+        }
+        // Not mountable: the spec says to fall back to a new upload session.
+    }
+    if let Some(d) = &q.digest {
+        let digest: Digest = d.parse()?;
+        let size = app
+            .blobs
+            .put(name, &digest, req.into_body().into_data_stream())
+            .await?;
+        link(app, name, &digest, size).await?;
+        return Ok(created(name, &digest));
+    }
+    let session = app.blobs.create_session(name).await?;
+    Ok(session_response(StatusCode::ACCEPTED, name, &session))
+}
+
+async fn try_mount(
+    app: &App,
+    name: &str,
+    mount: &str,
+    from: Option<&str>,
+) -> ApiResult<Option<Response>> {
+    let digest: Digest = mount.parse()?;
+    let Some(from) = from else {
+        // Without `from`, OCI 1.1 lets a registry mount any blob it can
+        // see; Wharf only mounts from a named repository.
+        return Ok(None);
+    };
+    validate_repository(from)?;
+    let Some(record) = app.read(|m| m.linked_blob(from, digest.as_str())).await? else {
+        return Ok(None);
+    };
+    if app.blobs.stat(&digest).await?.is_none() {
+        return Ok(None);
+    }
+    link(app, name, &digest, record.size).await?;
+    Ok(Some(created(name, &digest)))
+}
+
+pub async fn patch(app: &App, name: &str, id: &str, req: Request) -> ApiResult<Response> {
+    validate_repository(name)?;
+    let start = headers::content_range_start(req.headers())
+        .map_err(|_| ApiError::new(ErrorCode::RangeInvalid, "malformed Content-Range"))?;
+    let session = app
+        .blobs
+        .append(id, name, start, req.into_body().into_data_stream())
+        .await?;
+    Ok(session_response(StatusCode::ACCEPTED, name, &session))
+}
+
+pub async fn put(app: &App, name: &str, id: &str, req: Request) -> ApiResult<Response> {
+    validate_repository(name)?;
+    let q = query(&req)?;
+    let digest: Digest = q
+        .digest
+        .as_deref()
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::DigestInvalid,
+                "the digest query parameter is required",
+            )
+        })?
+        .parse()?;
+    let start = headers::content_range_start(req.headers())
+        .map_err(|_| ApiError::new(ErrorCode::RangeInvalid, "malformed Content-Range"))?;
+    if let Some(start) = start {
+        let at = app.blobs.session_info(id, name).await?.offset;
+        if start != at {
+            return Err(ApiError::new(
+                ErrorCode::RangeInvalid,
+                format!("chunk starts at {start}, upload is at {at}"),
+            )
+            .with_header("range", headers::range_value(at)));
+        }
+    }
+    let has_body = declared_length(req.headers()).is_some_and(|n| n > 0)
+        || req.headers().contains_key("transfer-encoding");
+    let body = has_body.then(|| req.into_body().into_data_stream());
+    let size = app.blobs.finish(id, name, &digest, body).await?;
+    link(app, name, &digest, size).await?;
+    Ok(created(name, &digest))
+}
+
+pub async fn status(app: &App, name: &str, id: &str) -> ApiResult<Response> {
+    validate_repository(name)?;
+    let session = app.blobs.session_info(id, name).await?;
+    Ok(session_response(StatusCode::NO_CONTENT, name, &session))
+}
+
+pub async fn cancel(app: &App, name: &str, id: &str) -> ApiResult<Response> {
+    validate_repository(name)?;
+    app.blobs.cancel(id, name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,68 @@
+//! Prometheus metrics of a node, kept as plain atomics.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Default)]
+pub struct Metrics {
+    pub requests: AtomicU64,
+    pub responses_4xx: AtomicU64,
+    pub responses_5xx: AtomicU64,
+    pub blob_bytes_served: AtomicU64,
+    pub blob_bytes_received: AtomicU64,
+    pub manifests_pushed: AtomicU64,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The text exposition format, with gauges supplied by the caller.
+    pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
+        let mut out = String::new();
+        let counters = [
+            (
+                "wharf_http_requests_total",
+                "HTTP requests received",
+                &self.requests,
+            ),
+            (
+                "wharf_http_responses_4xx_total",
+                "HTTP answers with a 4xx status",
+                &self.responses_4xx,
+            ),
+            (
+                "wharf_http_responses_5xx_total",
+                "HTTP answers with a 5xx status",
+                &self.responses_5xx,
+            ),
+            (
+                "wharf_blob_bytes_served_total",
+                "Blob bytes sent to clients",
+                &self.blob_bytes_served,
+            ),
+            (
+                "wharf_blob_bytes_received_total",
+                "Blob bytes stored from uploads",
+                &self.blob_bytes_received,
+            ),
+            (
+                "wharf_manifests_pushed_total",
+                "Manifests accepted",
+                &self.manifests_pushed,
+            ),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        out
+    }
+}

@@ -1,0 +1,110 @@
+//! `wharf serve`: one node of one region.
+
+use std::os::unix::io::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wharf_blobstore::BlobStore;
+use wharf_consensus::{Consensus, ConsensusConfig};
+
+use crate::config::ServeConfig;
+use crate::error::NodeError;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+
+/// How often expired upload sessions are swept.
+const SWEEP_INTERVAL_S: u64 = 60;
+
+/// Hold an exclusive lock on the data directory for the process lifetime,
+/// so two nodes can never share (and corrupt) one directory.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, NodeError> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(NodeError::Startup(format!(
+            "data directory {} is in use by another wharf process",
+            dir.display()
+        )));
+    }
+    Ok(f)
+}
+
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
+    cfg.validate()?;
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let _lock = lock_data_dir(&cfg.data_dir)?;
+    let me = cfg.me();
+    let blobs = Arc::new(BlobStore::open(
+        &cfg.data_dir.join("blobs"),
+        &format!("n{}", cfg.node_id),
+        cfg.uploads.limits(),
+    )?);
+    let members = if cfg.peers.is_empty() {
+        vec![me.clone()]
+    } else {
+        cfg.peers.clone()
+    };
+    let consensus = Consensus::start(ConsensusConfig {
+        node_id: cfg.node_id,
+        region: cfg.region.clone(),
+        data_dir: cfg.data_dir.clone(),
+        grpc_listen: cfg.grpc_listen,
+        advertise: me.clone(),
+        initial_members: members,
+        bootstrap: cfg.bootstrap,
+        timings: cfg.raft.clone(),
+        write_timeout_ms: cfg.write_timeout_ms,
+    })
+    .await?;
+    let app = Arc::new(AppState {
+        consensus: consensus.clone(),
+        blobs: blobs.clone(),
+        region: cfg.region.clone(),
+        metrics: Metrics::default(),
+    });
+
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(SWEEP_INTERVAL_S));
+        loop {
+            tick.tick().await;
+            let n = blobs.sweep_expired().await;
+            if n > 0 {
+                tracing::info!(expired = n, "removed idle upload sessions");
+            }
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(cfg.http_listen)
+        .await
+        .map_err(|e| NodeError::Startup(format!("cannot listen on {}: {e}", cfg.http_listen)))?;
+    tracing::info!(node = cfg.node_id, region = %cfg.region, http = %cfg.http_listen, grpc = %cfg.grpc_listen, "wharf node serving");
+    // Graceful: stop accepting, let in-flight requests (uploads) finish,
+    // then stop Raft and sync the metadata store.
+    axum::serve(listener, crate::http::router(app))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shutting down");
+    sweeper.abort();
+    consensus.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! Shared state of a serving node and the reads that follow the
+//! consistency rules (local hit, or read-index before a miss is final).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use wharf_blobstore::BlobStore;
+use wharf_consensus::Consensus;
+use wharf_meta::{Command, ManifestRecord, MetaStore, StoreError};
+use wharf_oci::{ErrorCode, Reference};
+
+use crate::http::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
+
+pub struct AppState {
+    pub consensus: Arc<Consensus>,
+    pub blobs: Arc<BlobStore>,
+    pub region: String,
+    pub metrics: Metrics,
+}
+
+pub type App = Arc<AppState>;
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl AppState {
+    pub fn meta(&self) -> &MetaStore {
+        self.consensus.meta()
+    }
+
+    /// Read from local state; on a miss, confirm with a linearizable read
+    /// before reporting "unknown" (promise 3: no false "manifest unknown").
+    pub async fn read<T>(
+        &self,
+        f: impl Fn(&MetaStore) -> Result<Option<T>, StoreError>,
+    ) -> ApiResult<Option<T>> {
+        if let Some(v) = f(self.meta())? {
+            return Ok(Some(v));
+        }
+        self.consensus.read_barrier().await?;
+        Ok(f(self.meta())?)
+    }
+
+    /// Propose a command; refusals become the matching spec error.
+    pub async fn write(&self, cmd: Command) -> ApiResult<u64> {
+        Ok(self.consensus.write(cmd).await?.into_result()?)
+    }
+
+    /// Resolve a tag or digest to a manifest of `repo`.
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        reference: &Reference,
+    ) -> ApiResult<(String, ManifestRecord)> {
+        let found = self
+            .read(|m| {
+                let digest = match reference {
+                    Reference::Digest(d) => d.to_string(),
+                    Reference::Tag(t) => match m.tag(repo, t)? {
+                        Some(tag) => tag.digest,
+                        None => return Ok(None),
+                    },
+                };
+                Ok(m.manifest(repo, &digest)?.map(|r| (digest, r)))
+            })
+            .await?;
+        found.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::ManifestUnknown,
+                format!("manifest {reference} unknown in {repo}"),
+            )
+        })
+    }
+
+    /// The repository must exist (for listings that 404 on unknown names).
+    pub async fn require_repository(&self, repo: &str) -> ApiResult<()> {
+        match self.read(|m| m.repository(repo)).await? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::new(
+                ErrorCode::NameUnknown,
+                format!("repository {repo} unknown"),
+            )),
+        }
+    }
+}
