@@ -22,7 +22,9 @@ pub struct RepositoryArgs {
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum OrderBy {
+    #[value(name = "time_desc")]
     TimeDesc,
+    #[value(name = "time_asc")]
     TimeAsc,
 }
 

@@ -1,0 +1,193 @@
+//! Test harness: real `wharf serve` processes on real sockets.
+#![allow(dead_code)]
+
+pub mod registry;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+pub struct Node {
+    pub dir: PathBuf,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    pub child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl Node {
+    /// Start a single-region node with its data under `dir`.
+    pub fn start(dir: &Path) -> Node {
+        Node::start_with(dir, &[])
+    }
+
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Node {
+        let mut n = Node {
+            dir: dir.to_path_buf(),
+            http_port: free_port(),
+            grpc_port: free_port(),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        n.spawn();
+        n
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("node.log"))
+            .unwrap();
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(["serve", "--data-dir"])
+            .arg(self.dir.join("data"))
+            .args(["--http-listen", &format!("127.0.0.1:{}", self.http_port)])
+            .args(["--grpc-listen", &format!("127.0.0.1:{}", self.grpc_port)])
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn wharf serve");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("wharf exited with {status}:\n{}", self.log());
+            }
+            let ok = std::process::Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", &self.url("/readyz")])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "node not ready:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// kill -9: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        c.wait().unwrap()
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill first");
+        self.spawn();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Is a command on PATH?
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Run a command, panic with its output unless it succeeds; return stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    stdout
+}
+
+/// An OCI layout at `dir/layout` with image `name` holding `files`
+/// (path, contents) in one layer, built with umoci.
+pub fn oci_layout(dir: &Path, tag: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    let layout = dir.join("layout");
+    if !layout.exists() {
+        run(Command::new("umoci")
+            .args(["init", "--layout"])
+            .arg(&layout));
+        run(Command::new("umoci")
+            .args(["new", "--image"])
+            .arg(format!("{}:base", layout.display())));
+    }
+    let bundle = dir.join(format!("bundle-{tag}"));
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:base", layout.display()))
+        .arg(&bundle));
+    for (path, contents) in files {
+        let p = bundle.join("rootfs").join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, contents).unwrap();
+    }
+    run(Command::new("umoci")
+        .args(["repack", "--image"])
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(&bundle));
+    layout
+}
+
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    use rand::RngCore;
+    let mut v = vec![0u8; n];
+    rand::thread_rng().fill_bytes(&mut v);
+    v
+}
