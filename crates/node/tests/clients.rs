@@ -1,0 +1,299 @@
+//! Real clients against a real `wharf serve`: skopeo, podman, buildah,
+//! oras, containerd's ctr, and the Docker CLI where a daemon runs.
+//! Commands are those of ../shared/CLIENTS.md.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{have, oci_layout, random_bytes, run, Node};
+
+fn node() -> (tempfile::TempDir, Node) {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    (dir, node)
+}
+
+fn need(cmd: &str) {
+    assert!(
+        have(cmd),
+        "{cmd} is not installed: run `make deps` (the test suite needs every client)"
+    );
+}
+
+/// The manifest a layout holds for `tag`, as raw bytes.
+fn layout_manifest(layout: &Path, tag: &str) -> Vec<u8> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .expect("tag in layout");
+    let digest = entry["digest"].as_str().unwrap();
+    std::fs::read(layout.join("blobs/sha256").join(&digest[7..])).unwrap()
+}
+
+fn skopeo() -> Command {
+    let mut c = Command::new("skopeo");
+    // Keep skopeo's blob-info cache out of the way of other runs.
+    c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    c
+}
+
+#[test]
+fn skopeo_copies_both_ways_inspects_lists_and_deletes() {
+    need("skopeo");
+    need("umoci");
+    let (dir, n) = node();
+    let big = random_bytes(5 << 20);
+    let layout = oci_layout(
+        dir.path(),
+        "v1",
+        &[("etc/hello", b"hello"), ("big.bin", &big)],
+    );
+    let src = format!("oci:{}:v1", layout.display());
+    let dst = format!("docker://{}/test/base:v1", n.addr());
+    run(skopeo().args(["copy", "--dest-tls-verify=false", &src, &dst]));
+    run(skopeo()
+        .args(["copy", "--format", "v2s2", "--dest-tls-verify=false", &src])
+        .arg(format!("docker://{}/test/base:v2s2", n.addr())));
+
+    // The manifest is served byte-exact.
+    let raw = run(skopeo().args(["inspect", "--raw", "--tls-verify=false", &dst]));
+    assert_eq!(raw.as_bytes(), layout_manifest(&layout, "v1"));
+    let tags = run(skopeo()
+        .args(["list-tags", "--tls-verify=false"])
+        .arg(format!("docker://{}/test/base", n.addr())));
+    let tags: serde_json::Value = serde_json::from_str(&tags).unwrap();
+    assert_eq!(tags["Tags"], serde_json::json!(["v1", "v2s2"]));
+
+    // Copy back out: every layer byte-exact.
+    let out = dir.path().join("out");
+    run(skopeo()
+        .args(["copy", "--src-tls-verify=false", &dst])
+        .arg(format!("oci:{}:v1", out.display())));
+    assert_eq!(layout_manifest(&out, "v1"), layout_manifest(&layout, "v1"));
+    for entry in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+        let e = entry.unwrap();
+        let copied = out.join("blobs/sha256").join(e.file_name());
+        if copied.exists() {
+            assert_eq!(
+                std::fs::read(e.path()).unwrap(),
+                std::fs::read(copied).unwrap()
+            );
+        }
+    }
+
+    run(skopeo().args(["delete", "--tls-verify=false", &dst]));
+    let gone = skopeo()
+        .args(["inspect", "--raw", "--tls-verify=false", &dst])
+        .output()
+        .unwrap();
+    assert!(!gone.status.success(), "deleted image still pullable");
+}
+
+fn podman(root: &Path, tool: &str) -> Command {
+    let mut c = Command::new(tool);
+    c.arg("--root")
+        .arg(root.join("root"))
+        .arg("--runroot")
+        .arg(root.join("runroot"))
+        .args(["--storage-driver", "vfs"]);
+    c
+}
+
+#[test]
+fn buildah_builds_from_scratch_pushes_and_podman_pulls() {
+    need("buildah");
+    need("podman");
+    let (dir, n) = node();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "hello from buildah\n").unwrap();
+    std::fs::write(
+        ctx.join("Containerfile"),
+        "FROM scratch\nCOPY hello.txt /hello.txt\n",
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    run(podman(&store, "buildah")
+        .args(["bud", "--isolation", "chroot", "-f"])
+        .arg(ctx.join("Containerfile"))
+        .args(["-t", "localhost/test/x:v1"])
+        .arg(&ctx));
+    let oci_ref = format!("{}/test/x:v1", n.addr());
+    run(podman(&store, "buildah")
+        .args(["push", "--tls-verify=false", "localhost/test/x:v1"])
+        .arg(format!("docker://{oci_ref}")));
+    let docker_ref = format!("{}/test/x:v2s2", n.addr());
+    run(podman(&store, "podman").args([
+        "push",
+        "--format",
+        "v2s2",
+        "--tls-verify=false",
+        "localhost/test/x:v1",
+        &docker_ref,
+    ]));
+
+    // A fresh podman store pulls both and finds the file in the image.
+    let fresh = dir.path().join("fresh");
+    for r in [&oci_ref, &docker_ref] {
+        run(podman(&fresh, "podman").args(["pull", "--tls-verify=false", r]));
+    }
+    let mount_out = run(podman(&fresh, "podman").args(["image", "mount", &oci_ref]));
+    let hello = std::fs::read_to_string(Path::new(mount_out.trim()).join("hello.txt")).unwrap();
+    assert_eq!(hello, "hello from buildah\n");
+    run(podman(&fresh, "podman").args(["image", "unmount", &oci_ref]));
+}
+
+#[test]
+fn oras_pushes_and_pulls_artifacts_monolithic_and_chunked() {
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/python");
+    assert!(
+        Path::new(python).exists(),
+        "the oras venv is missing: run `make deps`"
+    );
+    let (dir, n) = node();
+    let work = dir.path().join("oras");
+    std::fs::create_dir_all(&work).unwrap();
+    let payload = random_bytes(100_000);
+    std::fs::write(work.join("a.bin"), &payload).unwrap();
+    let script = format!(
+        r#"
+import oras.client, os
+c = oras.client.OrasClient(hostname="{addr}", insecure=True)
+r = c.push(target="{addr}/test/artifact:v1", files=["a.bin:application/octet-stream"])
+assert r.status_code == 201, r
+r = c.push(target="{addr}/test/artifact:chunked", files=["a.bin"], do_chunked=True, chunk_size=7000)
+assert r.status_code == 201, r
+for tag in ["v1", "chunked"]:
+    out = "out-" + tag
+    os.makedirs(out, exist_ok=True)
+    c.pull(target="{addr}/test/artifact:" + tag, outdir=out)
+print(sorted(c.get_tags("{addr}/test/artifact")))
+c.delete_tags("{addr}/test/artifact", ["v1"])
+print(sorted(c.get_tags("{addr}/test/artifact")))
+"#,
+        addr = n.addr()
+    );
+    let out = run(Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .current_dir(&work));
+    assert_eq!(out, "['chunked', 'v1']\n['chunked']\n");
+    for tag in ["v1", "chunked"] {
+        assert_eq!(
+            std::fs::read(work.join(format!("out-{tag}/a.bin"))).unwrap(),
+            payload
+        );
+    }
+}
+
+#[test]
+fn containerd_pulls_and_pushes_like_a_kubernetes_node() {
+    need("containerd");
+    need("ctr");
+    need("skopeo");
+    let (dir, n) = node();
+    let layout = oci_layout(dir.path(), "v1", &[("k8s", b"node")]);
+    let image = format!("{}/test/base:v1", n.addr());
+    run(skopeo()
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{image}")));
+
+    let t = dir.path().join("ctd");
+    std::fs::create_dir_all(&t).unwrap();
+    let sock = t.join("sock");
+    std::fs::write(
+        t.join("config.toml"),
+        format!(
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n[grpc]\n  address = \"{1}\"\n",
+            t.display(),
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new("containerd")
+        .arg("--config")
+        .arg(t.join("config.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(t.join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let ctr = |args: &[&str]| {
+        let mut c = Command::new("ctr");
+        c.arg("--address").arg(&sock).args(args);
+        c
+    };
+    let pushed = format!("{}/test/base:ctr", n.addr());
+    let result = std::panic::catch_unwind(|| {
+        run(&mut ctr(&["images", "pull", "--plain-http", &image]));
+        run(&mut ctr(&["images", "tag", &image, &pushed]));
+        run(&mut ctr(&["images", "push", "--plain-http", &pushed]));
+    });
+    daemon.kill().ok();
+    daemon.wait().ok();
+    result.unwrap();
+    let a = run(skopeo()
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{image}")));
+    let b = run(skopeo()
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{pushed}")));
+    assert_eq!(a, b, "ctr pushed back the same manifest");
+}
+
+#[test]
+fn docker_cli_pushes_and_pulls_when_a_daemon_runs() {
+    let daemon = Command::new("docker").arg("info").output();
+    if !matches!(&daemon, Ok(o) if o.status.success()) {
+        eprintln!(
+            "SKIPPED docker_cli_pushes_and_pulls_when_a_daemon_runs: no Docker daemon is reachable"
+        );
+        return;
+    }
+    let (dir, n) = node();
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let marker = format!("{:x}", rand::random::<u64>());
+    std::fs::write(rootfs.join("marker"), &marker).unwrap();
+    let tar = dir.path().join("rootfs.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    let image = format!("{}/test/docker:{marker}", n.addr());
+    run(Command::new("docker").arg("import").arg(&tar).arg(&image));
+    let result = std::panic::catch_unwind(|| {
+        run(Command::new("docker").args(["push", &image]));
+        run(Command::new("docker").args(["rmi", &image]));
+        run(Command::new("docker").args(["pull", &image]));
+        // The pulled image holds the file that was pushed.
+        let id = run(Command::new("docker").args(["create", &image, "/none"]));
+        let copied = dir.path().join("copied");
+        let status = Command::new("docker")
+            .args(["cp", &format!("{}:/marker", id.trim())])
+            .arg(&copied)
+            .status();
+        Command::new("docker").args(["rm", id.trim()]).output().ok();
+        assert!(status.unwrap().success());
+        assert_eq!(std::fs::read_to_string(&copied).unwrap(), marker);
+    });
+    Command::new("docker")
+        .args(["rmi", "-f", &image])
+        .output()
+        .ok();
+    result.unwrap();
+}
