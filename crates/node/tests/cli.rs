@@ -1,0 +1,236 @@
+//! `wharf up` and the admin verbs, as a user runs them.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::registry::{Reg, OCI_MANIFEST};
+use common::run;
+use serde_json::Value;
+
+/// A base port P with P+1 and P+101 free.
+fn base_port() -> u16 {
+    loop {
+        let p = common::free_port();
+        if p > 60_000 {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+            && TcpListener::bind(("127.0.0.1", p + 101)).is_ok()
+        {
+            return p;
+        }
+    }
+}
+
+fn wharf() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wharf"))
+}
+
+fn up(dir: &Path, base: u16) -> std::process::Child {
+    let cluster = dir.join("cluster.json");
+    let _ = std::fs::remove_file(&cluster);
+    let child = wharf()
+        .args(["up", "--data-dir"])
+        .arg(dir)
+        .args(["--base-port", &base.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cluster.exists() {
+        assert!(Instant::now() < deadline, "cluster.json never appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+fn interrupt(mut child: std::process::Child) {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "wharf up exited with {status}");
+}
+
+fn admin(endpoint: &str, args: &[&str]) -> String {
+    run(wharf()
+        .args(["repository", "--endpoint", endpoint])
+        .args(args))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_a_cluster_that_admin_verbs_manage_and_resumes_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = base_port();
+    let child = up(dir.path(), base);
+
+    let cluster: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("cluster.json")).unwrap()).unwrap();
+    let endpoint = cluster["regions"][0]["endpoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(endpoint, format!("http://127.0.0.1:{}", base + 1));
+    assert_eq!(cluster["credentials"], Value::Null);
+    let pid = cluster["regions"][0]["nodes"][0]["pid"].as_u64().unwrap();
+
+    let reg = Reg::new(endpoint.trim_start_matches("http://"));
+    let m = reg.image("team/app", &[b"layer-a", b"layer-b"]).await;
+    assert_eq!(
+        reg.put_manifest("team/app", "v1", OCI_MANIFEST, &m)
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        reg.put_manifest("team/app", "v2", OCI_MANIFEST, &m)
+            .await
+            .status(),
+        201
+    );
+    let other = reg.image("team/app", &[b"layer-c"]).await;
+    let other_digest = common::sha256(&other);
+    assert_eq!(
+        reg.put_manifest("team/app", &other_digest, OCI_MANIFEST, &other)
+            .await
+            .status(),
+        201
+    );
+
+    let repos: Value = serde_json::from_str(&admin(&endpoint, &["list", "-o", "json"])).unwrap();
+    assert_eq!(repos[0]["name"], "team/app");
+    assert_eq!(repos[0]["tag_count"], 2);
+
+    let table = admin(
+        &endpoint,
+        &["show-tags", "--repository", "team/app", "--detail"],
+    );
+    assert!(table.starts_with("TAG"), "{table}");
+    assert!(table.contains(OCI_MANIFEST), "{table}");
+    let tsv = admin(
+        &endpoint,
+        &[
+            "show-tags",
+            "--repository",
+            "team/app",
+            "-o",
+            "tsv",
+            "--orderby",
+            "time_asc",
+        ],
+    );
+    let tags: Vec<&str> = tsv.lines().map(|l| l.split('\t').next().unwrap()).collect();
+    assert_eq!(tags, ["v1", "v2"]);
+
+    let image: Value = serde_json::from_str(&admin(
+        &endpoint,
+        &["show", "--image", "team/app:v1", "-o", "json"],
+    ))
+    .unwrap();
+    assert_eq!(image["digest"], common::sha256(&m));
+    assert_eq!(image["layers"].as_array().unwrap().len(), 2);
+    assert_eq!(image["image_size"], 7 + 7 + 37);
+
+    let untagged: Value = serde_json::from_str(&admin(
+        &endpoint,
+        &[
+            "show-manifests",
+            "--repository",
+            "team/app",
+            "--untagged",
+            "-o",
+            "json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(untagged.as_array().unwrap().len(), 1);
+    assert_eq!(untagged[0]["digest"], other_digest);
+
+    // Without --yes, a "no" answer deletes nothing.
+    let mut refuse = wharf()
+        .args([
+            "repository",
+            "--endpoint",
+            &endpoint,
+            "delete",
+            "--image",
+            "team/app:v2",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    refuse.stdin.take().unwrap().write_all(b"n\n").unwrap();
+    assert!(refuse.wait().unwrap().success());
+    assert_eq!(reg.get("/v2/team/app/manifests/v2").await.status(), 200);
+    admin(&endpoint, &["delete", "--image", "team/app:v2", "--yes"]);
+    assert_eq!(reg.get("/v2/team/app/manifests/v2").await.status(), 404);
+
+    // Errors are one clear line and a non-zero exit.
+    let out = wharf()
+        .args([
+            "repository",
+            "--endpoint",
+            &endpoint,
+            "show",
+            "--image",
+            "team/app:nope",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MANIFEST_UNKNOWN"));
+
+    interrupt(child);
+    // The node child is gone too.
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "node {pid} outlived wharf up"
+    );
+
+    // Same directory: same cluster, same data.
+    let child = up(dir.path(), base);
+    assert_eq!(reg.get("/v2/team/app/manifests/v1").await.status(), 200);
+    admin(&endpoint, &["delete", "--repository", "team/app", "--yes"]);
+    let repos: Value = serde_json::from_str(&admin(&endpoint, &["list", "-o", "json"])).unwrap();
+    assert_eq!(repos, serde_json::json!([]));
+    interrupt(child);
+}
+
+#[test]
+fn serve_refuses_a_data_directory_in_use_and_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = common::Node::start(dir.path());
+    let out = wharf()
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--http-listen",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ])
+        .args([
+            "--grpc-listen",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another wharf process"));
+
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "regoin = \"typo\"\n").unwrap();
+    let out = wharf()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"));
+}
