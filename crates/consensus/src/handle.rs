@@ -189,12 +189,10 @@ impl Consensus {
                 Ok(Err(e)) => return Err(ConsensusError::Raft(e.to_string())),
             };
             if let Some((id, node)) = leader {
-                match self.forward_write(id, &node, &cmd, deadline).await? {
-                    Some((response, index)) => {
-                        self.wait_applied(index, deadline).await?;
-                        return Ok(response);
-                    }
-                    None => {} // that node was not (or no longer) the leader
+                // None: that node was not (or no longer) the leader.
+                if let Some((response, index)) = self.forward_write(id, &node, &cmd, deadline).await? {
+                    self.wait_applied(index, deadline).await?;
+                    return Ok(response);
                 }
             }
             if Instant::now() >= deadline {

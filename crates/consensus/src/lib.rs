@@ -6,6 +6,10 @@
 //! [`Consensus::write`] for every change and [`Consensus::read_barrier`]
 //! before answering "unknown" from local state.
 
+// The error types here are openraft's StorageError and tonic's Status,
+// fixed by the traits this crate implements; boxing them is not an option.
+#![allow(clippy::result_large_err)]
+
 mod codec;
 mod config;
 mod error;

@@ -10,6 +10,9 @@ use crate::error::StoreError;
 use crate::keys::ALL_CFS;
 use crate::store::MetaStore;
 
+/// Values of the requested sys keys, in request order (`None` if absent).
+pub type SysValues = Vec<Option<Vec<u8>>>;
+
 const MAGIC: &[u8; 8] = b"WHARFSN1";
 const END: u8 = 0xff;
 /// Records restored per write batch, to bound memory while installing.
@@ -44,7 +47,7 @@ impl MetaStore {
         &self,
         w: &mut impl Write,
         sys_keys: &[&str],
-    ) -> Result<(u64, Vec<Option<Vec<u8>>>), StoreError> {
+    ) -> Result<(u64, SysValues), StoreError> {
         let db = self.db();
         let snap = db.snapshot();
         let sys_cf = db

@@ -10,6 +10,9 @@ use crate::error::{ApplyError, StoreError};
 use crate::keys::*;
 use crate::records::*;
 
+/// A raw key and value read from a column family.
+type KeyValue = (Box<[u8]>, Box<[u8]>);
+
 /// The applied metadata of one node, in RocksDB column families.
 pub struct MetaStore {
     db: DB,
@@ -76,7 +79,7 @@ impl MetaStore {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, StoreError> {
+    ) -> Result<Vec<KeyValue>, StoreError> {
         let start = match after {
             Some(a) => a.to_vec(),
             None => prefix.to_vec(),

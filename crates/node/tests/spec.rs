@@ -418,7 +418,7 @@ async fn invalid_manifests_are_refused_with_spec_errors() {
         assert_eq!(error_code(r).await, "MANIFEST_INVALID");
     }
     let mut huge = br#"{"schemaVersion":2,"annotations":{"x":""#.to_vec();
-    huge.extend(std::iter::repeat(b'a').take(4 * 1024 * 1024));
+    huge.extend(std::iter::repeat_n(b'a', 4 * 1024 * 1024));
     huge.extend_from_slice(br#""}}"#);
     let r = reg.put_manifest("r", "huge", OCI_MANIFEST, &huge).await;
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
