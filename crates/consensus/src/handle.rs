@@ -190,7 +190,9 @@ impl Consensus {
             };
             if let Some((id, node)) = leader {
                 // None: that node was not (or no longer) the leader.
-                if let Some((response, index)) = self.forward_write(id, &node, &cmd, deadline).await? {
+                if let Some((response, index)) =
+                    self.forward_write(id, &node, &cmd, deadline).await?
+                {
                     self.wait_applied(index, deadline).await?;
                     return Ok(response);
                 }
