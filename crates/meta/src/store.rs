@@ -19,7 +19,7 @@ pub struct MetaStore {
 }
 
 /// A manifest as listed by `show-manifests`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ManifestSummary {
     pub digest: String,
     pub media_type: String,

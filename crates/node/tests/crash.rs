@@ -20,6 +20,19 @@ struct Acked {
     manifests: BTreeMap<(String, String), Vec<u8>>,
 }
 
+/// Monolithic upload; true when acknowledged with 201.
+async fn upload(reg: &Reg, repo: &str, digest: &str, bytes: Vec<u8>) -> bool {
+    let r = reg
+        .req(
+            Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
+        )
+        .body(bytes)
+        .send()
+        .await;
+    matches!(r, Ok(r) if r.status() == StatusCode::CREATED)
+}
+
 /// Push images until the node goes away; record only what was acknowledged.
 async fn pusher(reg: Arc<Reg>, worker: usize, round: usize, acked: Arc<Mutex<Acked>>) {
     let repo = format!("crash/w{worker}");
@@ -27,35 +40,17 @@ async fn pusher(reg: Arc<Reg>, worker: usize, round: usize, acked: Arc<Mutex<Ack
         let size = 1 + (rand::random::<usize>() % (768 << 10));
         let layer = random_bytes(size);
         let d = sha256(&layer);
-        let r = reg
-            .req(
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
-            )
-            .body(layer.clone())
-            .send()
-            .await;
-        match r {
-            Ok(r) if r.status() == StatusCode::CREATED => {
-                acked
-                    .lock()
-                    .unwrap()
-                    .blobs
-                    .insert(d.clone(), (repo.clone(), layer.clone()));
-            }
-            _ => return,
+        if !upload(&reg, &repo, &d, layer.clone()).await {
+            return;
         }
+        acked
+            .lock()
+            .unwrap()
+            .blobs
+            .insert(d.clone(), (repo.clone(), layer.clone()));
         let config = format!(r#"{{"worker":{worker},"round":{round},"i":{i}}}"#);
         let cd = sha256(config.as_bytes());
-        let r = reg
-            .req(
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/?digest={cd}"),
-            )
-            .body(config.clone())
-            .send()
-            .await;
-        if !matches!(r, Ok(ref r) if r.status() == StatusCode::CREATED) {
+        if !upload(&reg, &repo, &cd, config.clone().into_bytes()).await {
             return;
         }
         let m = serde_json::json!({

@@ -824,3 +824,58 @@ async fn large_blob_streams_with_bounded_memory() {
     assert!(hwm_kb < 150 * 1024, "peak RSS {hwm_kb} kB for a 1 GiB blob");
     drop(reg);
 }
+
+// Disk full: the upload fails with a 5xx, no partial blob is ever visible,
+// and the space of the failed upload is given back.
+#[tokio::test]
+async fn disk_full_answers_5xx_and_stores_nothing() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "SKIPPED disk_full_answers_5xx_and_stores_nothing: mounting a small tmpfs needs root"
+        );
+        return;
+    }
+    struct Mount(std::path::PathBuf);
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    common::run(
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+            .arg(&small),
+    );
+    let _mount = Mount(small.clone());
+    let mut n = Node::start(&small);
+    let reg = Reg::new(&n.addr());
+
+    let too_big = common::random_bytes(96 << 20);
+    let d = sha256(&too_big);
+    let r = reg
+        .req(Method::POST, &format!("/v2/full/blobs/uploads/?digest={d}"))
+        .body(too_big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(
+        reg.get(&format!("/v2/full/blobs/{d}")).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        std::fs::read_dir(small.join("data/blobs/uploads"))
+            .unwrap()
+            .count(),
+        0
+    );
+    // The failed upload's space was released: a normal push still works.
+    reg.blob("full", &common::random_bytes(1 << 20)).await;
+    n.kill9();
+}

@@ -1,7 +1,7 @@
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use wharf_meta::Command;
+use wharf_meta::{Command, ManifestSummary};
 use wharf_oci::validate_repository;
 
 use crate::http::error::ApiResult;
@@ -95,35 +95,17 @@ pub async fn tags(
     Ok(Json(rows))
 }
 
-#[derive(Serialize)]
-pub struct ManifestRow {
-    pub digest: String,
-    pub media_type: String,
-    pub size: u64,
-    pub created_ms: u64,
-    pub artifact_type: Option<String>,
-    pub tags: Vec<String>,
-}
-
 pub async fn manifests(
     State(app): State<App>,
     Query(q): Query<RepoQuery>,
-) -> ApiResult<Json<Vec<ManifestRow>>> {
+) -> ApiResult<Json<Vec<ManifestSummary>>> {
     validate_repository(&q.repository)?;
     app.require_repository(&q.repository).await?;
-    let mut rows: Vec<ManifestRow> = app
+    let mut rows: Vec<ManifestSummary> = app
         .meta()
         .manifests(&q.repository)?
         .into_iter()
         .filter(|s| !q.untagged.unwrap_or(false) || s.tags.is_empty())
-        .map(|s| ManifestRow {
-            digest: s.digest,
-            media_type: s.media_type,
-            size: s.size,
-            created_ms: s.created_ms,
-            artifact_type: s.artifact_type,
-            tags: s.tags,
-        })
         .collect();
     order(&mut rows, q.orderby.as_deref(), |r| r.created_ms)?;
     Ok(Json(rows))
