@@ -6,6 +6,8 @@ use wharf_oci::Digest;
 
 pub const BLOBS_DIR: &str = "blobs";
 pub const UPLOADS_DIR: &str = "uploads";
+/// Blobs being copied from another region (resumable partial files).
+pub const INCOMING_DIR: &str = "incoming";
 pub const SESSION_DATA: &str = "data";
 pub const SESSION_STATE: &str = "state.json";
 
@@ -17,6 +19,11 @@ pub fn blob_path(root: &Path, digest: &Digest) -> PathBuf {
         .join(digest.algorithm().name())
         .join(&hex[..2])
         .join(hex)
+}
+
+pub fn incoming_path(root: &Path, digest: &Digest) -> PathBuf {
+    root.join(INCOMING_DIR)
+        .join(format!("{}-{}", digest.algorithm().name(), digest.hex()))
 }
 
 pub fn session_dir(root: &Path, id: &str) -> PathBuf {

@@ -80,6 +80,7 @@ impl BlobStore {
     pub fn open(root: &Path, node_tag: &str, limits: StoreLimits) -> Result<BlobStore, BlobError> {
         std::fs::create_dir_all(root.join(layout::BLOBS_DIR))?;
         std::fs::create_dir_all(root.join(layout::UPLOADS_DIR))?;
+        std::fs::create_dir_all(root.join(layout::INCOMING_DIR))?;
         let store = BlobStore {
             root: root.to_path_buf(),
             node_tag: node_tag.to_string(),
@@ -161,6 +162,33 @@ impl BlobStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Where a held blob lives (whether or not it exists yet).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        blob_path(&self.root, digest)
+    }
+
+    /// Where a blob copied from another region accumulates. The partial
+    /// file survives restarts, so a transfer resumes from its length.
+    pub fn incoming_path(&self, digest: &Digest) -> PathBuf {
+        layout::incoming_path(&self.root, digest)
+    }
+
+    /// Move a fully received file, already verified against `digest` and
+    /// fsynced by the caller, into place.
+    pub async fn adopt(&self, digest: &Digest, received: &Path) -> Result<(), BlobError> {
+        let target = blob_path(&self.root, digest);
+        let received = received.to_path_buf();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let parent = target.parent().expect("blob paths have a parent");
+            std::fs::create_dir_all(parent)?;
+            std::fs::rename(&received, &target)?;
+            sync_dir(parent)
+        })
+        .await
+        .map_err(blocking_err)??;
+        Ok(())
     }
 
     // ---- uploads --------------------------------------------------------

@@ -61,4 +61,7 @@ pub struct ConsensusConfig {
     pub timings: RaftTimings,
     /// How long a write may wait for a leader and a commit.
     pub write_timeout_ms: u64,
+    /// Dial these addresses instead of a peer's advertised gRPC address
+    /// (node id -> host:port): how an emulated WAN link is put in the way.
+    pub peer_overrides: std::collections::BTreeMap<NodeId, String>,
 }

@@ -25,7 +25,7 @@ use crate::types::{NodeId, NodeInfo, Raft};
 /// Pause between attempts while no leader is known (an election is running).
 const NO_LEADER_RETRY_MS: u64 = 50;
 /// Largest gRPC message between peers (Raft batches, snapshot chunks).
-const PEER_MESSAGE_MAX_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const PEER_MESSAGE_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// A node's view of the group, for /readyz, metrics and the CLI.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -51,7 +51,11 @@ pub struct Consensus {
 impl Consensus {
     /// Open the stores under `cfg.data_dir`, start Raft and the peer server,
     /// and bootstrap the group on the very first start of a bootstrap node.
-    pub async fn start(cfg: ConsensusConfig) -> Result<Arc<Consensus>, ConsensusError> {
+    /// `services` are served on the same peer gRPC port (blob transfer).
+    pub async fn start(
+        cfg: ConsensusConfig,
+        services: tonic::service::Routes,
+    ) -> Result<Arc<Consensus>, ConsensusError> {
         let log = LogStore::open(&cfg.data_dir.join("raft-log"))
             .map_err(|e| ConsensusError::Raft(e.to_string()))?;
         let meta = Arc::new(MetaStore::open(&cfg.data_dir.join("meta"))?);
@@ -76,9 +80,17 @@ impl Consensus {
         .validate()
         .map_err(|e| ConsensusError::Raft(e.to_string()))?;
         let raft = Arc::new(
-            Raft::new(cfg.node_id, Arc::new(config), NetworkFactory, log, sm)
-                .await
-                .map_err(|e| ConsensusError::Raft(e.to_string()))?,
+            Raft::new(
+                cfg.node_id,
+                Arc::new(config),
+                NetworkFactory {
+                    overrides: cfg.peer_overrides.clone(),
+                },
+                log,
+                sm,
+            )
+            .await
+            .map_err(|e| ConsensusError::Raft(e.to_string()))?,
         );
 
         let listener = tokio::net::TcpListener::bind(cfg.grpc_listen).await?;
@@ -90,7 +102,7 @@ impl Consensus {
             .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES);
         tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
-                .add_service(service)
+                .add_routes(services.add_service(service))
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stop_rx.await;
                 })
@@ -130,6 +142,32 @@ impl Consensus {
             cfg,
             grpc_stop: std::sync::Mutex::new(Some(stop_tx)),
         }))
+    }
+
+    /// The address to dial for a peer (its advertised one, or an override).
+    pub fn peer_address<'a>(&'a self, id: NodeId, node: &'a NodeInfo) -> &'a str {
+        self.cfg
+            .peer_overrides
+            .get(&id)
+            .map_or(node.grpc.as_str(), String::as_str)
+    }
+
+    /// Every member of the group (voters and learners) with its address.
+    pub fn members(&self) -> Vec<(NodeId, NodeInfo)> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect()
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.cfg.node_id
+    }
+
+    /// Changes whenever this node applies new entries.
+    pub fn applied_watch(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
     }
 
     /// The local state machine, for reads served from local state.

@@ -63,16 +63,24 @@ pub async fn call(
     Ok(resp.into_inner().data)
 }
 
-pub struct NetworkFactory;
+/// Creates Raft clients, dialing overridden addresses where configured.
+pub struct NetworkFactory {
+    pub overrides: std::collections::BTreeMap<NodeId, String>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
+        let addr = self.overrides.get(&target).unwrap_or(&node.grpc);
         PeerClient {
             target,
-            client: channel(&node.grpc)
-                .map(RaftClient::new)
+            client: channel(addr)
+                .map(|c| {
+                    RaftClient::new(c)
+                        .max_decoding_message_size(crate::handle::PEER_MESSAGE_MAX_BYTES)
+                        .max_encoding_message_size(crate::handle::PEER_MESSAGE_MAX_BYTES)
+                })
                 .map_err(|e| e.to_string()),
         }
     }

@@ -41,17 +41,21 @@ fn peers(n: u64) -> Vec<Peer> {
 }
 
 async fn start(dir: &std::path::Path, me: &Peer, all: &[Peer]) -> Arc<Consensus> {
-    Consensus::start(ConsensusConfig {
-        node_id: me.id,
-        region: me.region.clone(),
-        data_dir: dir.join(format!("n{}", me.id)),
-        grpc_listen: me.grpc.parse().unwrap(),
-        advertise: me.clone(),
-        initial_members: all.to_vec(),
-        bootstrap: me.id == 1,
-        timings: fast(),
-        write_timeout_ms: 10_000,
-    })
+    Consensus::start(
+        ConsensusConfig {
+            node_id: me.id,
+            region: me.region.clone(),
+            data_dir: dir.join(format!("n{}", me.id)),
+            grpc_listen: me.grpc.parse().unwrap(),
+            advertise: me.clone(),
+            initial_members: all.to_vec(),
+            bootstrap: me.id == 1,
+            timings: fast(),
+            write_timeout_ms: 10_000,
+            peer_overrides: Default::default(),
+        },
+        tonic::service::Routes::default(),
+    )
     .await
     .unwrap()
 }

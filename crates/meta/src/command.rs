@@ -52,6 +52,12 @@ pub enum Command {
         blobs: Vec<BlobRef>,
         now_ms: u64,
     },
+    /// `region` now holds verified copies of `blobs` (the mover or an
+    /// on-demand fetch finished). Blobs the index does not know are ignored.
+    BlobsReplicated {
+        region: String,
+        blobs: Vec<BlobRef>,
+    },
     /// Remove a blob's link from a repository (DELETE /v2/<name>/blobs/<digest>).
     UnlinkBlob {
         repo: String,

@@ -34,6 +34,9 @@ pub struct BlobRecord {
     pub regions: Vec<String>,
     /// Number of repositories linking the blob.
     pub links: u64,
+    /// When the blob was first registered (orders the mover's backlog:
+    /// newest pushes first).
+    pub registered_ms: u64,
 }
 
 /// One entry of the referrers index.

@@ -29,6 +29,20 @@ pub struct ManifestSummary {
     pub tags: Vec<String>,
 }
 
+/// Record `region` as a holder; false when it already was one.
+fn add_region(record: &mut BlobRecord, region: &str) -> bool {
+    if region.is_empty() {
+        return false;
+    }
+    match record.regions.binary_search_by(|r| r.as_str().cmp(region)) {
+        Ok(_) => false,
+        Err(pos) => {
+            record.regions.insert(pos, region.to_string());
+            true
+        }
+    }
+}
+
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // Serializing plain structs to a Vec cannot fail.
     bincode::serialize(v).expect("bincode serialization of an in-memory record")
@@ -144,6 +158,9 @@ impl MetaStore {
                 blobs,
                 now_ms,
             } => self.link_blobs(&mut batch, repo, region, blobs, *now_ms)?,
+            Command::BlobsReplicated { region, blobs } => {
+                self.blobs_replicated(&mut batch, region, blobs)?
+            }
             Command::UnlinkBlob { repo, digest } => self.unlink_blob(&mut batch, repo, digest)?,
             Command::DeleteRepository { repo } => self.delete_repository(&mut batch, repo)?,
         };
@@ -312,12 +329,9 @@ impl MetaStore {
                     size,
                     regions: Vec::new(),
                     links: 0,
+                    registered_ms: now_ms,
                 });
-            if !region.is_empty() {
-                if let Err(pos) = record.regions.binary_search_by(|r| r.as_str().cmp(region)) {
-                    record.regions.insert(pos, region.to_string());
-                }
-            }
+            add_region(&mut record, region);
             if newly_linked {
                 record.links += 1;
                 batch.put_cf(self.cf(CF_REPO_BLOBS), &link_key, []);
@@ -325,6 +339,22 @@ impl MetaStore {
             batch.put_cf(self.cf(CF_BLOBS), digest.as_bytes(), encode(&record));
         }
         self.touch_repo(batch, repo, now_ms)?;
+        Ok(Response::Ok)
+    }
+
+    fn blobs_replicated(
+        &self,
+        batch: &mut WriteBatch,
+        region: &str,
+        blobs: &[BlobRef],
+    ) -> Result<Response, StoreError> {
+        for b in blobs {
+            if let Some(mut record) = self.get::<BlobRecord>(CF_BLOBS, b.digest.as_bytes())? {
+                if add_region(&mut record, region) {
+                    batch.put_cf(self.cf(CF_BLOBS), b.digest.as_bytes(), encode(&record));
+                }
+            }
+        }
         Ok(Response::Ok)
     }
 
@@ -400,6 +430,35 @@ impl MetaStore {
             return Ok(None);
         }
         self.get(CF_BLOBS, digest.as_bytes())
+    }
+
+    /// Linked blobs that `region` does not hold yet, newest first, at most
+    /// `limit` (the mover's work list, rebuilt from state after a restart).
+    pub fn blobs_missing_in(
+        &self,
+        region: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, BlobRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_BLOBS), IteratorMode::Start) {
+            let (k, v) = item?;
+            let record: BlobRecord = decode(CF_BLOBS, &v)?;
+            if record.links > 0
+                && record
+                    .regions
+                    .binary_search_by(|r| r.as_str().cmp(region))
+                    .is_err()
+            {
+                out.push((String::from_utf8_lossy(&k).into_owned(), record));
+            }
+        }
+        out.sort_by(|a, b| {
+            b.1.registered_ms
+                .cmp(&a.1.registered_ms)
+                .then_with(|| a.0.cmp(&b.0))
+        });
+        out.truncate(limit);
+        Ok(out)
     }
 
     pub fn blob(&self, digest: &str) -> Result<Option<BlobRecord>, StoreError> {
@@ -683,6 +742,56 @@ mod tests {
             .apply(&Command::DeleteRepository { repo: "a/b".into() }, &[])
             .unwrap();
         assert_eq!(again, Response::Refused(ApplyError::NameUnknown));
+    }
+
+    #[test]
+    fn replicated_blobs_leave_the_missing_list_of_their_region() {
+        let (_d, s) = store();
+        s.apply(&link("a", &digest('1')), &[]).unwrap();
+        s.apply(
+            &Command::LinkBlobs {
+                repo: "a".into(),
+                region: "r1".into(),
+                blobs: vec![BlobRef {
+                    digest: digest('2'),
+                    size: 3,
+                }],
+                now_ms: 9,
+            },
+            &[],
+        )
+        .unwrap();
+        let missing: Vec<_> = s
+            .blobs_missing_in("r2", 10)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.0)
+            .collect();
+        assert_eq!(missing, vec![digest('2'), digest('1')], "newest first");
+        assert!(s.blobs_missing_in("r1", 10).unwrap().is_empty());
+        let done = Command::BlobsReplicated {
+            region: "r2".into(),
+            blobs: vec![
+                BlobRef {
+                    digest: digest('2'),
+                    size: 3,
+                },
+                BlobRef {
+                    digest: digest('9'),
+                    size: 1,
+                },
+            ],
+        };
+        s.apply(&done, &[]).unwrap();
+        assert_eq!(
+            s.blob(&digest('2')).unwrap().unwrap().regions,
+            vec!["r1", "r2"]
+        );
+        assert!(
+            s.blob(&digest('9')).unwrap().is_none(),
+            "unknown blobs are not invented"
+        );
+        assert_eq!(s.blobs_missing_in("r2", 10).unwrap().len(), 1);
     }
 
     #[test]

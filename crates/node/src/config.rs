@@ -46,6 +46,36 @@ impl UploadConfig {
     }
 }
 
+/// Background replication of blobs into this region.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MoverConfig {
+    /// Background transfers at once (on-demand fetches come on top).
+    pub concurrency: usize,
+    /// Background bandwidth cap in Mbit/s, 0 for none.
+    pub bandwidth_mbit: u64,
+    /// Rescan the blob index at least this often.
+    pub rescan_s: u64,
+}
+
+impl Default for MoverConfig {
+    fn default() -> Self {
+        MoverConfig {
+            concurrency: 4,
+            bandwidth_mbit: 0,
+            rescan_s: 5,
+        }
+    }
+}
+
+/// Dial `via` instead of node `node`'s advertised gRPC address.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerRoute {
+    pub node: u64,
+    pub via: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
@@ -71,8 +101,12 @@ pub struct ServeConfig {
     pub peers: Vec<Peer>,
     /// How long a write waits for the leader and a commit.
     pub write_timeout_ms: u64,
+    /// Reach some peers through another address (an emulated WAN link,
+    /// a tunnel). `[[peer_routes]] node = 2, via = "host:port"`.
+    pub peer_routes: Vec<PeerRoute>,
     pub raft: RaftTimings,
     pub uploads: UploadConfig,
+    pub mover: MoverConfig,
 }
 
 impl Default for ServeConfig {
@@ -88,8 +122,10 @@ impl Default for ServeConfig {
             bootstrap: true,
             peers: Vec::new(),
             write_timeout_ms: 10_000,
+            peer_routes: Vec::new(),
             raft: RaftTimings::default(),
             uploads: UploadConfig::default(),
+            mover: MoverConfig::default(),
         }
     }
 }

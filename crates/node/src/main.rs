@@ -4,12 +4,14 @@
 mod api;
 mod cli;
 mod config;
+mod directory;
 mod error;
 mod http;
 mod metrics;
 mod serve;
 mod state;
 mod up;
+mod wan;
 
 use std::path::PathBuf;
 

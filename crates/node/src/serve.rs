@@ -7,7 +7,10 @@ use std::time::Duration;
 use wharf_blobstore::BlobStore;
 use wharf_consensus::{Consensus, ConsensusConfig};
 
+use wharf_mover::{run_replicator, FetchLimits, Fetcher, ReplicatorConfig};
+
 use crate::config::ServeConfig;
+use crate::directory::NodeDirectory;
 use crate::error::NodeError;
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -64,21 +67,55 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
     } else {
         cfg.peers.clone()
     };
-    let consensus = Consensus::start(ConsensusConfig {
-        node_id: cfg.node_id,
-        region: cfg.region.clone(),
-        data_dir: cfg.data_dir.clone(),
-        grpc_listen: cfg.grpc_listen,
-        advertise: me.clone(),
-        initial_members: members,
-        bootstrap: cfg.bootstrap,
-        timings: cfg.raft.clone(),
-        write_timeout_ms: cfg.write_timeout_ms,
-    })
+    let peer_services = tonic::service::Routes::new(wharf_mover::service(blobs.clone()));
+    let consensus = Consensus::start(
+        ConsensusConfig {
+            node_id: cfg.node_id,
+            region: cfg.region.clone(),
+            data_dir: cfg.data_dir.clone(),
+            grpc_listen: cfg.grpc_listen,
+            advertise: me.clone(),
+            initial_members: members,
+            bootstrap: cfg.bootstrap,
+            timings: cfg.raft.clone(),
+            write_timeout_ms: cfg.write_timeout_ms,
+            peer_overrides: cfg
+                .peer_routes
+                .iter()
+                .map(|r| (r.node, r.via.clone()))
+                .collect(),
+        },
+        peer_services,
+    )
     .await?;
+    let directory = Arc::new(NodeDirectory {
+        consensus: consensus.clone(),
+        region: cfg.region.clone(),
+    });
+    let fetcher = Fetcher::new(
+        directory,
+        blobs.clone(),
+        FetchLimits {
+            background_bytes_per_s: cfg.mover.bandwidth_mbit * 1_000_000 / 8,
+            ..FetchLimits::default()
+        },
+    );
+    let mover_queue = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let replicator = tokio::spawn(run_replicator(
+        fetcher.clone(),
+        consensus.applied_watch(),
+        ReplicatorConfig {
+            concurrency: cfg.mover.concurrency,
+            rescan: Duration::from_secs(cfg.mover.rescan_s.max(1)),
+            ..ReplicatorConfig::default()
+        },
+        mover_queue.clone(),
+    ));
     let app = Arc::new(AppState {
         consensus: consensus.clone(),
         blobs: blobs.clone(),
+        fetcher,
+        mover_queue,
         region: cfg.region.clone(),
         metrics: Metrics::default(),
     });
@@ -105,6 +142,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         .await?;
     tracing::info!("shutting down");
     sweeper.abort();
+    replicator.abort();
     consensus.shutdown().await;
     Ok(())
 }

@@ -9,12 +9,17 @@ use wharf_consensus::Consensus;
 use wharf_meta::{Command, ManifestRecord, MetaStore, StoreError};
 use wharf_oci::{ErrorCode, Reference};
 
+use crate::directory::NodeDirectory;
 use crate::http::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
+use wharf_mover::Fetcher;
 
 pub struct AppState {
     pub consensus: Arc<Consensus>,
     pub blobs: Arc<BlobStore>,
+    pub fetcher: Arc<Fetcher<NodeDirectory>>,
+    /// Blobs this region still has to copy (the replicator's last scan).
+    pub mover_queue: Arc<std::sync::atomic::AtomicU64>,
     pub region: String,
     pub metrics: Metrics,
 }

@@ -23,10 +23,9 @@ const GRPC_PORT_OFFSET: u16 = 100;
 
 #[derive(Args)]
 pub struct UpArgs {
-    /// Number of regions (one node each). Multi-region clusters replicate
-    /// metadata; cross-region blob transfer arrives with geo-replication,
-    /// so only 1 is accepted for now.
-    #[arg(long, default_value_t = 1)]
+    /// Number of regions (one node each). One voter per region: with three
+    /// or more, losing any one region keeps a majority.
+    #[arg(long, default_value_t = 3)]
     regions: usize,
     /// Directory holding every node's data, logs and cluster.json.
     /// Restarting with the same directory resumes the same cluster.
@@ -36,7 +35,20 @@ pub struct UpArgs {
     /// its peer gRPC on <base-port + 100 + i>.
     #[arg(long, default_value_t = 5000)]
     base_port: u16,
+    /// Emulated round-trip time between regions, in milliseconds (a
+    /// user-space proxy on every link; 0 connects regions directly).
+    #[arg(long, default_value_t = 0)]
+    wan_rtt_ms: u64,
+    /// Emulated bandwidth of each link and direction, in Mbit/s (0: none).
+    #[arg(long, default_value_t = 0)]
+    wan_bandwidth_mbit: u64,
 }
+
+/// Offset from the base port to the emulated link from region i to j:
+/// <base-port + 300 + 10 i + j>.
+const WAN_PORT_OFFSET: u16 = 300;
+/// The most regions a local cluster can have (port layout above).
+const REGIONS_MAX: usize = 9;
 
 struct Node {
     id: u64,
@@ -46,25 +58,83 @@ struct Node {
     log: PathBuf,
 }
 
+fn port(args: &UpArgs, offset: usize) -> Result<u16, NodeError> {
+    u16::try_from(offset)
+        .ok()
+        .and_then(|o| args.base_port.checked_add(o))
+        .ok_or_else(|| NodeError::Config(format!("--base-port {} is too high", args.base_port)))
+}
+
+fn wan_port(args: &UpArgs, from: usize, to: usize) -> Result<u16, NodeError> {
+    port(args, WAN_PORT_OFFSET as usize + 10 * from + to)
+}
+
+fn wan_enabled(args: &UpArgs) -> bool {
+    args.wan_rtt_ms > 0 || args.wan_bandwidth_mbit > 0
+}
+
+fn region_name(i: usize) -> String {
+    REGION_NAMES
+        .get(i - 1)
+        .map_or_else(|| format!("region-{i}"), |s| s.to_string())
+}
+
 fn node_config(args: &UpArgs, i: usize, dir: &Path) -> Result<ServeConfig, NodeError> {
-    let http = args
-        .base_port
-        .checked_add(i as u16)
-        .ok_or_else(|| NodeError::Config("base port too high".into()))?;
-    let grpc = http
-        .checked_add(GRPC_PORT_OFFSET)
-        .ok_or_else(|| NodeError::Config("base port too high".into()))?;
+    let peers = (1..=args.regions)
+        .map(|j| {
+            Ok(wharf_consensus::Peer {
+                id: j as u64,
+                region: region_name(j),
+                grpc: format!("127.0.0.1:{}", port(args, GRPC_PORT_OFFSET as usize + j)?),
+                http: format!("http://127.0.0.1:{}", port(args, j)?),
+            })
+        })
+        .collect::<Result<Vec<_>, NodeError>>()?;
+    let peer_routes = if wan_enabled(args) {
+        (1..=args.regions)
+            .filter(|j| *j != i)
+            .map(|j| {
+                Ok(crate::config::PeerRoute {
+                    node: j as u64,
+                    via: format!("127.0.0.1:{}", wan_port(args, i, j)?),
+                })
+            })
+            .collect::<Result<Vec<_>, NodeError>>()?
+    } else {
+        Vec::new()
+    };
     Ok(ServeConfig {
         node_id: i as u64,
-        region: REGION_NAMES
-            .get(i - 1)
-            .map_or_else(|| format!("region-{i}"), |s| s.to_string()),
+        region: region_name(i),
         data_dir: dir.join("data"),
-        http_listen: ([127, 0, 0, 1], http).into(),
-        grpc_listen: ([127, 0, 0, 1], grpc).into(),
+        http_listen: ([127, 0, 0, 1], port(args, i)?).into(),
+        grpc_listen: ([127, 0, 0, 1], port(args, GRPC_PORT_OFFSET as usize + i)?).into(),
         bootstrap: i == 1,
+        peers,
+        peer_routes,
         ..ServeConfig::default()
     })
+}
+
+/// Start one proxy per directed link between regions.
+async fn start_wan(args: &UpArgs) -> Result<(), NodeError> {
+    let spec = crate::wan::LinkSpec {
+        one_way_delay: Duration::from_millis(args.wan_rtt_ms / 2),
+        bytes_per_s: args.wan_bandwidth_mbit * 1_000_000 / 8,
+    };
+    for i in 1..=args.regions {
+        for j in (1..=args.regions).filter(|j| *j != i) {
+            let listen = format!("127.0.0.1:{}", wan_port(args, i, j)?);
+            let upstream = format!("127.0.0.1:{}", port(args, GRPC_PORT_OFFSET as usize + j)?);
+            let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+                NodeError::Startup(format!(
+                    "emulated link {i}->{j} cannot listen on {listen}: {e}"
+                ))
+            })?;
+            tokio::spawn(crate::wan::run_link(listener, upstream, spec));
+        }
+    }
+    Ok(())
 }
 
 fn spawn(cfg: &ServeConfig, dir: &Path) -> Result<Node, NodeError> {
@@ -188,13 +258,15 @@ fn stop(nodes: &mut [Node]) {
 }
 
 pub async fn run(args: UpArgs) -> Result<(), NodeError> {
-    if args.regions != 1 {
+    if args.regions == 0 || args.regions > REGIONS_MAX {
         return Err(NodeError::Config(format!(
-            "--regions {}: multi-region local clusters need cross-region blob transfer, which is not built yet; use --regions 1",
-            args.regions
+            "--regions must be 1 to {REGIONS_MAX}"
         )));
     }
     std::fs::create_dir_all(&args.data_dir)?;
+    if wan_enabled(&args) {
+        start_wan(&args).await?;
+    }
     let mut nodes = Vec::new();
     for i in 1..=args.regions {
         let dir = args.data_dir.join(format!("node-{i}"));

@@ -11,16 +11,18 @@ use common::registry::{Reg, OCI_MANIFEST};
 use common::run;
 use serde_json::Value;
 
-/// A base port P with P+1 and P+101 free.
+/// A base port P with every port `wharf up` uses free.
 fn base_port() -> u16 {
     loop {
         let p = common::free_port();
         if p > 60_000 {
             continue;
         }
-        if TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
-            && TcpListener::bind(("127.0.0.1", p + 101)).is_ok()
-        {
+        // Three regions: HTTP on P+1..3, peer gRPC on P+101..103.
+        let free = [1, 2, 3, 101, 102, 103]
+            .iter()
+            .all(|o| TcpListener::bind(("127.0.0.1", p + o)).is_ok());
+        if free {
             return p;
         }
     }

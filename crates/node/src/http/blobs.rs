@@ -31,14 +31,11 @@ pub async fn get(
 ) -> ApiResult<Response> {
     validate_repository(name)?;
     let digest: Digest = digest.parse()?;
-    let linked = app.read(|m| m.linked_blob(name, digest.as_str())).await?;
-    if linked.is_none() {
+    let Some(record) = app.read(|m| m.linked_blob(name, digest.as_str())).await? else {
         return Err(blob_unknown(&digest));
-    }
-    // Linked in the metadata but not held in this region: on-demand fetch
-    // from another region arrives with geo-replication.
+    };
     let Some((mut file, size)) = app.blobs.open_blob(&digest).await? else {
-        return Err(blob_unknown(&digest));
+        return fetch_on_demand(app, &digest, record.size, req_headers, with_body);
     };
     let (status, start, len) = match headers::byte_range(req_headers, size) {
         ByteRange::Whole => (StatusCode::OK, 0, size),
@@ -79,6 +76,74 @@ pub async fn get(
         Body::empty()
     };
     builder.body(body).map_err(ApiError::internal)
+}
+
+/// Linked in the metadata but not held in this region: stream it from the
+/// nearest region that holds it, to the client and into the local store at
+/// once. Concurrent requests share one transfer; a HEAD needs no bytes.
+fn fetch_on_demand(
+    app: &App,
+    digest: &Digest,
+    size: u64,
+    req_headers: &HeaderMap,
+    with_body: bool,
+) -> ApiResult<Response> {
+    use wharf_mover::Directory;
+    if with_body
+        && !app.fetcher.is_inflight(digest)
+        && app.fetcher.directory().holders(digest).is_empty()
+    {
+        return Err(ApiError::new(
+            ErrorCode::BlobUnknown,
+            format!("no reachable region holds {digest}"),
+        ));
+    }
+    let (status, start, len) = match headers::byte_range(req_headers, size) {
+        ByteRange::Whole => (StatusCode::OK, 0, size),
+        ByteRange::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
+        ByteRange::Unsatisfiable => {
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [("content-range", format!("bytes */{size}"))],
+            )
+                .into_response())
+        }
+    };
+    let body = if with_body {
+        let t = app
+            .fetcher
+            .fetch(digest, size, wharf_mover::Priority::OnDemand);
+        Metrics::add(&app.metrics.blob_bytes_served, len);
+        Body::from_stream(t.stream(start, len))
+    } else {
+        Body::empty()
+    };
+    blob_response(status, digest, start, len, size)
+        .body(body)
+        .map_err(ApiError::internal)
+}
+
+fn blob_response(
+    status: StatusCode,
+    digest: &Digest,
+    start: u64,
+    len: u64,
+    size: u64,
+) -> axum::http::response::Builder {
+    let mut builder = Response::builder()
+        .status(status)
+        .header("content-length", len)
+        .header("content-type", "application/octet-stream")
+        .header("accept-ranges", "bytes")
+        .header("etag", format!("\"{digest}\""))
+        .header(headers::CONTENT_DIGEST, digest.as_str());
+    if status == StatusCode::PARTIAL_CONTENT {
+        builder = builder.header(
+            "content-range",
+            format!("bytes {start}-{}/{size}", start + len - 1),
+        );
+    }
+    builder
 }
 
 pub async fn delete(app: &App, name: &str, digest: &str) -> ApiResult<Response> {

@@ -90,6 +90,32 @@ async fn metrics(State(app): State<App>) -> Response {
             u64::from(s.role == "leader"),
         ),
         (
+            "wharf_mover_queue_blobs",
+            "Blobs this region still has to copy from other regions",
+            app.mover_queue.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "wharf_mover_transfers_inflight",
+            "Blob transfers into this region in progress",
+            app.fetcher.inflight() as u64,
+        ),
+        (
+            "wharf_mover_bytes_moved_total",
+            "Blob bytes copied into this region from other regions",
+            app.fetcher
+                .stats
+                .bytes_moved
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "wharf_mover_transfer_failures_total",
+            "Blob transfers that failed after trying every holder",
+            app.fetcher
+                .stats
+                .failures
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
             "wharf_upload_sessions",
             "Upload sessions in progress",
             app.blobs.sessions_in_progress() as u64,

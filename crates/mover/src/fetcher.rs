@@ -1,0 +1,293 @@
+//! Copying blobs from other regions: one transfer per blob at a time
+//! (single-flight), resumed from the partial file, other holders tried on
+//! failure, nearest (lowest observed latency) holder first, verified
+//! against the digest before the copy is kept.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use wharf_blobstore::BlobStore;
+use wharf_oci::{Digest, Hasher};
+
+use crate::directory::{Directory, Holder};
+use crate::limiter::RateLimiter;
+use crate::pb::blob_transfer_client::BlobTransferClient;
+use crate::pb::FetchRequest;
+use crate::server::MESSAGE_MAX_BYTES;
+use crate::transfer::{Transfer, TransferState};
+
+#[derive(Debug, Clone)]
+pub struct FetchLimits {
+    /// Rounds over all holders before a transfer fails.
+    pub attempts: u32,
+    /// First pause between rounds; doubles each round.
+    pub backoff: Duration,
+    /// Background (replicator) bytes per second; 0 = unlimited. On-demand
+    /// fetches are never throttled: a client is waiting.
+    pub background_bytes_per_s: u64,
+    pub connect_timeout: Duration,
+}
+
+impl Default for FetchLimits {
+    fn default() -> Self {
+        FetchLimits {
+            attempts: 3,
+            backoff: Duration::from_millis(500),
+            background_bytes_per_s: 0,
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct FetcherStats {
+    pub bytes_moved: AtomicU64,
+    pub blobs_moved: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+pub struct Fetcher<D> {
+    pub(crate) dir: Arc<D>,
+    pub(crate) blobs: Arc<BlobStore>,
+    limits: FetchLimits,
+    limiter: RateLimiter,
+    inflight: Mutex<HashMap<Digest, Arc<Transfer>>>,
+    /// Observed time to first byte per region, to try the nearest first.
+    latency: Mutex<HashMap<String, Duration>>,
+    pub stats: FetcherStats,
+}
+
+/// Whether a transfer is paced (background) or not (a client waits).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    OnDemand,
+    Background,
+}
+
+fn io_err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl<D: Directory> Fetcher<D> {
+    pub fn new(dir: Arc<D>, blobs: Arc<BlobStore>, limits: FetchLimits) -> Arc<Fetcher<D>> {
+        Arc::new(Fetcher {
+            limiter: RateLimiter::new(limits.background_bytes_per_s),
+            dir,
+            blobs,
+            limits,
+            inflight: Mutex::new(HashMap::new()),
+            latency: Mutex::new(HashMap::new()),
+            stats: FetcherStats::default(),
+        })
+    }
+
+    pub fn directory(&self) -> &D {
+        &self.dir
+    }
+
+    fn lock_inflight(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Transfer>>> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.lock_inflight().len()
+    }
+
+    pub fn is_inflight(&self, digest: &Digest) -> bool {
+        self.lock_inflight().contains_key(digest)
+    }
+
+    /// The transfer of `digest` into this region, started if none runs.
+    pub fn fetch(
+        self: &Arc<Self>,
+        digest: &Digest,
+        size: u64,
+        priority: Priority,
+    ) -> Arc<Transfer> {
+        let mut inflight = self.lock_inflight();
+        if let Some(t) = inflight.get(digest) {
+            return t.clone();
+        }
+        let (state, _) = watch::channel(TransferState::Running(0));
+        let t = Arc::new(Transfer {
+            digest: digest.clone(),
+            size,
+            partial: self.blobs.incoming_path(digest),
+            final_path: self.blobs.blob_path(digest),
+            state,
+        });
+        inflight.insert(digest.clone(), t.clone());
+        drop(inflight);
+        let me = self.clone();
+        let job = t.clone();
+        tokio::spawn(async move {
+            let result = me.copy(&job, priority).await;
+            match &result {
+                Ok(()) => {
+                    job.state.send_replace(TransferState::Done);
+                    me.stats.blobs_moved.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = me.dir.report(job.digest.clone(), job.size).await {
+                        tracing::warn!(digest = %job.digest, error = %e, "could not record the copy; the replicator will retry");
+                    }
+                }
+                Err(e) => {
+                    me.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(digest = %job.digest, error = %e, "blob transfer failed");
+                    job.state.send_replace(TransferState::Failed(e.clone()));
+                }
+            }
+            me.lock_inflight().remove(&job.digest);
+        });
+        t
+    }
+
+    fn ordered_holders(&self, digest: &Digest) -> Vec<Holder> {
+        let mut holders = self.dir.holders(digest);
+        let latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        // Unknown latency sorts first, so every region gets measured once.
+        holders.sort_by_key(|h| latency.get(&h.region).copied().unwrap_or_default());
+        holders
+    }
+
+    async fn copy(&self, t: &Transfer, priority: Priority) -> Result<(), String> {
+        if self.blobs.stat(&t.digest).await.map_err(io_err)?.is_some() {
+            return Ok(());
+        }
+        let mut last = String::from("no region holds this blob");
+        let mut pause = self.limits.backoff;
+        for round in 0..self.limits.attempts {
+            for h in self.ordered_holders(&t.digest) {
+                match self.copy_from(&h, t, priority).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        tracing::info!(digest = %t.digest, region = %h.region, error = %e, "copy attempt failed");
+                        last = format!("from {}: {e}", h.region);
+                    }
+                }
+            }
+            if round + 1 < self.limits.attempts {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        }
+        Err(last)
+    }
+
+    /// Copy from one holder, resuming after the bytes already received.
+    async fn copy_from(&self, h: &Holder, t: &Transfer, priority: Priority) -> Result<(), String> {
+        let partial = t.partial.clone();
+        let size = t.size;
+        let algorithm = t.digest.algorithm();
+        let (mut file, mut hasher, mut offset) =
+            tokio::task::spawn_blocking(move || resume(&partial, size, algorithm))
+                .await
+                .map_err(io_err)?
+                .map_err(io_err)?;
+        t.state.send_replace(TransferState::Running(offset));
+
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", h.addr))
+            .map_err(io_err)?
+            .connect_timeout(self.limits.connect_timeout)
+            .connect_lazy();
+        let mut client =
+            BlobTransferClient::new(channel).max_decoding_message_size(MESSAGE_MAX_BYTES);
+        let started = Instant::now();
+        let mut stream = client
+            .fetch(FetchRequest {
+                digest: t.digest.to_string(),
+                offset,
+            })
+            .await
+            .map_err(|s| s.message().to_string())?
+            .into_inner();
+        let mut first = true;
+        while offset < size {
+            let Some(chunk) = stream
+                .message()
+                .await
+                .map_err(|s| s.message().to_string())?
+            else {
+                break;
+            };
+            if first {
+                self.latency
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(h.region.clone(), started.elapsed());
+                first = false;
+            }
+            let n = chunk.data.len() as u64;
+            if offset + n > size {
+                return Err(format!("peer sent more than the blob's {size} bytes"));
+            }
+            if priority == Priority::Background {
+                self.limiter.take(n).await;
+            }
+            (file, hasher) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+                file.write_all(&chunk.data)?;
+                hasher.update(&chunk.data);
+                Ok((file, hasher))
+            })
+            .await
+            .map_err(io_err)?
+            .map_err(io_err)?;
+            offset += n;
+            self.stats.bytes_moved.fetch_add(n, Ordering::Relaxed);
+            t.state.send_replace(TransferState::Running(offset));
+        }
+        if offset != size {
+            return Err(format!("stream ended at {offset} of {size} bytes"));
+        }
+        let actual = hasher.finish();
+        if actual != t.digest {
+            // A corrupt copy is never kept; the next attempt starts over.
+            let _ = tokio::fs::remove_file(&t.partial).await;
+            return Err(format!("content hashes to {actual}"));
+        }
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(io_err)?
+            .map_err(io_err)?;
+        self.blobs
+            .adopt(&t.digest, &t.partial)
+            .await
+            .map_err(io_err)
+    }
+}
+
+/// Open the partial file for appending and hash what it already holds.
+fn resume(
+    path: &Path,
+    size: u64,
+    algorithm: wharf_oci::digest::Algorithm,
+) -> std::io::Result<(std::fs::File, Hasher, u64)> {
+    let mut hasher = Hasher::new(algorithm);
+    let mut offset = 0;
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let len = f.metadata()?.len();
+        if len <= size {
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                offset += n as u64;
+            }
+        } else {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    if offset > 0 {
+        tracing::info!(path = %path.display(), offset, "resuming blob transfer");
+    }
+    Ok((file, hasher, offset))
+}

@@ -1,0 +1,89 @@
+//! The background mover: copies every blob this region lacks, newest
+//! pushes first, with bounded concurrency. Its work list is recomputed from
+//! the replicated blob index, so nothing queued only in memory is lost on
+//! a restart.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Semaphore};
+use wharf_oci::Digest;
+
+use crate::directory::Directory;
+use crate::fetcher::{Fetcher, Priority};
+
+#[derive(Debug, Clone)]
+pub struct ReplicatorConfig {
+    /// Background transfers at once (on-demand fetches come on top).
+    pub concurrency: usize,
+    /// Rescan at least this often even without new metadata.
+    pub rescan: Duration,
+    /// Blobs considered per scan.
+    pub scan_limit: usize,
+    /// How long a blob that failed to copy waits before another try.
+    pub retry_after: Duration,
+}
+
+impl Default for ReplicatorConfig {
+    fn default() -> Self {
+        ReplicatorConfig {
+            concurrency: 4,
+            rescan: Duration::from_secs(5),
+            scan_limit: 10_000,
+            retry_after: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Smallest pause between two scans, so bursts of applied entries do not
+/// turn into a scan each.
+const SCAN_SPACING_MS: u64 = 200;
+
+pub async fn run_replicator<D: Directory>(
+    fetcher: Arc<Fetcher<D>>,
+    mut applied: watch::Receiver<u64>,
+    cfg: ReplicatorConfig,
+    queue_depth: Arc<AtomicU64>,
+) {
+    let permits = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+    // Blobs started recently are not started again until their cooldown
+    // ends: a failing blob is retried, but not in a tight loop.
+    let mut cooldown: HashMap<Digest, Instant> = HashMap::new();
+    loop {
+        let wants = fetcher.dir.missing(cfg.scan_limit);
+        queue_depth.store(wants.len() as u64, Ordering::Relaxed);
+        cooldown.retain(|_, until| *until > Instant::now());
+        for (digest, size) in wants {
+            if fetcher.is_inflight(&digest) || cooldown.contains_key(&digest) {
+                continue;
+            }
+            // Held but not recorded (a crash between rename and report).
+            if matches!(fetcher.blobs.stat(&digest).await, Ok(Some(_))) {
+                if let Err(e) = fetcher.dir.report(digest.clone(), size).await {
+                    tracing::debug!(%digest, error = %e, "recording a held blob");
+                }
+                continue;
+            }
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                break; // all workers busy: the rest waits for the next scan
+            };
+            let t = fetcher.fetch(&digest, size, Priority::Background);
+            cooldown.insert(digest, Instant::now() + cfg.retry_after);
+            tokio::spawn(async move {
+                let _ = t.finished().await;
+                drop(permit);
+            });
+        }
+        tokio::select! {
+            changed = applied.changed() => {
+                if changed.is_err() {
+                    return; // the node is shutting down
+                }
+            }
+            _ = tokio::time::sleep(cfg.rescan) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(SCAN_SPACING_MS)).await;
+    }
+}
