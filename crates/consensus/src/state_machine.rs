@@ -260,7 +260,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let path = self
             .snapshot_dir
             .join(format!("recv-{}.tmp", rand_suffix()));
-        let file = tokio::fs::File::create(&path)
+        // Read back when installing: open for reading as well as writing.
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         self.receiving = Some(path);

@@ -68,6 +68,20 @@ impl Default for MoverConfig {
     }
 }
 
+/// How manifest, tag and blob-link reads are answered.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadConsistency {
+    /// Hits from the local state machine; a miss is confirmed through the
+    /// leader (read-index) before a 404. A moved or deleted tag may be seen
+    /// at its previous value for as long as this region lags (milliseconds).
+    #[default]
+    Local,
+    /// Every read goes through read-index first: linearizable, at the cost
+    /// of a round trip to the leader's region.
+    Linearizable,
+}
+
 /// Dial `via` instead of node `node`'s advertised gRPC address.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +118,8 @@ pub struct ServeConfig {
     /// Reach some peers through another address (an emulated WAN link,
     /// a tunnel). `[[peer_routes]] node = 2, via = "host:port"`.
     pub peer_routes: Vec<PeerRoute>,
+    /// `local` (default) or `linearizable`.
+    pub reads: ReadConsistency,
     pub raft: RaftTimings,
     pub uploads: UploadConfig,
     pub mover: MoverConfig,
@@ -123,6 +139,7 @@ impl Default for ServeConfig {
             peers: Vec::new(),
             write_timeout_ms: 10_000,
             peer_routes: Vec::new(),
+            reads: ReadConsistency::Local,
             raft: RaftTimings::default(),
             uploads: UploadConfig::default(),
             mover: MoverConfig::default(),

@@ -117,6 +117,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         fetcher,
         mover_queue,
         region: cfg.region.clone(),
+        reads: cfg.reads,
         metrics: Metrics::default(),
     });
 

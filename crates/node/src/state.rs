@@ -9,6 +9,7 @@ use wharf_consensus::Consensus;
 use wharf_meta::{Command, ManifestRecord, MetaStore, StoreError};
 use wharf_oci::{ErrorCode, Reference};
 
+use crate::config::ReadConsistency;
 use crate::directory::NodeDirectory;
 use crate::http::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
@@ -21,6 +22,7 @@ pub struct AppState {
     /// Blobs this region still has to copy (the replicator's last scan).
     pub mover_queue: Arc<std::sync::atomic::AtomicU64>,
     pub region: String,
+    pub reads: ReadConsistency,
     pub metrics: Metrics,
 }
 
@@ -43,6 +45,10 @@ impl AppState {
         &self,
         f: impl Fn(&MetaStore) -> Result<Option<T>, StoreError>,
     ) -> ApiResult<Option<T>> {
+        if self.reads == ReadConsistency::Linearizable {
+            self.consensus.read_barrier().await?;
+            return Ok(f(self.meta())?);
+        }
         if let Some(v) = f(self.meta())? {
             return Ok(Some(v));
         }

@@ -1,6 +1,7 @@
 //! Test harness: real `wharf serve` processes on real sockets.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod registry;
 
 use std::net::TcpListener;
@@ -27,7 +28,7 @@ pub struct Node {
     pub http_port: u16,
     pub grpc_port: u16,
     pub child: Option<Child>,
-    extra: Vec<String>,
+    args: Vec<String>,
 }
 
 impl Node {
@@ -37,37 +38,49 @@ impl Node {
     }
 
     pub fn start_with(dir: &Path, extra: &[&str]) -> Node {
+        let (http_port, grpc_port) = (free_port(), free_port());
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--data-dir".into(),
+            dir.join("data").display().to_string(),
+        ];
+        args.extend(["--http-listen".into(), format!("127.0.0.1:{http_port}")]);
+        args.extend(["--grpc-listen".into(), format!("127.0.0.1:{grpc_port}")]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut n = Node::launch(dir, http_port, grpc_port, args);
+        n.wait_ready();
+        n
+    }
+
+    /// Spawn `wharf <args>` without waiting for it to be ready (members of
+    /// a new multi-node cluster only become ready together).
+    pub fn launch(dir: &Path, http_port: u16, grpc_port: u16, args: Vec<String>) -> Node {
         let mut n = Node {
             dir: dir.to_path_buf(),
-            http_port: free_port(),
-            grpc_port: free_port(),
+            http_port,
+            grpc_port,
             child: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            args,
         };
         n.spawn();
         n
     }
 
     fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.dir).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("node.log"))
             .unwrap();
-        std::fs::create_dir_all(&self.dir).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(["serve", "--data-dir"])
-            .arg(self.dir.join("data"))
-            .args(["--http-listen", &format!("127.0.0.1:{}", self.http_port)])
-            .args(["--grpc-listen", &format!("127.0.0.1:{}", self.grpc_port)])
-            .args(&self.extra)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("spawn wharf serve");
         self.child = Some(child);
-        self.wait_ready();
     }
 
     pub fn addr(&self) -> String {
@@ -82,7 +95,7 @@ impl Node {
         std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
     }
 
-    fn wait_ready(&mut self) {
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -119,6 +132,13 @@ impl Node {
     }
 
     pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill first");
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// Restart without waiting (a node that cannot reach a quorum yet).
+    pub fn relaunch(&mut self) {
         assert!(self.child.is_none(), "stop or kill first");
         self.spawn();
     }

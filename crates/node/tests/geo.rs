@@ -1,0 +1,296 @@
+//! Geo-replication, three regions as separate processes on real sockets:
+//! the consistency promises of DESIGN.md as a user observes them.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::Cluster;
+use common::registry::{header, Reg, OCI_MANIFEST};
+use common::{oci_layout, random_bytes, run, sha256};
+use reqwest::{Method, StatusCode};
+
+fn regs(c: &Cluster) -> Vec<Reg> {
+    c.nodes.iter().map(|n| Reg::new(&n.addr())).collect()
+}
+
+/// Poll `check` until it holds or `secs` pass.
+async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < deadline, "not within {secs} s: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn skopeo() -> std::process::Command {
+    let mut c = std::process::Command::new("skopeo");
+    c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    c
+}
+
+// Promise 4: a push acknowledged in one region is pullable, byte-exact, in
+// every other region at once; the mover then copies every layer everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_in_one_region_is_pullable_in_every_other_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 3, "");
+    let big = random_bytes(4 << 20);
+    let layout = oci_layout(dir.path(), "v1", &[("big.bin", &big), ("etc/motd", b"geo")]);
+    run(skopeo()
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{}/geo/app:v1", c.nodes[0].addr())));
+    for (i, n) in c.nodes.iter().enumerate().skip(1) {
+        let out = dir.path().join(format!("out-{i}"));
+        run(skopeo()
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{}/geo/app:v1", n.addr()))
+            .arg(format!("oci:{}:v1", out.display())));
+        for entry in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+            let e = entry.unwrap();
+            let copied = out.join("blobs/sha256").join(e.file_name());
+            if copied.exists() {
+                assert_eq!(
+                    std::fs::read(e.path()).unwrap(),
+                    std::fs::read(&copied).unwrap()
+                );
+            }
+        }
+    }
+    // Every blob ends up in every region's local store.
+    let blobs: Vec<String> = std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| format!("sha256:{}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    let reg = Reg::new(&c.nodes[0].addr());
+    let manifest: serde_json::Value = reg
+        .req(Method::GET, "/v2/geo/app/manifests/v1")
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut wanted = vec![manifest["config"]["digest"].as_str().unwrap().to_string()];
+    for l in manifest["layers"].as_array().unwrap() {
+        wanted.push(l["digest"].as_str().unwrap().to_string());
+    }
+    assert!(wanted.iter().all(|d| blobs.contains(d)));
+    eventually(30, "every layer local in every region", || {
+        (0..3).all(|i| wanted.iter().all(|d| c.holds(i, d)))
+    })
+    .await;
+}
+
+// Promises 2 and 7 with linearizable reads: a tag moved or deleted in one
+// region is seen moved or deleted in every region immediately.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_moves_and_deletes_are_seen_in_every_region_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 3, "reads = \"linearizable\"");
+    let r = regs(&c);
+    let a = r[0].image("t/app", &[b"a"]).await;
+    let b = r[1].image("t/app", &[b"b"]).await;
+    for round in 0..5 {
+        let (writer, m) = if round % 2 == 0 {
+            (&r[1], &a)
+        } else {
+            (&r[2], &b)
+        };
+        assert_eq!(
+            writer
+                .put_manifest("t/app", "live", OCI_MANIFEST, m)
+                .await
+                .status(),
+            201
+        );
+        for reader in &r {
+            let got = reader.get("/v2/t/app/manifests/live").await;
+            assert_eq!(
+                header(&got, "docker-content-digest"),
+                sha256(m),
+                "round {round}"
+            );
+        }
+    }
+    // Round 4 (the last) pointed "live" at `a`: delete that manifest.
+    let d = sha256(&a);
+    let del = r[2]
+        .req(Method::DELETE, &format!("/v2/t/app/manifests/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), StatusCode::ACCEPTED);
+    for reader in &r {
+        assert_eq!(
+            reader
+                .get(&format!("/v2/t/app/manifests/{d}"))
+                .await
+                .status(),
+            404
+        );
+        assert_eq!(reader.get("/v2/t/app/manifests/live").await.status(), 404);
+    }
+}
+
+// Promise 1: losing the leader's region loses no acknowledged write; a new
+// leader is elected, pushes continue, and the old leader catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_keeps_pushes_going_and_it_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3, "");
+    let r = regs(&c);
+    let before = r[0].image("ha/app", &[b"before"]).await;
+    assert_eq!(
+        r[0].put_manifest("ha/app", "before", OCI_MANIFEST, &before)
+            .await
+            .status(),
+        201
+    );
+
+    let leader = c.leader();
+    c.nodes[leader].kill9();
+    let survivor = (leader + 1) % 3;
+    let start = Instant::now();
+    let after = loop {
+        // Uploads and the manifest both need the metadata quorum.
+        let cfg = format!(r#"{{"after":{}}}"#, start.elapsed().as_millis());
+        let d = sha256(cfg.as_bytes());
+        let up = r[survivor]
+            .req(
+                Method::POST,
+                &format!("/v2/ha/app/blobs/uploads/?digest={d}"),
+            )
+            .body(cfg.clone())
+            .send()
+            .await
+            .unwrap();
+        if up.status() == StatusCode::CREATED {
+            let m = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d, "size": cfg.len()},
+                "layers": []})
+            .to_string()
+            .into_bytes();
+            if r[survivor]
+                .put_manifest("ha/app", "after", OCI_MANIFEST, &m)
+                .await
+                .status()
+                == 201
+            {
+                break m;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "writes did not resume"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "writes resumed {:?} after killing the leader",
+        start.elapsed()
+    );
+    for (i, reg) in r.iter().enumerate() {
+        if i == leader {
+            continue;
+        }
+        let got = reg.get("/v2/ha/app/manifests/before").await;
+        assert_eq!(
+            got.bytes().await.unwrap().to_vec(),
+            before,
+            "acknowledged write lost"
+        );
+    }
+    c.nodes[leader].restart();
+    let got = r[leader].get("/v2/ha/app/manifests/after").await;
+    assert_eq!(got.status(), 200, "the restarted region did not catch up");
+    assert_eq!(got.bytes().await.unwrap().to_vec(), after);
+}
+
+// A region that is down during a push receives every layer when it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_down_during_a_push_gets_every_layer_when_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3, "");
+    let leader = c.leader();
+    let down = (leader + 1) % 3;
+    let writer = (leader + 2) % 3;
+    c.nodes[down].kill9();
+    let r = regs(&c);
+    let layers: Vec<Vec<u8>> = (0..3).map(|_| random_bytes(1 << 20)).collect();
+    let refs: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
+    let m = r[writer].image("late/app", &refs).await;
+    assert_eq!(
+        r[writer]
+            .put_manifest("late/app", "v1", OCI_MANIFEST, &m)
+            .await
+            .status(),
+        201
+    );
+
+    c.nodes[down].restart();
+    eventually(30, "the returning region holds every layer", || {
+        layers.iter().all(|l| c.holds(down, &sha256(l)))
+    })
+    .await;
+    for l in &layers {
+        let got = r[down]
+            .get(&format!("/v2/late/app/blobs/{}", sha256(l)))
+            .await;
+        assert_eq!(got.bytes().await.unwrap().to_vec(), *l);
+    }
+}
+
+// A region that fell behind the compacted log catches up by snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_region_installs_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3, "reads = \"linearizable\"");
+    // Lower the snapshot threshold (the [raft] table is last in the
+    // generated config), then restart every node so it applies.
+    for n in c.nodes.iter_mut() {
+        let path = n.dir.join("wharf.toml");
+        let cfg = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            cfg + "snapshot_after_entries = 10\nlogs_kept_after_snapshot = 2\n",
+        )
+        .unwrap();
+        n.stop();
+    }
+    for n in c.nodes.iter_mut() {
+        n.relaunch();
+    }
+    for n in c.nodes.iter_mut() {
+        n.wait_ready();
+    }
+    let leader = c.leader();
+    let lagging = (leader + 1) % 3;
+    let writer = (leader + 2) % 3;
+    c.nodes[lagging].kill9();
+    let r = regs(&c);
+    let m = r[writer].image("snap/app", &[b"x"]).await;
+    for i in 0..40 {
+        assert_eq!(
+            r[writer]
+                .put_manifest("snap/app", &format!("t{i}"), OCI_MANIFEST, &m)
+                .await
+                .status(),
+            201
+        );
+    }
+    c.nodes[lagging].restart();
+    let got = r[lagging].get("/v2/snap/app/tags/list").await;
+    let status = got.status();
+    let text = got.text().await.unwrap();
+    assert_eq!(status, 200, "{text}\n{}", c.nodes[lagging].log());
+    let tags: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(tags["tags"].as_array().unwrap().len(), 40);
+    assert!(
+        c.nodes[lagging].log().contains("installed snapshot"),
+        "expected catch-up by snapshot:\n{}",
+        c.nodes[lagging].log()
+    );
+}
