@@ -2,7 +2,7 @@
 //! (forwarded to the leader), and "not found" answers are confirmed with a
 //! read-index before being given.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ const NO_LEADER_RETRY_MS: u64 = 50;
 pub(crate) const PEER_MESSAGE_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// A node's view of the group, for /readyz, metrics and the CLI.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Status {
     pub node_id: NodeId,
     pub region: String,
@@ -345,6 +345,56 @@ impl Consensus {
             }
             tokio::time::sleep(Duration::from_millis(NO_LEADER_RETRY_MS)).await;
         }
+    }
+
+    /// The leader as this node knows it.
+    pub fn leader(&self) -> Option<(NodeId, NodeInfo)> {
+        let id = self.raft.metrics().borrow().current_leader?;
+        self.members().into_iter().find(|(n, _)| *n == id)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader().is_some_and(|(id, _)| id == self.cfg.node_id)
+    }
+
+    /// Add a region's node: it joins as a learner, catches up from the log
+    /// or a snapshot, and is then promoted to voter. Call on the leader.
+    pub async fn add_voter(&self, id: NodeId, node: NodeInfo) -> Result<(), ConsensusError> {
+        let raft_err = |e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                ConsensusError::Unavailable("not the leader".into())
+            }
+            other => ConsensusError::Raft(other.to_string()),
+        };
+        // Blocking: returns once the learner has caught up with the log.
+        self.raft
+            .add_learner(id, node, true)
+            .await
+            .map_err(raft_err)?;
+        let mut voters: BTreeSet<NodeId> = self.status().voters.into_iter().collect();
+        voters.insert(id);
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map_err(raft_err)?;
+        Ok(())
+    }
+
+    /// Remove a region's node from the group (it stops voting and receiving
+    /// the log). Call on the leader.
+    pub async fn remove_voter(&self, id: NodeId) -> Result<(), ConsensusError> {
+        let mut voters: BTreeSet<NodeId> = self.status().voters.into_iter().collect();
+        if !voters.remove(&id) {
+            return Err(ConsensusError::Raft(format!("node {id} is not a voter")));
+        }
+        if voters.is_empty() {
+            return Err(ConsensusError::Raft("cannot remove the last voter".into()));
+        }
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        Ok(())
     }
 
     /// Stop Raft and the peer server. Applied state is synced first.

@@ -39,6 +39,8 @@ enum Command {
     Up(up::UpArgs),
     /// List, inspect and delete repositories, tags and manifests.
     Repository(cli::repository::RepositoryArgs),
+    /// List, add and remove the regions that serve the registry.
+    Replication(cli::replication::ReplicationArgs),
 }
 
 #[derive(clap::Args)]
@@ -61,6 +63,10 @@ struct ServeArgs {
     /// Peer gRPC listen address, e.g. 127.0.0.1:5101.
     #[arg(long)]
     grpc_listen: Option<std::net::SocketAddr>,
+    /// Join an existing cluster instead of bootstrapping a new one (then add
+    /// it with `wharf replication create`).
+    #[arg(long)]
+    join: bool,
     /// Write the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -108,6 +114,9 @@ fn serve_config(args: &ServeArgs) -> Result<ServeConfig, NodeError> {
     if let Some(v) = args.grpc_listen {
         cfg.grpc_listen = v;
     }
+    if args.join {
+        cfg.bootstrap = false;
+    }
     Ok(cfg)
 }
 
@@ -127,6 +136,7 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
             up::run(args).await
         }
         Command::Repository(args) => cli::repository::run(args).await,
+        Command::Replication(args) => cli::replication::run(args).await,
     }
 }
 

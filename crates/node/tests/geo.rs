@@ -294,3 +294,136 @@ async fn a_lagging_region_installs_a_snapshot() {
         c.nodes[lagging].log()
     );
 }
+
+fn wharf_json(endpoint: &str, args: &[&str]) -> serde_json::Value {
+    let out = run(std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(args)
+        .args(["--endpoint", endpoint, "-o", "json"]));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+// Replications as a user sees them: list with health, role, lag and blobs
+// to copy; add a region (it catches up and receives every blob); remove it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replications_are_listed_added_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 3, "");
+    let r = regs(&c);
+    let m = r[0].image("rep/app", &[b"layer one", b"layer two"]).await;
+    assert_eq!(
+        r[0].put_manifest("rep/app", "v1", OCI_MANIFEST, &m)
+            .await
+            .status(),
+        201
+    );
+    let endpoint = c.nodes[1].url("");
+
+    let rows = wharf_json(&endpoint, &["replication", "list"]);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r["health"] == "ok"), "{rows:?}");
+    assert_eq!(rows.iter().filter(|r| r["role"] == "leader").count(), 1);
+    eventually(30, "the mover drains every region", || {
+        let rows = wharf_json(&endpoint, &["replication", "list"]);
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["blobs_to_copy"] == 0)
+    })
+    .await;
+    let image = wharf_json(
+        &endpoint,
+        &[
+            "repository",
+            "show",
+            "--image",
+            "rep/app:v1",
+            "--replication",
+        ],
+    );
+    let blobs = image["layers"].as_array().unwrap();
+    assert_eq!(blobs.len(), 3, "config and two layers");
+    for b in blobs {
+        assert_eq!(
+            b["regions"],
+            serde_json::json!(["ap-south", "eu-west", "us-east"])
+        );
+    }
+
+    // A fourth region joins.
+    let ndir = dir.path().join("node-4");
+    let (http, grpc) = (common::free_port(), common::free_port());
+    let args: Vec<String> = [
+        "serve",
+        "--join",
+        "--node-id",
+        "4",
+        "--region",
+        "us-west",
+        "--data-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        ndir.join("data").display().to_string(),
+        "--http-listen".into(),
+        format!("127.0.0.1:{http}"),
+        "--grpc-listen".into(),
+        format!("127.0.0.1:{grpc}"),
+    ])
+    .collect();
+    let mut fourth = common::Node::launch(&ndir, http, grpc, args);
+    wharf_json(
+        &endpoint,
+        &[
+            "replication",
+            "create",
+            "--region",
+            "us-west",
+            "--node-id",
+            "4",
+            "--grpc",
+            &format!("127.0.0.1:{grpc}"),
+            "--http",
+            &fourth.url(""),
+        ],
+    );
+    fourth.wait_ready();
+    let rows = wharf_json(&endpoint, &["replication", "list"]);
+    assert_eq!(rows.as_array().unwrap().len(), 4);
+    let new = Reg::new(&fourth.addr());
+    let got = new.get("/v2/rep/app/manifests/v1").await;
+    assert_eq!(
+        got.bytes().await.unwrap().to_vec(),
+        m,
+        "the new region serves existing images"
+    );
+    eventually(30, "the new region receives every blob", || {
+        let rows = wharf_json(&endpoint, &["replication", "list"]);
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["blobs_to_copy"] == 0)
+    })
+    .await;
+
+    run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_wharf")).args([
+            "replication",
+            "--endpoint",
+            &endpoint,
+            "delete",
+            "--region",
+            "us-west",
+        ]),
+    );
+    let rows = wharf_json(&endpoint, &["replication", "list"]);
+    let regions: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["region"].as_str().unwrap())
+        .collect();
+    assert_eq!(regions.len(), 3, "{regions:?}");
+    assert!(!regions.contains(&"us-west"));
+}

@@ -15,6 +15,9 @@ use crate::state::App;
 #[derive(Deserialize)]
 pub struct ImageQuery {
     pub image: String,
+    /// Also report which regions hold each blob.
+    #[serde(default)]
+    pub replication: bool,
 }
 
 /// Split `repo:tag` / `repo@digest` (a bare `repo` means `repo:latest`).
@@ -37,6 +40,9 @@ pub struct Layer {
     pub digest: String,
     pub size: u64,
     pub media_type: Option<String>,
+    /// Regions holding a verified copy (with `replication=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<String>>,
 }
 
 #[derive(Serialize)]
@@ -81,6 +87,7 @@ pub async fn show(
                     digest: str_field(l, "digest").unwrap_or_default(),
                     size: l.get("size").and_then(Value::as_u64).unwrap_or(0),
                     media_type: str_field(l, "mediaType"),
+                    regions: None,
                 })
                 .collect()
         })
@@ -111,6 +118,29 @@ pub async fn show(
     } else {
         Vec::new()
     };
+    let mut layers: Vec<Layer> = layers;
+    if q.replication {
+        // The config blob is part of what a region must hold to serve the image.
+        if let Some(config) = doc.get("config") {
+            layers.insert(
+                0,
+                Layer {
+                    digest: str_field(config, "digest").unwrap_or_default(),
+                    size: config.get("size").and_then(Value::as_u64).unwrap_or(0),
+                    media_type: str_field(config, "mediaType"),
+                    regions: None,
+                },
+            );
+        }
+        for l in layers.iter_mut() {
+            l.regions = Some(
+                app.meta()
+                    .blob(&l.digest)?
+                    .map(|b| b.regions)
+                    .unwrap_or_default(),
+            );
+        }
+    }
     Ok(Json(ImageDetail {
         tags: app.meta().tags_of(&repo, &digest)?,
         image_size: record.blobs.iter().map(|b| b.size).sum(),

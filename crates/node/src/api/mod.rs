@@ -3,6 +3,7 @@
 //! operator sees includes every write acknowledged before the request.
 
 mod images;
+mod replications;
 mod repositories;
 
 use axum::routing::get;
@@ -20,4 +21,10 @@ pub fn router() -> Router<App> {
         .route("/repositories/tags", get(repositories::tags))
         .route("/repositories/manifests", get(repositories::manifests))
         .route("/images", get(images::show).delete(images::delete))
+        .route(
+            "/replications",
+            get(replications::list)
+                .post(replications::create)
+                .delete(replications::delete),
+        )
 }

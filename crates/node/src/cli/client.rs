@@ -81,6 +81,19 @@ impl Client {
         .await
     }
 
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, NodeError> {
+        self.send(
+            self.http
+                .post(format!("{}/api/v1{path}", self.base))
+                .json(body),
+        )
+        .await
+    }
+
     pub async fn delete<T: DeserializeOwned>(
         &self,
         path: &str,

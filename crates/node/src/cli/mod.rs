@@ -2,4 +2,5 @@
 
 pub mod client;
 pub mod output;
+pub mod replication;
 pub mod repository;

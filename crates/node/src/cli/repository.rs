@@ -56,6 +56,9 @@ enum Verb {
         /// REPO:TAG or REPO@DIGEST.
         #[arg(long)]
         image: String,
+        /// Show which regions hold each blob of the image.
+        #[arg(long)]
+        replication: bool,
     },
     /// List the manifests of a repository with their tags.
     ShowManifests {
@@ -150,8 +153,13 @@ pub async fn run(args: RepositoryArgs) -> Result<(), NodeError> {
             }
             output::print(out, &with_times(rows), &cols);
         }
-        Verb::Show { image } => {
-            let v: Value = client.get("/images", &[("image", image)]).await?;
+        Verb::Show { image, replication } => {
+            let v: Value = client
+                .get(
+                    "/images",
+                    &[("image", image), ("replication", replication.to_string())],
+                )
+                .await?;
             match out {
                 Format::Json => {
                     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
@@ -172,15 +180,15 @@ pub async fn run(args: RepositoryArgs) -> Result<(), NodeError> {
                     let layers = v["layers"].as_array().cloned().unwrap_or_default();
                     if !layers.is_empty() {
                         println!();
-                        output::print(
-                            out,
-                            &layers,
-                            &[
-                                ("LAYER", "digest"),
-                                ("SIZE", "size"),
-                                ("MEDIA TYPE", "media_type"),
-                            ],
-                        );
+                        let mut cols = vec![
+                            ("BLOB", "digest"),
+                            ("SIZE", "size"),
+                            ("MEDIA TYPE", "media_type"),
+                        ];
+                        if replication {
+                            cols.push(("REGIONS", "regions"));
+                        }
+                        output::print(out, &layers, &cols);
                     }
                     let children = v["manifests"].as_array().cloned().unwrap_or_default();
                     if !children.is_empty() {

@@ -1,0 +1,202 @@
+//! Replications as a user sees them: which regions serve the registry, how
+//! far each is behind, and how many blobs it still has to copy.
+
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use wharf_consensus::{NodeInfo, Status};
+use wharf_oci::ErrorCode;
+
+use crate::http::error::{ApiError, ApiResult};
+use crate::state::App;
+
+/// How long a region may take to answer a status probe.
+const PROBE_TIMEOUT_MS: u64 = 1500;
+
+#[derive(Serialize)]
+pub struct RegionRow {
+    pub region: String,
+    pub node_id: u64,
+    pub endpoint: String,
+    /// "ok", or why the region could not be asked.
+    pub health: String,
+    pub role: Option<String>,
+    pub applied_index: Option<u64>,
+    /// Entries behind the leader's log.
+    pub lag: Option<u64>,
+    pub blobs_to_copy: u64,
+    pub bytes_to_copy: u64,
+}
+
+async fn probe(client: &reqwest::Client, node: &NodeInfo) -> Result<Status, String> {
+    let resp = client
+        .get(format!("{}/api/v1/status", node.http))
+        .timeout(Duration::from_millis(PROBE_TIMEOUT_MS))
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_timeout() {
+                "timeout".to_string()
+            } else {
+                "unreachable".to_string()
+            }
+        })?;
+    resp.json::<Status>()
+        .await
+        .map_err(|e| format!("bad answer: {e}"))
+}
+
+pub async fn list(State(app): State<App>) -> ApiResult<Json<Vec<RegionRow>>> {
+    app.consensus.read_barrier().await?;
+    let client = reqwest::Client::new();
+    let members = app.consensus.members();
+    let probes = futures::future::join_all(members.iter().map(|(_, n)| probe(&client, n))).await;
+    let leader_log = probes
+        .iter()
+        .flatten()
+        .find(|s| s.role == "leader")
+        .map(|s| s.last_log_index);
+    let mut rows = Vec::new();
+    for ((id, node), probe) in members.into_iter().zip(probes) {
+        let missing = app.meta().blobs_missing_in(&node.region, usize::MAX)?;
+        let (health, role, applied) = match probe {
+            Ok(s) => ("ok".to_string(), Some(s.role), Some(s.applied_index)),
+            Err(e) => (e, None, None),
+        };
+        rows.push(RegionRow {
+            lag: applied.zip(leader_log).map(|(a, l)| l.saturating_sub(a)),
+            region: node.region,
+            node_id: id,
+            endpoint: node.http,
+            health,
+            role,
+            applied_index: applied,
+            blobs_to_copy: missing.len() as u64,
+            bytes_to_copy: missing.iter().map(|(_, r)| r.size).sum(),
+        });
+    }
+    Ok(Json(rows))
+}
+
+#[derive(Deserialize, Serialize)]
+pub struct NewRegion {
+    pub node_id: u64,
+    pub region: String,
+    /// host:port of the new node's peer gRPC server.
+    pub grpc: String,
+    /// Base URL of the new node's HTTP API.
+    pub http: String,
+}
+
+#[derive(Deserialize, Serialize)]
+pub struct RegionQuery {
+    pub region: String,
+}
+
+/// Membership changes run on the leader; other nodes pass them on.
+async fn on_leader(
+    app: &App,
+    method: reqwest::Method,
+    path_and_query: &str,
+    body: Option<&NewRegion>,
+) -> ApiResult<Option<Json<serde_json::Value>>> {
+    if app.consensus.is_leader() {
+        return Ok(None);
+    }
+    let (_, leader) = app
+        .consensus
+        .leader()
+        .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "no leader to change membership"))?;
+    let mut req =
+        reqwest::Client::new().request(method, format!("{}/api/v1{path_and_query}", leader.http));
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("leader unreachable: {e}")))?;
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        let msg = v["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("membership change failed")
+            .to_string();
+        return Err(ApiError::new(ErrorCode::Unavailable, msg).with_status(
+            StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+        ));
+    }
+    Ok(Some(Json(v)))
+}
+
+pub async fn create(
+    State(app): State<App>,
+    Json(req): Json<NewRegion>,
+) -> ApiResult<Json<serde_json::Value>> {
+    if let Some(answer) =
+        on_leader(&app, reqwest::Method::POST, "/replications", Some(&req)).await?
+    {
+        return Ok(answer);
+    }
+    if app
+        .consensus
+        .members()
+        .iter()
+        .any(|(id, n)| *id == req.node_id || n.region == req.region)
+    {
+        return Err(ApiError::new(
+            ErrorCode::Denied,
+            format!(
+                "node {} or region {} is already a member",
+                req.node_id, req.region
+            ),
+        )
+        .with_status(StatusCode::CONFLICT));
+    }
+    let info = NodeInfo {
+        grpc: req.grpc.clone(),
+        http: req.http.clone(),
+        region: req.region.clone(),
+    };
+    app.consensus.add_voter(req.node_id, info).await?;
+    Ok(Json(
+        serde_json::json!({"region": req.region, "node_id": req.node_id, "role": "voter"}),
+    ))
+}
+
+pub async fn delete(
+    State(app): State<App>,
+    Query(q): Query<RegionQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let path = format!(
+        "/replications?{}",
+        serde_urlencoded::to_string(&q).unwrap_or_default()
+    );
+    if let Some(answer) = on_leader(&app, reqwest::Method::DELETE, &path, None).await? {
+        return Ok(answer);
+    }
+    let (id, _) = app
+        .consensus
+        .members()
+        .into_iter()
+        .find(|(_, n)| n.region == q.region)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NameUnknown,
+                format!("region {} is not a replica", q.region),
+            )
+            .with_status(StatusCode::NOT_FOUND)
+        })?;
+    if id == app.consensus.node_id() {
+        return Err(ApiError::new(ErrorCode::Denied, "the leader's own region cannot be removed; remove it from another region after leadership moves")
+            .with_status(StatusCode::CONFLICT));
+    }
+    app.consensus.remove_voter(id).await?;
+    Ok(Json(
+        serde_json::json!({"region": q.region, "node_id": id, "removed": true}),
+    ))
+}
