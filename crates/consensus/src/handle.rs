@@ -102,6 +102,8 @@ impl Consensus {
             .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES);
         tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
+                .initial_stream_window_size(Some(network::WINDOW_STREAM_BYTES))
+                .initial_connection_window_size(Some(network::WINDOW_CONNECTION_BYTES))
                 .add_routes(services.add_service(service))
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stop_rx.await;

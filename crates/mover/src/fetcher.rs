@@ -22,6 +22,9 @@ use crate::pb::FetchRequest;
 use crate::server::MESSAGE_MAX_BYTES;
 use crate::transfer::{Transfer, TransferState};
 
+/// HTTP/2 flow-control window of a blob transfer.
+const WINDOW_BYTES: u32 = 16 << 20;
+
 #[derive(Debug, Clone)]
 pub struct FetchLimits {
     /// Rounds over all holders before a transfer fails.
@@ -194,6 +197,11 @@ impl<D: Directory> Fetcher<D> {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", h.addr))
             .map_err(io_err)?
             .connect_timeout(self.limits.connect_timeout)
+            .tcp_nodelay(true)
+            // Windows above a WAN link's bandwidth-delay product, or the
+            // default 64 KiB caps a long link at a few Mbit/s.
+            .initial_stream_window_size(Some(WINDOW_BYTES))
+            .initial_connection_window_size(Some(WINDOW_BYTES))
             .connect_lazy();
         let mut client =
             BlobTransferClient::new(channel).max_decoding_message_size(MESSAGE_MAX_BYTES);

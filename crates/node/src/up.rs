@@ -301,13 +301,24 @@ pub async fn run(args: UpArgs) -> Result<(), NodeError> {
     );
     println!("Press Ctrl-C to stop.");
 
-    // Stay in the foreground until told to stop or a node dies.
+    // Stay in the foreground until told to stop. A node that dies (or is
+    // killed in a failover drill) is reported, and the other regions keep
+    // serving: that is what a multi-region cluster is for.
+    let mut reported = std::collections::BTreeSet::new();
     let exited = loop {
         tokio::select! {
             _ = crate::serve::shutdown_signal() => break None,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                if let Some(n) = nodes.iter_mut().find_map(|n| matches!(n.child.try_wait(), Ok(Some(_))).then_some(&*n)) {
-                    break Some(format!("node {} ({}) exited; see {}:\n{}", n.id, n.region, n.log.display(), tail(&n.log)));
+                for n in nodes.iter_mut() {
+                    if matches!(n.child.try_wait(), Ok(Some(_))) && reported.insert(n.id) {
+                        eprintln!(
+                            "node {} ({}) exited; the other regions keep serving. Last lines of {}:\n{}",
+                            n.id, n.region, n.log.display(), tail(&n.log)
+                        );
+                    }
+                }
+                if reported.len() == nodes.len() {
+                    break Some("every node has exited".to_string());
                 }
             }
         }
