@@ -26,6 +26,5 @@ pub mod pb {
 
 pub use config::{ConsensusConfig, Peer, RaftTimings};
 pub use error::ConsensusError;
-pub use network::channel as peer_channel;
 pub use handle::{Consensus, Status};
 pub use types::{NodeId, NodeInfo, TypeConfig};

@@ -34,9 +34,8 @@ pub async fn get(
     let Some(record) = app.read(|m| m.linked_blob(name, digest.as_str())).await? else {
         return Err(blob_unknown(&digest));
     };
-    let Some((mut file, size)) = app.blobs.open_blob(&digest).await? else {
-        return fetch_on_demand(app, &digest, record.size, req_headers, with_body);
-    };
+    let local = app.blobs.open_blob(&digest).await?;
+    let size = local.as_ref().map_or(record.size, |(_, len)| *len);
     let (status, start, len) = match headers::byte_range(req_headers, size) {
         ByteRange::Whole => (StatusCode::OK, 0, size),
         ByteRange::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
@@ -48,79 +47,44 @@ pub async fn get(
                 .into_response())
         }
     };
-    let mut builder = Response::builder()
-        .status(status)
-        .header("content-length", len)
-        .header("content-type", "application/octet-stream")
-        .header("accept-ranges", "bytes")
-        .header("etag", format!("\"{digest}\""))
-        .header(headers::CONTENT_DIGEST, digest.as_str());
-    if status == StatusCode::PARTIAL_CONTENT {
-        builder = builder.header(
-            "content-range",
-            format!("bytes {start}-{}/{size}", start + len - 1),
-        );
-    }
-    let body = if with_body {
-        if start > 0 {
-            file.seek(std::io::SeekFrom::Start(start))
-                .await
-                .map_err(ApiError::internal)?;
+    let body = match (with_body, local) {
+        (false, _) => Body::empty(),
+        (true, Some((mut file, _))) => {
+            if start > 0 {
+                file.seek(std::io::SeekFrom::Start(start))
+                    .await
+                    .map_err(ApiError::internal)?;
+            }
+            Body::from_stream(ReaderStream::with_capacity(
+                file.take(len),
+                READ_CHUNK_BYTES,
+            ))
         }
-        Metrics::add(&app.metrics.blob_bytes_served, len);
-        Body::from_stream(ReaderStream::with_capacity(
-            file.take(len),
-            READ_CHUNK_BYTES,
-        ))
-    } else {
-        Body::empty()
+        (true, None) => fetch_on_demand(app, &digest, size, start, len)?,
     };
-    builder.body(body).map_err(ApiError::internal)
+    if with_body {
+        Metrics::add(&app.metrics.blob_bytes_served, len);
+    }
+    blob_response(status, &digest, start, len, size)
+        .body(body)
+        .map_err(ApiError::internal)
 }
 
 /// Linked in the metadata but not held in this region: stream it from the
 /// nearest region that holds it, to the client and into the local store at
-/// once. Concurrent requests share one transfer; a HEAD needs no bytes.
-fn fetch_on_demand(
-    app: &App,
-    digest: &Digest,
-    size: u64,
-    req_headers: &HeaderMap,
-    with_body: bool,
-) -> ApiResult<Response> {
+/// once. Concurrent requests share one transfer.
+fn fetch_on_demand(app: &App, digest: &Digest, size: u64, start: u64, len: u64) -> ApiResult<Body> {
     use wharf_mover::Directory;
-    if with_body
-        && !app.fetcher.is_inflight(digest)
-        && app.fetcher.directory().holders(digest).is_empty()
-    {
+    if !app.fetcher.is_inflight(digest) && app.fetcher.directory().holders(digest).is_empty() {
         return Err(ApiError::new(
             ErrorCode::BlobUnknown,
             format!("no reachable region holds {digest}"),
         ));
     }
-    let (status, start, len) = match headers::byte_range(req_headers, size) {
-        ByteRange::Whole => (StatusCode::OK, 0, size),
-        ByteRange::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
-        ByteRange::Unsatisfiable => {
-            return Ok((
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                [("content-range", format!("bytes */{size}"))],
-            )
-                .into_response())
-        }
-    };
-    let body = if with_body {
-        let t = app
-            .fetcher
-            .fetch(digest, size, wharf_mover::Priority::OnDemand);
-        Metrics::add(&app.metrics.blob_bytes_served, len);
-        Body::from_stream(t.stream(start, len))
-    } else {
-        Body::empty()
-    };
-    blob_response(status, digest, start, len, size)
-        .body(body)
-        .map_err(ApiError::internal)
+    let t = app
+        .fetcher
+        .fetch(digest, size, wharf_mover::Priority::OnDemand);
+    Ok(Body::from_stream(t.stream(start, len)))
 }
 
 fn blob_response(
