@@ -18,6 +18,8 @@ WORK = os.path.join(ROOT, "bench", "work-geo")
 QUICK = "--quick" in sys.argv
 RTT_MS, MBIT = 80, 200
 SIZES_MIB = [1, 16] if QUICK else [1, 100, 1024]
+if os.environ.get("SIZES_MIB"):
+    SIZES_MIB = [int(x) for x in os.environ["SIZES_MIB"].split(",")]
 MANIFEST_SAMPLES = 5 if QUICK else 20
 BASE = 7400
 OCI = "application/vnd.oci.image.manifest.v1+json"

@@ -38,6 +38,9 @@ pub struct Status {
     pub last_log_index: u64,
     pub applied_index: u64,
     pub voters: Vec<NodeId>,
+    /// On the leader: entries each other member is behind its log.
+    #[serde(default)]
+    pub follower_lag: BTreeMap<NodeId, u64>,
 }
 
 pub struct Consensus {
@@ -195,6 +198,16 @@ impl Consensus {
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.map_or(0, |l| l.index),
             voters: m.membership_config.membership().voter_ids().collect(),
+            follower_lag: m
+                .replication
+                .iter()
+                .flatten()
+                .filter(|(id, _)| **id != m.id)
+                .map(|(id, matched)| {
+                    let at = matched.map_or(0, |l| l.index);
+                    (*id, m.last_log_index.unwrap_or(0).saturating_sub(at))
+                })
+                .collect(),
         }
     }
 

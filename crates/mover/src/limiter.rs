@@ -3,6 +3,9 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Credit a limiter may bank while idle or while its timers wake late.
+const BURST_MS: u64 = 20;
+
 pub struct RateLimiter {
     bytes_per_s: u64,
     /// When the bytes granted so far will have been "spent" at the rate.
@@ -26,9 +29,14 @@ impl RateLimiter {
         let wait = {
             let mut next = self.next_free.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
-            // Unused capacity does not accumulate beyond a short burst.
-            if *next < now {
-                *next = now;
+            // Unused capacity accumulates up to a short burst only. Keeping
+            // that little credit matters: timers wake late, and forgetting
+            // the lateness on every grant would shave the rate each time.
+            let floor = now
+                .checked_sub(Duration::from_millis(BURST_MS))
+                .unwrap_or(now);
+            if *next < floor {
+                *next = floor;
             }
             *next += Duration::from_secs_f64(n as f64 / self.bytes_per_s as f64);
             next.saturating_duration_since(now)

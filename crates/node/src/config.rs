@@ -50,7 +50,8 @@ impl UploadConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MoverConfig {
-    /// Background transfers at once (on-demand fetches come on top).
+    /// Background transfers at once (on-demand fetches come on top);
+    /// 0 turns background replication off (blobs arrive on demand only).
     pub concurrency: usize,
     /// Background bandwidth cap in Mbit/s, 0 for none.
     pub bandwidth_mbit: u64,

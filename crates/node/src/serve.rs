@@ -101,16 +101,19 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         },
     );
     let mover_queue = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let replicator = tokio::spawn(run_replicator(
-        fetcher.clone(),
-        consensus.applied_watch(),
-        ReplicatorConfig {
-            concurrency: cfg.mover.concurrency,
-            rescan: Duration::from_secs(cfg.mover.rescan_s.max(1)),
-            ..ReplicatorConfig::default()
-        },
-        mover_queue.clone(),
-    ));
+    // concurrency = 0: no background copies; blobs arrive on demand only.
+    let replicator = (cfg.mover.concurrency > 0).then(|| {
+        tokio::spawn(run_replicator(
+            fetcher.clone(),
+            consensus.applied_watch(),
+            ReplicatorConfig {
+                concurrency: cfg.mover.concurrency,
+                rescan: Duration::from_secs(cfg.mover.rescan_s.max(1)),
+                ..ReplicatorConfig::default()
+            },
+            mover_queue.clone(),
+        ))
+    });
     let app = Arc::new(AppState {
         consensus: consensus.clone(),
         blobs: blobs.clone(),
@@ -143,7 +146,9 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         .await?;
     tracing::info!("shutting down");
     sweeper.abort();
-    replicator.abort();
+    if let Some(r) = replicator {
+        r.abort();
+    }
     consensus.shutdown().await;
     Ok(())
 }

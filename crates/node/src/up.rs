@@ -42,6 +42,10 @@ pub struct UpArgs {
     /// Emulated bandwidth of each link and direction, in Mbit/s (0: none).
     #[arg(long, default_value_t = 0)]
     wan_bandwidth_mbit: u64,
+    /// Emulated packet loss on each link, in percent (a lost piece arrives
+    /// one RTT late, as TCP retransmits it).
+    #[arg(long, default_value_t = 0.0)]
+    wan_loss_pct: f64,
 }
 
 /// Offset from the base port to the emulated link from region i to j:
@@ -70,7 +74,7 @@ fn wan_port(args: &UpArgs, from: usize, to: usize) -> Result<u16, NodeError> {
 }
 
 fn wan_enabled(args: &UpArgs) -> bool {
-    args.wan_rtt_ms > 0 || args.wan_bandwidth_mbit > 0
+    args.wan_rtt_ms > 0 || args.wan_bandwidth_mbit > 0 || args.wan_loss_pct > 0.0
 }
 
 fn region_name(i: usize) -> String {
@@ -121,6 +125,7 @@ async fn start_wan(args: &UpArgs) -> Result<(), NodeError> {
     let spec = crate::wan::LinkSpec {
         one_way_delay: Duration::from_millis(args.wan_rtt_ms / 2),
         bytes_per_s: args.wan_bandwidth_mbit * 1_000_000 / 8,
+        loss_pct: args.wan_loss_pct,
     };
     for i in 1..=args.regions {
         for j in (1..=args.regions).filter(|j| *j != i) {
@@ -285,6 +290,12 @@ pub async fn run(args: UpArgs) -> Result<(), NodeError> {
         nodes.len(),
         cluster.display()
     );
+    if wan_enabled(&args) {
+        println!(
+            "Emulated WAN between regions: {} ms RTT, {} Mbit/s per link (0: unlimited), {}% loss",
+            args.wan_rtt_ms, args.wan_bandwidth_mbit, args.wan_loss_pct
+        );
+    }
     for n in &nodes {
         println!(
             "  {:<10} {}   (node {}, pid {}, log {})",

@@ -21,6 +21,10 @@ pub struct LinkSpec {
     pub one_way_delay: Duration,
     /// 0: unlimited.
     pub bytes_per_s: u64,
+    /// Packet loss, in percent. TCP hides loss as retransmissions, so a
+    /// "lost" piece is delivered one extra round trip late (in order), as a
+    /// retransmitted segment would be.
+    pub loss_pct: f64,
 }
 
 /// Accept on `listener` forever, forwarding each connection to `upstream`
@@ -60,7 +64,10 @@ async fn pipe(
             match from.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    let due = Instant::now() + spec.one_way_delay;
+                    let mut due = Instant::now() + spec.one_way_delay;
+                    if spec.loss_pct > 0.0 && rand::random::<f64>() * 100.0 < spec.loss_pct {
+                        due += spec.one_way_delay * 2;
+                    }
                     if tx
                         .send((due, Bytes::copy_from_slice(&buf[..n])))
                         .await
@@ -104,6 +111,7 @@ mod tests {
         let spec = LinkSpec {
             one_way_delay: Duration::from_millis(50),
             bytes_per_s: 0,
+            loss_pct: 0.0,
         };
         tokio::spawn(run_link(proxy, echo_addr, spec));
         let mut c = TcpStream::connect(proxy_addr).await.unwrap();

@@ -427,3 +427,47 @@ async fn replications_are_listed_added_and_removed() {
     assert_eq!(regions.len(), 3, "{regions:?}");
     assert!(!regions.contains(&"us-west"));
 }
+
+// On-demand fetch alone (background replication off): concurrent pulls of a
+// blob the region lacks share one transfer, a Range request is served
+// during it, every byte matches, and the copy is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_on_demand_pulls_share_one_transfer() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 3, "[mover]\nconcurrency = 0\n");
+    let r = regs(&c);
+    let blob = random_bytes(8 << 20);
+    let d = r[0].blob("od/app", &blob).await;
+    assert!(!c.holds(2, &d));
+    let path = format!("/v2/od/app/blobs/{d}");
+    let whole = || async { r[2].get(&path).await.bytes().await.unwrap().to_vec() };
+    let ranged = async {
+        let resp = r[2]
+            .req(Method::GET, &path)
+            .header("range", "bytes=5000000-5000099")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+        resp.bytes().await.unwrap().to_vec()
+    };
+    let (a, b, c2, part) = tokio::join!(whole(), whole(), whole(), ranged);
+    for got in [a, b, c2] {
+        assert!(got == blob, "an on-demand pull returned other bytes");
+    }
+    assert_eq!(part, blob[5_000_000..5_000_100]);
+    eventually(10, "the fetched copy is kept", || c.holds(2, &d)).await;
+    let metrics = r[2].get("/metrics").await.text().await.unwrap();
+    let moved: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("wharf_mover_bytes_moved_total "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert_eq!(
+        moved,
+        blob.len() as u64,
+        "one transfer, not one per request"
+    );
+    assert!(!c.holds(1, &d), "no background copy with concurrency = 0");
+}

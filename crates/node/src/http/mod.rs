@@ -121,11 +121,16 @@ async fn metrics(State(app): State<App>) -> Response {
             app.blobs.sessions_in_progress() as u64,
         ),
     ];
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        app.metrics.render(&gauges),
-    )
-        .into_response()
+    let mut text = app.metrics.render(&gauges);
+    if !s.follower_lag.is_empty() {
+        text.push_str("# HELP wharf_raft_follower_lag_entries Entries a member is behind the leader's log (leader only)\n# TYPE wharf_raft_follower_lag_entries gauge\n");
+        for (id, lag) in &s.follower_lag {
+            text.push_str(&format!(
+                "wharf_raft_follower_lag_entries{{node=\"{id}\"}} {lag}\n"
+            ));
+        }
+    }
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn dispatch(State(app): State<App>, req: Request) -> Response {
