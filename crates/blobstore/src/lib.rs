@@ -7,6 +7,7 @@
 
 mod error;
 mod layout;
+mod pending;
 mod session;
 mod store;
 mod writer;

@@ -13,6 +13,7 @@ use wharf_oci::{Digest, Hasher};
 
 use crate::error::BlobError;
 use crate::layout::{self, blob_path, session_dir, sync_dir};
+use crate::pending::Pending;
 use crate::session::{Session, SessionInfo, SessionState};
 use crate::writer;
 
@@ -48,6 +49,8 @@ pub struct BlobStore {
     node_tag: String,
     limits: StoreLimits,
     sessions: Mutex<HashMap<String, SessionRef>>,
+    /// Uploaded and acknowledged, not yet linked in the metadata.
+    pending: Arc<Pending>,
 }
 
 fn now_ms() -> u64 {
@@ -86,6 +89,7 @@ impl BlobStore {
             node_tag: node_tag.to_string(),
             limits,
             sessions: Mutex::new(HashMap::new()),
+            pending: Arc::new(Pending::open(root)?),
         };
         store.recover()?;
         Ok(store)
@@ -162,6 +166,48 @@ impl BlobStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    // ---- links awaiting registration -------------------------------------
+
+    /// Record, durably, that `repo` links `digest` (uploaded here) while the
+    /// metadata does not know it yet.
+    pub async fn add_pending(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), BlobError> {
+        let (pending, repo, digest) = (self.pending.clone(), repo.to_string(), digest.to_string());
+        tokio::task::spawn_blocking(move || pending.add(&repo, &digest, size))
+            .await
+            .map_err(blocking_err)??;
+        Ok(())
+    }
+
+    /// The size of `digest` if `repo` links it pending registration and
+    /// the blob is held here.
+    pub fn pending(&self, repo: &str, digest: &Digest) -> Option<u64> {
+        self.pending.get(repo, digest.as_str())
+    }
+
+    /// Pending links older than `age`: (repository, digest, size).
+    pub fn pending_due(&self, age: std::time::Duration) -> Vec<(String, String, u64)> {
+        self.pending.due(age)
+    }
+
+    /// Repositories with links pending registration on this node.
+    pub fn pending_repositories(&self) -> std::collections::BTreeSet<String> {
+        self.pending.repositories()
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Forget a pending link (registered in the metadata, or deleted).
+    pub fn remove_pending(&self, repo: &str, digest: &str) -> Result<bool, BlobError> {
+        Ok(self.pending.remove(repo, digest)?)
     }
 
     /// Where a held blob lives (whether or not it exists yet).

@@ -179,3 +179,27 @@ async fn a_stalled_client_is_cut_off_and_keeps_what_it_sent() {
     assert!(matches!(err, BlobError::Stalled(_)));
     assert_eq!(store.session_info(&s.id, "r").await.unwrap().offset, 3);
 }
+
+#[tokio::test]
+async fn pending_links_are_durable_until_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Digest::sha256_of(b"x");
+    {
+        let store = open(dir.path(), StoreLimits::default());
+        store.add_pending("a/b", &d, 1).await.unwrap();
+        store.add_pending("c", &d, 1).await.unwrap();
+        assert_eq!(store.pending("a/b", &d), Some(1));
+        assert_eq!(store.pending("other", &d), None);
+    }
+    let store = open(dir.path(), StoreLimits::default());
+    assert_eq!(store.pending_count(), 2, "pending links survive a restart");
+    assert_eq!(
+        store.pending_due(Duration::from_secs(60)).len(),
+        2,
+        "and are due at once"
+    );
+    assert!(store.remove_pending("a/b", d.as_str()).unwrap());
+    let store = open(dir.path(), StoreLimits::default());
+    assert_eq!(store.pending_count(), 1);
+    assert_eq!(store.pending("c", &d), Some(1));
+}

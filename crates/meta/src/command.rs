@@ -28,13 +28,21 @@ pub struct PutManifest {
     /// The manifest's annotations as JSON text, for the referrers API.
     pub annotations_json: Option<String>,
     pub now_ms: u64,
+    /// Blobs uploaded to the proposing node (verified and held in `region`)
+    /// that the repository does not link yet: linked by this same command,
+    /// so a push costs one proposal, not one per layer.
+    #[serde(default)]
+    pub new_links: Vec<BlobRef>,
+    #[serde(default)]
+    pub region: String,
 }
 
 /// Every change to registry metadata. Time and region are carried in the
 /// command so that apply is a pure function of (state, command).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    PutManifest(PutManifest),
+    /// Boxed: it is much larger than the other commands.
+    PutManifest(Box<PutManifest>),
     /// Remove a manifest and every tag pointing at it.
     DeleteManifest {
         repo: String,

@@ -198,8 +198,12 @@ impl MetaStore {
         batch: &mut WriteBatch,
         p: &PutManifest,
     ) -> Result<Response, StoreError> {
+        if !p.new_links.is_empty() {
+            self.link_blobs(batch, &p.repo, &p.region, &p.new_links, p.now_ms)?;
+        }
         for b in &p.blobs {
-            if !self.exists(CF_REPO_BLOBS, &join(&[&p.repo, &b.digest]))? {
+            let linking_now = p.new_links.iter().any(|n| n.digest == b.digest);
+            if !linking_now && !self.exists(CF_REPO_BLOBS, &join(&[&p.repo, &b.digest]))? {
                 return Ok(Response::Refused(ApplyError::ManifestBlobUnknown(
                     b.digest.clone(),
                 )));
@@ -577,7 +581,7 @@ mod tests {
         blobs: &[&str],
         subject: Option<&str>,
     ) -> Command {
-        Command::PutManifest(PutManifest {
+        Command::PutManifest(Box::new(PutManifest {
             repo: repo.into(),
             digest: d.into(),
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
@@ -595,7 +599,9 @@ mod tests {
             artifact_type: Some("x".into()),
             annotations_json: None,
             now_ms: 5,
-        })
+            new_links: vec![],
+            region: "r1".into(),
+        }))
     }
 
     #[test]
@@ -636,6 +642,35 @@ mod tests {
         assert_eq!(r, Response::Ok);
         assert_eq!(s.tag("a", "v1").unwrap().unwrap().digest, digest('m'));
         assert_eq!(s.blob(&digest('b')).unwrap().unwrap().links, 2);
+    }
+
+    #[test]
+    fn a_manifest_links_the_blobs_uploaded_with_it_in_one_command() {
+        let (_d, s) = store();
+        let mut cmd = put("a", &digest('m'), Some("v1"), &[&digest('b')], None);
+        if let Command::PutManifest(p) = &mut cmd {
+            p.new_links = vec![BlobRef {
+                digest: digest('b'),
+                size: 3,
+            }];
+        }
+        assert_eq!(s.apply(&cmd, &[]).unwrap(), Response::Ok);
+        let linked = s.linked_blob("a", &digest('b')).unwrap().unwrap();
+        assert_eq!(
+            (linked.links, linked.regions.clone()),
+            (1, vec!["r1".to_string()])
+        );
+        // Refused for another reason: the new links are not kept either.
+        let mut bad = put("z", &digest('n'), None, &[&digest('c')], None);
+        if let Command::PutManifest(p) = &mut bad {
+            p.new_links = vec![BlobRef {
+                digest: digest('c'),
+                size: 3,
+            }];
+            p.children = vec![digest('x')];
+        }
+        assert!(matches!(s.apply(&bad, &[]).unwrap(), Response::Refused(_)));
+        assert!(s.linked_blob("z", &digest('c')).unwrap().is_none());
     }
 
     #[test]

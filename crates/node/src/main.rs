@@ -8,6 +8,7 @@ mod directory;
 mod error;
 mod http;
 mod metrics;
+mod registrar;
 mod serve;
 mod state;
 mod up;

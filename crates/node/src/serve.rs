@@ -135,6 +135,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         }
     });
 
+    let registrar = tokio::spawn(crate::registrar::run(app.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.http_listen)
         .await
         .map_err(|e| NodeError::Startup(format!("cannot listen on {}: {e}", cfg.http_listen)))?;
@@ -146,6 +147,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         .await?;
     tracing::info!("shutting down");
     sweeper.abort();
+    registrar.abort();
     if let Some(r) = replicator {
         r.abort();
     }

@@ -56,6 +56,22 @@ impl AppState {
         Ok(f(self.meta())?)
     }
 
+    /// The size of `digest` if `repo` links it: pending registration on
+    /// this node (uploaded here), or in the replicated metadata.
+    pub async fn blob_in_repo(
+        &self,
+        repo: &str,
+        digest: &wharf_oci::Digest,
+    ) -> ApiResult<Option<u64>> {
+        if let Some(size) = self.blobs.pending(repo, digest) {
+            return Ok(Some(size));
+        }
+        Ok(self
+            .read(|m| m.linked_blob(repo, digest.as_str()))
+            .await?
+            .map(|r| r.size))
+    }
+
     /// Propose a command; refusals become the matching spec error.
     pub async fn write(&self, cmd: Command) -> ApiResult<u64> {
         Ok(self.consensus.write(cmd).await?.into_result()?)

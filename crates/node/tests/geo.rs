@@ -440,6 +440,13 @@ async fn concurrent_on_demand_pulls_share_one_transfer() {
     let d = r[0].blob("od/app", &blob).await;
     assert!(!c.holds(2, &d));
     let path = format!("/v2/od/app/blobs/{d}");
+    // A blob pushed without a manifest reaches the metadata in the
+    // uploading node's next registration batch.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while r[2].req(Method::HEAD, &path).send().await.unwrap().status() != StatusCode::OK {
+        assert!(Instant::now() < deadline, "blob never registered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let whole = || async { r[2].get(&path).await.bytes().await.unwrap().to_vec() };
     let ranged = async {
         let resp = r[2]
@@ -470,4 +477,49 @@ async fn concurrent_on_demand_pulls_share_one_transfer() {
         "one transfer, not one per request"
     );
     assert!(!c.holds(1, &d), "no background copy with concurrency = 0");
+}
+
+fn last_log_index(n: &common::Node) -> u64 {
+    let out = run(std::process::Command::new("curl").args(["-sf", &n.url("/api/v1/status")]));
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()["last_log_index"]
+        .as_u64()
+        .unwrap()
+}
+
+// Design note "one Raft round trip per push, not per layer": the blobs a
+// push uploads are linked by the manifest's own proposal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_through_a_follower_costs_one_raft_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 3, "");
+    let leader = c.leader();
+    let follower = (leader + 1) % 3;
+    let r = regs(&c);
+    let before = last_log_index(&c.nodes[leader]);
+    let layers: Vec<Vec<u8>> = (0..3).map(|_| random_bytes(64 << 10)).collect();
+    let refs: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
+    let m = r[follower].image("one/rt", &refs).await;
+    assert_eq!(
+        r[follower]
+            .put_manifest("one/rt", "v1", OCI_MANIFEST, &m)
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        last_log_index(&c.nodes[leader]) - before,
+        1,
+        "config + 3 layers + manifest in one entry"
+    );
+    // And the image is complete everywhere.
+    for reg in &r {
+        for l in &layers {
+            assert_eq!(
+                reg.get(&format!("/v2/one/rt/blobs/{}", sha256(l)))
+                    .await
+                    .status(),
+                200
+            );
+        }
+    }
 }

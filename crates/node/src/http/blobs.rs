@@ -31,11 +31,11 @@ pub async fn get(
 ) -> ApiResult<Response> {
     validate_repository(name)?;
     let digest: Digest = digest.parse()?;
-    let Some(record) = app.read(|m| m.linked_blob(name, digest.as_str())).await? else {
+    let Some(linked_size) = app.blob_in_repo(name, &digest).await? else {
         return Err(blob_unknown(&digest));
     };
     let local = app.blobs.open_blob(&digest).await?;
-    let size = local.as_ref().map_or(record.size, |(_, len)| *len);
+    let size = local.as_ref().map_or(linked_size, |(_, len)| *len);
     let (status, start, len) = match headers::byte_range(req_headers, size) {
         ByteRange::Whole => (StatusCode::OK, 0, size),
         ByteRange::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
@@ -113,10 +113,20 @@ fn blob_response(
 pub async fn delete(app: &App, name: &str, digest: &str) -> ApiResult<Response> {
     validate_repository(name)?;
     let digest: Digest = digest.parse()?;
-    app.write(Command::UnlinkBlob {
-        repo: name.to_string(),
-        digest: digest.to_string(),
-    })
-    .await?;
+    let was_pending = app
+        .blobs
+        .remove_pending(name, digest.as_str())
+        .map_err(ApiError::from)?;
+    let unlinked = app
+        .write(Command::UnlinkBlob {
+            repo: name.to_string(),
+            digest: digest.to_string(),
+        })
+        .await;
+    match unlinked {
+        Ok(_) => {}
+        Err(e) if was_pending && e.code == ErrorCode::BlobUnknown => {}
+        Err(e) => return Err(e),
+    }
     Ok(StatusCode::ACCEPTED.into_response())
 }

@@ -19,12 +19,20 @@ fn listing(body: serde_json::Value, link: Option<String>) -> Response {
 
 pub async fn list_repositories(app: &App, uri: &Uri) -> ApiResult<Response> {
     let page = pagination::parse(uri)?;
-    let names = app
+    let want = page.n.saturating_add(1);
+    let mut names: Vec<String> = app
         .meta()
-        .repositories(page.last.as_deref(), page.n.saturating_add(1))?
+        .repositories(page.last.as_deref(), want)?
         .into_iter()
         .map(|(name, _)| name)
         .collect();
+    // Repositories whose first blobs were just uploaded here are listed
+    // before their links reach the metadata.
+    let after = |n: &String| page.last.as_ref().is_none_or(|l| n > l);
+    names.extend(app.blobs.pending_repositories().into_iter().filter(after));
+    names.sort();
+    names.dedup();
+    names.truncate(want);
     let (names, link) = pagination::finish(names, &page, "/v2/_catalog");
     Ok(listing(json!({ "repositories": names }), link))
 }

@@ -66,7 +66,18 @@ pub async fn put(app: &App, name: &str, reference: &str, req: Request) -> ApiRes
     };
     let parsed = manifest::parse(&raw, content_type.as_deref())?;
     let subject = parsed.subject.as_ref().map(|s| s.digest.to_string());
-    let cmd = Command::PutManifest(PutManifest {
+    // Blobs uploaded here for this push are linked by the same proposal.
+    let new_links: Vec<BlobRef> = parsed
+        .blobs
+        .iter()
+        .filter_map(|d| {
+            app.blobs.pending(name, &d.digest).map(|size| BlobRef {
+                digest: d.digest.to_string(),
+                size,
+            })
+        })
+        .collect();
+    let cmd = Command::PutManifest(Box::new(PutManifest {
         repo: name.to_string(),
         digest: digest.to_string(),
         media_type: parsed.media_type.clone(),
@@ -96,8 +107,30 @@ pub async fn put(app: &App, name: &str, reference: &str, req: Request) -> ApiRes
             .as_ref()
             .map(|a| serde_json::Value::Object(a.clone()).to_string()),
         now_ms: now_ms(),
-    });
-    app.write(cmd).await?;
+        new_links: new_links.clone(),
+        region: app.region.clone(),
+    }));
+    match app.write(cmd.clone()).await {
+        // The client may have uploaded the blobs through another region,
+        // whose links reach the metadata within its registration window:
+        // wait that window out once before calling them unknown.
+        Err(e) if e.code == ErrorCode::ManifestBlobUnknown => {
+            tokio::time::sleep(std::time::Duration::from_millis(
+                crate::registrar::WINDOW_MS,
+            ))
+            .await;
+            app.write(cmd).await?;
+        }
+        other => {
+            other?;
+        }
+    }
+    for b in &new_links {
+        // Registered now; a failure here only leaves work for the batcher.
+        if let Err(e) = app.blobs.remove_pending(name, &b.digest) {
+            tracing::warn!(digest = %b.digest, error = %e, "clearing a registered pending link");
+        }
+    }
     Metrics::add(&app.metrics.manifests_pushed, 1);
     let mut resp = (
         StatusCode::CREATED,

@@ -90,6 +90,11 @@ async fn metrics(State(app): State<App>) -> Response {
             u64::from(s.role == "leader"),
         ),
         (
+            "wharf_pending_blob_links",
+            "Uploaded blobs whose repository link is not yet in the metadata",
+            app.blobs.pending_count() as u64,
+        ),
+        (
             "wharf_mover_queue_blobs",
             "Blobs this region still has to copy from other regions",
             app.mover_queue.load(std::sync::atomic::Ordering::Relaxed),

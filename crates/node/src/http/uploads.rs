@@ -7,13 +7,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use wharf_blobstore::SessionInfo;
-use wharf_meta::{BlobRef, Command};
 use wharf_oci::{validate_repository, Digest, ErrorCode};
 
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::headers;
 use crate::metrics::Metrics;
-use crate::state::{now_ms, App};
+use crate::state::App;
 
 #[derive(Debug, Deserialize, Default)]
 struct UploadQuery {
@@ -52,19 +51,12 @@ fn created(name: &str, digest: &Digest) -> Response {
         .into_response()
 }
 
-/// Record in the metadata that this region holds the blob and that the
-/// repository links it; only then is the upload acknowledged.
+/// Acknowledge an upload once the blob is verified, fsynced and in place,
+/// and its link to the repository is recorded durably on this node. The
+/// link reaches the metadata with the push's manifest (one Raft proposal
+/// per push) or, for a blob pushed alone, in the next background batch.
 async fn link(app: &App, name: &str, digest: &Digest, size: u64) -> ApiResult<()> {
-    app.write(Command::LinkBlobs {
-        repo: name.to_string(),
-        region: app.region.clone(),
-        blobs: vec![BlobRef {
-            digest: digest.to_string(),
-            size,
-        }],
-        now_ms: now_ms(),
-    })
-    .await?;
+    app.blobs.add_pending(name, digest, size).await?;
     Metrics::add(&app.metrics.blob_bytes_received, size);
     Ok(())
 }
@@ -108,13 +100,15 @@ async fn try_mount(
         return Ok(None);
     };
     validate_repository(from)?;
-    let Some(record) = app.read(|m| m.linked_blob(from, digest.as_str())).await? else {
+    let Some(size) = app.blob_in_repo(from, &digest).await? else {
         return Ok(None);
     };
+    // Only a blob held in this region is mounted at once; otherwise the
+    // client uploads it (the spec's fallback), which is no slower.
     if app.blobs.stat(&digest).await?.is_none() {
         return Ok(None);
     }
-    link(app, name, &digest, record.size).await?;
+    link(app, name, &digest, size).await?;
     Ok(Some(created(name, &digest)))
 }
 

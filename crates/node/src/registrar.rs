@@ -1,0 +1,52 @@
+//! Registers, in batches, the links of blobs uploaded to this node that no
+//! manifest has registered yet (a blob pushed on its own, or a push whose
+//! manifest never came). Until then the uploading node serves them from
+//! its pending records; after a crash they are registered at once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use wharf_meta::{BlobRef, Command};
+
+use crate::state::{now_ms, App};
+
+/// How long an uploaded blob waits for its manifest to register it.
+const GRACE_MS: u64 = 500;
+/// How often pending links are looked at.
+const TICK_MS: u64 = 200;
+/// By then, a blob acknowledged by any live node is linked in the metadata
+/// (grace, one tick, and a commit across regions).
+pub const WINDOW_MS: u64 = GRACE_MS + TICK_MS + 500;
+
+pub async fn run(app: App) {
+    let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
+    loop {
+        tick.tick().await;
+        let mut by_repo: BTreeMap<String, Vec<BlobRef>> = BTreeMap::new();
+        for (repo, digest, size) in app.blobs.pending_due(Duration::from_millis(GRACE_MS)) {
+            by_repo
+                .entry(repo)
+                .or_default()
+                .push(BlobRef { digest, size });
+        }
+        for (repo, blobs) in by_repo {
+            let cmd = Command::LinkBlobs {
+                repo: repo.clone(),
+                region: app.region.clone(),
+                blobs: blobs.clone(),
+                now_ms: now_ms(),
+            };
+            match app.consensus.write(cmd).await {
+                Ok(_) => {
+                    for b in &blobs {
+                        if let Err(e) = app.blobs.remove_pending(&repo, &b.digest) {
+                            tracing::warn!(%repo, digest = %b.digest, error = %e, "clearing a registered pending link");
+                        }
+                    }
+                }
+                // No quorum now: the records stay and are retried.
+                Err(e) => tracing::debug!(%repo, error = %e, "registering uploaded blobs"),
+            }
+        }
+    }
+}
