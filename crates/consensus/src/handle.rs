@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{Config, ServerState, SnapshotPolicy};
 use tokio::sync::{oneshot, watch};
+use tonic::transport::Channel;
 use wharf_meta::{Command, MetaStore, Response};
 
 use crate::codec::{decode, encode};
@@ -49,6 +50,8 @@ pub struct Consensus {
     applied: watch::Receiver<u64>,
     cfg: ConsensusConfig,
     grpc_stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    /// Reused clients for forwarding and read-index: (address, client).
+    peer_clients: std::sync::Mutex<BTreeMap<NodeId, (String, RaftClient<Channel>)>>,
 }
 
 impl Consensus {
@@ -146,6 +149,7 @@ impl Consensus {
             applied,
             cfg,
             grpc_stop: std::sync::Mutex::new(Some(stop_tx)),
+            peer_clients: std::sync::Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -283,6 +287,30 @@ impl Consensus {
 
     /// Call a peer. `Ok(None)` when it could not be reached at all (the
     /// request was not delivered, so a retry cannot duplicate it).
+    /// A client for a peer, dialing its overridden address if any. One
+    /// HTTP/2 connection per peer is kept and reused: opening one per
+    /// forwarded write would cost an extra round trip on a WAN link.
+    fn peer_client(
+        &self,
+        id: NodeId,
+        node: &NodeInfo,
+    ) -> Result<RaftClient<Channel>, ConsensusError> {
+        let addr = self.peer_address(id, node).to_string();
+        let mut clients = self.peer_clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((a, c)) = clients.get(&id) {
+            if *a == addr {
+                return Ok(c.clone());
+            }
+        }
+        let channel =
+            network::channel(&addr).map_err(|e| ConsensusError::Unavailable(e.to_string()))?;
+        let client = RaftClient::new(channel)
+            .max_decoding_message_size(PEER_MESSAGE_MAX_BYTES)
+            .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES);
+        clients.insert(id, (addr, client.clone()));
+        Ok(client)
+    }
+
     async fn peer_call(
         &self,
         id: NodeId,
@@ -291,11 +319,7 @@ impl Consensus {
         payload: Vec<u8>,
         deadline: Instant,
     ) -> Result<Option<Vec<u8>>, ConsensusError> {
-        let channel =
-            network::channel(&node.grpc).map_err(|e| ConsensusError::Unavailable(e.to_string()))?;
-        let mut client = RaftClient::new(channel)
-            .max_decoding_message_size(PEER_MESSAGE_MAX_BYTES)
-            .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES);
+        let mut client = self.peer_client(id, node)?;
         let timeout = deadline.saturating_duration_since(Instant::now());
         match network::call(&mut client, rpc, payload, Some(timeout)).await {
             Ok(b) => Ok(Some(b)),

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+use tonic::transport::Channel;
 use wharf_blobstore::BlobStore;
 use wharf_oci::{Digest, Hasher};
 
@@ -63,6 +64,7 @@ pub struct Fetcher<D> {
     inflight: Mutex<HashMap<Digest, Arc<Transfer>>>,
     /// Observed time to first byte per region, to try the nearest first.
     latency: Mutex<HashMap<String, Duration>>,
+    channels: Mutex<HashMap<String, Channel>>,
     pub stats: FetcherStats,
 }
 
@@ -86,6 +88,7 @@ impl<D: Directory> Fetcher<D> {
             limits,
             inflight: Mutex::new(HashMap::new()),
             latency: Mutex::new(HashMap::new()),
+            channels: Mutex::new(HashMap::new()),
             stats: FetcherStats::default(),
         })
     }
@@ -104,6 +107,26 @@ impl<D: Directory> Fetcher<D> {
 
     pub fn is_inflight(&self, digest: &Digest) -> bool {
         self.lock_inflight().contains_key(digest)
+    }
+
+    /// One HTTP/2 connection per holder, reused by every transfer from it
+    /// (a new connection costs a round trip before the first byte).
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(io_err)?
+            .connect_timeout(self.limits.connect_timeout)
+            .tcp_nodelay(true)
+            // Windows above a WAN link's bandwidth-delay product, or the
+            // default 64 KiB caps a long link at a few Mbit/s.
+            .initial_stream_window_size(Some(WINDOW_BYTES))
+            .initial_connection_window_size(Some(WINDOW_BYTES))
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
     }
 
     /// The transfer of `digest` into this region, started if none runs.
@@ -194,15 +217,7 @@ impl<D: Directory> Fetcher<D> {
                 .map_err(io_err)?;
         t.state.send_replace(TransferState::Running(offset));
 
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", h.addr))
-            .map_err(io_err)?
-            .connect_timeout(self.limits.connect_timeout)
-            .tcp_nodelay(true)
-            // Windows above a WAN link's bandwidth-delay product, or the
-            // default 64 KiB caps a long link at a few Mbit/s.
-            .initial_stream_window_size(Some(WINDOW_BYTES))
-            .initial_connection_window_size(Some(WINDOW_BYTES))
-            .connect_lazy();
+        let channel = self.channel(&h.addr)?;
         let mut client =
             BlobTransferClient::new(channel).max_decoding_message_size(MESSAGE_MAX_BYTES);
         let started = Instant::now();

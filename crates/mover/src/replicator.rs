@@ -76,6 +76,9 @@ pub async fn run_replicator<D: Directory>(
                 drop(permit);
             });
         }
+        // Space scans out first: changes applied meanwhile are not missed
+        // (the watch remembers them), and an idle mover reacts at once.
+        tokio::time::sleep(Duration::from_millis(SCAN_SPACING_MS)).await;
         tokio::select! {
             changed = applied.changed() => {
                 if changed.is_err() {
@@ -84,6 +87,5 @@ pub async fn run_replicator<D: Directory>(
             }
             _ = tokio::time::sleep(cfg.rescan) => {}
         }
-        tokio::time::sleep(Duration::from_millis(SCAN_SPACING_MS)).await;
     }
 }
