@@ -21,6 +21,9 @@ pub struct UploadConfig {
     pub session_expiry_s: u64,
     /// Largest blob accepted.
     pub blob_max_bytes: u64,
+    /// How long an uploaded blob waits for its manifest to link it before
+    /// it is registered on its own.
+    pub link_grace_ms: u64,
 }
 
 impl Default for UploadConfig {
@@ -31,6 +34,7 @@ impl Default for UploadConfig {
             body_idle_timeout_s: d.body_idle_timeout.as_secs(),
             session_expiry_s: d.session_expiry.as_secs(),
             blob_max_bytes: d.blob_max_bytes,
+            link_grace_ms: crate::registrar::GRACE_MS,
         }
     }
 }

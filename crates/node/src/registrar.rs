@@ -10,20 +10,21 @@ use wharf_meta::{BlobRef, Command};
 
 use crate::state::{now_ms, App};
 
-/// How long an uploaded blob waits for its manifest to register it.
-const GRACE_MS: u64 = 500;
+/// How long an uploaded blob waits for its manifest to register it, by
+/// default (`uploads.link_grace_ms`).
+pub const GRACE_MS: u64 = 500;
 /// How often pending links are looked at.
 const TICK_MS: u64 = 200;
 /// By then, a blob acknowledged by any live node is linked in the metadata
 /// (grace, one tick, and a commit across regions).
 pub const WINDOW_MS: u64 = GRACE_MS + TICK_MS + 500;
 
-pub async fn run(app: App) {
+pub async fn run(app: App, grace: Duration) {
     let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
     loop {
         tick.tick().await;
         let mut by_repo: BTreeMap<String, Vec<BlobRef>> = BTreeMap::new();
-        for (repo, digest, size) in app.blobs.pending_due(Duration::from_millis(GRACE_MS)) {
+        for (repo, digest, size) in app.blobs.pending_due(grace) {
             by_repo
                 .entry(repo)
                 .or_default()

@@ -135,7 +135,10 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         }
     });
 
-    let registrar = tokio::spawn(crate::registrar::run(app.clone()));
+    let registrar = tokio::spawn(crate::registrar::run(
+        app.clone(),
+        Duration::from_millis(cfg.uploads.link_grace_ms),
+    ));
     let listener = tokio::net::TcpListener::bind(cfg.http_listen)
         .await
         .map_err(|e| NodeError::Startup(format!("cannot listen on {}: {e}", cfg.http_listen)))?;
