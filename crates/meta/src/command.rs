@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApplyError;
+use crate::identity::IdentityCommand;
 
 /// A blob named by digest string and size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +76,8 @@ pub enum Command {
     DeleteRepository {
         repo: String,
     },
+    /// Users, roles, tokens, signing keys, access settings.
+    Identity(Box<IdentityCommand>),
 }
 
 /// The result of applying one command, returned to the proposer.

@@ -16,6 +16,12 @@ pub enum ApplyError {
     BlobUnknown,
     #[error("repository unknown")]
     NameUnknown,
+    #[error("{0} already exists")]
+    IdentityExists(String),
+    #[error("{0} does not exist")]
+    IdentityUnknown(String),
+    #[error("scope map {0} is used by token {1}")]
+    ScopeMapInUse(String, String),
 }
 
 /// Failures of the local store itself (disk, corruption).

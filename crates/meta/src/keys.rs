@@ -12,8 +12,12 @@ pub const CF_REPO_BLOBS: &str = "repo_blobs";
 /// Consensus bookkeeping (applied log id, membership), written in the same
 /// batch as the data it describes.
 pub const CF_SYS: &str = "sys";
+/// Identities, scope maps, tokens, signing keys, access settings; keys are
+/// `kind-letter \0 name` (see the `AUTH_*` prefixes).
+pub const CF_AUTH: &str = "auth";
 
-pub const ALL_CFS: [&str; 8] = [
+/// Appended last: snapshots name column families by position.
+pub const ALL_CFS: [&str; 9] = [
     CF_REPOS,
     CF_MANIFESTS,
     CF_TAGS,
@@ -22,7 +26,16 @@ pub const ALL_CFS: [&str; 8] = [
     CF_BLOBS,
     CF_REPO_BLOBS,
     CF_SYS,
+    CF_AUTH,
 ];
+
+pub const AUTH_PRINCIPAL: &str = "p";
+pub const AUTH_SCOPE_MAP: &str = "s";
+pub const AUTH_TOKEN: &str = "t";
+/// Signing keys, `k \0 <created_ms, 20 digits> \0 kid`: oldest first.
+pub const AUTH_KEY: &str = "k";
+pub const AUTH_ADMIN: &[u8] = b"admin";
+pub const AUTH_ACCESS: &[u8] = b"access";
 
 /// Column families whose keys start with a repository name.
 pub const REPO_SCOPED_CFS: [&str; 5] = [

@@ -7,6 +7,8 @@
 
 mod command;
 mod error;
+mod identity;
+mod identity_store;
 mod keys;
 mod records;
 mod snapshot;
@@ -14,5 +16,9 @@ mod store;
 
 pub use command::{BlobRef, Command, PutManifest, Response};
 pub use error::{ApplyError, StoreError};
+pub use identity::{
+    AccessSettings, AdminRecord, IdentityCommand, PrincipalKind, PrincipalRecord, Role,
+    RoleAssignment, ScopeMapRecord, ScopeRule, SigningKeyRecord, TokenRecord,
+};
 pub use records::{BlobRecord, ManifestRecord, ReferrerRecord, RepoRecord, TagRecord};
 pub use store::{ManifestSummary, MetaStore};

@@ -11,7 +11,7 @@ use crate::keys::*;
 use crate::records::*;
 
 /// A raw key and value read from a column family.
-type KeyValue = (Box<[u8]>, Box<[u8]>);
+pub(crate) type KeyValue = (Box<[u8]>, Box<[u8]>);
 
 /// The applied metadata of one node, in RocksDB column families.
 pub struct MetaStore {
@@ -43,12 +43,12 @@ fn add_region(record: &mut BlobRecord, region: &str) -> bool {
     }
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // Serializing plain structs to a Vec cannot fail.
     bincode::serialize(v).expect("bincode serialization of an in-memory record")
 }
 
-fn decode<T: DeserializeOwned>(cf: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn decode<T: DeserializeOwned>(cf: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
     bincode::deserialize(bytes).map_err(|e| StoreError::Corrupt {
         cf,
         detail: e.to_string(),
@@ -64,13 +64,13 @@ impl MetaStore {
         Ok(MetaStore { db })
     }
 
-    fn cf(&self, name: &'static str) -> &ColumnFamily {
+    pub(crate) fn cf(&self, name: &'static str) -> &ColumnFamily {
         self.db
             .cf_handle(name)
             .expect("every column family is created when the store is opened")
     }
 
-    fn get<T: DeserializeOwned>(
+    pub(crate) fn get<T: DeserializeOwned>(
         &self,
         cf: &'static str,
         key: &[u8],
@@ -81,13 +81,13 @@ impl MetaStore {
         }
     }
 
-    fn exists(&self, cf: &'static str, key: &[u8]) -> Result<bool, StoreError> {
+    pub(crate) fn exists(&self, cf: &'static str, key: &[u8]) -> Result<bool, StoreError> {
         Ok(self.db.get_pinned_cf(self.cf(cf), key)?.is_some())
     }
 
     /// Keys and values under `prefix`, starting after `after` (exclusive)
     /// when given, at most `limit` of them.
-    fn scan(
+    pub(crate) fn scan(
         &self,
         cf: &'static str,
         prefix: &[u8],
@@ -163,6 +163,7 @@ impl MetaStore {
             }
             Command::UnlinkBlob { repo, digest } => self.unlink_blob(&mut batch, repo, digest)?,
             Command::DeleteRepository { repo } => self.delete_repository(&mut batch, repo)?,
+            Command::Identity(c) => self.apply_identity(&mut batch, c)?,
         };
         if matches!(response, Response::Refused(_)) {
             // A refused command changes nothing but the applied index.

@@ -1,0 +1,343 @@
+//! Applying identity commands and reading identities back.
+
+use rocksdb::WriteBatch;
+use serde::de::DeserializeOwned;
+
+use crate::command::Response;
+use crate::error::{ApplyError, StoreError};
+use crate::identity::*;
+use crate::keys::*;
+use crate::store::{decode, encode, MetaStore};
+
+fn key(kind: &str, name: &str) -> Vec<u8> {
+    join(&[kind, name])
+}
+
+fn signing_key_key(k: &SigningKeyRecord) -> Vec<u8> {
+    join(&[AUTH_KEY, &format!("{:020}", k.created_ms), &k.kid])
+}
+
+fn refuse(e: ApplyError) -> Result<Response, StoreError> {
+    Ok(Response::Refused(e))
+}
+
+impl MetaStore {
+    pub(crate) fn apply_identity(
+        &self,
+        batch: &mut WriteBatch,
+        cmd: &IdentityCommand,
+    ) -> Result<Response, StoreError> {
+        match cmd {
+            IdentityCommand::Bootstrap { owner, signing_key } => {
+                if self
+                    .list_auth::<PrincipalRecord>(AUTH_PRINCIPAL)?
+                    .is_empty()
+                {
+                    self.put_auth(batch, &key(AUTH_PRINCIPAL, &owner.name), owner);
+                }
+                if self.signing_keys()?.is_empty() {
+                    self.put_auth(batch, &signing_key_key(signing_key), signing_key);
+                }
+                Ok(Response::Ok)
+            }
+            IdentityCommand::PutPrincipal { record, create } => {
+                let k = key(AUTH_PRINCIPAL, &record.name);
+                let exists = self.exists(CF_AUTH, &k)?;
+                if *create && (exists || self.exists(CF_AUTH, &key(AUTH_TOKEN, &record.name))?) {
+                    return refuse(ApplyError::IdentityExists(record.name.clone()));
+                }
+                if !*create && !exists {
+                    return refuse(ApplyError::IdentityUnknown(record.name.clone()));
+                }
+                self.put_auth(batch, &k, record);
+                Ok(Response::Ok)
+            }
+            IdentityCommand::DeletePrincipal { name } => {
+                self.delete_auth(batch, &key(AUTH_PRINCIPAL, name))
+            }
+            IdentityCommand::SetRole {
+                principal,
+                assignment,
+                grant,
+            } => {
+                let k = key(AUTH_PRINCIPAL, principal);
+                let Some(mut p) = self.get::<PrincipalRecord>(CF_AUTH, &k)? else {
+                    return refuse(ApplyError::IdentityUnknown(principal.clone()));
+                };
+                let present = p.roles.iter().position(|a| a == assignment);
+                match (grant, present) {
+                    (true, None) => {
+                        p.roles.push(assignment.clone());
+                        p.roles.sort();
+                    }
+                    (false, Some(i)) => {
+                        p.roles.remove(i);
+                    }
+                    _ => return Ok(Response::Removed(0)),
+                }
+                self.put_auth(batch, &k, &p);
+                Ok(Response::Ok)
+            }
+            IdentityCommand::PutScopeMap { record, create } => {
+                let k = key(AUTH_SCOPE_MAP, &record.name);
+                let exists = self.exists(CF_AUTH, &k)?;
+                if *create && exists {
+                    return refuse(ApplyError::IdentityExists(record.name.clone()));
+                }
+                if !*create && !exists {
+                    return refuse(ApplyError::IdentityUnknown(record.name.clone()));
+                }
+                self.put_auth(batch, &k, record);
+                Ok(Response::Ok)
+            }
+            IdentityCommand::DeleteScopeMap { name } => {
+                if let Some(t) = self.tokens()?.into_iter().find(|t| &t.scope_map == name) {
+                    return refuse(ApplyError::ScopeMapInUse(name.clone(), t.name));
+                }
+                self.delete_auth(batch, &key(AUTH_SCOPE_MAP, name))
+            }
+            IdentityCommand::PutToken { record, create } => {
+                let k = key(AUTH_TOKEN, &record.name);
+                let exists = self.exists(CF_AUTH, &k)?;
+                if *create
+                    && (exists || self.exists(CF_AUTH, &key(AUTH_PRINCIPAL, &record.name))?)
+                {
+                    return refuse(ApplyError::IdentityExists(record.name.clone()));
+                }
+                if !*create && !exists {
+                    return refuse(ApplyError::IdentityUnknown(record.name.clone()));
+                }
+                if !self.exists(CF_AUTH, &key(AUTH_SCOPE_MAP, &record.scope_map))? {
+                    return refuse(ApplyError::IdentityUnknown(format!(
+                        "scope map {}",
+                        record.scope_map
+                    )));
+                }
+                self.put_auth(batch, &k, record);
+                Ok(Response::Ok)
+            }
+            IdentityCommand::DeleteToken { name } => {
+                self.delete_auth(batch, &key(AUTH_TOKEN, name))
+            }
+            IdentityCommand::RotateSigningKey { key: new, keep } => {
+                let mut keys = self.signing_keys()?;
+                keys.insert(0, new.clone());
+                for old in keys.iter().skip((*keep).max(1)) {
+                    batch.delete_cf(self.cf(CF_AUTH), signing_key_key(old));
+                }
+                self.put_auth(batch, &signing_key_key(new), new);
+                Ok(Response::Ok)
+            }
+            IdentityCommand::SetAdmin(a) => {
+                self.put_auth(batch, AUTH_ADMIN, a);
+                Ok(Response::Ok)
+            }
+            IdentityCommand::SetAccess(a) => {
+                self.put_auth(batch, AUTH_ACCESS, a);
+                Ok(Response::Ok)
+            }
+        }
+    }
+
+    fn put_auth<T: serde::Serialize>(&self, batch: &mut WriteBatch, k: &[u8], v: &T) {
+        batch.put_cf(self.cf(CF_AUTH), k, encode(v));
+    }
+
+    fn delete_auth(&self, batch: &mut WriteBatch, k: &[u8]) -> Result<Response, StoreError> {
+        if !self.exists(CF_AUTH, k)? {
+            return refuse(ApplyError::IdentityUnknown(last_part(k)));
+        }
+        batch.delete_cf(self.cf(CF_AUTH), k);
+        Ok(Response::Removed(1))
+    }
+
+    fn list_auth<T: DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>, StoreError> {
+        let prefix = key(kind, "");
+        self.scan(CF_AUTH, &prefix, None, usize::MAX)?
+            .iter()
+            .map(|(_, v)| decode(CF_AUTH, v))
+            .collect()
+    }
+
+    // ---- queries --------------------------------------------------------
+
+    pub fn principal(&self, name: &str) -> Result<Option<PrincipalRecord>, StoreError> {
+        self.get(CF_AUTH, &key(AUTH_PRINCIPAL, name))
+    }
+
+    /// Every user and service principal, by name.
+    pub fn principals(&self) -> Result<Vec<PrincipalRecord>, StoreError> {
+        self.list_auth(AUTH_PRINCIPAL)
+    }
+
+    pub fn scope_map(&self, name: &str) -> Result<Option<ScopeMapRecord>, StoreError> {
+        self.get(CF_AUTH, &key(AUTH_SCOPE_MAP, name))
+    }
+
+    pub fn scope_maps(&self) -> Result<Vec<ScopeMapRecord>, StoreError> {
+        self.list_auth(AUTH_SCOPE_MAP)
+    }
+
+    pub fn token(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.get(CF_AUTH, &key(AUTH_TOKEN, name))
+    }
+
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.list_auth(AUTH_TOKEN)
+    }
+
+    /// Signing keys, newest (the one to sign with) first.
+    pub fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        let mut keys: Vec<SigningKeyRecord> = self.list_auth(AUTH_KEY)?;
+        keys.reverse();
+        Ok(keys)
+    }
+
+    pub fn admin(&self) -> Result<AdminRecord, StoreError> {
+        Ok(self.get(CF_AUTH, AUTH_ADMIN)?.unwrap_or_default())
+    }
+
+    pub fn access_settings(&self) -> Result<AccessSettings, StoreError> {
+        Ok(self.get(CF_AUTH, AUTH_ACCESS)?.unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Command;
+
+    fn user(name: &str) -> PrincipalRecord {
+        PrincipalRecord {
+            name: name.into(),
+            kind: PrincipalKind::User,
+            secrets: vec!["hash".into()],
+            enabled: true,
+            generation: 1,
+            roles: vec![],
+            created_ms: 1,
+        }
+    }
+
+    fn key_rec(kid: &str, at: u64) -> SigningKeyRecord {
+        SigningKeyRecord {
+            kid: kid.into(),
+            sealed: vec![1, 2, 3],
+            created_ms: at,
+        }
+    }
+
+    fn apply(s: &MetaStore, c: IdentityCommand) -> Response {
+        s.apply(&Command::Identity(Box::new(c)), &[]).unwrap()
+    }
+
+    #[test]
+    fn bootstrap_applies_once_and_names_are_unique_across_users_and_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let boot = |name: &str, kid: &str| IdentityCommand::Bootstrap {
+            owner: user(name),
+            signing_key: key_rec(kid, 1),
+        };
+        assert_eq!(apply(&s, boot("first", "k1")), Response::Ok);
+        assert_eq!(apply(&s, boot("second", "k2")), Response::Ok);
+        let names: Vec<_> = s
+            .principals()
+            .unwrap()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(names, vec!["first"]);
+        assert_eq!(s.signing_keys().unwrap()[0].kid, "k1");
+
+        let put = |name: &str| IdentityCommand::PutPrincipal {
+            record: user(name),
+            create: true,
+        };
+        assert!(matches!(
+            apply(&s, put("first")),
+            Response::Refused(ApplyError::IdentityExists(_))
+        ));
+        apply(
+            &s,
+            IdentityCommand::PutScopeMap {
+                record: ScopeMapRecord {
+                    name: "m".into(),
+                    description: String::new(),
+                    rules: vec![],
+                    created_ms: 1,
+                },
+                create: true,
+            },
+        );
+        let token = |name: &str, map: &str| IdentityCommand::PutToken {
+            record: TokenRecord {
+                name: name.into(),
+                scope_map: map.into(),
+                enabled: true,
+                expiry_ms: None,
+                secrets: [None, None],
+                generation: 1,
+                created_ms: 1,
+            },
+            create: true,
+        };
+        assert!(matches!(
+            apply(&s, token("first", "m")),
+            Response::Refused(ApplyError::IdentityExists(_))
+        ));
+        assert!(matches!(
+            apply(&s, token("ci", "nope")),
+            Response::Refused(ApplyError::IdentityUnknown(_))
+        ));
+        assert_eq!(apply(&s, token("ci", "m")), Response::Ok);
+        assert!(matches!(
+            apply(&s, IdentityCommand::DeleteScopeMap { name: "m".into() }),
+            Response::Refused(ApplyError::ScopeMapInUse(_, _))
+        ));
+    }
+
+    #[test]
+    fn roles_are_granted_once_and_rotation_keeps_the_newest_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        apply(
+            &s,
+            IdentityCommand::PutPrincipal {
+                record: user("u"),
+                create: true,
+            },
+        );
+        let a = RoleAssignment {
+            scope: "team/*".into(),
+            role: Role::Reader,
+        };
+        let set = |grant| IdentityCommand::SetRole {
+            principal: "u".into(),
+            assignment: a.clone(),
+            grant,
+        };
+        assert_eq!(apply(&s, set(true)), Response::Ok);
+        assert_eq!(apply(&s, set(true)), Response::Removed(0));
+        assert_eq!(s.principal("u").unwrap().unwrap().roles, vec![a.clone()]);
+        assert_eq!(apply(&s, set(false)), Response::Ok);
+        assert!(s.principal("u").unwrap().unwrap().roles.is_empty());
+
+        for (i, kid) in ["a", "b", "c"].iter().enumerate() {
+            apply(
+                &s,
+                IdentityCommand::RotateSigningKey {
+                    key: key_rec(kid, 10 + i as u64),
+                    keep: 2,
+                },
+            );
+        }
+        let kids: Vec<_> = s
+            .signing_keys()
+            .unwrap()
+            .into_iter()
+            .map(|k| k.kid)
+            .collect();
+        assert_eq!(kids, vec!["c", "b"]);
+    }
+}
