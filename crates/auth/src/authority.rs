@@ -1,0 +1,389 @@
+//! The per-node authority: checks credentials against the replicated
+//! identities, issues and verifies access tokens, keeps the signing keys
+//! (opened with the cluster key) and the login limiter in memory.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use wharf_meta::{
+    AdminRecord, IdentityCommand, MetaStore, PrincipalKind, PrincipalRecord, Role, RoleAssignment,
+    SigningKeyRecord,
+};
+
+use crate::error::AuthError;
+use crate::limiter::{LoginLimiter, LoginLimits};
+use crate::policy::{Subject, ADMIN_NAME};
+use crate::seal::ClusterKey;
+use crate::secret;
+use crate::token::{self, Claims, Grant, TokenUse};
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// The `service` of WWW-Authenticate and the tokens' audience.
+    pub service: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub login_limits: LoginLimits,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            service: "wharf".into(),
+            access_ttl: Duration::from_secs(3 * 3600),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            login_limits: LoginLimits::default(),
+        }
+    }
+}
+
+/// How long a verified basic credential is remembered, so tools that send
+/// basic auth on every request do not pay an argon2 hash each time.
+const BASIC_CACHE_TTL: Duration = Duration::from_secs(300);
+const BASIC_CACHE_MAX: usize = 10_000;
+
+pub struct Authority {
+    cfg: AuthConfig,
+    key: ClusterKey,
+    limiter: LoginLimiter,
+    /// sha256(name \0 password) -> (generation, verified at).
+    basic_cache: Mutex<HashMap<[u8; 32], (u64, Instant)>>,
+    /// Opened signing keys by kid.
+    signing: RwLock<HashMap<String, Vec<u8>>>,
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+impl Authority {
+    pub fn new(cfg: AuthConfig, key: ClusterKey) -> Authority {
+        Authority {
+            limiter: LoginLimiter::new(cfg.login_limits),
+            cfg,
+            key,
+            basic_cache: Mutex::new(HashMap::new()),
+            signing: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &AuthConfig {
+        &self.cfg
+    }
+
+    pub fn cluster_key(&self) -> &ClusterKey {
+        &self.key
+    }
+
+    // ---- records to propose ------------------------------------------
+
+    /// A new signing key, sealed with the cluster key.
+    pub fn new_signing_key(&self, now_ms: u64) -> SigningKeyRecord {
+        let kid = random_hex(8);
+        let mut k = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut k);
+        SigningKeyRecord {
+            sealed: self.key.seal(&k, &kid),
+            kid,
+            created_ms: now_ms,
+        }
+    }
+
+    /// The command that creates the first owner and signing key.
+    pub fn bootstrap_command(
+        &self,
+        owner: &str,
+        password: &str,
+        now_ms: u64,
+    ) -> Result<IdentityCommand, AuthError> {
+        Ok(IdentityCommand::Bootstrap {
+            owner: PrincipalRecord {
+                name: owner.into(),
+                kind: PrincipalKind::User,
+                secrets: vec![secret::hash_password(password)?],
+                enabled: true,
+                generation: 1,
+                roles: vec![RoleAssignment {
+                    scope: String::new(),
+                    role: Role::Owner,
+                }],
+                created_ms: now_ms,
+            },
+            signing_key: self.new_signing_key(now_ms),
+        })
+    }
+
+    /// Seal two new admin passwords; returns the record and the passwords.
+    pub fn new_admin_passwords(
+        &self,
+        old: &AdminRecord,
+        which: &[usize],
+    ) -> (AdminRecord, Vec<String>) {
+        let mut rec = old.clone();
+        let mut shown = Vec::new();
+        for &i in which {
+            let pw = secret::new_secret();
+            rec.sealed_passwords[i] = self.key.seal(pw.as_bytes(), &format!("admin-{i}"));
+            shown.push(pw);
+        }
+        rec.generation += 1;
+        (rec, shown)
+    }
+
+    /// The admin passwords in clear (`wharf credential show`); empty when
+    /// never generated.
+    pub fn admin_passwords(&self, rec: &AdminRecord) -> Result<Vec<String>, AuthError> {
+        rec.sealed_passwords
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(i, s)| {
+                let plain = self.key.open(s, &format!("admin-{i}"))?;
+                String::from_utf8(plain).map_err(|_| AuthError::Key("admin password".into()))
+            })
+            .collect()
+    }
+
+    // ---- authentication ----------------------------------------------
+
+    /// Check basic credentials, rate limited per name and source address.
+    pub fn login(
+        &self,
+        meta: &MetaStore,
+        name: &str,
+        password: &str,
+        source: IpAddr,
+        now_ms: u64,
+    ) -> Result<Subject, AuthError> {
+        if let Some(retry_after_s) = self.limiter.check(name, source) {
+            return Err(AuthError::RateLimited { retry_after_s });
+        }
+        let result = self.check_password(meta, name, password, now_ms);
+        if matches!(result, Err(AuthError::BadCredentials)) {
+            self.limiter.failed(name, source);
+        }
+        result
+    }
+
+    fn check_password(
+        &self,
+        meta: &MetaStore,
+        name: &str,
+        password: &str,
+        now_ms: u64,
+    ) -> Result<Subject, AuthError> {
+        let cache_key: [u8; 32] = {
+            let mut h = Sha256::new();
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update(password.as_bytes());
+            h.finalize().into()
+        };
+        let cached = {
+            let g = self.basic_cache.lock().unwrap_or_else(|e| e.into_inner());
+            g.get(&cache_key)
+                .filter(|(_, at)| at.elapsed() < BASIC_CACHE_TTL)
+                .map(|(gen, _)| *gen)
+        };
+        if let Some(gen) = cached {
+            if let Ok(s) = self.resolve(meta, name, Some(gen), now_ms) {
+                return Ok(s);
+            }
+        }
+        let stored: Vec<String> = if name == ADMIN_NAME {
+            self.admin_passwords(&meta.admin()?)?
+        } else if let Some(p) = meta.principal(name)? {
+            p.secrets
+        } else if let Some(t) = meta.token(name)? {
+            t.secrets.into_iter().flatten().collect()
+        } else {
+            // Spend the same effort on unknown names as on known ones,
+            // so response times do not tell which names exist.
+            static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            if let Some(h) = DUMMY
+                .get_or_init(|| secret::hash_password("wharf-dummy").unwrap_or_default())
+                .get(..)
+            {
+                let _ = secret::verify(h, password);
+            }
+            return Err(AuthError::BadCredentials);
+        };
+        let ok = stored.iter().any(|s| {
+            if name == ADMIN_NAME {
+                s.as_bytes().ct_eq(password.as_bytes()).into()
+            } else {
+                secret::verify(s, password)
+            }
+        });
+        if !ok {
+            return Err(AuthError::BadCredentials);
+        }
+        let subject = self.resolve(meta, name, None, now_ms)?;
+        let mut g = self.basic_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if g.len() >= BASIC_CACHE_MAX {
+            g.clear();
+        }
+        g.insert(cache_key, (subject.generation(), Instant::now()));
+        Ok(subject)
+    }
+
+    /// The current subject named `name`, refusing disabled, expired or
+    /// (when `generation` is given) changed ones.
+    fn resolve(
+        &self,
+        meta: &MetaStore,
+        name: &str,
+        generation: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Subject, AuthError> {
+        let subject = if name == ADMIN_NAME {
+            let a = meta.admin()?;
+            if !a.enabled {
+                return Err(AuthError::Disabled("the admin account".into()));
+            }
+            Subject::Admin {
+                generation: a.generation,
+            }
+        } else if let Some(p) = meta.principal(name)? {
+            if !p.enabled {
+                return Err(AuthError::Disabled(format!("user {name}")));
+            }
+            Subject::Principal(p)
+        } else if let Some(t) = meta.token(name)? {
+            if !t.enabled {
+                return Err(AuthError::Disabled(format!("token {name}")));
+            }
+            if t.expiry_ms.is_some_and(|e| now_ms >= e) {
+                return Err(AuthError::Expired(format!("token {name}")));
+            }
+            let map = meta
+                .scope_map(&t.scope_map)?
+                .ok_or(AuthError::BadCredentials)?;
+            Subject::Token { token: t, map }
+        } else {
+            return Err(AuthError::BadCredentials);
+        };
+        if generation.is_some_and(|g| g != subject.generation()) {
+            return Err(AuthError::InvalidToken(
+                "credentials changed since it was issued",
+            ));
+        }
+        Ok(subject)
+    }
+
+    // ---- tokens ---------------------------------------------------------
+
+    fn signing_key(&self, meta: &MetaStore, kid: &str) -> Option<Vec<u8>> {
+        if let Some(k) = self
+            .signing
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(kid)
+        {
+            return Some(k.clone());
+        }
+        let rec = meta
+            .signing_keys()
+            .ok()?
+            .into_iter()
+            .find(|k| k.kid == kid)?;
+        let key = match self.key.open(&rec.sealed, &rec.kid) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing_warn(&e);
+                return None;
+            }
+        };
+        self.signing
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(kid.to_string(), key.clone());
+        Some(key)
+    }
+
+    /// Sign a token for `subject`; returns it and its lifetime in seconds.
+    pub fn issue(
+        &self,
+        meta: &MetaStore,
+        subject: &Subject,
+        access: Vec<Grant>,
+        token_use: TokenUse,
+        now_ms: u64,
+    ) -> Result<(String, u64), AuthError> {
+        let newest = meta
+            .signing_keys()?
+            .into_iter()
+            .next()
+            .ok_or(AuthError::Key(
+                "no signing key yet (cluster still starting)".into(),
+            ))?;
+        let key = self.signing_key(meta, &newest.kid).ok_or(AuthError::Key(
+            "the signing key does not open with this node's cluster key".into(),
+        ))?;
+        let ttl = match token_use {
+            TokenUse::Access => self.cfg.access_ttl,
+            TokenUse::Refresh => self.cfg.refresh_ttl,
+        }
+        .as_secs();
+        let now_s = now_ms / 1000;
+        let claims = Claims {
+            iss: self.cfg.service.clone(),
+            sub: subject.name().to_string(),
+            aud: self.cfg.service.clone(),
+            iat: now_s,
+            exp: now_s + ttl,
+            jti: random_hex(12),
+            token_use,
+            generation: subject.generation(),
+            access,
+        };
+        Ok((token::sign(&claims, &newest.kid, &key), ttl))
+    }
+
+    /// Verify a token and resolve its subject as it is now.
+    pub fn verify(
+        &self,
+        meta: &MetaStore,
+        token: &str,
+        token_use: TokenUse,
+        now_ms: u64,
+    ) -> Result<(Subject, Claims), AuthError> {
+        let claims = token::verify(token, &self.cfg.service, now_ms / 1000, |kid| {
+            self.signing_key(meta, kid)
+        })?;
+        if claims.token_use != token_use {
+            return Err(AuthError::InvalidToken("wrong kind of token"));
+        }
+        let subject = self
+            .resolve(meta, &claims.sub, Some(claims.generation), now_ms)
+            .map_err(|e| match e {
+                AuthError::Store(_) => e,
+                _ => AuthError::InvalidToken("its subject was changed, disabled or deleted"),
+            })?;
+        Ok((subject, claims))
+    }
+
+    /// Forget opened signing keys (after a rotation dropped some).
+    pub fn forget_keys(&self) {
+        self.signing
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+#[cfg(test)]
+#[path = "authority_tests.rs"]
+mod tests;
+
+fn tracing_warn(e: &AuthError) {
+    // The auth crate has no logger of its own; stderr reaches the node's log.
+    eprintln!("wharf-auth: {e}");
+}

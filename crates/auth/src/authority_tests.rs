@@ -1,0 +1,138 @@
+use super::*;
+use std::net::Ipv4Addr;
+use wharf_meta::{Command, ScopeMapRecord, ScopeRule, TokenRecord};
+
+fn apply(m: &MetaStore, c: IdentityCommand) {
+    let r = m.apply(&Command::Identity(Box::new(c)), &[]).unwrap();
+    assert!(!matches!(r, wharf_meta::Response::Refused(_)), "{r:?}");
+}
+
+const SRC: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn setup() -> (tempfile::TempDir, MetaStore, Authority) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = MetaStore::open(dir.path()).unwrap();
+    let a = Authority::new(AuthConfig::default(), ClusterKey::generate());
+    apply(
+        &m,
+        a.bootstrap_command("owner", "owner password 1", 1000)
+            .unwrap(),
+    );
+    (dir, m, a)
+}
+
+#[test]
+fn owner_logs_in_gets_a_token_and_loses_it_when_deleted() {
+    let (_d, m, a) = setup();
+    let now = 10_000_000;
+    let s = a.login(&m, "owner", "owner password 1", SRC, now).unwrap();
+    assert!(s.is_registry_owner());
+    assert!(matches!(
+        a.login(&m, "owner", "wrong", SRC, now),
+        Err(AuthError::BadCredentials)
+    ));
+    assert!(matches!(
+        a.login(&m, "nobody", "owner password 1", SRC, now),
+        Err(AuthError::BadCredentials)
+    ));
+    let (t, ttl) = a.issue(&m, &s, vec![], TokenUse::Access, now).unwrap();
+    assert_eq!(ttl, 3 * 3600);
+    let (again, _) = a.verify(&m, &t, TokenUse::Access, now).unwrap();
+    assert_eq!(again.name(), "owner");
+    assert!(a.verify(&m, &t, TokenUse::Refresh, now).is_err());
+    assert!(a
+        .verify(&m, &t, TokenUse::Access, now + ttl * 1000)
+        .is_err());
+
+    // A node with another cluster key cannot verify (nor issue).
+    let stranger = Authority::new(AuthConfig::default(), ClusterKey::generate());
+    assert!(stranger.verify(&m, &t, TokenUse::Access, now).is_err());
+
+    apply(
+        &m,
+        IdentityCommand::DeletePrincipal {
+            name: "owner".into(),
+        },
+    );
+    assert!(a.verify(&m, &t, TokenUse::Access, now).is_err());
+    // The cached basic credential does not outlive the user either.
+    assert!(a.login(&m, "owner", "owner password 1", SRC, now).is_err());
+}
+
+#[test]
+fn tokens_stop_working_when_disabled_expired_or_regenerated() {
+    let (_d, m, a) = setup();
+    apply(
+        &m,
+        IdentityCommand::PutScopeMap {
+            record: ScopeMapRecord {
+                name: "read-a".into(),
+                description: String::new(),
+                rules: vec![ScopeRule {
+                    repository: "a".into(),
+                    actions: vec!["content/read".into()],
+                }],
+                created_ms: 0,
+            },
+            create: true,
+        },
+    );
+    let pw = secret::new_secret();
+    let mut rec = TokenRecord {
+        name: "ci".into(),
+        scope_map: "read-a".into(),
+        enabled: true,
+        expiry_ms: Some(50_000),
+        secrets: [Some(secret::hash_secret(&pw)), None],
+        generation: 1,
+        created_ms: 0,
+    };
+    apply(
+        &m,
+        IdentityCommand::PutToken {
+            record: rec.clone(),
+            create: true,
+        },
+    );
+    let s = a.login(&m, "ci", &pw, SRC, 1000).unwrap();
+    let (t, _) = a.issue(&m, &s, vec![], TokenUse::Access, 1000).unwrap();
+    assert!(matches!(
+        a.login(&m, "ci", &pw, SRC, 60_000),
+        Err(AuthError::Expired(_))
+    ));
+
+    rec.enabled = false;
+    rec.generation = 2;
+    apply(
+        &m,
+        IdentityCommand::PutToken {
+            record: rec.clone(),
+            create: false,
+        },
+    );
+    assert!(matches!(
+        a.login(&m, "ci", &pw, SRC, 1000),
+        Err(AuthError::Disabled(_))
+    ));
+    assert!(a.verify(&m, &t, TokenUse::Access, 1000).is_err());
+}
+
+#[test]
+fn admin_is_off_by_default_and_works_with_either_password_when_on() {
+    let (_d, m, a) = setup();
+    assert!(a.login(&m, ADMIN_NAME, "", SRC, 0).is_err());
+    let (mut rec, pws) = a.new_admin_passwords(&m.admin().unwrap(), &[0, 1]);
+    apply(&m, IdentityCommand::SetAdmin(rec.clone()));
+    assert_eq!(a.admin_passwords(&m.admin().unwrap()).unwrap(), pws);
+    assert!(matches!(
+        a.login(&m, ADMIN_NAME, &pws[0], SRC, 0),
+        Err(AuthError::Disabled(_))
+    ));
+    rec.enabled = true;
+    apply(&m, IdentityCommand::SetAdmin(rec));
+    assert!(a
+        .login(&m, ADMIN_NAME, &pws[0], SRC, 0)
+        .unwrap()
+        .is_registry_owner());
+    assert!(a.login(&m, ADMIN_NAME, &pws[1], SRC, 0).is_ok());
+}
