@@ -109,7 +109,7 @@ impl Authority {
                 kind: PrincipalKind::User,
                 secrets: vec![secret::hash_password(password)?],
                 enabled: true,
-                generation: 1,
+                generation: secret::new_generation(),
                 roles: vec![RoleAssignment {
                     scope: String::new(),
                     role: Role::Owner,
@@ -243,7 +243,10 @@ impl Authority {
         generation: Option<u64>,
         now_ms: u64,
     ) -> Result<Subject, AuthError> {
-        let subject = if name == ADMIN_NAME {
+        let subject = if name.is_empty() {
+            // Tokens issued to anonymous callers (anonymous pull).
+            Subject::Anonymous
+        } else if name == ADMIN_NAME {
             let a = meta.admin()?;
             if !a.enabled {
                 return Err(AuthError::Disabled("the admin account".into()));
@@ -281,6 +284,14 @@ impl Authority {
     // ---- tokens ---------------------------------------------------------
 
     fn signing_key(&self, meta: &MetaStore, kid: &str) -> Option<Vec<u8>> {
+        // The replicated list (a handful of keys) decides which keys are
+        // valid, so a key dropped by a rotation stops verifying at once;
+        // the cache only spares decrypting it again.
+        let rec = meta
+            .signing_keys()
+            .ok()?
+            .into_iter()
+            .find(|k| k.kid == kid)?;
         if let Some(k) = self
             .signing
             .read()
@@ -289,11 +300,6 @@ impl Authority {
         {
             return Some(k.clone());
         }
-        let rec = meta
-            .signing_keys()
-            .ok()?
-            .into_iter()
-            .find(|k| k.kid == kid)?;
         let key = match self.key.open(&rec.sealed, &rec.kid) {
             Ok(k) => k,
             Err(e) => {
@@ -368,14 +374,6 @@ impl Authority {
                 _ => AuthError::InvalidToken("its subject was changed, disabled or deleted"),
             })?;
         Ok((subject, claims))
-    }
-
-    /// Forget opened signing keys (after a rotation dropped some).
-    pub fn forget_keys(&self) {
-        self.signing
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
     }
 }
 

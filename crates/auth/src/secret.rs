@@ -43,6 +43,13 @@ pub fn new_secret() -> String {
     URL_SAFE_NO_PAD.encode(b)
 }
 
+/// A fresh generation number for a new principal or token: random, so a
+/// name deleted and created again never accepts the old one's tokens.
+pub fn new_generation() -> u64 {
+    // Leave headroom for the increments of later changes.
+    rand::random::<u64>() >> 8
+}
+
 /// The stored form of a generated secret.
 pub fn hash_secret(secret: &str) -> String {
     format!(

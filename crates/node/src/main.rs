@@ -2,6 +2,7 @@
 //! and the admin CLI.
 
 mod api;
+mod bootstrap;
 mod cli;
 mod config;
 mod directory;
@@ -42,6 +43,20 @@ enum Command {
     Repository(cli::repository::RepositoryArgs),
     /// List, add and remove the regions that serve the registry.
     Replication(cli::replication::ReplicationArgs),
+    /// Users and service principals.
+    User(cli::identity::IdentityArgs<cli::identity::UserVerb>),
+    /// Grant and revoke roles (reader, contributor, owner, delete).
+    Role(cli::identity::IdentityArgs<cli::identity::RoleVerb>),
+    /// Scope maps: what repository-scoped tokens may do.
+    ScopeMap(cli::identity::IdentityArgs<cli::identity::ScopeMapVerb>),
+    /// Repository-scoped tokens.
+    Token(cli::identity::IdentityArgs<cli::identity::TokenVerb>),
+    /// The registry's admin account (off by default).
+    Credential(cli::identity::IdentityArgs<cli::identity::CredentialVerb>),
+    /// Rotate the key that signs access tokens.
+    SigningKey(cli::identity::IdentityArgs<cli::identity::SigningKeyVerb>),
+    /// Anonymous pull on or off.
+    Access(cli::identity::IdentityArgs<cli::identity::AccessVerb>),
 }
 
 #[derive(clap::Args)]
@@ -68,6 +83,10 @@ struct ServeArgs {
     /// it with `wharf replication create`).
     #[arg(long)]
     join: bool,
+    /// The cluster key file (the same on every node; a joining node needs
+    /// a copy of the cluster's). Default: DATA_DIR/cluster.key.
+    #[arg(long)]
+    cluster_key_file: Option<PathBuf>,
     /// Write the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -118,6 +137,9 @@ fn serve_config(args: &ServeArgs) -> Result<ServeConfig, NodeError> {
     if args.join {
         cfg.bootstrap = false;
     }
+    if let Some(v) = &args.cluster_key_file {
+        cfg.auth.cluster_key_file = Some(v.clone());
+    }
     Ok(cfg)
 }
 
@@ -138,6 +160,13 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
         }
         Command::Repository(args) => cli::repository::run(args).await,
         Command::Replication(args) => cli::replication::run(args).await,
+        Command::User(args) => cli::identity::user(args).await,
+        Command::Role(args) => cli::identity::role(args).await,
+        Command::ScopeMap(args) => cli::identity::scope_map(args).await,
+        Command::Token(args) => cli::identity::token(args).await,
+        Command::Credential(args) => cli::identity::credential(args).await,
+        Command::SigningKey(args) => cli::identity::signing_key(args).await,
+        Command::Access(args) => cli::identity::access(args).await,
     }
 }
 

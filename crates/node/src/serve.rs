@@ -57,6 +57,19 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
     std::fs::create_dir_all(&cfg.data_dir)?;
     let _lock = lock_data_dir(&cfg.data_dir)?;
     let me = cfg.me();
+    // Only a bootstrap node starting on an empty directory may create the
+    // cluster key; every other node must be given the cluster's key.
+    let key_path = cfg.cluster_key_path();
+    let cluster_key = wharf_auth::ClusterKey::load_or_create(
+        &key_path,
+        cfg.bootstrap && crate::bootstrap::is_fresh(&cfg.data_dir),
+    )
+    .map_err(|e| {
+        NodeError::Config(format!(
+            "{e} (every node needs the cluster key: copy cluster.key from a node of the \
+             cluster, or set [auth] cluster_key_file)"
+        ))
+    })?;
     let blobs = Arc::new(BlobStore::open(
         &cfg.data_dir.join("blobs"),
         &format!("n{}", cfg.node_id),
@@ -122,6 +135,16 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         region: cfg.region.clone(),
         reads: cfg.reads,
         metrics: Metrics::default(),
+        auth: wharf_auth::Authority::new(cfg.auth.auth_config(), cluster_key),
+        auth_realm: cfg.auth.realm.clone(),
+        scheme: "http",
+    });
+    let bootstrapper = cfg.bootstrap.then(|| {
+        tokio::spawn(crate::bootstrap::run(
+            app.clone(),
+            cfg.data_dir.clone(),
+            cfg.auth.bootstrap_user.clone(),
+        ))
     });
 
     let sweeper = tokio::spawn(async move {
@@ -145,12 +168,19 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
     tracing::info!(node = cfg.node_id, region = %cfg.region, http = %cfg.http_listen, grpc = %cfg.grpc_listen, "wharf node serving");
     // Graceful: stop accepting, let in-flight requests (uploads) finish,
     // then stop Raft and sync the metadata store.
-    axum::serve(listener, crate::http::router(app))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // Connection addresses feed the per-source login limiter.
+    axum::serve(
+        listener,
+        crate::http::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     tracing::info!("shutting down");
     sweeper.abort();
     registrar.abort();
+    if let Some(b) = bootstrapper {
+        b.abort();
+    }
     if let Some(r) = replicator {
         r.abort();
     }

@@ -24,6 +24,11 @@ pub struct AppState {
     pub region: String,
     pub reads: ReadConsistency,
     pub metrics: Metrics,
+    pub auth: wharf_auth::Authority,
+    /// Token endpoint URL for challenges; None: derived from Host.
+    pub auth_realm: Option<String>,
+    /// "http" or "https", for URLs derived from Host.
+    pub scheme: &'static str,
 }
 
 pub type App = Arc<AppState>;

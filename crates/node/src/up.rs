@@ -1,6 +1,8 @@
 //! `wharf up`: a whole local cluster in the foreground, one `wharf serve`
 //! child process per region, each with its own data directory.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -116,8 +118,57 @@ fn node_config(args: &UpArgs, i: usize, dir: &Path) -> Result<ServeConfig, NodeE
         bootstrap: i == 1,
         peers,
         peer_routes,
+        auth: crate::config::AuthSettings {
+            cluster_key_file: Some(args.data_dir.join(CLUSTER_KEY_FILE)),
+            ..Default::default()
+        },
         ..ServeConfig::default()
     })
+}
+
+/// The one cluster key every node of the local cluster shares.
+const CLUSTER_KEY_FILE: &str = "cluster.key";
+/// How long to wait for the bootstrap owner to exist.
+const BOOTSTRAP_TIMEOUT_S: u64 = 60;
+
+/// The owner's credentials: from WHARF_BOOTSTRAP_PASSWORD or the file the
+/// bootstrap node wrote; returned once they work against `node`.
+async fn owner_credentials(node: &Node, data_dir: &Path) -> Result<(String, String), NodeError> {
+    let user = crate::config::AuthSettings::default().bootstrap_user;
+    let file = data_dir.join(crate::bootstrap::CREDENTIALS_FILE);
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(BOOTSTRAP_TIMEOUT_S);
+    loop {
+        let creds = match std::env::var(crate::bootstrap::PASSWORD_ENV) {
+            Ok(p) => Some((user.clone(), p)),
+            Err(_) => std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|t| {
+                    serde_json::from_str::<crate::bootstrap::BootstrapCredentials>(&t).ok()
+                })
+                .map(|c| (c.username, c.password)),
+        };
+        if let Some((u, p)) = creds {
+            let ok = client
+                .get(format!("{}/v2/", node.endpoint))
+                .basic_auth(&u, Some(&p))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                return Ok((u, p));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(NodeError::Startup(format!(
+                "the bootstrap owner did not appear within {BOOTSTRAP_TIMEOUT_S} s (is {} from \
+                 another cluster? see {})",
+                crate::bootstrap::PASSWORD_ENV,
+                node.log.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Start one proxy per directed link between regions.
@@ -213,7 +264,11 @@ async fn wait_ready(node: &mut Node) -> Result<(), NodeError> {
     }
 }
 
-fn write_cluster_json(dir: &Path, nodes: &[Node]) -> Result<PathBuf, NodeError> {
+fn write_cluster_json(
+    dir: &Path,
+    nodes: &[Node],
+    (username, password): &(String, String),
+) -> Result<PathBuf, NodeError> {
     let regions: Vec<_> = nodes
         .iter()
         .map(|n| {
@@ -224,13 +279,21 @@ fn write_cluster_json(dir: &Path, nodes: &[Node]) -> Result<PathBuf, NodeError> 
             })
         })
         .collect();
-    let doc = json!({"regions": regions, "credentials": null});
+    let doc = json!({
+        "regions": regions,
+        "credentials": {"username": username, "password": password},
+    });
     let path = dir.join("cluster.json");
     let tmp = dir.join("cluster.json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(&doc).map_err(std::io::Error::other)?,
-    )?;
+    // It holds the owner's password: readable by its owner only.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(&doc).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
     std::fs::rename(&tmp, &path)?;
     Ok(path)
 }
@@ -269,6 +332,8 @@ pub async fn run(args: UpArgs) -> Result<(), NodeError> {
         )));
     }
     std::fs::create_dir_all(&args.data_dir)?;
+    wharf_auth::ClusterKey::load_or_create(&args.data_dir.join(CLUSTER_KEY_FILE), true)
+        .map_err(|e| NodeError::Startup(e.to_string()))?;
     if wan_enabled(&args) {
         start_wan(&args).await?;
     }
@@ -284,7 +349,15 @@ pub async fn run(args: UpArgs) -> Result<(), NodeError> {
             return Err(e);
         }
     }
-    let cluster = write_cluster_json(&args.data_dir, &nodes)?;
+    let creds = match owner_credentials(&nodes[0], &args.data_dir.join("node-1").join("data")).await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            stop(&mut nodes);
+            return Err(e);
+        }
+    };
+    let cluster = write_cluster_json(&args.data_dir, &nodes, &creds)?;
     println!(
         "Wharf is up: {} region(s). Cluster description: {}",
         nodes.len(),
@@ -306,9 +379,21 @@ pub async fn run(args: UpArgs) -> Result<(), NodeError> {
             n.log.display()
         );
     }
+    let host = nodes[0].endpoint.trim_start_matches("http://");
     println!(
-        "Try: skopeo copy --dest-tls-verify=false oci:LAYOUT:TAG docker://{}/REPO:TAG",
-        nodes[0].endpoint.trim_start_matches("http://")
+        "Registry owner: {} / {} (also under \"credentials\" in {}, mode 0600)",
+        creds.0,
+        creds.1,
+        cluster.display()
+    );
+    println!(
+        "Try: skopeo copy --dest-tls-verify=false --dest-creds {}:PASSWORD oci:LAYOUT:TAG docker://{host}/REPO:TAG",
+        creds.0
+    );
+    println!(
+        "     wharf repository list --credentials {} --endpoint {}",
+        cluster.display(),
+        nodes[0].endpoint
     );
     println!("Press Ctrl-C to stop.");
 

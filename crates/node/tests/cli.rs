@@ -59,8 +59,15 @@ fn interrupt(mut child: std::process::Child) {
     assert!(status.success(), "wharf up exited with {status}");
 }
 
-fn admin(endpoint: &str, args: &[&str]) -> String {
-    run(wharf()
+/// The CLI logged in with the credentials file `wharf up` wrote.
+fn wharf_as(creds: &Path) -> Command {
+    let mut c = wharf();
+    c.env("WHARF_CREDENTIALS", creds);
+    c
+}
+
+fn admin(creds: &Path, endpoint: &str, args: &[&str]) -> String {
+    run(wharf_as(creds)
         .args(["repository", "--endpoint", endpoint])
         .args(args))
 }
@@ -78,10 +85,33 @@ async fn up_serves_a_cluster_that_admin_verbs_manage_and_resumes_after_restart()
         .unwrap()
         .to_string();
     assert_eq!(endpoint, format!("http://127.0.0.1:{}", base + 1));
-    assert_eq!(cluster["credentials"], Value::Null);
+    // The bootstrap owner's credentials, readable by the user only.
+    let creds_file = dir.path().join("cluster.json");
+    assert_eq!(cluster["credentials"]["username"], "owner");
+    let password = cluster["credentials"]["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(password.len() >= 32, "generated password too short");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&creds_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "cluster.json holds a password");
     let pid = cluster["regions"][0]["nodes"][0]["pid"].as_u64().unwrap();
 
-    let reg = Reg::new(endpoint.trim_start_matches("http://"));
+    // Without credentials the CLI says how to give them.
+    let out = wharf()
+        .args(["repository", "--endpoint", &endpoint, "list"])
+        .env_remove("WHARF_USERNAME")
+        .env_remove("WHARF_CREDENTIALS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--credentials"),
+        "{out:?}"
+    );
+
+    let reg = Reg::with_login(endpoint.trim_start_matches("http://"), "owner", &password);
     let m = reg.image("team/app", &[b"layer-a", b"layer-b"]).await;
     assert_eq!(
         reg.put_manifest("team/app", "v1", OCI_MANIFEST, &m)
@@ -104,17 +134,20 @@ async fn up_serves_a_cluster_that_admin_verbs_manage_and_resumes_after_restart()
         201
     );
 
-    let repos: Value = serde_json::from_str(&admin(&endpoint, &["list", "-o", "json"])).unwrap();
+    let repos: Value =
+        serde_json::from_str(&admin(&creds_file, &endpoint, &["list", "-o", "json"])).unwrap();
     assert_eq!(repos[0]["name"], "team/app");
     assert_eq!(repos[0]["tag_count"], 2);
 
     let table = admin(
+        &creds_file,
         &endpoint,
         &["show-tags", "--repository", "team/app", "--detail"],
     );
     assert!(table.starts_with("TAG"), "{table}");
     assert!(table.contains(OCI_MANIFEST), "{table}");
     let tsv = admin(
+        &creds_file,
         &endpoint,
         &[
             "show-tags",
@@ -130,6 +163,7 @@ async fn up_serves_a_cluster_that_admin_verbs_manage_and_resumes_after_restart()
     assert_eq!(tags, ["v1", "v2"]);
 
     let image: Value = serde_json::from_str(&admin(
+        &creds_file,
         &endpoint,
         &["show", "--image", "team/app:v1", "-o", "json"],
     ))
@@ -139,6 +173,7 @@ async fn up_serves_a_cluster_that_admin_verbs_manage_and_resumes_after_restart()
     assert_eq!(image["image_size"], 7 + 7 + 37);
 
     let untagged: Value = serde_json::from_str(&admin(
+        &creds_file,
         &endpoint,
         &[
             "show-manifests",
@@ -154,7 +189,7 @@ async fn up_serves_a_cluster_that_admin_verbs_manage_and_resumes_after_restart()
     assert_eq!(untagged[0]["digest"], other_digest);
 
     // Without --yes, a "no" answer deletes nothing.
-    let mut refuse = wharf()
+    let mut refuse = wharf_as(&creds_file)
         .args([
             "repository",
             "--endpoint",
@@ -172,11 +207,15 @@ async fn up_serves_a_cluster_that_admin_verbs_manage_and_resumes_after_restart()
     refuse.stdin.take().unwrap().write_all(b"n\n").unwrap();
     assert!(refuse.wait().unwrap().success());
     assert_eq!(reg.get("/v2/team/app/manifests/v2").await.status(), 200);
-    admin(&endpoint, &["delete", "--image", "team/app:v2", "--yes"]);
+    admin(
+        &creds_file,
+        &endpoint,
+        &["delete", "--image", "team/app:v2", "--yes"],
+    );
     assert_eq!(reg.get("/v2/team/app/manifests/v2").await.status(), 404);
 
     // Errors are one clear line and a non-zero exit.
-    let out = wharf()
+    let out = wharf_as(&creds_file)
         .args([
             "repository",
             "--endpoint",
@@ -200,8 +239,13 @@ async fn up_serves_a_cluster_that_admin_verbs_manage_and_resumes_after_restart()
     // Same directory: same cluster, same data.
     let child = up(dir.path(), base);
     assert_eq!(reg.get("/v2/team/app/manifests/v1").await.status(), 200);
-    admin(&endpoint, &["delete", "--repository", "team/app", "--yes"]);
-    let repos: Value = serde_json::from_str(&admin(&endpoint, &["list", "-o", "json"])).unwrap();
+    admin(
+        &creds_file,
+        &endpoint,
+        &["delete", "--repository", "team/app", "--yes"],
+    );
+    let repos: Value =
+        serde_json::from_str(&admin(&creds_file, &endpoint, &["list", "-o", "json"])).unwrap();
     assert_eq!(repos, serde_json::json!([]));
     interrupt(child);
 }

@@ -7,7 +7,10 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{have, oci_layout, random_bytes, run, Node};
+use common::{
+    containers_login, have, oci_layout, owner_creds, random_bytes, run, run_with_stdin, Node,
+    OWNER, OWNER_PASSWORD,
+};
 
 fn node() -> (tempfile::TempDir, Node) {
     let dir = tempfile::tempdir().unwrap();
@@ -36,10 +39,10 @@ fn layout_manifest(layout: &Path, tag: &str) -> Vec<u8> {
     std::fs::read(layout.join("blobs/sha256").join(&digest[7..])).unwrap()
 }
 
-fn skopeo() -> Command {
-    let mut c = Command::new("skopeo");
-    // Keep skopeo's blob-info cache out of the way of other runs.
-    c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+/// skopeo logged in to the registry through an auth file (`skopeo login`).
+fn skopeo(auth: &Path) -> Command {
+    let mut c = common::skopeo();
+    c.env("REGISTRY_AUTH_FILE", auth);
     c
 }
 
@@ -56,7 +59,29 @@ fn skopeo_copies_both_ways_inspects_lists_and_deletes() {
     );
     let src = format!("oci:{}:v1", layout.display());
     let dst = format!("docker://{}/test/base:v1", n.addr());
-    run(skopeo().args(["copy", "--dest-tls-verify=false", &src, &dst]));
+    // Without credentials the registry refuses the push.
+    let anon = common::skopeo()
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-no-creds",
+            &src,
+            &dst,
+        ])
+        .output()
+        .unwrap();
+    assert!(!anon.status.success(), "anonymous push accepted");
+    // --dest-creds, then `skopeo login` for everything after.
+    run(common::skopeo().args([
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &owner_creds(),
+        &src,
+        &dst,
+    ]));
+    let auth = containers_login(dir.path(), &[n.addr()]);
+    let skopeo = || skopeo(&auth);
     run(skopeo()
         .args(["copy", "--format", "v2s2", "--dest-tls-verify=false", &src])
         .arg(format!("docker://{}/test/base:v2s2", n.addr())));
@@ -97,6 +122,7 @@ fn skopeo_copies_both_ways_inspects_lists_and_deletes() {
 
 fn podman(root: &Path, tool: &str) -> Command {
     let mut c = Command::new(tool);
+    c.env("REGISTRY_AUTH_FILE", root.join("auth.json"));
     c.arg("--root")
         .arg(root.join("root"))
         .arg("--runroot")
@@ -125,6 +151,20 @@ fn buildah_builds_from_scratch_pushes_and_podman_pulls() {
         .args(["-t", "localhost/test/x:v1"])
         .arg(&ctx));
     let oci_ref = format!("{}/test/x:v1", n.addr());
+    for tool in ["buildah", "podman"] {
+        run_with_stdin(
+            podman(&store, tool)
+                .args([
+                    "login",
+                    "--tls-verify=false",
+                    "-u",
+                    OWNER,
+                    "--password-stdin",
+                ])
+                .arg(n.addr()),
+            OWNER_PASSWORD,
+        );
+    }
     run(podman(&store, "buildah")
         .args(["push", "--tls-verify=false", "localhost/test/x:v1"])
         .arg(format!("docker://{oci_ref}")));
@@ -141,7 +181,13 @@ fn buildah_builds_from_scratch_pushes_and_podman_pulls() {
     // A fresh podman store pulls both and finds the file in the image.
     let fresh = dir.path().join("fresh");
     for r in [&oci_ref, &docker_ref] {
-        run(podman(&fresh, "podman").args(["pull", "--tls-verify=false", r]));
+        run(podman(&fresh, "podman").args([
+            "pull",
+            "--tls-verify=false",
+            "--creds",
+            &owner_creds(),
+            r,
+        ]));
     }
     let mount_out = run(podman(&fresh, "podman").args(["image", "mount", &oci_ref]));
     let hello = std::fs::read_to_string(Path::new(mount_out.trim()).join("hello.txt")).unwrap();
@@ -165,6 +211,7 @@ fn oras_pushes_and_pulls_artifacts_monolithic_and_chunked() {
         r#"
 import oras.client, os
 c = oras.client.OrasClient(hostname="{addr}", insecure=True)
+c.login(username="{user}", password="{password}", hostname="{addr}", insecure=True)
 r = c.push(target="{addr}/test/artifact:v1", files=["a.bin:application/octet-stream"])
 assert r.status_code == 201, r
 r = c.push(target="{addr}/test/artifact:chunked", files=["a.bin"], do_chunked=True, chunk_size=7000)
@@ -177,7 +224,9 @@ print(sorted(c.get_tags("{addr}/test/artifact")))
 c.delete_tags("{addr}/test/artifact", ["v1"])
 print(sorted(c.get_tags("{addr}/test/artifact")))
 "#,
-        addr = n.addr()
+        addr = n.addr(),
+        user = OWNER,
+        password = OWNER_PASSWORD,
     );
     let out = run(Command::new(python)
         .arg("-c")
@@ -200,6 +249,8 @@ fn containerd_pulls_and_pushes_like_a_kubernetes_node() {
     let (dir, n) = node();
     let layout = oci_layout(dir.path(), "v1", &[("k8s", b"node")]);
     let image = format!("{}/test/base:v1", n.addr());
+    let auth = containers_login(dir.path(), &[n.addr()]);
+    let skopeo = || skopeo(&auth);
     run(skopeo()
         .args(["copy", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:v1", layout.display()))
@@ -237,9 +288,24 @@ fn containerd_pulls_and_pushes_like_a_kubernetes_node() {
     };
     let pushed = format!("{}/test/base:ctr", n.addr());
     let result = std::panic::catch_unwind(|| {
-        run(&mut ctr(&["images", "pull", "--plain-http", &image]));
+        let user = owner_creds();
+        run(&mut ctr(&[
+            "images",
+            "pull",
+            "--plain-http",
+            "--user",
+            &user,
+            &image,
+        ]));
         run(&mut ctr(&["images", "tag", &image, &pushed]));
-        run(&mut ctr(&["images", "push", "--plain-http", &pushed]));
+        run(&mut ctr(&[
+            "images",
+            "push",
+            "--plain-http",
+            "--user",
+            &user,
+            &pushed,
+        ]));
     });
     daemon.kill().ok();
     daemon.wait().ok();
@@ -275,25 +341,39 @@ fn docker_cli_pushes_and_pulls_when_a_daemon_runs() {
         .arg(&tar)
         .arg("."));
     let image = format!("{}/test/docker:{marker}", n.addr());
-    run(Command::new("docker").arg("import").arg(&tar).arg(&image));
+    // Credentials go to a config directory of this test's own.
+    let config = dir.path().join("docker-config");
+    std::fs::create_dir_all(&config).unwrap();
+    let docker = || {
+        let mut c = Command::new("docker");
+        c.env("DOCKER_CONFIG", &config);
+        c
+    };
+    run(docker().arg("import").arg(&tar).arg(&image));
     let result = std::panic::catch_unwind(|| {
-        run(Command::new("docker").args(["push", &image]));
-        run(Command::new("docker").args(["rmi", &image]));
-        run(Command::new("docker").args(["pull", &image]));
+        let denied = docker().args(["push", &image]).output().unwrap();
+        assert!(
+            !denied.status.success(),
+            "push without docker login accepted"
+        );
+        run_with_stdin(
+            docker().args(["login", "-u", OWNER, "--password-stdin", &n.addr()]),
+            OWNER_PASSWORD,
+        );
+        run(docker().args(["push", &image]));
+        run(docker().args(["rmi", &image]));
+        run(docker().args(["pull", &image]));
         // The pulled image holds the file that was pushed.
-        let id = run(Command::new("docker").args(["create", &image, "/none"]));
+        let id = run(docker().args(["create", &image, "/none"]));
         let copied = dir.path().join("copied");
-        let status = Command::new("docker")
+        let status = docker()
             .args(["cp", &format!("{}:/marker", id.trim())])
             .arg(&copied)
             .status();
-        Command::new("docker").args(["rm", id.trim()]).output().ok();
+        docker().args(["rm", id.trim()]).output().ok();
         assert!(status.unwrap().success());
         assert_eq!(std::fs::read_to_string(&copied).unwrap(), marker);
     });
-    Command::new("docker")
-        .args(["rmi", "-f", &image])
-        .output()
-        .ok();
+    docker().args(["rmi", "-f", &image]).output().ok();
     result.unwrap();
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
 use common::registry::{header, Reg, OCI_MANIFEST};
-use common::{oci_layout, random_bytes, run, sha256};
+use common::{oci_layout, owner_creds, random_bytes, run, sha256, skopeo};
 use reqwest::{Method, StatusCode};
 
 fn regs(c: &Cluster) -> Vec<Reg> {
@@ -23,12 +23,6 @@ async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-fn skopeo() -> std::process::Command {
-    let mut c = std::process::Command::new("skopeo");
-    c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
-    c
-}
-
 // Promise 4: a push acknowledged in one region is pullable, byte-exact, in
 // every other region at once; the mover then copies every layer everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,13 +32,23 @@ async fn push_in_one_region_is_pullable_in_every_other_at_once() {
     let big = random_bytes(4 << 20);
     let layout = oci_layout(dir.path(), "v1", &[("big.bin", &big), ("etc/motd", b"geo")]);
     run(skopeo()
-        .args(["copy", "--dest-tls-verify=false"])
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &owner_creds(),
+        ])
         .arg(format!("oci:{}:v1", layout.display()))
         .arg(format!("docker://{}/geo/app:v1", c.nodes[0].addr())));
     for (i, n) in c.nodes.iter().enumerate().skip(1) {
         let out = dir.path().join(format!("out-{i}"));
         run(skopeo()
-            .args(["copy", "--src-tls-verify=false"])
+            .args([
+                "copy",
+                "--src-tls-verify=false",
+                "--src-creds",
+                &owner_creds(),
+            ])
             .arg(format!("docker://{}/geo/app:v1", n.addr()))
             .arg(format!("oci:{}:v1", out.display())));
         for entry in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
@@ -297,6 +301,7 @@ async fn a_lagging_region_installs_a_snapshot() {
 
 fn wharf_json(endpoint: &str, args: &[&str]) -> serde_json::Value {
     let out = run(std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .envs(common::owner_env())
         .args(args)
         .args(["--endpoint", endpoint, "-o", "json"]));
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
@@ -360,11 +365,13 @@ async fn replications_are_listed_added_and_removed() {
         "4",
         "--region",
         "us-west",
-        "--data-dir",
+        "--cluster-key-file",
     ]
     .iter()
     .map(|s| s.to_string())
     .chain([
+        dir.path().join("cluster.key").display().to_string(),
+        "--data-dir".into(),
         ndir.join("data").display().to_string(),
         "--http-listen".into(),
         format!("127.0.0.1:{http}"),
@@ -407,16 +414,16 @@ async fn replications_are_listed_added_and_removed() {
     })
     .await;
 
-    run(
-        std::process::Command::new(env!("CARGO_BIN_EXE_wharf")).args([
+    run(std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .envs(common::owner_env())
+        .args([
             "replication",
             "--endpoint",
             &endpoint,
             "delete",
             "--region",
             "us-west",
-        ]),
-    );
+        ]));
     let rows = wharf_json(&endpoint, &["replication", "list"]);
     let regions: Vec<&str> = rows
         .as_array()
@@ -480,14 +487,14 @@ async fn concurrent_on_demand_pulls_share_one_transfer() {
 }
 
 fn term(n: &common::Node) -> u64 {
-    let out = run(std::process::Command::new("curl").args(["-sf", &n.url("/api/v1/status")]));
+    let out = run(&mut common::curl_owner(&n.url("/api/v1/status")));
     serde_json::from_str::<serde_json::Value>(&out).unwrap()["term"]
         .as_u64()
         .unwrap()
 }
 
 fn last_log_index(n: &common::Node) -> u64 {
-    let out = run(std::process::Command::new("curl").args(["-sf", &n.url("/api/v1/status")]));
+    let out = run(&mut common::curl_owner(&n.url("/api/v1/status")));
     serde_json::from_str::<serde_json::Value>(&out).unwrap()["last_log_index"]
         .as_u64()
         .unwrap()

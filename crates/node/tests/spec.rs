@@ -724,7 +724,8 @@ async fn truncated_body_stores_nothing() {
     let d = sha256(b"0123456789");
     let mut s = tokio::net::TcpStream::connect(n.addr()).await.unwrap();
     let req = format!(
-        "POST /v2/t/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789"
+        "POST /v2/t/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\n{}Content-Length: 100\r\n\r\n0123456789",
+        common::owner_auth_line()
     );
     s.write_all(req.as_bytes()).await.unwrap();
     s.shutdown().await.unwrap();
@@ -754,7 +755,10 @@ async fn stalled_upload_is_cut_off_and_resumable() {
         "location",
     );
     let mut s = tokio::net::TcpStream::connect(n.addr()).await.unwrap();
-    let req = format!("PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nfirst-part");
+    let req = format!(
+        "PATCH {loc} HTTP/1.1\r\nHost: x\r\n{}Content-Length: 1000\r\n\r\nfirst-part",
+        common::owner_auth_line()
+    );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut answer = vec![0u8; 4096];
     let got = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut answer)).await;
@@ -792,6 +796,8 @@ async fn large_blob_streams_with_bounded_memory() {
     let d = format!("sha256:{}", &d[..64]);
     let out = common::run(std::process::Command::new("curl").args([
         "-sS",
+        "-u",
+        &common::owner_creds(),
         "-o",
         "/dev/null",
         "-w",
@@ -805,7 +811,8 @@ async fn large_blob_streams_with_bounded_memory() {
     ]));
     assert_eq!(out, "201");
     let out = common::run(std::process::Command::new("sh").arg("-c").arg(format!(
-        "curl -sS {} | sha256sum",
+        "curl -sS -u {} {} | sha256sum",
+        common::owner_creds(),
         n.url(&format!("/v2/big/blobs/{d}"))
     )));
     assert_eq!(

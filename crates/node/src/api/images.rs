@@ -2,6 +2,10 @@
 //! `repo:tag` or `repo@digest`.
 
 use axum::extract::{Query, State};
+use axum::Extension;
+use wharf_auth::Action;
+
+use crate::http::access::Caller;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -73,9 +77,11 @@ fn str_field(v: &Value, k: &str) -> Option<String> {
 
 pub async fn show(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<ImageQuery>,
 ) -> ApiResult<Json<ImageDetail>> {
     let (repo, reference) = parse_image(&q.image)?;
+    caller.require(&app, &repo, Action::Pull)?;
     let (digest, record) = app.manifest(&repo, &reference).await?;
     let doc: Value = serde_json::from_slice(&record.raw).unwrap_or(Value::Null);
     let layers = doc
@@ -159,9 +165,11 @@ pub async fn show(
 /// and every tag pointing at it (as the cloud CLI's `repository delete`).
 pub async fn delete(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<ImageQuery>,
 ) -> ApiResult<Json<Removed>> {
     let (repo, reference) = parse_image(&q.image)?;
+    caller.require(&app, &repo, Action::Delete)?;
     let cmd = match reference {
         Reference::Digest(d) => Command::DeleteManifest {
             repo,

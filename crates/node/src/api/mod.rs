@@ -2,11 +2,12 @@
 //! Listings are linearizable: each starts with a read barrier, so what an
 //! operator sees includes every write acknowledged before the request.
 
+mod identities;
 mod images;
 mod replications;
 mod repositories;
 
-use axum::routing::get;
+use axum::routing::{get, patch, post};
 use axum::Router;
 
 use crate::state::App;
@@ -21,6 +22,43 @@ pub fn router() -> Router<App> {
         .route("/repositories/tags", get(repositories::tags))
         .route("/repositories/manifests", get(repositories::manifests))
         .route("/images", get(images::show).delete(images::delete))
+        .route(
+            "/users",
+            get(identities::list_users).post(identities::create_user),
+        )
+        .route(
+            "/users/:name",
+            patch(identities::update_user).delete(identities::delete_user),
+        )
+        .route(
+            "/roles",
+            post(identities::assign_role).delete(identities::remove_role),
+        )
+        .route(
+            "/scope-maps",
+            get(identities::list_scope_maps).put(identities::put_scope_map),
+        )
+        .route(
+            "/scope-maps/:name",
+            axum::routing::delete(identities::delete_scope_map),
+        )
+        .route(
+            "/tokens",
+            get(identities::list_tokens).post(identities::create_token),
+        )
+        .route(
+            "/tokens/:name",
+            patch(identities::update_token).delete(identities::delete_token),
+        )
+        .route(
+            "/credential",
+            get(identities::show_credential).patch(identities::update_credential),
+        )
+        .route("/signing-keys/rotate", post(identities::rotate_signing_key))
+        .route(
+            "/access",
+            get(identities::get_access).put(identities::put_access),
+        )
         .route(
             "/replications",
             get(replications::list)

@@ -4,12 +4,14 @@
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use wharf_consensus::{NodeInfo, Status};
 use wharf_oci::ErrorCode;
 
+use crate::http::access::Caller;
 use crate::http::error::{ApiError, ApiResult};
 use crate::state::App;
 
@@ -31,9 +33,29 @@ pub struct RegionRow {
     pub bytes_to_copy: u64,
 }
 
-async fn probe(client: &reqwest::Client, node: &NodeInfo) -> Result<Status, String> {
-    let resp = client
-        .get(format!("{}/api/v1/status", node.http))
+/// The caller's own credentials, passed on to the nodes asked on its behalf.
+fn authorization(headers: &HeaderMap) -> Option<reqwest::header::HeaderValue> {
+    headers
+        .get("authorization")
+        .and_then(|v| reqwest::header::HeaderValue::from_bytes(v.as_bytes()).ok())
+}
+
+fn with_auth(
+    req: reqwest::RequestBuilder,
+    auth: &Option<reqwest::header::HeaderValue>,
+) -> reqwest::RequestBuilder {
+    match auth {
+        Some(v) => req.header(reqwest::header::AUTHORIZATION, v.clone()),
+        None => req,
+    }
+}
+
+async fn probe(
+    client: &reqwest::Client,
+    node: &NodeInfo,
+    auth: &Option<reqwest::header::HeaderValue>,
+) -> Result<Status, String> {
+    let resp = with_auth(client.get(format!("{}/api/v1/status", node.http)), auth)
         .timeout(Duration::from_millis(PROBE_TIMEOUT_MS))
         .send()
         .await
@@ -49,11 +71,18 @@ async fn probe(client: &reqwest::Client, node: &NodeInfo) -> Result<Status, Stri
         .map_err(|e| format!("bad answer: {e}"))
 }
 
-pub async fn list(State(app): State<App>) -> ApiResult<Json<Vec<RegionRow>>> {
+pub async fn list(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<RegionRow>>> {
+    caller.require_identity(&app, false)?;
     app.consensus.read_barrier().await?;
     let client = reqwest::Client::new();
     let members = app.consensus.members();
-    let probes = futures::future::join_all(members.iter().map(|(_, n)| probe(&client, n))).await;
+    let auth = authorization(&headers);
+    let probes =
+        futures::future::join_all(members.iter().map(|(_, n)| probe(&client, n, &auth))).await;
     let leader_log = probes
         .iter()
         .flatten()
@@ -99,6 +128,7 @@ pub struct RegionQuery {
 /// Membership changes run on the leader; other nodes pass them on.
 async fn on_leader(
     app: &App,
+    headers: &HeaderMap,
     method: reqwest::Method,
     path_and_query: &str,
     body: Option<&NewRegion>,
@@ -110,8 +140,10 @@ async fn on_leader(
         .consensus
         .leader()
         .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "no leader to change membership"))?;
-    let mut req =
-        reqwest::Client::new().request(method, format!("{}/api/v1{path_and_query}", leader.http));
+    let mut req = with_auth(
+        reqwest::Client::new().request(method, format!("{}/api/v1{path_and_query}", leader.http)),
+        &authorization(headers),
+    );
     if let Some(b) = body {
         req = req.json(b);
     }
@@ -135,10 +167,19 @@ async fn on_leader(
 
 pub async fn create(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     Json(req): Json<NewRegion>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    if let Some(answer) =
-        on_leader(&app, reqwest::Method::POST, "/replications", Some(&req)).await?
+    caller.require_owner()?;
+    if let Some(answer) = on_leader(
+        &app,
+        &headers,
+        reqwest::Method::POST,
+        "/replications",
+        Some(&req),
+    )
+    .await?
     {
         return Ok(answer);
     }
@@ -170,13 +211,16 @@ pub async fn create(
 
 pub async fn delete(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     Query(q): Query<RegionQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    caller.require_owner()?;
     let path = format!(
         "/replications?{}",
         serde_urlencoded::to_string(&q).unwrap_or_default()
     );
-    if let Some(answer) = on_leader(&app, reqwest::Method::DELETE, &path, None).await? {
+    if let Some(answer) = on_leader(&app, &headers, reqwest::Method::DELETE, &path, None).await? {
         return Ok(answer);
     }
     let (id, _) = app

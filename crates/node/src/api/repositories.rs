@@ -1,4 +1,8 @@
 use axum::extract::{Query, State};
+use axum::Extension;
+use wharf_auth::Action;
+
+use crate::http::access::Caller;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use wharf_meta::{Command, ManifestSummary};
@@ -7,8 +11,12 @@ use wharf_oci::validate_repository;
 use crate::http::error::ApiResult;
 use crate::state::App;
 
-pub async fn status(State(app): State<App>) -> Json<wharf_consensus::Status> {
-    Json(app.consensus.status())
+pub async fn status(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<wharf_consensus::Status>> {
+    caller.require_identity(&app, false)?;
+    Ok(Json(app.consensus.status()))
 }
 
 #[derive(Serialize)]
@@ -23,11 +31,19 @@ pub struct RepositoryRow {
 /// Repositories listed in one answer, at most.
 const LIST_MAX: usize = 100_000;
 
-pub async fn list(State(app): State<App>) -> ApiResult<Json<Vec<RepositoryRow>>> {
+pub async fn list(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Vec<RepositoryRow>>> {
+    caller.require_identity(&app, true)?;
     app.consensus.read_barrier().await?;
     let m = app.meta();
+    let access = m.access_settings()?;
     let mut rows = Vec::new();
     for (name, r) in m.repositories(None, LIST_MAX)? {
+        if !caller.subject.may_see(&name, &access) {
+            continue;
+        }
         rows.push(RepositoryRow {
             tag_count: m.tags(&name, None, usize::MAX)?.len(),
             manifest_count: m.manifests(&name)?.len(),
@@ -75,9 +91,11 @@ fn order<T>(rows: &mut [T], orderby: Option<&str>, time: impl Fn(&T) -> u64) -> 
 
 pub async fn tags(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<RepoQuery>,
 ) -> ApiResult<Json<Vec<TagRow>>> {
     validate_repository(&q.repository)?;
+    caller.require(&app, &q.repository, Action::MetadataRead)?;
     app.require_repository(&q.repository).await?;
     let m = app.meta();
     let mut rows = Vec::new();
@@ -97,9 +115,11 @@ pub async fn tags(
 
 pub async fn manifests(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<RepoQuery>,
 ) -> ApiResult<Json<Vec<ManifestSummary>>> {
     validate_repository(&q.repository)?;
+    caller.require(&app, &q.repository, Action::MetadataRead)?;
     app.require_repository(&q.repository).await?;
     let mut rows: Vec<ManifestSummary> = app
         .meta()
@@ -118,9 +138,11 @@ pub struct Removed {
 
 pub async fn delete(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<RepoQuery>,
 ) -> ApiResult<Json<Removed>> {
     validate_repository(&q.repository)?;
+    caller.require(&app, &q.repository, Action::Delete)?;
     let removed = app
         .write(Command::DeleteRepository {
             repo: q.repository.clone(),

@@ -16,11 +16,61 @@ pub struct Connection {
         global = true
     )]
     pub endpoint: String,
+    /// User, service principal, token or "admin" to authenticate as.
+    #[arg(long, short = 'u', env = "WHARF_USERNAME", global = true)]
+    pub username: Option<String>,
+    /// Its password or secret (prefer the environment variable: command
+    /// lines are visible to other users of the machine).
+    #[arg(
+        long,
+        short = 'p',
+        env = "WHARF_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+    /// A JSON file with the credentials: the cluster.json `wharf up`
+    /// writes, or a node's bootstrap-credentials.json.
+    #[arg(long, env = "WHARF_CREDENTIALS", global = true)]
+    pub credentials: Option<std::path::PathBuf>,
+}
+
+impl Connection {
+    /// The user and password to send, from the flags or the file.
+    pub fn login(&self) -> Result<Option<(String, String)>, NodeError> {
+        if let (Some(u), Some(p)) = (&self.username, &self.password) {
+            return Ok(Some((u.clone(), p.clone())));
+        }
+        let Some(path) = &self.credentials else {
+            if self.username.is_some() {
+                return Err(NodeError::Config(
+                    "--username needs --password (or WHARF_PASSWORD)".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+        let doc: Value = serde_json::from_str(&text)
+            .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+        let c = doc.get("credentials").unwrap_or(&doc);
+        match (
+            c.get("username").and_then(Value::as_str),
+            c.get("password").and_then(Value::as_str),
+        ) {
+            (Some(u), Some(p)) => Ok(Some((u.to_string(), p.to_string()))),
+            _ => Err(NodeError::Config(format!(
+                "{}: no username and password in it",
+                path.display()
+            ))),
+        }
+    }
 }
 
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    login: Option<(String, String)>,
 }
 
 /// Turn an error answer (the OCI error JSON shape) into one readable line.
@@ -42,17 +92,22 @@ fn explain(status: reqwest::StatusCode, body: &str) -> String {
 }
 
 impl Client {
-    pub fn new(conn: &Connection) -> Client {
-        Client {
+    pub fn new(conn: &Connection) -> Result<Client, NodeError> {
+        Ok(Client {
             base: conn.endpoint.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
-        }
+            login: conn.login()?,
+        })
     }
 
     async fn send<T: DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, NodeError> {
+        let req = match &self.login {
+            Some((u, p)) => req.basic_auth(u, Some(p)),
+            None => req,
+        };
         let resp = req
             .send()
             .await
@@ -62,6 +117,13 @@ impl Client {
             .text()
             .await
             .map_err(|e| NodeError::Api(format!("reading the answer: {e}")))?;
+        if status == reqwest::StatusCode::UNAUTHORIZED && self.login.is_none() {
+            return Err(NodeError::Api(format!(
+                "{} (401): give credentials with --username/--password, \
+                 WHARF_USERNAME/WHARF_PASSWORD or --credentials FILE",
+                explain(status, &body)
+            )));
+        }
         if !status.is_success() {
             return Err(NodeError::Api(explain(status, &body)));
         }
@@ -89,6 +151,23 @@ impl Client {
         self.send(
             self.http
                 .post(format!("{}/api/v1{path}", self.base))
+                .json(body),
+        )
+        .await
+    }
+
+    /// A request with a JSON body (POST, PUT, PATCH).
+    pub async fn send_json<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: &serde_json::Value,
+    ) -> Result<T, NodeError> {
+        self.send(
+            self.http
+                .request(method, format!("{}/api/v1{path}", self.base))
+                .query(query)
                 .json(body),
         )
         .await

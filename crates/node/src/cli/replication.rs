@@ -47,7 +47,7 @@ enum Verb {
 }
 
 pub async fn run(args: ReplicationArgs) -> Result<(), NodeError> {
-    let client = Client::new(&args.conn);
+    let client = Client::new(&args.conn)?;
     match args.verb {
         Verb::List => {
             let rows: Vec<Value> = client.get("/replications", &[]).await?;

@@ -114,7 +114,7 @@ fn confirm(what: &str) -> Result<bool, NodeError> {
 }
 
 pub async fn run(args: RepositoryArgs) -> Result<(), NodeError> {
-    let client = Client::new(&args.conn);
+    let client = Client::new(&args.conn)?;
     let out = args.output;
     match args.verb {
         Verb::List => {

@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use wharf_oci::validate_repository;
 
+use crate::http::access::Caller;
 use crate::http::error::ApiResult;
 use crate::http::pagination;
 use crate::state::App;
@@ -17,19 +18,35 @@ fn listing(body: serde_json::Value, link: Option<String>) -> Response {
     resp
 }
 
-pub async fn list_repositories(app: &App, uri: &Uri) -> ApiResult<Response> {
+/// The catalog lists only repositories the caller may see.
+pub async fn list_repositories(app: &App, caller: &Caller, uri: &Uri) -> ApiResult<Response> {
     let page = pagination::parse(uri)?;
     let want = page.n.saturating_add(1);
-    let mut names: Vec<String> = app
-        .meta()
-        .repositories(page.last.as_deref(), want)?
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
+    let access = app.meta().access_settings()?;
+    let visible = |n: &String| caller.subject.may_see(n, &access);
+    let mut names: Vec<String> = Vec::new();
+    let mut cursor = page.last.clone();
+    // Fill the page from batches, skipping what the caller may not see.
+    while names.len() < want {
+        let batch = app.meta().repositories(cursor.as_deref(), want)?;
+        let Some((last, _)) = batch.last() else { break };
+        cursor = Some(last.clone());
+        let exhausted = batch.len() < want;
+        names.extend(batch.into_iter().map(|(n, _)| n).filter(visible));
+        if exhausted {
+            break;
+        }
+    }
     // Repositories whose first blobs were just uploaded here are listed
     // before their links reach the metadata.
     let after = |n: &String| page.last.as_ref().is_none_or(|l| n > l);
-    names.extend(app.blobs.pending_repositories().into_iter().filter(after));
+    names.extend(
+        app.blobs
+            .pending_repositories()
+            .into_iter()
+            .filter(after)
+            .filter(visible),
+    );
     names.sort();
     names.dedup();
     names.truncate(want);

@@ -119,6 +119,14 @@ impl From<ApplyError> for ApiError {
             ApplyError::ManifestUnknown | ApplyError::TagUnknown => ErrorCode::ManifestUnknown,
             ApplyError::BlobUnknown => ErrorCode::BlobUnknown,
             ApplyError::NameUnknown => ErrorCode::NameUnknown,
+            ApplyError::IdentityUnknown(_) => {
+                return ApiError::new(ErrorCode::NameUnknown, e.to_string())
+                    .with_status(StatusCode::NOT_FOUND)
+            }
+            ApplyError::IdentityExists(_) | ApplyError::ScopeMapInUse(..) => {
+                return ApiError::new(ErrorCode::Denied, e.to_string())
+                    .with_status(StatusCode::CONFLICT)
+            }
         };
         ApiError::new(code, e.to_string())
     }

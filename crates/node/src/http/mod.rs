@@ -1,6 +1,7 @@
 //! The HTTP surface of a node: the OCI Distribution API at /v2/, the
 //! management API at /api/v1/, and health and metrics endpoints.
 
+pub mod access;
 pub mod blobs;
 pub mod catalog;
 pub mod error;
@@ -9,6 +10,7 @@ pub mod manifests;
 pub mod pagination;
 pub mod referrers;
 pub mod route;
+pub mod token;
 pub mod uploads;
 
 use axum::extract::{Request, State};
@@ -17,6 +19,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
+use wharf_auth::Action;
 use wharf_oci::ErrorCode;
 
 use crate::metrics::Metrics;
@@ -25,14 +28,23 @@ use error::{ApiError, ApiResult};
 use route::Route;
 
 pub fn router(app: App) -> Router {
-    Router::new()
+    // Everything under /v2/ and /api/v1/ is authenticated; health, metrics
+    // and the token endpoint are not.
+    let protected = Router::new()
         .route("/v2", any(base))
         .route("/v2/", any(base))
         .route("/v2/*rest", any(dispatch))
+        .nest("/api/v1", crate::api::router())
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            access::authenticate,
+        ));
+    Router::new()
+        .merge(protected)
+        .route("/auth/token", get(token::token).post(token::token))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .nest("/api/v1", crate::api::router())
         .layer(middleware::from_fn_with_state(app.clone(), common_headers))
         .with_state(app)
 }
@@ -53,8 +65,14 @@ async fn common_headers(State(app): State<App>, req: Request, next: Next) -> Res
     resp
 }
 
-async fn base(method: Method) -> Response {
-    match method {
+/// GET /v2/: 200 for any authenticated caller (how `docker login` checks
+/// credentials), 401 with the challenge otherwise.
+async fn base(State(app): State<App>, req: Request) -> Response {
+    let caller = access::caller_of(&req);
+    if let Err(e) = caller.require_identity(&app, true) {
+        return e.into_response();
+    }
+    match *req.method() {
         Method::GET | Method::HEAD => {
             (StatusCode::OK, axum::Json(serde_json::json!({}))).into_response()
         }
@@ -62,11 +80,19 @@ async fn base(method: Method) -> Response {
     }
 }
 
+/// Ready: a metadata leader is known and the identities have reached this
+/// node (without a signing key no client could log in).
 async fn readyz(State(app): State<App>) -> Response {
-    if app.consensus.is_ready() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no metadata leader yet").into_response()
+    if !app.consensus.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no metadata leader yet").into_response();
+    }
+    match app.meta().signing_keys() {
+        Ok(keys) if !keys.is_empty() => (StatusCode::OK, "ready").into_response(),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the bootstrap owner and signing key",
+        )
+            .into_response(),
     }
 }
 
@@ -158,11 +184,33 @@ fn unsupported() -> ApiResult<Response> {
     ))
 }
 
+/// What a request does, for the access check; None: nothing to check
+/// beyond the handler (the catalog filters by caller itself).
+fn required_action(route: &Route<'_>, method: &Method) -> Option<(String, Action)> {
+    let (name, action) = match (route, method) {
+        (Route::Catalog, _) => return None,
+        (Route::Tags { name }, _) => (name, Action::MetadataRead),
+        (Route::Referrers { name, .. }, _) => (name, Action::Pull),
+        (Route::Manifest { name, .. } | Route::Blob { name, .. }, &Method::DELETE) => {
+            (name, Action::Delete)
+        }
+        (Route::Manifest { name, .. }, &Method::PUT) => (name, Action::Push),
+        (Route::Manifest { name, .. } | Route::Blob { name, .. }, _) => (name, Action::Pull),
+        (Route::Upload { name, .. }, _) => (name, Action::Push),
+    };
+    Some((name.clone(), action))
+}
+
 async fn handle(app: App, route: Route<'_>, req: Request) -> ApiResult<Response> {
     let method = req.method().clone();
+    let caller = access::caller_of(&req);
+    if let Some((name, action)) = required_action(&route, &method) {
+        caller.require(&app, &name, action)?;
+    }
     match route {
         Route::Catalog if method == Method::GET => {
-            catalog::list_repositories(&app, req.uri()).await
+            caller.require_catalog(&app)?;
+            catalog::list_repositories(&app, &caller, req.uri()).await
         }
         Route::Tags { name } if method == Method::GET => {
             catalog::list_tags(&app, &name, req.uri()).await
@@ -181,7 +229,7 @@ async fn handle(app: App, route: Route<'_>, req: Request) -> ApiResult<Response>
             _ => unsupported(),
         },
         Route::Upload { name, id } => match (method, id.is_empty()) {
-            (Method::POST, true) => uploads::start(&app, &name, req).await,
+            (Method::POST, true) => uploads::start(&app, &caller, &name, req).await,
             (Method::PATCH, false) => uploads::patch(&app, &name, id, req).await,
             (Method::PUT, false) => uploads::put(&app, &name, id, req).await,
             (Method::GET, false) => uploads::status(&app, &name, id).await,

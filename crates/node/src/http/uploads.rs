@@ -6,9 +6,11 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use wharf_auth::Action;
 use wharf_blobstore::SessionInfo;
 use wharf_oci::{validate_repository, Digest, ErrorCode};
 
+use crate::http::access::Caller;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::headers;
 use crate::metrics::Metrics;
@@ -65,11 +67,17 @@ fn declared_length(h: &HeaderMap) -> Option<u64> {
     headers::get(h, "content-length").and_then(|v| v.parse().ok())
 }
 
-pub async fn start(app: &App, name: &str, req: Request) -> ApiResult<Response> {
+pub async fn start(app: &App, caller: &Caller, name: &str, req: Request) -> ApiResult<Response> {
     validate_repository(name)?;
     let q = query(&req)?;
+    // A mount needs pull rights on the source: without them it is just a
+    // new upload (the spec's fallback), revealing nothing about `from`.
+    let from = match q.from.as_deref() {
+        Some(f) if caller.may(app, f, Action::Pull)? => Some(f),
+        _ => None,
+    };
     if let Some(mount) = &q.mount {
-        if let Some(resp) = try_mount(app, name, mount, q.from.as_deref()).await? {
+        if let Some(resp) = try_mount(app, name, mount, from).await? {
             return Ok(resp);
         }
         // Not mountable: the spec says to fall back to a new upload session.

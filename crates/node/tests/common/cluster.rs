@@ -24,16 +24,23 @@ impl Cluster {
                 REGIONS[i]
             ));
         }
+        // Every node of a cluster holds the same cluster key.
+        let key = dir.join("cluster.key");
+        let hex: String = (0..32)
+            .map(|_| format!("{:02x}", rand::random::<u8>()))
+            .collect();
+        std::fs::write(&key, hex).unwrap();
         let mut nodes = Vec::new();
         for (i, (http, grpc)) in ports.iter().enumerate() {
             let ndir = dir.join(format!("node-{}", i + 1));
             std::fs::create_dir_all(&ndir).unwrap();
             let cfg = format!(
-                "node_id = {}\nregion = \"{}\"\ndata_dir = \"{}\"\nhttp_listen = \"127.0.0.1:{http}\"\ngrpc_listen = \"127.0.0.1:{grpc}\"\nbootstrap = {}\n{extra_toml}\n{peers}\n[raft]\nheartbeat_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n",
+                "node_id = {}\nregion = \"{}\"\ndata_dir = \"{}\"\nhttp_listen = \"127.0.0.1:{http}\"\ngrpc_listen = \"127.0.0.1:{grpc}\"\nbootstrap = {}\n{extra_toml}\n{peers}\n[auth]\ncluster_key_file = \"{}\"\n[raft]\nheartbeat_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n",
                 i + 1,
                 REGIONS[i],
                 ndir.join("data").display(),
-                i == 0
+                i == 0,
+                key.display()
             );
             let path = ndir.join("wharf.toml");
             std::fs::write(&path, cfg).unwrap();
@@ -57,8 +64,7 @@ impl Cluster {
                 if n.child.is_none() {
                     continue;
                 }
-                let out = std::process::Command::new("curl")
-                    .args(["-sf", &n.url("/api/v1/status")])
+                let out = super::curl_owner(&n.url("/api/v1/status"))
                     .output()
                     .unwrap();
                 if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {

@@ -11,6 +11,64 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
+/// The registry owner every test node is bootstrapped with.
+pub const OWNER: &str = "owner";
+pub const OWNER_PASSWORD: &str = "test owner password";
+
+/// Environment that logs the `wharf` CLI in as the owner.
+pub fn owner_env() -> [(&'static str, &'static str); 2] {
+    [
+        ("WHARF_USERNAME", OWNER),
+        ("WHARF_PASSWORD", OWNER_PASSWORD),
+    ]
+}
+
+/// An `Authorization` header line (with CRLF) for raw HTTP requests.
+pub fn owner_auth_line() -> String {
+    use base64::Engine;
+    let b = base64::engine::general_purpose::STANDARD.encode(format!("{OWNER}:{OWNER_PASSWORD}"));
+    format!("Authorization: Basic {b}\r\n")
+}
+
+/// `curl -sf` as the owner.
+pub fn curl_owner(url: &str) -> Command {
+    let mut c = Command::new("curl");
+    c.args(["-sf", "-u", &format!("{OWNER}:{OWNER_PASSWORD}"), url]);
+    c
+}
+
+/// skopeo, with its blob-info cache kept out of the way of other runs.
+pub fn skopeo() -> Command {
+    let mut c = Command::new("skopeo");
+    c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    c
+}
+
+/// `user:password` of the owner, for --creds style flags.
+pub fn owner_creds() -> String {
+    format!("{OWNER}:{OWNER_PASSWORD}")
+}
+
+/// Log the containers tools (skopeo, podman, buildah) in to `addrs` as
+/// the owner, in an auth file of their own; pass it as REGISTRY_AUTH_FILE.
+pub fn containers_login(dir: &Path, addrs: &[String]) -> PathBuf {
+    let file = dir.join("containers-auth.json");
+    for a in addrs {
+        run(skopeo().args([
+            "login",
+            "--tls-verify=false",
+            "--authfile",
+            &file.display().to_string(),
+            "-u",
+            OWNER,
+            "-p",
+            OWNER_PASSWORD,
+            a,
+        ]));
+    }
+    file
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -75,6 +133,7 @@ impl Node {
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
             .args(&self.args)
+            .env("WHARF_BOOTSTRAP_PASSWORD", OWNER_PASSWORD)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -101,11 +160,17 @@ impl Node {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("wharf exited with {status}:\n{}", self.log());
             }
-            let ok = std::process::Command::new("curl")
+            // Ready (a leader, and the identities have arrived), then the
+            // owner can log in; logins are not tried before, since failed
+            // ones count against the login limiter.
+            let ok = Command::new("curl")
                 .args(["-sf", "-o", "/dev/null", &self.url("/readyz")])
                 .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
+                .is_ok_and(|s| s.success())
+                && curl_owner(&self.url("/v2/"))
+                    .args(["-o", "/dev/null"])
+                    .status()
+                    .is_ok_and(|s| s.success());
             if ok {
                 return;
             }
@@ -174,6 +239,27 @@ pub fn run(cmd: &mut Command) -> String {
         );
     }
     stdout
+}
+
+/// Run a command with `input` on its stdin (passwords for `login
+/// --password-stdin`); panic with its output unless it succeeds.
+pub fn run_with_stdin(cmd: &mut Command, input: &str) -> String {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{cmd:?} failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// An OCI layout at `dir/layout` with image `name` holding `files`

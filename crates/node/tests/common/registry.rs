@@ -14,16 +14,32 @@ pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 pub struct Reg {
     pub base: String,
     pub http: reqwest::Client,
+    /// Basic credentials sent with every request (None: anonymous).
+    pub login: Option<(String, String)>,
 }
 
 impl Reg {
+    /// A client logged in as the registry owner (basic auth).
     pub fn new(addr: &str) -> Reg {
+        Reg::with_login(addr, super::OWNER, super::OWNER_PASSWORD)
+    }
+
+    pub fn with_login(addr: &str, user: &str, password: &str) -> Reg {
+        Reg {
+            login: Some((user.into(), password.into())),
+            ..Reg::anonymous(addr)
+        }
+    }
+
+    /// A client that sends no credentials.
+    pub fn anonymous(addr: &str) -> Reg {
         Reg {
             base: format!("http://{addr}"),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
+            login: None,
         }
     }
 
@@ -33,7 +49,11 @@ impl Reg {
         } else {
             format!("{}{path}", self.base)
         };
-        self.http.request(method, url)
+        let r = self.http.request(method, url);
+        match &self.login {
+            Some((u, p)) => r.basic_auth(u, Some(p)),
+            None => r,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Response {

@@ -1,0 +1,287 @@
+//! Who is calling, and may they? Every /v2/ and /api/v1/ request is
+//! authenticated here (Basic credentials or a Bearer access token, checked
+//! locally against the replicated identities); handlers then ask the
+//! `Caller` for the action they are about to perform.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use wharf_auth::{Action, AuthError, Claims, Subject, TokenUse};
+use wharf_oci::ErrorCode;
+
+use crate::http::error::{ApiError, ApiResult};
+use crate::state::{now_ms, App};
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone)]
+pub enum Proof {
+    None,
+    Basic,
+    /// A Bearer token; its grants bound what it may be used for.
+    Bearer(Box<Claims>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub subject: Subject,
+    pub proof: Proof,
+    /// The realm and service for challenges.
+    realm: String,
+    service: String,
+}
+
+/// Credentials as sent in an Authorization header.
+pub enum Credentials {
+    Basic { user: String, password: String },
+    Bearer(String),
+}
+
+pub fn credentials(headers: &HeaderMap) -> Result<Option<Credentials>, AuthError> {
+    let Some(v) = headers.get("authorization") else {
+        return Ok(None);
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| AuthError::BadRequest("Authorization is not text".into()))?;
+    let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+    if scheme.eq_ignore_ascii_case("basic") {
+        let raw = STANDARD
+            .decode(rest.trim())
+            .map_err(|_| AuthError::BadRequest("Basic credentials are not base64".into()))?;
+        let text = String::from_utf8(raw)
+            .map_err(|_| AuthError::BadRequest("Basic credentials are not UTF-8".into()))?;
+        let (user, password) = text
+            .split_once(':')
+            .ok_or_else(|| AuthError::BadRequest("Basic credentials need user:password".into()))?;
+        return Ok(Some(Credentials::Basic {
+            user: user.into(),
+            password: password.into(),
+        }));
+    }
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(Some(Credentials::Bearer(rest.trim().to_string())));
+    }
+    Err(AuthError::BadRequest(format!(
+        "unsupported authorization scheme {scheme:?}"
+    )))
+}
+
+pub fn source_of(req: &Request) -> IpAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+}
+
+/// The token endpoint URL clients are sent to.
+fn realm(app: &App, headers: &HeaderMap) -> String {
+    if let Some(r) = &app.auth_realm {
+        return r.clone();
+    }
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    format!("{}://{host}/auth/token", app.scheme)
+}
+
+/// Map an authentication failure to its answer on the wire.
+pub fn auth_error(e: AuthError, challenge: Option<String>) -> ApiError {
+    let err = match e {
+        AuthError::RateLimited { retry_after_s } => {
+            return ApiError::new(ErrorCode::TooManyRequests, e.to_string())
+                .with_header("retry-after", retry_after_s.to_string())
+        }
+        AuthError::Store(s) => return ApiError::from(s),
+        AuthError::Key(_) => return ApiError::internal(e),
+        AuthError::BadRequest(_) => ApiError::new(ErrorCode::Unauthorized, e.to_string()),
+        _ => ApiError::new(ErrorCode::Unauthorized, e.to_string()),
+    };
+    match challenge {
+        Some(c) => err.with_header("www-authenticate", c),
+        None => err,
+    }
+}
+
+impl Caller {
+    fn challenge(&self, scope: Option<&str>, error: Option<&str>) -> String {
+        let mut c = format!(
+            "Bearer realm=\"{}\",service=\"{}\"",
+            self.realm, self.service
+        );
+        if let Some(s) = scope {
+            c.push_str(&format!(",scope=\"{s}\""));
+        }
+        if let Some(e) = error {
+            c.push_str(&format!(",error=\"{e}\""));
+        }
+        c
+    }
+
+    /// 401 telling the client where to get a token for `scope`.
+    pub fn unauthorized(&self, scope: Option<&str>, message: &str) -> ApiError {
+        let error = matches!(self.proof, Proof::Bearer(_)).then_some("insufficient_scope");
+        ApiError::new(ErrorCode::Unauthorized, message)
+            .with_header("www-authenticate", self.challenge(scope, error))
+    }
+
+    /// Refuse unless the caller proved an identity (or anonymous pull is on
+    /// and `anonymous_ok`).
+    pub fn require_identity(&self, app: &App, anonymous_ok: bool) -> ApiResult<()> {
+        if !self.subject.is_anonymous() {
+            return Ok(());
+        }
+        if anonymous_ok && app.meta().access_settings()?.anonymous_pull {
+            return Ok(());
+        }
+        Err(self.unauthorized(None, "authentication required"))
+    }
+
+    /// Whether the caller may do `action` on `repo` (no error built).
+    pub fn may(&self, app: &App, repo: &str, action: Action) -> ApiResult<bool> {
+        let access = app.meta().access_settings()?;
+        Ok(self.subject.may(repo, action, &access) && self.token_allows(repo, action))
+    }
+
+    fn token_allows(&self, repo: &str, action: Action) -> bool {
+        let Proof::Bearer(claims) = &self.proof else {
+            return true;
+        };
+        let needed = match action {
+            Action::Pull | Action::MetadataRead => "pull",
+            Action::Push | Action::MetadataWrite => "push",
+            Action::Delete => "delete",
+        };
+        claims.access.iter().any(|g| {
+            g.kind == "repository"
+                && g.name == repo
+                && g.actions.iter().any(|a| a == needed || a == "*")
+        })
+    }
+
+    /// Allow `action` on `repo`, or answer 401 (no or insufficient token:
+    /// the client should fetch one) or 403 DENIED (the identity lacks it).
+    pub fn require(&self, app: &App, repo: &str, action: Action) -> ApiResult<()> {
+        let access = app.meta().access_settings()?;
+        let scope_actions = match action {
+            Action::Pull | Action::MetadataRead => "pull",
+            Action::Push | Action::MetadataWrite => "pull,push",
+            Action::Delete => "delete",
+        };
+        let scope = format!("repository:{repo}:{scope_actions}");
+        if self.subject.may(repo, action, &access) {
+            if self.token_allows(repo, action) {
+                return Ok(());
+            }
+            return Err(self.unauthorized(Some(&scope), "the token does not grant this access"));
+        }
+        if self.subject.is_anonymous() {
+            return Err(self.unauthorized(Some(&scope), "authentication required"));
+        }
+        Err(ApiError::new(
+            ErrorCode::Denied,
+            format!(
+                "{} may not {} repository {repo}",
+                self.subject.name(),
+                action.scope_map_name()
+            ),
+        ))
+    }
+
+    /// Registry-wide administration (identities, roles, replication, keys).
+    pub fn require_owner(&self) -> ApiResult<()> {
+        if self.subject.is_registry_owner() {
+            return Ok(());
+        }
+        if self.subject.is_anonymous() {
+            return Err(self.unauthorized(None, "authentication required"));
+        }
+        Err(ApiError::new(
+            ErrorCode::Denied,
+            format!("{} is not an owner of the registry", self.subject.name()),
+        ))
+    }
+
+    /// A catalog listing needs `registry:catalog:*` in a Bearer token.
+    pub fn require_catalog(&self, app: &App) -> ApiResult<()> {
+        self.require_identity(app, true)?;
+        if let Proof::Bearer(claims) = &self.proof {
+            let granted = claims
+                .access
+                .iter()
+                .any(|g| g.kind == "registry" && g.name == "catalog");
+            if !granted {
+                return Err(self.unauthorized(
+                    Some("registry:catalog:*"),
+                    "catalog access needs a token for registry:catalog:*",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Authenticate the request and attach its `Caller`. Bad credentials are
+/// refused here; a missing Authorization header makes an anonymous caller
+/// that handlers refuse unless anonymous pull allows it.
+pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) -> Response {
+    let realm = realm(&app, req.headers());
+    let service = app.auth.config().service.clone();
+    let bare = Caller {
+        subject: Subject::Anonymous,
+        proof: Proof::None,
+        realm,
+        service,
+    };
+    let challenge = Some(bare.challenge(None, None));
+    let source = source_of(&req);
+    let caller = match credentials(req.headers()) {
+        Err(e) => return auth_error(e, challenge).into_response(),
+        Ok(None) => bare,
+        Ok(Some(Credentials::Basic { user, password })) => {
+            match app
+                .auth
+                .login(app.meta(), &user, &password, source, now_ms())
+            {
+                Ok(subject) => Caller {
+                    subject,
+                    proof: Proof::Basic,
+                    ..bare
+                },
+                Err(e) => return auth_error(e, challenge).into_response(),
+            }
+        }
+        Ok(Some(Credentials::Bearer(token))) => {
+            match app
+                .auth
+                .verify(app.meta(), &token, TokenUse::Access, now_ms())
+            {
+                Ok((subject, claims)) => Caller {
+                    subject,
+                    proof: Proof::Bearer(Box::new(claims)),
+                    ..bare
+                },
+                Err(e) => {
+                    let c = bare.challenge(None, Some("invalid_token"));
+                    return auth_error(e, Some(c)).into_response();
+                }
+            }
+        }
+    };
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// The caller attached by `authenticate` (anonymous if absent).
+pub fn caller_of(req: &Request) -> Caller {
+    req.extensions().get::<Caller>().cloned().unwrap_or(Caller {
+        subject: Subject::Anonymous,
+        proof: Proof::None,
+        realm: String::new(),
+        service: String::new(),
+    })
+}
