@@ -811,7 +811,7 @@ async fn large_blob_streams_with_bounded_memory() {
     ]));
     assert_eq!(out, "201");
     let out = common::run(std::process::Command::new("sh").arg("-c").arg(format!(
-        "curl -sS -u {} {} | sha256sum",
+        "curl -sS -u '{}' {} | sha256sum",
         common::owner_creds(),
         n.url(&format!("/v2/big/blobs/{d}"))
     )));

@@ -122,11 +122,19 @@ impl Caller {
         c
     }
 
-    /// 401 telling the client where to get a token for `scope`.
+    /// 401 telling the client where to get a token for `scope`; for a
+    /// valid token that lacks the scope, 403 with the challenge and
+    /// `error="insufficient_scope"` (RFC 6750 section 3.1), which clients
+    /// such as oras answer by fetching a token for that scope.
     pub fn unauthorized(&self, scope: Option<&str>, message: &str) -> ApiError {
-        let error = matches!(self.proof, Proof::Bearer(_)).then_some("insufficient_scope");
+        if matches!(self.proof, Proof::Bearer(_)) {
+            return ApiError::new(ErrorCode::Denied, message).with_header(
+                "www-authenticate",
+                self.challenge(scope, Some("insufficient_scope")),
+            );
+        }
         ApiError::new(ErrorCode::Unauthorized, message)
-            .with_header("www-authenticate", self.challenge(scope, error))
+            .with_header("www-authenticate", self.challenge(scope, None))
     }
 
     /// Refuse unless the caller proved an identity (or anonymous pull is on
