@@ -46,6 +46,15 @@ impl Default for RaftTimings {
     }
 }
 
+/// Mutual TLS between peers: the server side presents this node's
+/// certificate and demands one signed by the cluster CA; the client side
+/// does the same when dialing.
+#[derive(Debug, Clone)]
+pub struct PeerTls {
+    pub server: tonic::transport::ServerTlsConfig,
+    pub client: tonic::transport::ClientTlsConfig,
+}
+
 #[derive(Debug, Clone)]
 pub struct ConsensusConfig {
     pub node_id: NodeId,
@@ -66,4 +75,6 @@ pub struct ConsensusConfig {
     /// Dial these addresses instead of a peer's advertised gRPC address
     /// (node id -> host:port): how an emulated WAN link is put in the way.
     pub peer_overrides: std::collections::BTreeMap<NodeId, String>,
+    /// None: plain-text gRPC between peers.
+    pub peer_tls: Option<PeerTls>,
 }

@@ -91,6 +91,7 @@ impl Consensus {
                 Arc::new(config),
                 NetworkFactory {
                     overrides: cfg.peer_overrides.clone(),
+                    tls: cfg.peer_tls.as_ref().map(|t| t.client.clone()),
                 },
                 log,
                 sm,
@@ -106,8 +107,14 @@ impl Consensus {
         let service = RaftServer::new(PeerService { raft: raft.clone() })
             .max_decoding_message_size(PEER_MESSAGE_MAX_BYTES)
             .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES);
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &cfg.peer_tls {
+            builder = builder
+                .tls_config(tls.server.clone())
+                .map_err(|e| ConsensusError::Raft(format!("peer TLS: {e}")))?;
+        }
         tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
+            let served = builder
                 .initial_stream_window_size(Some(network::WINDOW_STREAM_BYTES))
                 .initial_connection_window_size(Some(network::WINDOW_CONNECTION_BYTES))
                 .add_routes(services.add_service(service))
@@ -302,8 +309,9 @@ impl Consensus {
                 return Ok(c.clone());
             }
         }
+        let tls = self.cfg.peer_tls.as_ref().map(|t| &t.client);
         let channel =
-            network::channel(&addr).map_err(|e| ConsensusError::Unavailable(e.to_string()))?;
+            network::channel(&addr, tls).map_err(|e| ConsensusError::Unavailable(e.to_string()))?;
         let client = RaftClient::new(channel)
             .max_decoding_message_size(PEER_MESSAGE_MAX_BYTES)
             .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES);

@@ -24,7 +24,7 @@ pub mod pb {
     tonic::include_proto!("wharf.raft.v1");
 }
 
-pub use config::{ConsensusConfig, Peer, RaftTimings};
+pub use config::{ConsensusConfig, Peer, PeerTls, RaftTimings};
 pub use error::ConsensusError;
 pub use handle::{Consensus, Status};
 pub use types::{NodeId, NodeInfo, TypeConfig};

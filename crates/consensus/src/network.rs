@@ -29,8 +29,16 @@ pub const WINDOW_CONNECTION_BYTES: u32 = 32 << 20;
 /// How long to wait for a TCP connection to a peer.
 pub const CONNECT_TIMEOUT_MS: u64 = 3_000;
 
-pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+/// A lazily connected channel to a peer, over mutual TLS when `tls` is set.
+pub fn channel(
+    addr: &str,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = match tls {
+        Some(t) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(t.clone())?,
+        None => Endpoint::from_shared(format!("http://{addr}"))?,
+    };
+    Ok(endpoint
         .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
         .tcp_nodelay(true)
         // HTTP/2 windows sized for WAN links: the default 64 KiB stream
@@ -75,6 +83,7 @@ pub async fn call(
 /// Creates Raft clients, dialing overridden addresses where configured.
 pub struct NetworkFactory {
     pub overrides: std::collections::BTreeMap<NodeId, String>,
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -84,7 +93,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         let addr = self.overrides.get(&target).unwrap_or(&node.grpc);
         PeerClient {
             target,
-            client: channel(addr)
+            client: channel(addr, self.tls.as_ref())
                 .map(|c| {
                     RaftClient::new(c)
                         .max_decoding_message_size(crate::handle::PEER_MESSAGE_MAX_BYTES)

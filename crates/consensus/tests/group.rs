@@ -53,6 +53,7 @@ async fn start(dir: &std::path::Path, me: &Peer, all: &[Peer]) -> Arc<Consensus>
             timings: fast(),
             write_timeout_ms: 10_000,
             peer_overrides: Default::default(),
+            peer_tls: None,
         },
         tonic::service::Routes::default(),
     )

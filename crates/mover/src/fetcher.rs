@@ -36,6 +36,8 @@ pub struct FetchLimits {
     /// fetches are never throttled: a client is waiting.
     pub background_bytes_per_s: u64,
     pub connect_timeout: Duration,
+    /// Mutual TLS to peers (None: plain text).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Default for FetchLimits {
@@ -45,6 +47,7 @@ impl Default for FetchLimits {
             backoff: Duration::from_millis(500),
             background_bytes_per_s: 0,
             connect_timeout: Duration::from_secs(3),
+            tls: None,
         }
     }
 }
@@ -116,8 +119,15 @@ impl<D: Directory> Fetcher<D> {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(io_err)?
+        let endpoint = match &self.limits.tls {
+            Some(tls) => tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+                .and_then(|e| e.tls_config(tls.clone()))
+                .map_err(io_err)?,
+            None => {
+                tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map_err(io_err)?
+            }
+        };
+        let channel = endpoint
             .connect_timeout(self.limits.connect_timeout)
             .tcp_nodelay(true)
             // Windows above a WAN link's bandwidth-delay product, or the

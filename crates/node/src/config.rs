@@ -140,6 +140,28 @@ impl AuthSettings {
     }
 }
 
+/// TLS for the HTTP API and, optionally, mutual TLS between peers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM certificate chain of this node; with `key_file`, the HTTP API
+    /// is served over TLS (https).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificate(s) of the cluster: trusted when this node calls
+    /// peers' HTTP APIs and, with `peer_mtls`, required of peers on gRPC.
+    pub ca_file: Option<PathBuf>,
+    /// Mutual TLS on the peer gRPC port (Raft, forwarding, blob transfer):
+    /// peers present certificates signed by `ca_file` naming "wharf-peer".
+    pub peer_mtls: bool,
+}
+
+impl TlsSettings {
+    pub fn https(&self) -> bool {
+        self.cert_file.is_some()
+    }
+}
+
 /// Dial `via` instead of node `node`'s advertised gRPC address.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -182,6 +204,7 @@ pub struct ServeConfig {
     pub uploads: UploadConfig,
     pub mover: MoverConfig,
     pub auth: AuthSettings,
+    pub tls: TlsSettings,
 }
 
 impl Default for ServeConfig {
@@ -203,6 +226,7 @@ impl Default for ServeConfig {
             uploads: UploadConfig::default(),
             mover: MoverConfig::default(),
             auth: AuthSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -227,10 +251,10 @@ impl ServeConfig {
                 .advertise_grpc
                 .clone()
                 .unwrap_or_else(|| self.grpc_listen.to_string()),
-            http: self
-                .advertise_http
-                .clone()
-                .unwrap_or_else(|| format!("http://{}", self.http_listen)),
+            http: self.advertise_http.clone().unwrap_or_else(|| {
+                let scheme = if self.tls.https() { "https" } else { "http" };
+                format!("{scheme}://{}", self.http_listen)
+            }),
         }
     }
 
@@ -242,6 +266,16 @@ impl ServeConfig {
     }
 
     pub fn validate(&self) -> Result<(), NodeError> {
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(NodeError::Config(
+                "tls: cert_file and key_file go together".into(),
+            ));
+        }
+        if self.tls.peer_mtls && (!self.tls.https() || self.tls.ca_file.is_none()) {
+            return Err(NodeError::Config(
+                "tls.peer_mtls needs cert_file, key_file and ca_file".into(),
+            ));
+        }
         if self.auth.login_burst == 0 || self.auth.access_token_ttl_s == 0 {
             return Err(NodeError::Config(
                 "auth: login_burst and access_token_ttl_s must be 1 or more".into(),

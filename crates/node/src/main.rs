@@ -12,6 +12,7 @@ mod metrics;
 mod registrar;
 mod serve;
 mod state;
+mod tls;
 mod up;
 mod wan;
 
@@ -87,6 +88,12 @@ struct ServeArgs {
     /// a copy of the cluster's). Default: DATA_DIR/cluster.key.
     #[arg(long)]
     cluster_key_file: Option<PathBuf>,
+    /// PEM certificate chain: serve the HTTP API over TLS (with --tls-key).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
     /// Write the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -140,6 +147,12 @@ fn serve_config(args: &ServeArgs) -> Result<ServeConfig, NodeError> {
     if let Some(v) = &args.cluster_key_file {
         cfg.auth.cluster_key_file = Some(v.clone());
     }
+    if let Some(v) = &args.tls_cert {
+        cfg.tls.cert_file = Some(v.clone());
+    }
+    if let Some(v) = &args.tls_key {
+        cfg.tls.key_file = Some(v.clone());
+    }
     Ok(cfg)
 }
 
@@ -171,6 +184,7 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
 }
 
 fn main() {
+    tls::install_provider();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -15,6 +15,9 @@ use crate::error::NodeError;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 
+/// How long in-flight requests may run on after SIGTERM (TLS listener).
+const GRACE_S: u64 = 60;
+
 /// How often expired upload sessions are swept.
 const SWEEP_INTERVAL_S: u64 = 60;
 
@@ -80,6 +83,8 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
     } else {
         cfg.peers.clone()
     };
+    let http_tls = crate::tls::http_config(&cfg.tls).await?;
+    let peer_tls = crate::tls::peer_config(&cfg.tls)?;
     let peer_services = tonic::service::Routes::new(wharf_mover::service(blobs.clone()));
     let consensus = Consensus::start(
         ConsensusConfig {
@@ -97,6 +102,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
                 .iter()
                 .map(|r| (r.node, r.via.clone()))
                 .collect(),
+            peer_tls: peer_tls.clone(),
         },
         peer_services,
     )
@@ -110,6 +116,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         blobs.clone(),
         FetchLimits {
             background_bytes_per_s: cfg.mover.bandwidth_mbit * 1_000_000 / 8,
+            tls: peer_tls.map(|t| t.client),
             ..FetchLimits::default()
         },
     );
@@ -137,7 +144,8 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         metrics: Metrics::default(),
         auth: wharf_auth::Authority::new(cfg.auth.auth_config(), cluster_key),
         auth_realm: cfg.auth.realm.clone(),
-        scheme: "http",
+        scheme: if cfg.tls.https() { "https" } else { "http" },
+        http: crate::tls::http_client(cfg.tls.ca_file.as_deref())?,
     });
     let bootstrapper = cfg.bootstrap.then(|| {
         tokio::spawn(crate::bootstrap::run(
@@ -162,19 +170,34 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         app.clone(),
         Duration::from_millis(cfg.uploads.link_grace_ms),
     ));
-    let listener = tokio::net::TcpListener::bind(cfg.http_listen)
-        .await
+    let listener = std::net::TcpListener::bind(cfg.http_listen)
         .map_err(|e| NodeError::Startup(format!("cannot listen on {}: {e}", cfg.http_listen)))?;
-    tracing::info!(node = cfg.node_id, region = %cfg.region, http = %cfg.http_listen, grpc = %cfg.grpc_listen, "wharf node serving");
+    listener.set_nonblocking(true)?;
+    tracing::info!(node = cfg.node_id, region = %cfg.region, http = %cfg.http_listen, grpc = %cfg.grpc_listen, tls = http_tls.is_some(), peer_mtls = cfg.tls.peer_mtls, "wharf node serving");
+    // Connection addresses feed the per-source login limiter.
+    let service =
+        crate::http::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
     // Graceful: stop accepting, let in-flight requests (uploads) finish,
     // then stop Raft and sync the metadata store.
-    // Connection addresses feed the per-source login limiter.
-    axum::serve(
-        listener,
-        crate::http::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    match http_tls {
+        None => {
+            axum::serve(tokio::net::TcpListener::from_std(listener)?, service)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?
+        }
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                h.graceful_shutdown(Some(Duration::from_secs(GRACE_S)));
+            });
+            axum_server::from_tcp_rustls(listener, tls)
+                .handle(handle)
+                .serve(service)
+                .await?
+        }
+    }
     tracing::info!("shutting down");
     sweeper.abort();
     registrar.abort();

@@ -29,6 +29,8 @@ pub struct AppState {
     pub auth_realm: Option<String>,
     /// "http" or "https", for URLs derived from Host.
     pub scheme: &'static str,
+    /// For calls to peers' HTTP APIs (trusts the cluster CA).
+    pub http: reqwest::Client,
 }
 
 pub type App = Arc<AppState>;

@@ -48,6 +48,24 @@ pub struct UpArgs {
     /// one RTT late, as TCP retransmits it).
     #[arg(long, default_value_t = 0.0)]
     wan_loss_pct: f64,
+    /// Serve HTTPS and use mutual TLS between regions, with a local CA
+    /// created in DATA_DIR/tls (kept across restarts); prints how to trust it.
+    #[arg(long)]
+    tls: bool,
+}
+
+impl UpArgs {
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    fn tls_dir(&self) -> PathBuf {
+        self.data_dir.join("tls")
+    }
 }
 
 /// Offset from the base port to the emulated link from region i to j:
@@ -92,7 +110,7 @@ fn node_config(args: &UpArgs, i: usize, dir: &Path) -> Result<ServeConfig, NodeE
                 id: j as u64,
                 region: region_name(j),
                 grpc: format!("127.0.0.1:{}", port(args, GRPC_PORT_OFFSET as usize + j)?),
-                http: format!("http://127.0.0.1:{}", port(args, j)?),
+                http: format!("{}://127.0.0.1:{}", args.scheme(), port(args, j)?),
             })
         })
         .collect::<Result<Vec<_>, NodeError>>()?;
@@ -122,8 +140,30 @@ fn node_config(args: &UpArgs, i: usize, dir: &Path) -> Result<ServeConfig, NodeE
             cluster_key_file: Some(args.data_dir.join(CLUSTER_KEY_FILE)),
             ..Default::default()
         },
+        tls: node_tls(args, i)?,
         ..ServeConfig::default()
     })
+}
+
+/// With --tls: node i's certificate from the local CA, HTTPS, peer mTLS.
+fn node_tls(args: &UpArgs, i: usize) -> Result<crate::config::TlsSettings, NodeError> {
+    if !args.tls {
+        return Ok(Default::default());
+    }
+    let ca = crate::tls::LocalCa::open(&args.tls_dir())?;
+    let (cert, key) = ca.node_cert(&format!("node-{i}"), &["127.0.0.1", "localhost"])?;
+    Ok(crate::config::TlsSettings {
+        cert_file: Some(cert),
+        key_file: Some(key),
+        ca_file: Some(ca.ca_file()),
+        peer_mtls: true,
+    })
+}
+
+/// A client that trusts the local CA when --tls is on.
+fn client(args: &UpArgs) -> Result<reqwest::Client, NodeError> {
+    let ca = args.tls.then(|| args.tls_dir().join("ca.pem"));
+    crate::tls::http_client(ca.as_deref())
 }
 
 /// The one cluster key every node of the local cluster shares.
@@ -133,10 +173,13 @@ const BOOTSTRAP_TIMEOUT_S: u64 = 60;
 
 /// The owner's credentials: from WHARF_BOOTSTRAP_PASSWORD or the file the
 /// bootstrap node wrote; returned once they work against `node`.
-async fn owner_credentials(node: &Node, data_dir: &Path) -> Result<(String, String), NodeError> {
+async fn owner_credentials(
+    client: &reqwest::Client,
+    node: &Node,
+    data_dir: &Path,
+) -> Result<(String, String), NodeError> {
     let user = crate::config::AuthSettings::default().bootstrap_user;
     let file = data_dir.join(crate::bootstrap::CREDENTIALS_FILE);
-    let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(BOOTSTRAP_TIMEOUT_S);
     loop {
         let creds = match std::env::var(crate::bootstrap::PASSWORD_ENV) {
@@ -193,7 +236,7 @@ async fn start_wan(args: &UpArgs) -> Result<(), NodeError> {
     Ok(())
 }
 
-fn spawn(cfg: &ServeConfig, dir: &Path) -> Result<Node, NodeError> {
+fn spawn(cfg: &ServeConfig, dir: &Path, scheme: &str) -> Result<Node, NodeError> {
     std::fs::create_dir_all(dir)?;
     let cfg_path = dir.join("wharf.toml");
     std::fs::write(&cfg_path, cfg.to_toml())?;
@@ -222,7 +265,7 @@ fn spawn(cfg: &ServeConfig, dir: &Path) -> Result<Node, NodeError> {
     Ok(Node {
         id: cfg.node_id,
         region: cfg.region.clone(),
-        endpoint: format!("http://{}", cfg.http_listen),
+        endpoint: format!("{scheme}://{}", cfg.http_listen),
         child,
         log,
     })
@@ -234,8 +277,7 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-async fn wait_ready(node: &mut Node) -> Result<(), NodeError> {
-    let client = reqwest::Client::new();
+async fn wait_ready(client: &reqwest::Client, node: &mut Node) -> Result<(), NodeError> {
     let deadline = Instant::now() + Duration::from_secs(READY_TIMEOUT_S);
     loop {
         if let Ok(Some(status)) = node.child.try_wait() {
@@ -268,6 +310,7 @@ fn write_cluster_json(
     dir: &Path,
     nodes: &[Node],
     (username, password): &(String, String),
+    ca_file: Option<PathBuf>,
 ) -> Result<PathBuf, NodeError> {
     let regions: Vec<_> = nodes
         .iter()
@@ -282,6 +325,7 @@ fn write_cluster_json(
     let doc = json!({
         "regions": regions,
         "credentials": {"username": username, "password": password},
+        "ca_file": ca_file,
     });
     let path = dir.join("cluster.json");
     let tmp = dir.join("cluster.json.tmp");
@@ -337,27 +381,37 @@ pub async fn run(args: UpArgs) -> Result<(), NodeError> {
     if wan_enabled(&args) {
         start_wan(&args).await?;
     }
+    if args.tls {
+        crate::tls::LocalCa::open(&args.tls_dir())?;
+    }
+    let http = client(&args)?;
     let mut nodes = Vec::new();
     for i in 1..=args.regions {
         let dir = args.data_dir.join(format!("node-{i}"));
         let cfg = node_config(&args, i, &dir)?;
-        nodes.push(spawn(&cfg, &dir)?);
+        nodes.push(spawn(&cfg, &dir, args.scheme())?);
     }
     for n in nodes.iter_mut() {
-        if let Err(e) = wait_ready(n).await {
+        if let Err(e) = wait_ready(&http, n).await {
             stop(&mut nodes);
             return Err(e);
         }
     }
-    let creds = match owner_credentials(&nodes[0], &args.data_dir.join("node-1").join("data")).await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            stop(&mut nodes);
-            return Err(e);
-        }
-    };
-    let cluster = write_cluster_json(&args.data_dir, &nodes, &creds)?;
+    let creds =
+        match owner_credentials(&http, &nodes[0], &args.data_dir.join("node-1").join("data")).await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                stop(&mut nodes);
+                return Err(e);
+            }
+        };
+    let cluster = write_cluster_json(
+        &args.data_dir,
+        &nodes,
+        &creds,
+        args.tls.then(|| args.tls_dir().join("ca.pem")),
+    )?;
     println!(
         "Wharf is up: {} region(s). Cluster description: {}",
         nodes.len(),
@@ -379,22 +433,59 @@ pub async fn run(args: UpArgs) -> Result<(), NodeError> {
             n.log.display()
         );
     }
-    let host = nodes[0].endpoint.trim_start_matches("http://");
+    let host = nodes[0]
+        .endpoint
+        .trim_start_matches(args.scheme())
+        .trim_start_matches("://");
     println!(
         "Registry owner: {} / {} (also under \"credentials\" in {}, mode 0600)",
         creds.0,
         creds.1,
         cluster.display()
     );
-    println!(
-        "Try: skopeo copy --dest-tls-verify=false --dest-creds {}:PASSWORD oci:LAYOUT:TAG docker://{host}/REPO:TAG",
-        creds.0
-    );
-    println!(
-        "     wharf repository list --credentials {} --endpoint {}",
-        cluster.display(),
-        nodes[0].endpoint
-    );
+    if args.tls {
+        let ca = std::fs::canonicalize(args.tls_dir().join("ca.pem"))?;
+        let certs = std::fs::canonicalize(args.tls_dir())?;
+        println!(
+            "TLS: HTTPS with certificates from the local CA {}; mutual TLS between regions.",
+            ca.display()
+        );
+        println!(
+            "  Trust it: skopeo/podman/buildah --cert-dir DIR (DIR holding ca.crt = that file), or"
+        );
+        println!(
+            "  /etc/containers/certs.d/{host}/ca.crt; docker: /etc/docker/certs.d/{host}/ca.crt;"
+        );
+        println!(
+            "  curl --cacert {}; wharf --cacert {} (or WHARF_CACERT).",
+            ca.display(),
+            ca.display()
+        );
+        println!(
+            "  (the CA and node certificates are in {})",
+            certs.display()
+        );
+        println!(
+            "Try: skopeo copy --dest-creds {}:PASSWORD --dest-cert-dir DIR oci:LAYOUT:TAG docker://{host}/REPO:TAG",
+            creds.0
+        );
+        println!(
+            "     wharf repository list --credentials {} --cacert {} --endpoint {}",
+            cluster.display(),
+            ca.display(),
+            nodes[0].endpoint
+        );
+    } else {
+        println!(
+            "Try: skopeo copy --dest-tls-verify=false --dest-creds {}:PASSWORD oci:LAYOUT:TAG docker://{host}/REPO:TAG",
+            creds.0
+        );
+        println!(
+            "     wharf repository list --credentials {} --endpoint {}",
+            cluster.display(),
+            nodes[0].endpoint
+        );
+    }
     println!("Press Ctrl-C to stop.");
 
     // Stay in the foreground until told to stop. A node that dies (or is

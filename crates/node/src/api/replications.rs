@@ -78,7 +78,7 @@ pub async fn list(
 ) -> ApiResult<Json<Vec<RegionRow>>> {
     caller.require_identity(&app, false)?;
     app.consensus.read_barrier().await?;
-    let client = reqwest::Client::new();
+    let client = app.http.clone();
     let members = app.consensus.members();
     let auth = authorization(&headers);
     let probes =
@@ -141,7 +141,8 @@ async fn on_leader(
         .leader()
         .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "no leader to change membership"))?;
     let mut req = with_auth(
-        reqwest::Client::new().request(method, format!("{}/api/v1{path_and_query}", leader.http)),
+        app.http
+            .request(method, format!("{}/api/v1{path_and_query}", leader.http)),
         &authorization(headers),
     );
     if let Some(b) = body {

@@ -33,6 +33,10 @@ pub struct Connection {
     /// writes, or a node's bootstrap-credentials.json.
     #[arg(long, env = "WHARF_CREDENTIALS", global = true)]
     pub credentials: Option<std::path::PathBuf>,
+    /// Also trust this PEM CA certificate (a cluster with its own CA, such
+    /// as DATA_DIR/tls/ca.pem of `wharf up --tls`).
+    #[arg(long, env = "WHARF_CACERT", global = true)]
+    pub cacert: Option<std::path::PathBuf>,
 }
 
 impl Connection {
@@ -95,7 +99,7 @@ impl Client {
     pub fn new(conn: &Connection) -> Result<Client, NodeError> {
         Ok(Client {
             base: conn.endpoint.trim_end_matches('/').to_string(),
-            http: reqwest::Client::new(),
+            http: crate::tls::http_client(conn.cacert.as_deref())?,
             login: conn.login()?,
         })
     }
