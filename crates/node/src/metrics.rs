@@ -11,6 +11,8 @@ pub struct Metrics {
     pub blob_bytes_served: AtomicU64,
     pub blob_bytes_received: AtomicU64,
     pub manifests_pushed: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub auth_throttled: AtomicU64,
 }
 
 impl Metrics {
@@ -52,6 +54,16 @@ impl Metrics {
                 "wharf_manifests_pushed_total",
                 "Manifests accepted",
                 &self.manifests_pushed,
+            ),
+            (
+                "wharf_auth_failures_total",
+                "Refused credentials and tokens (wrong, disabled, expired, tampered)",
+                &self.auth_failures,
+            ),
+            (
+                "wharf_auth_throttled_total",
+                "Logins refused by the failed-login limiter (429)",
+                &self.auth_throttled,
             ),
         ];
         for (name, help, c) in counters {

@@ -503,6 +503,18 @@ async fn brute_force_is_slowed_per_name_and_per_source() {
         .get("/v2/")
         .await;
     assert_eq!(r.status(), 429);
+    // Operators see it in the metrics.
+    let metrics = Reg::anonymous(&n.addr())
+        .get("/metrics")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("wharf_auth_failures_total 3"), "{metrics}");
+    assert!(
+        metrics.contains("wharf_auth_throttled_total 3"),
+        "{metrics}"
+    );
 }
 
 // Users change passwords, service principals rotate secrets, refresh

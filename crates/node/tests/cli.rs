@@ -101,6 +101,15 @@ async fn up_serves_a_cluster_that_admin_verbs_manage_and_resumes_after_restart()
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&creds_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "cluster.json holds a password");
+    let boot = dir.path().join("node-1/data/bootstrap-credentials.json");
+    let mode = std::fs::metadata(&boot).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "bootstrap-credentials.json holds a password"
+    );
+    let boot: Value = serde_json::from_slice(&std::fs::read(&boot).unwrap()).unwrap();
+    assert_eq!(boot["password"].as_str(), Some(password.as_str()));
     let pid = cluster["regions"][0]["nodes"][0]["pid"].as_u64().unwrap();
 
     // Without credentials the CLI says how to give them.

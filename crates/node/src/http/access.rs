@@ -15,6 +15,7 @@ use wharf_auth::{Action, AuthError, Claims, Subject, TokenUse};
 use wharf_oci::ErrorCode;
 
 use crate::http::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
 use crate::state::{now_ms, App};
 
 /// How the caller proved who they are.
@@ -87,6 +88,16 @@ fn realm(app: &App, headers: &HeaderMap) -> String {
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
     format!("{}://{host}/auth/token", app.scheme)
+}
+
+/// Count a refused authentication, then answer it.
+pub fn refused(app: &App, e: AuthError, challenge: Option<String>) -> ApiError {
+    match e {
+        AuthError::RateLimited { .. } => Metrics::add(&app.metrics.auth_throttled, 1),
+        AuthError::Store(_) | AuthError::Key(_) => {}
+        _ => Metrics::add(&app.metrics.auth_failures, 1),
+    }
+    auth_error(e, challenge)
 }
 
 /// Map an authentication failure to its answer on the wire.
@@ -260,7 +271,7 @@ pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) 
                     proof: Proof::Basic,
                     ..bare
                 },
-                Err(e) => return auth_error(e, challenge).into_response(),
+                Err(e) => return refused(&app, e, challenge).into_response(),
             }
         }
         Ok(Some(Credentials::Bearer(token))) => {
@@ -275,7 +286,7 @@ pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) 
                 },
                 Err(e) => {
                     let c = bare.challenge(None, Some("invalid_token"));
-                    return auth_error(e, Some(c)).into_response();
+                    return refused(&app, e, Some(c)).into_response();
                 }
             }
         }

@@ -11,7 +11,7 @@ use serde_json::json;
 use wharf_auth::{AuthError, Grant, ScopeRequest, Subject, TokenUse};
 use wharf_oci::ErrorCode;
 
-use crate::http::access::{auth_error, credentials, source_of, Credentials};
+use crate::http::access::{auth_error, credentials, refused, source_of, Credentials};
 use crate::http::error::{ApiError, ApiResult};
 use crate::state::{now_ms, App};
 
@@ -48,7 +48,7 @@ fn check_service(app: &App, p: &[(String, String)]) -> ApiResult<()> {
 
 async fn parse(app: &App, req: Request) -> ApiResult<TokenRequest> {
     let source = source_of(&req);
-    let fail = |e: AuthError| auth_error(e, None);
+    let fail = |e: AuthError| refused(app, e, None);
     if req.method() == Method::GET {
         let p = params(req.uri().query().unwrap_or(""))?;
         check_service(app, &p)?;
