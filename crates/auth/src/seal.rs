@@ -4,8 +4,6 @@
 //! signing keys and the admin passwords, so a copy of the metadata alone
 //! does not reveal them.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -48,24 +46,8 @@ impl ClusterKey {
 
     /// Write the key to a new file, readable by its owner only, durably.
     pub fn save(&self, path: &Path) -> Result<(), AuthError> {
-        let io = |e: std::io::Error| AuthError::Key(format!("{}: {e}", path.display()));
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(hex::encode(self.0).as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
-        }
-        Ok(())
+        crate::private_file::write_private(path, hex::encode(self.0).as_bytes())
+            .map_err(|e| AuthError::Key(format!("{}: {e}", path.display())))
     }
 
     /// The key file at `path`, created when `create` and it is missing.

@@ -4,8 +4,6 @@
 //! A generated password is written to DATA_DIR/bootstrap-credentials.json
 //! (mode 0600) before it is proposed, so a crash cannot lose it.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,23 +20,6 @@ pub const PASSWORD_ENV: &str = "WHARF_BOOTSTRAP_PASSWORD";
 pub struct BootstrapCredentials {
     pub username: String,
     pub password: String,
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// The password to bootstrap with: from the environment, from a file an
@@ -61,7 +42,7 @@ fn password(data_dir: &Path, user: &str) -> Result<(String, bool), NodeError> {
         password: wharf_auth::secret::new_secret(),
     };
     let text = serde_json::to_string_pretty(&c).unwrap_or_default();
-    write_private(&path, &text)?;
+    wharf_auth::write_private(&path, text.as_bytes())?;
     Ok((c.password, true))
 }
 

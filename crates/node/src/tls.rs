@@ -103,20 +103,6 @@ fn ca_params() -> Result<CertificateParams, NodeError> {
     Ok(p)
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), NodeError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
-}
-
 impl LocalCa {
     /// Load the CA in `dir`, or create it.
     pub fn open(dir: &Path) -> Result<LocalCa, NodeError> {
@@ -126,7 +112,7 @@ impl LocalCa {
             KeyPair::from_pem(&std::fs::read_to_string(&key_path)?).map_err(tls_err)?
         } else {
             let k = KeyPair::generate().map_err(tls_err)?;
-            write_private(&key_path, &k.serialize_pem())?;
+            wharf_auth::write_private(&key_path, k.serialize_pem().as_bytes())?;
             k
         };
         // The same key and subject sign exactly like the CA certificate on
@@ -166,7 +152,7 @@ impl LocalCa {
         ];
         let key = KeyPair::generate().map_err(tls_err)?;
         let cert = p.signed_by(&key, &self.cert, &self.key).map_err(tls_err)?;
-        write_private(&key_path, &key.serialize_pem())?;
+        wharf_auth::write_private(&key_path, key.serialize_pem().as_bytes())?;
         std::fs::write(&cert_path, cert.pem())?;
         Ok((cert_path, key_path))
     }

@@ -1,8 +1,6 @@
 //! `wharf up`: a whole local cluster in the foreground, one `wharf serve`
 //! child process per region, each with its own data directory.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -328,17 +326,9 @@ fn write_cluster_json(
         "ca_file": ca_file,
     });
     let path = dir.join("cluster.json");
-    let tmp = dir.join("cluster.json.tmp");
     // It holds the owner's password: readable by its owner only.
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(&doc).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
+    let text = serde_json::to_vec_pretty(&doc).map_err(std::io::Error::other)?;
+    wharf_auth::write_private(&path, &text)?;
     Ok(path)
 }
 

@@ -77,6 +77,15 @@ fn bearer(n: &Node, method: Method, path: &str, token: &str) -> reqwest::Request
         .bearer_auth(token)
 }
 
+/// The status of a request made with a Bearer token.
+async fn bearer_status(n: &Node, method: Method, path: &str, token: &str) -> StatusCode {
+    bearer(n, method, path, token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 async fn push_image(reg: &Reg, repo: &str, tag: &str) -> Vec<u8> {
     let m = reg.image(repo, &[tag.as_bytes()]).await;
     assert_eq!(
@@ -172,11 +181,7 @@ async fn readers_are_denied_writes_and_see_only_their_repositories() {
     .unwrap();
     let t = resp["token"].as_str().unwrap();
     assert_eq!(
-        bearer(&n, Method::GET, "/v2/team/app/manifests/v1", t)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        bearer_status(&n, Method::GET, "/v2/team/app/manifests/v1", t).await,
         200
     );
     let r = bearer(&n, Method::POST, "/v2/team/app/blobs/uploads/", t)
@@ -225,11 +230,7 @@ async fn readers_are_denied_writes_and_see_only_their_repositories() {
     );
     assert_eq!(carl.get("/v2/team/app/manifests/v1").await.status(), 403);
     assert_eq!(
-        bearer(&n, Method::GET, "/v2/team/app/manifests/v1", &carl_token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        bearer_status(&n, Method::GET, "/v2/team/app/manifests/v1", &carl_token).await,
         403
     );
     // Identity management is for owners.
@@ -277,11 +278,7 @@ async fn scoped_tokens_hold_to_their_scope_map_and_expire() {
     assert_eq!(r.status(), 403, "content/read does not allow a push");
     let t = token_string(&n, ("ci", &p1), &["repository:a:pull", "repository:b:pull"]).await;
     assert_eq!(
-        bearer(&n, Method::GET, "/v2/b/manifests/v1", &t)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        bearer_status(&n, Method::GET, "/v2/b/manifests/v1", &t).await,
         403
     );
     // The listing shows the token without its secrets.
@@ -386,41 +383,25 @@ async fn foreign_tampered_and_orphaned_tokens_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(
-        bearer(&n, Method::GET, "/v2/app/manifests/v1", "garbage")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        bearer_status(&n, Method::GET, "/v2/app/manifests/v1", "garbage").await,
         401
     );
 
     // A deleted user's token dies with the user.
     let t = token_string(&n, ("dora", "dora deploys stuff"), &["repository:app:pull"]).await;
     assert_eq!(
-        bearer(&n, Method::GET, "/v2/app/manifests/v1", &t)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        bearer_status(&n, Method::GET, "/v2/app/manifests/v1", &t).await,
         200
     );
     wharf(&n, &["user", "delete", "dora"]);
     assert_eq!(
-        bearer(&n, Method::GET, "/v2/app/manifests/v1", &t)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        bearer_status(&n, Method::GET, "/v2/app/manifests/v1", &t).await,
         401
     );
     // Re-creating the name does not revive old tokens either.
     user(&n, "dora", "dora is back again", "reader", "*");
     assert_eq!(
-        bearer(&n, Method::GET, "/v2/app/manifests/v1", &t)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        bearer_status(&n, Method::GET, "/v2/app/manifests/v1", &t).await,
         401,
         "a re-created user is a new principal"
     );
@@ -464,14 +445,7 @@ async fn the_admin_account_is_off_until_enabled() {
     assert_eq!(try_admin(pws[0].clone()).await, 401);
     wharf(&n, &["credential", "disable"]);
     assert_eq!(try_admin(pws[1].clone()).await, 401);
-    assert_eq!(
-        bearer(&n, Method::GET, "/v2/", &t)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(bearer_status(&n, Method::GET, "/v2/", &t).await, 401);
 }
 
 // Guessing passwords is slowed: after the burst of failures, the name and
@@ -583,14 +557,7 @@ async fn credentials_rotate_and_anonymous_pull_is_opt_in() {
         exchange(t["token"].as_str().unwrap().into()).await.status(),
         401
     );
-    assert_eq!(
-        bearer(&n, Method::GET, "/v2/", &refresh)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(bearer_status(&n, Method::GET, "/v2/", &refresh).await, 401);
     run(std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
         .envs(owner_env())
         .env("WHARF_NEW_PASSWORD", "paul's second password")
@@ -673,11 +640,7 @@ async fn credentials_rotate_and_anonymous_pull_is_opt_in() {
     let t: Value = r.json().await.unwrap();
     let t = t["token"].as_str().unwrap();
     assert_eq!(
-        bearer(&n, Method::GET, "/v2/pub/app/manifests/v1", t)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        bearer_status(&n, Method::GET, "/v2/pub/app/manifests/v1", t).await,
         200
     );
 }
@@ -781,11 +744,7 @@ async fn tokens_work_in_every_region_and_revocation_reaches_all() {
     for n in &c.nodes {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
-            let s = bearer(n, Method::GET, "/v2/geo/app/manifests/v1", &t)
-                .send()
-                .await
-                .unwrap()
-                .status();
+            let s = bearer_status(n, Method::GET, "/v2/geo/app/manifests/v1", &t).await;
             if s == StatusCode::UNAUTHORIZED {
                 break;
             }

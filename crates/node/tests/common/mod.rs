@@ -291,6 +291,26 @@ pub fn oci_layout(dir: &Path, tag: &str, files: &[(&str, &[u8])]) -> PathBuf {
     layout
 }
 
+/// Every blob of layout `src` that layout `dst` also holds must be
+/// byte-identical; returns how many were compared.
+pub fn assert_same_blobs(src: &Path, dst: &Path) -> usize {
+    let mut compared = 0;
+    for entry in std::fs::read_dir(src.join("blobs/sha256")).unwrap() {
+        let e = entry.unwrap();
+        let copied = dst.join("blobs/sha256").join(e.file_name());
+        if copied.exists() {
+            assert_eq!(
+                std::fs::read(e.path()).unwrap(),
+                std::fs::read(&copied).unwrap(),
+                "blob {:?} differs",
+                e.file_name()
+            );
+            compared += 1;
+        }
+    }
+    compared
+}
+
 pub fn random_bytes(n: usize) -> Vec<u8> {
     use rand::RngCore;
     let mut v = vec![0u8; n];
