@@ -10,7 +10,7 @@ Measures, with links of --rtt-ms RTT and --mbit Mbit/s:
      pulls in the surviving regions meanwhile.
 Writes bench/results/<date>-geo.md. Usage: bench/geo.py [--quick]
 """
-import hashlib, json, os, signal, statistics, subprocess, sys, time, urllib.request, urllib.error, shutil, datetime
+import base64, hashlib, json, os, signal, statistics, subprocess, sys, time, urllib.request, urllib.error, shutil, datetime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WHARF = os.path.join(ROOT, "target", "release", "wharf")
@@ -25,8 +25,21 @@ BASE = 7400
 OCI = "application/vnd.oci.image.manifest.v1+json"
 
 
+# Wharf is private: every request logs in as the owner `wharf up` created
+# (Basic auth, which nodes cache after the first check).
+AUTH = {}
+
+
+def login(cluster):
+    c = cluster["credentials"]
+    AUTH["user"] = f'{c["username"]}:{c["password"]}'
+    AUTH["header"] = "Basic " + base64.b64encode(AUTH["user"].encode()).decode()
+
+
 def req(method, url, body=None, headers=None, timeout=120):
-    r = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    headers = dict(headers or {})
+    headers["Authorization"] = AUTH["header"]
+    r = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(r, timeout=timeout) as resp:
             return resp.status, resp.read(), dict(resp.headers)
@@ -51,7 +64,7 @@ def push_blob(i, repo, path_or_bytes):
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
         digest = "sha256:" + h.hexdigest()
-        out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-T", path_or_bytes,
+        out = subprocess.run(["curl", "-sS", "-u", AUTH["user"], "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-T", path_or_bytes,
                               f"{endpoint(i)}/v2/{repo}/blobs/uploads?digest={digest}"], capture_output=True, text=True)
         code = int(out.stdout or 0)
     assert code == 201, (code, repo)
@@ -93,6 +106,7 @@ def main():
             assert time.time() < deadline and up.poll() is None, open(os.path.join(WORK, "up.log")).read()
             time.sleep(0.1)
         cluster = json.load(open(os.path.join(WORK, "cluster.json")))
+        login(cluster)
         say = lambda s="": (report.append(s), print(s, file=sys.stderr))
         cfg = b'{"architecture":"amd64","os":"linux"}'
 
@@ -159,7 +173,7 @@ def main():
             d = push_blob(1, repo, data)
             cd = push_blob(1, repo, cfg)
             assert put_manifest(1, repo, "v1", manifest(cd, len(cfg), [(d, len(data))])) == 201
-            out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{time_starttransfer} %{time_total} %{http_code}",
+            out = subprocess.run(["curl", "-sS", "-u", AUTH["user"], "-o", "/dev/null", "-w", "%{time_starttransfer} %{time_total} %{http_code}",
                                   f"{endpoint(3)}/v2/{repo}/blobs/{d}"], capture_output=True, text=True).stdout.split()
             assert out[2] == "200", out
             firsts.append(float(out[0]) * 1000)

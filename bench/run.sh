@@ -2,7 +2,7 @@
 # Single-node benchmarks: Wharf side by side with Debian's docker-registry
 # (CNCF Distribution 2.8.2) and nginx serving the same bytes (the ceiling).
 # Usage: bench/run.sh [--quick]   (from the repository root; `make bench`)
-# Writes bench/results/<date>-single-node.md with the raw numbers.
+# Writes bench/results/<date>-single-node.md (or $OUT) with the raw numbers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -24,7 +24,11 @@ trap cleanup EXIT
 wait_http() { for _ in $(seq 1 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not up: $1" >&2; exit 1; }
 
 # --- servers -----------------------------------------------------------------
-"$WHARF" serve --data-dir "$WORK/wharf" --http-listen 127.0.0.1:$WHARF_PORT --grpc-listen 127.0.0.1:7201 \
+# Wharf is private: the bench logs in as the bootstrap owner. Distribution
+# and nginx ignore the credentials, so every server gets the same requests.
+PW=bench-owner-password
+AUTH=(-u "owner:$PW")
+WHARF_BOOTSTRAP_PASSWORD=$PW "$WHARF" serve --data-dir "$WORK/wharf" --http-listen 127.0.0.1:$WHARF_PORT --grpc-listen 127.0.0.1:7201 \
   >"$WORK/wharf.log" 2>&1 & PIDS+=($!); WHARF_PID=$!
 cat >"$WORK/dist.yml" <<YML
 version: 0.1
@@ -74,10 +78,10 @@ cp "$WORK/blob" "$WORK/nginx/root/blobs/blob"
 # POST then PUT (the monolithic upload every registry supports). Prints wall seconds.
 push() { # base repo file digest
   local loc
-  loc=$(curl -sS -o /dev/null -D - -X POST "$1/v2/$2/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
+  loc=$(curl -sS "${AUTH[@]}" -o /dev/null -D - -X POST "$1/v2/$2/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
   case "$loc" in http*) ;; *) loc="$1$loc";; esac
   case "$loc" in *\?*) loc="$loc&digest=$4";; *) loc="$loc?digest=$4";; esac
-  curl -sS -o /dev/null -w '%{http_code} %{time_total}\n' -X PUT -H 'Content-Type: application/octet-stream' -T "$3" "$loc"
+  curl -sS "${AUTH[@]}" -o /dev/null -w '%{http_code} %{time_total}\n' -X PUT -H 'Content-Type: application/octet-stream' -T "$3" "$loc"
 }
 cpu_ticks() { # total utime+stime of a process and its threads/children
   local t=0
@@ -92,10 +96,13 @@ secs() { awk -v t="$1" -v hz="$HZ" 'BEGIN{printf "%.2f", t/hz}'; }
 for base in http://127.0.0.1:$WHARF_PORT http://127.0.0.1:$DIST_PORT; do
   push "$base" bench/app "$WORK/config.json" "$CFG_DIGEST" >/dev/null
   push "$base" bench/app "$WORK/blob" "$BLOB_DIGEST" >/dev/null
-  code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+  code=$(curl -sS "${AUTH[@]}" -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
     --data-binary @"$WORK/manifest.json" "$base/v2/bench/app/manifests/v1")
   [ "$code" = 201 ] || { echo "manifest push to $base answered $code" >&2; exit 1; }
 done
+
+TOKEN=$(curl -sS "${AUTH[@]}" "http://127.0.0.1:$WHARF_PORT/auth/token?service=wharf&scope=repository:bench/app:pull" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 
 REPORT=()
 say() { REPORT+=("$*"); echo "$*" >&2; }
@@ -108,7 +115,8 @@ say "|---|---|---|---|---|"
 declare -A RPS P99
 for name in wharf distribution nginx; do
   case $name in wharf) port=$WHARF_PORT;; distribution) port=$DIST_PORT;; nginx) port=$NGINX_PORT;; esac
-  out=$(wrk -t2 -c32 -d${WRK_SECONDS}s --latency -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+  # As docker does: a Bearer token from the token endpoint on every request.
+  out=$(wrk -t2 -c32 -d${WRK_SECONDS}s --latency -H 'Accept: application/vnd.oci.image.manifest.v1+json' -H "Authorization: Bearer $TOKEN" \
     "http://127.0.0.1:$port/v2/bench/app/manifests/v1")
   echo "$out" >"$WORK/wrk-$name.txt"
   RPS[$name]=$(echo "$out" | awk '/Requests\/sec/{print $2}')
@@ -136,7 +144,7 @@ for name in wharf distribution nginx; do
   cpus=(); walls=()
   for _ in $(seq 1 $RUNS); do
     before=$(cpu_ticks $pid)
-    wall=$(curl -sS -L -o /dev/null -w '%{time_total}' "$url")
+    wall=$(curl -sS "${AUTH[@]}" -L -o /dev/null -w '%{time_total}' "$url")
     after=$(cpu_ticks $pid)
     cpus+=($((after - before))); walls+=("$wall")
   done
@@ -188,7 +196,7 @@ say "Wharf wall / dd: $(awk -v a=${PUSHWALL[wharf]} -v b=$DD 'BEGIN{printf "%.2f
 
 # --- report ----------------------------------------------------------------------
 mkdir -p bench/results
-OUT=bench/results/$(date -u +%Y-%m-%d)-single-node.md
+OUT=${OUT:-bench/results/$(date -u +%Y-%m-%d)-single-node.md}
 {
   echo "# Single-node benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
   echo

@@ -63,7 +63,12 @@ async fn parse(app: &App, req: Request) -> ApiResult<TokenRequest> {
                 )))
             }
             None if app.meta().access_settings()?.anonymous_pull => Subject::Anonymous,
-            None => return Err(fail(AuthError::BadCredentials)),
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "authentication required: this registry is private (log in first)",
+                ))
+            }
         };
         return Ok(TokenRequest {
             subject,
