@@ -1,0 +1,7 @@
+//! Wharf's fault-injection harness, in the spirit of Jepsen: clients in
+//! every region record a history of operations, nemeses inject faults,
+//! and checkers judge the history against the consistency promises of
+//! DESIGN.md.
+
+pub mod history;
+pub mod linearizable;
