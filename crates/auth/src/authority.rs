@@ -4,15 +4,15 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use wharf_meta::{
-    AdminRecord, IdentityCommand, MetaStore, PrincipalKind, PrincipalRecord, Role, RoleAssignment,
-    SigningKeyRecord,
+    AccessSettings, AdminRecord, IdentityCommand, MetaStore, PrincipalKind, PrincipalRecord, Role,
+    RoleAssignment, ScopeMapRecord, SigningKeyRecord, TokenRecord,
 };
 
 use crate::error::AuthError;
@@ -47,7 +47,54 @@ impl Default for AuthConfig {
 const BASIC_CACHE_TTL: Duration = Duration::from_secs(300);
 const BASIC_CACHE_MAX: usize = 10_000;
 
+/// Every identity record, read once per change of the identities (the
+/// store's identity epoch), so that authenticating a request costs hash
+/// lookups, not RocksDB reads.
+struct View {
+    epoch: u64,
+    principals: HashMap<String, PrincipalRecord>,
+    tokens: HashMap<String, TokenRecord>,
+    scope_maps: HashMap<String, ScopeMapRecord>,
+    /// Newest first.
+    keys: Vec<SigningKeyRecord>,
+    admin: AdminRecord,
+    access: AccessSettings,
+}
+
+impl View {
+    fn load(meta: &MetaStore, epoch: u64) -> Result<View, AuthError> {
+        Ok(View {
+            epoch,
+            principals: meta
+                .principals()?
+                .into_iter()
+                .map(|p| (p.name.clone(), p))
+                .collect(),
+            tokens: meta
+                .tokens()?
+                .into_iter()
+                .map(|t| (t.name.clone(), t))
+                .collect(),
+            scope_maps: meta
+                .scope_maps()?
+                .into_iter()
+                .map(|m| (m.name.clone(), m))
+                .collect(),
+            keys: meta.signing_keys()?,
+            admin: meta.admin()?,
+            access: meta.access_settings()?,
+        })
+    }
+}
+
+/// Tokens whose signature and claims were checked, remembered per identity
+/// epoch (any identity change, a key rotation included, empties it).
+type Verified = (u64, HashMap<String, Arc<Claims>>);
+const VERIFIED_MAX: usize = 10_000;
+
 pub struct Authority {
+    view: RwLock<Option<Arc<View>>>,
+    verified: RwLock<Verified>,
     cfg: AuthConfig,
     key: ClusterKey,
     limiter: LoginLimiter,
@@ -66,6 +113,8 @@ fn random_hex(n: usize) -> String {
 impl Authority {
     pub fn new(cfg: AuthConfig, key: ClusterKey) -> Authority {
         Authority {
+            view: RwLock::new(None),
+            verified: RwLock::new((0, HashMap::new())),
             limiter: LoginLimiter::new(cfg.login_limits),
             cfg,
             key,
@@ -80,6 +129,26 @@ impl Authority {
 
     pub fn cluster_key(&self) -> &ClusterKey {
         &self.key
+    }
+
+    /// The identities as of the store's current identity epoch.
+    fn view(&self, meta: &MetaStore) -> Result<Arc<View>, AuthError> {
+        // Read the epoch before the records: a change racing with the load
+        // bumps it again afterwards, so a stale view is never kept.
+        let epoch = meta.identity_epoch();
+        if let Some(v) = self.view.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if v.epoch == epoch {
+                return Ok(v.clone());
+            }
+        }
+        let v = Arc::new(View::load(meta, epoch)?);
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = Some(v.clone());
+        Ok(v)
+    }
+
+    /// The registry's access settings (anonymous pull), from the view.
+    pub fn access(&self, meta: &MetaStore) -> Result<AccessSettings, AuthError> {
+        Ok(self.view(meta)?.access.clone())
     }
 
     // ---- records to propose ------------------------------------------
@@ -197,12 +266,13 @@ impl Authority {
                 return Ok(s);
             }
         }
+        let view = self.view(meta)?;
         let stored: Vec<String> = if name == ADMIN_NAME {
-            self.admin_passwords(&meta.admin()?)?
-        } else if let Some(p) = meta.principal(name)? {
-            p.secrets
-        } else if let Some(t) = meta.token(name)? {
-            t.secrets.into_iter().flatten().collect()
+            self.admin_passwords(&view.admin)?
+        } else if let Some(p) = view.principals.get(name) {
+            p.secrets.clone()
+        } else if let Some(t) = view.tokens.get(name) {
+            t.secrets.iter().flatten().cloned().collect()
         } else {
             // Spend the same effort on unknown names as on known ones,
             // so response times do not tell which names exist.
@@ -243,33 +313,39 @@ impl Authority {
         generation: Option<u64>,
         now_ms: u64,
     ) -> Result<Subject, AuthError> {
+        let view = self.view(meta)?;
         let subject = if name.is_empty() {
             // Tokens issued to anonymous callers (anonymous pull).
             Subject::Anonymous
         } else if name == ADMIN_NAME {
-            let a = meta.admin()?;
+            let a = &view.admin;
             if !a.enabled {
                 return Err(AuthError::Disabled("the admin account".into()));
             }
             Subject::Admin {
                 generation: a.generation,
             }
-        } else if let Some(p) = meta.principal(name)? {
+        } else if let Some(p) = view.principals.get(name) {
             if !p.enabled {
                 return Err(AuthError::Disabled(format!("user {name}")));
             }
-            Subject::Principal(p)
-        } else if let Some(t) = meta.token(name)? {
+            Subject::Principal(p.clone())
+        } else if let Some(t) = view.tokens.get(name) {
             if !t.enabled {
                 return Err(AuthError::Disabled(format!("token {name}")));
             }
             if t.expiry_ms.is_some_and(|e| now_ms >= e) {
                 return Err(AuthError::Expired(format!("token {name}")));
             }
-            let map = meta
-                .scope_map(&t.scope_map)?
-                .ok_or(AuthError::BadCredentials)?;
-            Subject::Token { token: t, map }
+            let map = view
+                .scope_maps
+                .get(&t.scope_map)
+                .ok_or(AuthError::BadCredentials)?
+                .clone();
+            Subject::Token {
+                token: t.clone(),
+                map,
+            }
         } else {
             return Err(AuthError::BadCredentials);
         };
@@ -287,11 +363,8 @@ impl Authority {
         // The replicated list (a handful of keys) decides which keys are
         // valid, so a key dropped by a rotation stops verifying at once;
         // the cache only spares decrypting it again.
-        let rec = meta
-            .signing_keys()
-            .ok()?
-            .into_iter()
-            .find(|k| k.kid == kid)?;
+        let view = self.view(meta).ok()?;
+        let rec = view.keys.iter().find(|k| k.kid == kid)?;
         if let Some(k) = self
             .signing
             .read()
@@ -323,10 +396,11 @@ impl Authority {
         token_use: TokenUse,
         now_ms: u64,
     ) -> Result<(String, u64), AuthError> {
-        let newest = meta
-            .signing_keys()?
-            .into_iter()
-            .next()
+        let newest = self
+            .view(meta)?
+            .keys
+            .first()
+            .cloned()
             .ok_or(AuthError::Key(
                 "no signing key yet (cluster still starting)".into(),
             ))?;
@@ -360,10 +434,30 @@ impl Authority {
         token: &str,
         token_use: TokenUse,
         now_ms: u64,
-    ) -> Result<(Subject, Claims), AuthError> {
-        let claims = token::verify(token, &self.cfg.service, now_ms / 1000, |kid| {
-            self.signing_key(meta, kid)
-        })?;
+    ) -> Result<(Subject, Arc<Claims>), AuthError> {
+        let epoch = meta.identity_epoch();
+        let cached = {
+            let g = self.verified.read().unwrap_or_else(|e| e.into_inner());
+            (g.0 == epoch).then(|| g.1.get(token).cloned()).flatten()
+        };
+        let claims = match cached {
+            Some(c) if now_ms / 1000 < c.exp => c,
+            Some(_) => return Err(AuthError::InvalidToken("expired")),
+            None => {
+                let c = Arc::new(token::verify(
+                    token,
+                    &self.cfg.service,
+                    now_ms / 1000,
+                    |kid| self.signing_key(meta, kid),
+                )?);
+                let mut g = self.verified.write().unwrap_or_else(|e| e.into_inner());
+                if g.0 != epoch || g.1.len() >= VERIFIED_MAX {
+                    *g = (epoch, HashMap::new());
+                }
+                g.1.insert(token.to_string(), c.clone());
+                c
+            }
+        };
         if claims.token_use != token_use {
             return Err(AuthError::InvalidToken("wrong kind of token"));
         }

@@ -112,6 +112,7 @@ impl MetaStore {
         }
         db.write(batch)?;
         self.sync()?;
+        self.bump_identity_epoch();
         Ok(records)
     }
 }

@@ -16,6 +16,9 @@ pub(crate) type KeyValue = (Box<[u8]>, Box<[u8]>);
 /// The applied metadata of one node, in RocksDB column families.
 pub struct MetaStore {
     db: DB,
+    /// Bumped whenever identities may have changed (an identity command
+    /// applied, a snapshot installed): readers cache derived views by it.
+    identity_epoch: std::sync::atomic::AtomicU64,
 }
 
 /// A manifest as listed by `show-manifests`.
@@ -61,7 +64,10 @@ impl MetaStore {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         let db = DB::open_cf(&opts, path, ALL_CFS)?;
-        Ok(MetaStore { db })
+        Ok(MetaStore {
+            db,
+            identity_epoch: std::sync::atomic::AtomicU64::new(1),
+        })
     }
 
     pub(crate) fn cf(&self, name: &'static str) -> &ColumnFamily {
@@ -113,6 +119,17 @@ impl MetaStore {
             out.push((k, v));
         }
         Ok(out)
+    }
+
+    /// Changes whenever identities may have changed.
+    pub fn identity_epoch(&self) -> u64 {
+        self.identity_epoch
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn bump_identity_epoch(&self) {
+        self.identity_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     // ---- consensus bookkeeping ------------------------------------------
@@ -171,6 +188,9 @@ impl MetaStore {
         }
         self.put_sys(&mut batch, sys);
         self.db.write(batch)?;
+        if matches!(cmd, Command::Identity(_)) {
+            self.bump_identity_epoch();
+        }
         Ok(response)
     }
 

@@ -38,7 +38,7 @@ pub async fn list(
     caller.require_identity(&app, true)?;
     app.consensus.read_barrier().await?;
     let m = app.meta();
-    let access = m.access_settings()?;
+    let access = crate::http::access::access_settings(&app)?;
     let mut rows = Vec::new();
     for (name, r) in m.repositories(None, LIST_MAX)? {
         if !caller.subject.may_see(&name, &access) {

@@ -24,7 +24,7 @@ pub enum Proof {
     None,
     Basic,
     /// A Bearer token; its grants bound what it may be used for.
-    Bearer(Box<Claims>),
+    Bearer(std::sync::Arc<Claims>),
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +88,11 @@ fn realm(app: &App, headers: &HeaderMap) -> String {
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
     format!("{}://{host}/auth/token", app.scheme)
+}
+
+/// The registry's access settings, from the authority's cached view.
+pub fn access_settings(app: &App) -> ApiResult<wharf_meta::AccessSettings> {
+    app.auth.access(app.meta()).map_err(|e| auth_error(e, None))
 }
 
 /// Count a refused authentication, then answer it.
@@ -154,7 +159,7 @@ impl Caller {
         if !self.subject.is_anonymous() {
             return Ok(());
         }
-        if anonymous_ok && app.meta().access_settings()?.anonymous_pull {
+        if anonymous_ok && access_settings(app)?.anonymous_pull {
             return Ok(());
         }
         Err(self.unauthorized(None, "authentication required"))
@@ -162,7 +167,7 @@ impl Caller {
 
     /// Whether the caller may do `action` on `repo` (no error built).
     pub fn may(&self, app: &App, repo: &str, action: Action) -> ApiResult<bool> {
-        let access = app.meta().access_settings()?;
+        let access = access_settings(app)?;
         Ok(self.subject.may(repo, action, &access) && self.token_allows(repo, action))
     }
 
@@ -185,7 +190,7 @@ impl Caller {
     /// Allow `action` on `repo`, or answer 401 (no or insufficient token:
     /// the client should fetch one) or 403 DENIED (the identity lacks it).
     pub fn require(&self, app: &App, repo: &str, action: Action) -> ApiResult<()> {
-        let access = app.meta().access_settings()?;
+        let access = access_settings(app)?;
         let scope_actions = match action {
             Action::Pull | Action::MetadataRead => "pull",
             Action::Push | Action::MetadataWrite => "pull,push",
@@ -256,10 +261,9 @@ pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) 
         realm,
         service,
     };
-    let challenge = Some(bare.challenge(None, None));
     let source = source_of(&req);
     let caller = match credentials(req.headers()) {
-        Err(e) => return auth_error(e, challenge).into_response(),
+        Err(e) => return auth_error(e, Some(bare.challenge(None, None))).into_response(),
         Ok(None) => bare,
         Ok(Some(Credentials::Basic { user, password })) => {
             match app
@@ -271,7 +275,10 @@ pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) 
                     proof: Proof::Basic,
                     ..bare
                 },
-                Err(e) => return refused(&app, e, challenge).into_response(),
+                Err(e) => {
+                    let c = bare.challenge(None, None);
+                    return refused(&app, e, Some(c)).into_response();
+                }
             }
         }
         Ok(Some(Credentials::Bearer(token))) => {
@@ -281,7 +288,7 @@ pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) 
             {
                 Ok((subject, claims)) => Caller {
                     subject,
-                    proof: Proof::Bearer(Box::new(claims)),
+                    proof: Proof::Bearer(claims),
                     ..bare
                 },
                 Err(e) => {

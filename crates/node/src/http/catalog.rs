@@ -22,7 +22,7 @@ fn listing(body: serde_json::Value, link: Option<String>) -> Response {
 pub async fn list_repositories(app: &App, caller: &Caller, uri: &Uri) -> ApiResult<Response> {
     let page = pagination::parse(uri)?;
     let want = page.n.saturating_add(1);
-    let access = app.meta().access_settings()?;
+    let access = crate::http::access::access_settings(app)?;
     let visible = |n: &String| caller.subject.may_see(n, &access);
     let mut names: Vec<String> = Vec::new();
     let mut cursor = page.last.clone();

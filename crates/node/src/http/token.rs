@@ -62,7 +62,7 @@ async fn parse(app: &App, req: Request) -> ApiResult<TokenRequest> {
                     "the token endpoint takes Basic credentials".into(),
                 )))
             }
-            None if app.meta().access_settings()?.anonymous_pull => Subject::Anonymous,
+            None if crate::http::access::access_settings(app)?.anonymous_pull => Subject::Anonymous,
             None => {
                 return Err(ApiError::new(
                     ErrorCode::Unauthorized,
@@ -131,7 +131,7 @@ pub async fn token(State(app): State<App>, req: Request) -> Response {
 
 async fn issue(app: &App, req: Request) -> ApiResult<Response> {
     let r = parse(app, req).await?;
-    let access = app.meta().access_settings()?;
+    let access = crate::http::access::access_settings(app)?;
     let mut grants = Vec::new();
     for s in &r.scopes {
         let Some(scope) = ScopeRequest::parse(s) else {
