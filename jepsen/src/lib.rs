@@ -3,5 +3,10 @@
 //! and checkers judge the history against the consistency promises of
 //! DESIGN.md.
 
+pub mod client;
+pub mod cluster;
 pub mod history;
 pub mod linearizable;
+pub mod nemesis;
+pub mod proxy;
+pub mod run;

@@ -19,6 +19,7 @@ async fn a_short_run_under_mixed_faults_keeps_every_promise() {
         duration: Duration::from_secs(60),
         clients_per_region: 2,
         keys: 4,
+        rate: 5,
         faults: vec![
             Fault::Kill,
             Fault::Pause,

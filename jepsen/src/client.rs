@@ -1,0 +1,217 @@
+//! Clients: each process is bound to one region and runs one operation at
+//! a time against it — tag writes (a small image pushed and tagged: the
+//! register value is the manifest digest), tag reads and tag deletes —
+//! recording invocation and completion times and what it learned.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use sha2::{Digest as _, Sha256};
+
+use crate::cluster::{PASSWORD, USER};
+use crate::history::{Operation, Outcome, RegisterOp};
+
+pub const REPO: &str = "jepsen/app";
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// A request that takes longer has an unknown outcome.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A push the registry acknowledged: what every region must serve later.
+#[derive(Debug, Clone)]
+pub struct Acked {
+    pub digest: String,
+    pub manifest: Vec<u8>,
+    pub config_digest: String,
+    pub config: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct Record {
+    pub history: Vec<Operation>,
+    pub acked: Vec<Acked>,
+}
+
+pub struct Client {
+    pub process: u64,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub start: Instant,
+    pub keys: usize,
+    /// Pause between operations (a client's think time).
+    pub pause: Duration,
+    pub record: Arc<Mutex<Record>>,
+}
+
+fn sha(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(b)))
+}
+
+/// The outcome of a request the client could not complete: definitely
+/// not applied when the connection was never made, unknown otherwise.
+fn unsure(e: &reqwest::Error) -> Outcome {
+    if e.is_connect() {
+        Outcome::Failed
+    } else {
+        Outcome::Unknown
+    }
+}
+
+impl Client {
+    fn ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    fn push_record(&self, op: Operation, acked: Option<Acked>) {
+        let mut r = self.record.lock().unwrap_or_else(|e| e.into_inner());
+        r.history.push(op);
+        if let Some(a) = acked {
+            r.acked.push(a);
+        }
+    }
+
+    /// Run operations until `until`.
+    pub async fn run(self, until: Instant, seq: &mut u64) {
+        while Instant::now() < until {
+            let key = format!("t{}", rand::thread_rng().gen_range(0..self.keys));
+            let roll: u32 = rand::thread_rng().gen_range(0..100);
+            if roll < 40 {
+                self.write(&key, seq).await;
+            } else if roll < 45 {
+                self.delete(&key).await;
+            } else {
+                self.read(&key).await;
+            }
+            *seq += 1;
+            tokio::time::sleep(self.pause).await;
+        }
+    }
+
+    pub async fn read(&self, key: &str) -> Option<Option<String>> {
+        let t0 = self.ns();
+        let r = self
+            .http
+            .get(format!("{}/v2/{REPO}/manifests/{key}", self.base))
+            .header("accept", MANIFEST)
+            .basic_auth(USER, Some(PASSWORD))
+            .timeout(TIMEOUT)
+            .send()
+            .await;
+        let (outcome, value) = match r {
+            Ok(resp) if resp.status() == 200 => {
+                let body = resp.bytes().await.unwrap_or_default();
+                (Outcome::Ok, Some(Some(sha(&body))))
+            }
+            Ok(resp) if resp.status() == 404 => (Outcome::Ok, Some(None)),
+            // 503 (no quorum), timeouts: the read told nothing.
+            _ => (Outcome::Unknown, None),
+        };
+        self.push_record(
+            Operation {
+                process: self.process,
+                key: key.into(),
+                op: RegisterOp::Read(value.clone().flatten()),
+                outcome,
+                invoked_ns: t0,
+                completed_ns: self.ns(),
+            },
+            None,
+        );
+        value
+    }
+
+    async fn write(&self, key: &str, seq: &u64) {
+        let t0 = self.ns();
+        // A unique config blob makes every write's manifest unique.
+        let config = format!(
+            "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"jepsen\":\"p{}-{}\"}}",
+            self.process, seq
+        )
+        .into_bytes();
+        let config_digest = sha(&config);
+        let manifest = format!(
+            "{{\"schemaVersion\":2,\"mediaType\":\"{MANIFEST}\",\"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"{config_digest}\",\"size\":{}}},\"layers\":[]}}",
+            config.len()
+        )
+        .into_bytes();
+        let digest = sha(&manifest);
+        let blob = self
+            .http
+            .post(format!(
+                "{}/v2/{REPO}/blobs/uploads/?digest={config_digest}",
+                self.base
+            ))
+            .basic_auth(USER, Some(PASSWORD))
+            .timeout(TIMEOUT)
+            .body(config.clone())
+            .send()
+            .await;
+        let outcome = match blob {
+            Ok(r) if r.status() == 201 => {
+                let put = self
+                    .http
+                    .put(format!("{}/v2/{REPO}/manifests/{key}", self.base))
+                    .header("content-type", MANIFEST)
+                    .basic_auth(USER, Some(PASSWORD))
+                    .timeout(TIMEOUT)
+                    .body(manifest.clone())
+                    .send()
+                    .await;
+                match put {
+                    Ok(r) if r.status() == 201 => Outcome::Ok,
+                    Ok(r) if r.status().is_client_error() => Outcome::Failed,
+                    Ok(_) => Outcome::Unknown,
+                    Err(e) => unsure(&e),
+                }
+            }
+            // The blob did not make it: the tag was never proposed.
+            _ => Outcome::Failed,
+        };
+        let acked = (outcome == Outcome::Ok).then(|| Acked {
+            digest: digest.clone(),
+            manifest,
+            config_digest,
+            config,
+        });
+        self.push_record(
+            Operation {
+                process: self.process,
+                key: key.into(),
+                op: RegisterOp::Write(digest),
+                outcome,
+                invoked_ns: t0,
+                completed_ns: self.ns(),
+            },
+            acked,
+        );
+    }
+
+    async fn delete(&self, key: &str) {
+        let t0 = self.ns();
+        let r = self
+            .http
+            .delete(format!("{}/v2/{REPO}/manifests/{key}", self.base))
+            .basic_auth(USER, Some(PASSWORD))
+            .timeout(TIMEOUT)
+            .send()
+            .await;
+        let outcome = match r {
+            Ok(r) if r.status() == 202 => Outcome::Ok,
+            // 404: the tag did not exist, nothing changed.
+            Ok(r) if r.status().is_client_error() => Outcome::Failed,
+            Ok(_) => Outcome::Unknown,
+            Err(e) => unsure(&e),
+        };
+        self.push_record(
+            Operation {
+                process: self.process,
+                key: key.into(),
+                op: RegisterOp::Delete,
+                outcome,
+                invoked_ns: t0,
+                completed_ns: self.ns(),
+            },
+            None,
+        );
+    }
+}

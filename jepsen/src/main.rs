@@ -1,0 +1,97 @@
+//! `wharf-jepsen`: run the fault-injection harness against a real cluster.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use wharf_jepsen::nemesis::Fault;
+use wharf_jepsen::run::{run, RunConfig};
+
+/// Start a cluster of real `wharf serve` processes, drive clients in every
+/// region while faults are injected, heal, and check the consistency
+/// promises. Exits 0 only when every check passes.
+#[derive(Parser)]
+struct Args {
+    /// The wharf binary to test.
+    #[arg(long, default_value = "target/release/wharf")]
+    wharf: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    regions: usize,
+    /// How long clients run while faults are injected, in seconds.
+    #[arg(long, default_value_t = 120)]
+    duration_s: u64,
+    #[arg(long, default_value_t = 2)]
+    clients_per_region: usize,
+    /// Tags (registers) the clients share.
+    #[arg(long, default_value_t = 4)]
+    keys: usize,
+    /// Operations per second per client, at most.
+    #[arg(long, default_value_t = 10)]
+    rate: u32,
+    /// Faults to draw from: kill, pause, isolate-leader, isolate, split.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kill,pause,isolate-leader,isolate,split"
+    )]
+    faults: Vec<String>,
+    /// How long each fault lasts, in seconds.
+    #[arg(long, default_value_t = 5)]
+    fault_s: u64,
+    /// Quiet time before each fault, in seconds.
+    #[arg(long, default_value_t = 5)]
+    quiet_s: u64,
+    /// Results directory (history, nemesis timeline, verdict).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn main() {
+    let a = Args::parse();
+    let mut faults = Vec::new();
+    for f in &a.faults {
+        match Fault::parse(f) {
+            Some(x) => faults.push(x),
+            None => {
+                eprintln!("unknown fault {f:?}: kill, pause, isolate-leader, isolate, split");
+                std::process::exit(2);
+            }
+        }
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let out = a
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("jepsen/results/run-{stamp}")));
+    let cfg = RunConfig {
+        wharf: a.wharf,
+        regions: a.regions,
+        duration: Duration::from_secs(a.duration_s),
+        clients_per_region: a.clients_per_region,
+        keys: a.keys,
+        rate: a.rate,
+        faults,
+        fault_for: Duration::from_secs(a.fault_s),
+        quiet_for: Duration::from_secs(a.quiet_s),
+        out: out.clone(),
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    match rt.block_on(run(&cfg)) {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            println!("results in {}", out.display());
+            std::process::exit(if v.valid { 0 } else { 1 });
+        }
+        Err(e) => {
+            eprintln!("the run could not complete: {e}");
+            std::process::exit(2);
+        }
+    }
+}

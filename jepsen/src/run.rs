@@ -1,0 +1,342 @@
+//! One run: start a cluster, drive clients in every region while the
+//! nemesis injects faults, heal, then check every promise and write the
+//! history, the nemesis timeline and the verdict.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::client::{Client, Record, REPO};
+use crate::cluster::{Cluster, PASSWORD, USER};
+use crate::history::Outcome;
+use crate::linearizable;
+use crate::nemesis::{Fault, Nemesis};
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub wharf: PathBuf,
+    pub regions: usize,
+    pub duration: Duration,
+    pub clients_per_region: usize,
+    pub keys: usize,
+    /// Operations per second per client, at most.
+    pub rate: u32,
+    pub faults: Vec<Fault>,
+    pub fault_for: Duration,
+    pub quiet_for: Duration,
+    /// Where the cluster's data and the results go.
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub valid: bool,
+    /// Why not, one line per broken promise.
+    pub reasons: Vec<String>,
+    pub operations: usize,
+    pub acknowledged_writes: usize,
+    pub unknown_outcomes: usize,
+    pub failed: usize,
+    pub faults_injected: usize,
+    pub checks: BTreeMap<String, String>,
+}
+
+fn sha(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(b)))
+}
+
+/// Wait until the mover has copied every blob into every region.
+async fn drained(cluster: &Cluster, limit: Duration) -> Result<(), String> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut left = None;
+        if let Ok(r) = http
+            .get(cluster.nodes[0].url("/api/v1/replications"))
+            .basic_auth(USER, Some(PASSWORD))
+            .send()
+            .await
+        {
+            if let Ok(rows) = r.json::<serde_json::Value>().await {
+                left = rows.as_array().map(|rs| {
+                    rs.iter()
+                        .map(|r| r["blobs_to_copy"].as_u64().unwrap_or(u64::MAX))
+                        .sum::<u64>()
+                });
+            }
+        }
+        if left == Some(0) {
+            return Ok(());
+        }
+        eprintln!("[run] blobs still to copy, all regions: {left:?}");
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the mover did not drain within {limit:?} ({left:?} blobs left)"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub async fn run(cfg: &RunConfig) -> std::io::Result<Verdict> {
+    std::fs::create_dir_all(&cfg.out)?;
+    let mut cluster = Cluster::start(&cfg.wharf, &cfg.out.join("cluster"), cfg.regions).await?;
+    let start = Instant::now();
+    let until = start + cfg.duration;
+    let record = Arc::new(Mutex::new(Record::default()));
+    let http = reqwest::Client::new();
+    let bases: Vec<String> = cluster.nodes.iter().map(|n| n.url("")).collect();
+    let client = |process: u64, region: usize| Client {
+        process,
+        base: bases[region].clone(),
+        http: http.clone(),
+        start,
+        keys: cfg.keys,
+        pause: Duration::from_millis(1000 / u64::from(cfg.rate.max(1))),
+        record: record.clone(),
+    };
+    let mut tasks = Vec::new();
+    for r in 0..cfg.regions {
+        for c in 0..cfg.clients_per_region {
+            let cl = client((r * 100 + c) as u64, r);
+            tasks.push(tokio::spawn(async move {
+                let mut seq = 0;
+                cl.run(until, &mut seq).await;
+            }));
+        }
+    }
+    let mut nemesis = Nemesis::new(cfg.faults.clone(), cfg.fault_for, cfg.quiet_for, start);
+    let healed = nemesis.run(&mut cluster, until).await;
+    eprintln!("[run] faults over; waiting for clients to finish");
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut reasons = Vec::new();
+    let mut checks = BTreeMap::new();
+    if let Err(e) = healed {
+        reasons.push(format!(
+            "the cluster did not recover after the faults healed: {e}"
+        ));
+    }
+
+    eprintln!("[run] final reads in every region");
+    // Final reads of every key in every region, part of the history.
+    for r in 0..cfg.regions {
+        let cl = client(9000 + r as u64, r);
+        for k in 0..cfg.keys {
+            cl.read(&format!("t{k}")).await;
+        }
+    }
+
+    // Durability: every acknowledged push, byte-exact, in every region.
+    eprintln!("[run] waiting for the mover to drain");
+    let drain = drained(&cluster, Duration::from_secs(120)).await;
+    eprintln!("[run] checking durability, convergence, linearizability");
+    let acked = record
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .acked
+        .clone();
+    let mut missing = Vec::new();
+    for a in &acked {
+        for n in &cluster.nodes {
+            let m = http
+                .get(n.url(&format!("/v2/{REPO}/manifests/{}", a.digest)))
+                .header("accept", "application/vnd.oci.image.manifest.v1+json")
+                .basic_auth(USER, Some(PASSWORD))
+                .send()
+                .await;
+            let ok = match m {
+                Ok(r) if r.status() == 200 => r
+                    .bytes()
+                    .await
+                    .is_ok_and(|b| b[..] == a.manifest[..] && sha(&b) == a.digest),
+                _ => false,
+            };
+            if !ok {
+                missing.push(format!("manifest {} in {}", a.digest, n.region));
+            }
+            let hexd = &a.config_digest[7..];
+            let file = n
+                .dir
+                .join("data/blobs/blobs/sha256")
+                .join(&hexd[..2])
+                .join(hexd);
+            match std::fs::read(&file) {
+                Ok(b) if b == a.config && sha(&b) == a.config_digest => {}
+                _ => missing.push(format!("blob {} in {}'s store", a.config_digest, n.region)),
+            }
+        }
+    }
+    checks.insert(
+        "durability".into(),
+        format!(
+            "{} acknowledged pushes checked in {} regions: {}",
+            acked.len(),
+            cfg.regions,
+            if missing.is_empty() {
+                "all present, byte-exact".to_string()
+            } else {
+                format!("{} missing", missing.len())
+            }
+        ),
+    );
+    if let Err(e) = &drain {
+        reasons.push(e.clone());
+    }
+    for m in missing.iter().take(20) {
+        reasons.push(format!("acknowledged but missing: {m}"));
+    }
+
+    // Convergence: every region lists the same tags with the same targets.
+    let mut views = Vec::new();
+    for n in &cluster.nodes {
+        let mut view = BTreeMap::new();
+        for k in 0..cfg.keys {
+            let key = format!("t{k}");
+            let r = http
+                .head(n.url(&format!("/v2/{REPO}/manifests/{key}")))
+                .header("accept", "application/vnd.oci.image.manifest.v1+json")
+                .basic_auth(USER, Some(PASSWORD))
+                .send()
+                .await;
+            let v = match r {
+                Ok(r) if r.status() == 200 => r
+                    .headers()
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("?")
+                    .to_string(),
+                Ok(r) => format!("HTTP {}", r.status().as_u16()),
+                Err(e) => format!("error {e}"),
+            };
+            view.insert(key, v);
+        }
+        views.push((n.region.clone(), view));
+    }
+    let converged = views.windows(2).all(|w| w[0].1 == w[1].1);
+    checks.insert(
+        "convergence".into(),
+        if converged {
+            "every region answers the same tags".into()
+        } else {
+            format!("regions disagree: {views:?}")
+        },
+    );
+    if !converged {
+        reasons.push(format!("regions disagree after healing: {views:?}"));
+    }
+
+    // Linearizability of every tag. The history is written first, so it
+    // survives a checker that runs long.
+    let history = record
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .history
+        .clone();
+    write_history(&cfg.out, &history)?;
+    let report = linearizable::check(&history);
+    checks.insert(
+        "linearizability".into(),
+        format!(
+            "{} operations on {} tags: {}",
+            report.operations,
+            report.keys,
+            if report.valid() {
+                "linearizable".to_string()
+            } else {
+                format!("{} tags not linearizable", report.violations.len())
+            }
+        ),
+    );
+    for v in &report.violations {
+        reasons.push(v.explanation.clone());
+    }
+
+    let count = |o: Outcome| history.iter().filter(|h| h.outcome == o).count();
+    let verdict = Verdict {
+        valid: reasons.is_empty(),
+        reasons,
+        operations: history.len(),
+        acknowledged_writes: acked.len(),
+        unknown_outcomes: count(Outcome::Unknown),
+        failed: count(Outcome::Failed),
+        faults_injected: nemesis
+            .timeline
+            .iter()
+            .filter(|e| {
+                !e.action.starts_with("heal")
+                    && !e.action.starts_with("restart")
+                    && !e.action.starts_with("SIGCONT")
+            })
+            .count(),
+        checks,
+    };
+    write_results(&cfg.out, cfg, &history, &nemesis, &verdict)?;
+    Ok(verdict)
+}
+
+fn write_results(
+    out: &Path,
+    cfg: &RunConfig,
+    history: &[crate::history::Operation],
+    nemesis: &Nemesis,
+    verdict: &Verdict,
+) -> std::io::Result<()> {
+    write_history(out, history)?;
+    std::fs::write(
+        out.join("nemesis.json"),
+        serde_json::to_vec_pretty(&nemesis.timeline).unwrap_or_default(),
+    )?;
+    std::fs::write(
+        out.join("verdict.json"),
+        serde_json::to_vec_pretty(verdict).unwrap_or_default(),
+    )?;
+    let mut md = format!(
+        "# Jepsen-style run: {}\n\n- regions: {}, clients per region: {}, tags: {}, duration: {:?}\n- faults: {:?} ({:?} each, {:?} quiet between)\n- operations: {}, acknowledged writes: {}, unknown outcomes: {}, failed: {}, faults injected: {}\n\n## Checks\n\n",
+        if verdict.valid { "VALID" } else { "INVALID" },
+        cfg.regions,
+        cfg.clients_per_region,
+        cfg.keys,
+        cfg.duration,
+        cfg.faults.iter().map(|f| f.name()).collect::<Vec<_>>(),
+        cfg.fault_for,
+        cfg.quiet_for,
+        verdict.operations,
+        verdict.acknowledged_writes,
+        verdict.unknown_outcomes,
+        verdict.failed,
+        verdict.faults_injected,
+    );
+    for (k, v) in &verdict.checks {
+        md.push_str(&format!("- **{k}**: {v}\n"));
+    }
+    if !verdict.reasons.is_empty() {
+        md.push_str("\n## Why it failed\n\n");
+        for r in &verdict.reasons {
+            md.push_str(&format!("- {r}\n"));
+        }
+    }
+    md.push_str("\n## Nemesis timeline\n\n");
+    for e in &nemesis.timeline {
+        md.push_str(&format!(
+            "- {:>8.1} s  {}\n",
+            e.at_ms as f64 / 1000.0,
+            e.action
+        ));
+    }
+    std::fs::write(out.join("verdict.md"), md)
+}
+
+fn write_history(out: &Path, history: &[crate::history::Operation]) -> std::io::Result<()> {
+    let mut h = String::new();
+    for op in history {
+        h.push_str(&serde_json::to_string(op).unwrap_or_default());
+        h.push('\n');
+    }
+    std::fs::write(out.join("history.jsonl"), h)
+}
