@@ -25,10 +25,11 @@ struct Args {
     /// Tags (registers) the clients share.
     #[arg(long, default_value_t = 4)]
     keys: usize,
-    /// Operations per second per client, at most.
+    /// Operations per second per client, at most (0: no limit).
     #[arg(long, default_value_t = 10)]
     rate: u32,
-    /// Faults to draw from: kill, pause, isolate-leader, isolate, split.
+    /// Faults to draw from: kill, pause, isolate-leader, isolate, split
+    /// (or "none": clients only, e.g. to measure).
     #[arg(
         long,
         value_delimiter = ',',
@@ -49,7 +50,7 @@ struct Args {
 fn main() {
     let a = Args::parse();
     let mut faults = Vec::new();
-    for f in &a.faults {
+    for f in a.faults.iter().filter(|f| *f != "none") {
         match Fault::parse(f) {
             Some(x) => faults.push(x),
             None => {

@@ -23,7 +23,7 @@ pub struct RunConfig {
     pub duration: Duration,
     pub clients_per_region: usize,
     pub keys: usize,
-    /// Operations per second per client, at most.
+    /// Operations per second per client, at most (0: no limit).
     pub rate: u32,
     pub faults: Vec<Fault>,
     pub fault_for: Duration,
@@ -96,7 +96,11 @@ pub async fn run(cfg: &RunConfig) -> std::io::Result<Verdict> {
         http: http.clone(),
         start,
         keys: cfg.keys,
-        pause: Duration::from_millis(1000 / u64::from(cfg.rate.max(1))),
+        // 0: as fast as the cluster answers.
+        pause: Duration::from_millis(match cfg.rate {
+            0 => 0,
+            r => 1000 / u64::from(r),
+        }),
         record: record.clone(),
     };
     let mut tasks = Vec::new();
