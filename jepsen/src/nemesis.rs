@@ -57,6 +57,8 @@ pub struct Nemesis {
     pub fault_for: Duration,
     pub quiet_for: Duration,
     pub timeline: Vec<Event>,
+    /// Faults injected so far.
+    pub injected: usize,
     start: Instant,
 }
 
@@ -72,6 +74,7 @@ impl Nemesis {
             fault_for,
             quiet_for,
             timeline: Vec::new(),
+            injected: 0,
             start,
         }
     }
@@ -99,6 +102,7 @@ impl Nemesis {
                 .faults
                 .choose(&mut rand::thread_rng())
                 .unwrap_or(&Fault::Kill);
+            self.injected += 1;
             let victim = rand::thread_rng().gen_range(0..n);
             match fault {
                 Fault::Kill => {

@@ -269,15 +269,7 @@ pub async fn run(cfg: &RunConfig) -> std::io::Result<Verdict> {
         acknowledged_writes: acked.len(),
         unknown_outcomes: count(Outcome::Unknown),
         failed: count(Outcome::Failed),
-        faults_injected: nemesis
-            .timeline
-            .iter()
-            .filter(|e| {
-                !e.action.starts_with("heal")
-                    && !e.action.starts_with("restart")
-                    && !e.action.starts_with("SIGCONT")
-            })
-            .count(),
+        faults_injected: nemesis.injected,
         checks,
     };
     write_results(&cfg.out, cfg, &history, &nemesis, &verdict)?;

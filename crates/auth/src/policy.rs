@@ -95,19 +95,12 @@ pub fn scope_matches(pattern: &str, repo: &str) -> bool {
 /// Check a role scope or scope-map repository pattern.
 pub fn validate_pattern(pattern: &str) -> Result<(), AuthError> {
     let name = pattern.strip_suffix("/*").unwrap_or(pattern);
-    if pattern.is_empty() || pattern == "*" || wharf_meta_name_ok(name) {
+    if pattern.is_empty() || pattern == "*" || wharf_oci::validate_repository(name).is_ok() {
         return Ok(());
     }
     Err(AuthError::BadRequest(format!(
         "{pattern:?} is not a repository name, \"prefix/*\" or \"*\""
     )))
-}
-
-fn wharf_meta_name_ok(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b))
 }
 
 /// The authenticated caller of a request.

@@ -101,7 +101,12 @@ fn region_name(i: usize) -> String {
         .map_or_else(|| format!("region-{i}"), |s| s.to_string())
 }
 
-fn node_config(args: &UpArgs, i: usize, dir: &Path) -> Result<ServeConfig, NodeError> {
+fn node_config(
+    args: &UpArgs,
+    i: usize,
+    dir: &Path,
+    ca: Option<&crate::tls::LocalCa>,
+) -> Result<ServeConfig, NodeError> {
     let peers = (1..=args.regions)
         .map(|j| {
             Ok(wharf_consensus::Peer {
@@ -138,17 +143,19 @@ fn node_config(args: &UpArgs, i: usize, dir: &Path) -> Result<ServeConfig, NodeE
             cluster_key_file: Some(args.data_dir.join(CLUSTER_KEY_FILE)),
             ..Default::default()
         },
-        tls: node_tls(args, i)?,
+        tls: node_tls(ca, i)?,
         ..ServeConfig::default()
     })
 }
 
-/// With --tls: node i's certificate from the local CA, HTTPS, peer mTLS.
-fn node_tls(args: &UpArgs, i: usize) -> Result<crate::config::TlsSettings, NodeError> {
-    if !args.tls {
+/// With --tls (a local CA): node i's certificate, HTTPS, peer mTLS.
+fn node_tls(
+    ca: Option<&crate::tls::LocalCa>,
+    i: usize,
+) -> Result<crate::config::TlsSettings, NodeError> {
+    let Some(ca) = ca else {
         return Ok(Default::default());
-    }
-    let ca = crate::tls::LocalCa::open(&args.tls_dir())?;
+    };
     let (cert, key) = ca.node_cert(&format!("node-{i}"), &["127.0.0.1", "localhost"])?;
     Ok(crate::config::TlsSettings {
         cert_file: Some(cert),
@@ -371,14 +378,16 @@ pub async fn run(args: UpArgs) -> Result<(), NodeError> {
     if wan_enabled(&args) {
         start_wan(&args).await?;
     }
-    if args.tls {
-        crate::tls::LocalCa::open(&args.tls_dir())?;
-    }
+    let ca = if args.tls {
+        Some(crate::tls::LocalCa::open(&args.tls_dir())?)
+    } else {
+        None
+    };
     let http = client(&args)?;
     let mut nodes = Vec::new();
     for i in 1..=args.regions {
         let dir = args.data_dir.join(format!("node-{i}"));
-        let cfg = node_config(&args, i, &dir)?;
+        let cfg = node_config(&args, i, &dir, ca.as_ref())?;
         nodes.push(spawn(&cfg, &dir, args.scheme())?);
     }
     for n in nodes.iter_mut() {

@@ -114,7 +114,6 @@ pub fn auth_error(e: AuthError, challenge: Option<String>) -> ApiError {
         }
         AuthError::Store(s) => return ApiError::from(s),
         AuthError::Key(_) => return ApiError::internal(e),
-        AuthError::BadRequest(_) => ApiError::new(ErrorCode::Unauthorized, e.to_string()),
         _ => ApiError::new(ErrorCode::Unauthorized, e.to_string()),
     };
     match challenge {
@@ -191,20 +190,23 @@ impl Caller {
     /// the client should fetch one) or 403 DENIED (the identity lacks it).
     pub fn require(&self, app: &App, repo: &str, action: Action) -> ApiResult<()> {
         let access = access_settings(app)?;
-        let scope_actions = match action {
-            Action::Pull | Action::MetadataRead => "pull",
-            Action::Push | Action::MetadataWrite => "pull,push",
-            Action::Delete => "delete",
+        // Built only for refusals: this runs on every request.
+        let scope = || {
+            let actions = match action {
+                Action::Pull | Action::MetadataRead => "pull",
+                Action::Push | Action::MetadataWrite => "pull,push",
+                Action::Delete => "delete",
+            };
+            format!("repository:{repo}:{actions}")
         };
-        let scope = format!("repository:{repo}:{scope_actions}");
         if self.subject.may(repo, action, &access) {
             if self.token_allows(repo, action) {
                 return Ok(());
             }
-            return Err(self.unauthorized(Some(&scope), "the token does not grant this access"));
+            return Err(self.unauthorized(Some(&scope()), "the token does not grant this access"));
         }
         if self.subject.is_anonymous() {
-            return Err(self.unauthorized(Some(&scope), "authentication required"));
+            return Err(self.unauthorized(Some(&scope()), "authentication required"));
         }
         Err(ApiError::new(
             ErrorCode::Denied,
