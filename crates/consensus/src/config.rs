@@ -77,4 +77,6 @@ pub struct ConsensusConfig {
     pub peer_overrides: std::collections::BTreeMap<NodeId, String>,
     /// None: plain-text gRPC between peers.
     pub peer_tls: Option<PeerTls>,
+    /// Start fenced until this Unix time in ms (a fence survives restarts).
+    pub fenced_until_ms: Option<u64>,
 }

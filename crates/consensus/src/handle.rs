@@ -15,6 +15,7 @@ use wharf_meta::{Command, MetaStore, Response};
 use crate::codec::{decode, encode};
 use crate::config::ConsensusConfig;
 use crate::error::ConsensusError;
+use crate::fence::{now_unix_ms, Fence};
 use crate::log_store::LogStore;
 use crate::network::{self, NetworkFactory, Rpc};
 use crate::pb::raft_client::RaftClient;
@@ -42,6 +43,9 @@ pub struct Status {
     /// On the leader: entries each other member is behind its log.
     #[serde(default)]
     pub follower_lag: BTreeMap<NodeId, u64>,
+    /// Fenced: out of the group until the fence is lifted or expires.
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 pub struct Consensus {
@@ -49,6 +53,7 @@ pub struct Consensus {
     meta: Arc<MetaStore>,
     applied: watch::Receiver<u64>,
     cfg: ConsensusConfig,
+    fence: Arc<Fence>,
     grpc_stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
     /// Reused clients for forwarding and read-index: (address, client).
     peer_clients: std::sync::Mutex<BTreeMap<NodeId, (String, RaftClient<Channel>)>>,
@@ -72,6 +77,7 @@ impl Consensus {
             Arc::new(applied_tx),
         )?;
 
+        let fence = Arc::new(Fence::new(None));
         let t = &cfg.timings;
         let config = Config {
             cluster_name: "wharf".into(),
@@ -90,6 +96,7 @@ impl Consensus {
                 cfg.node_id,
                 Arc::new(config),
                 NetworkFactory {
+                    fence: fence.clone(),
                     overrides: cfg.peer_overrides.clone(),
                     tls: cfg.peer_tls.as_ref().map(|t| t.client.clone()),
                 },
@@ -99,6 +106,9 @@ impl Consensus {
             .await
             .map_err(|e| ConsensusError::Raft(e.to_string()))?,
         );
+
+        // Before the peer port opens: a fenced node must not vote at all.
+        set_fence(&raft, &fence, cfg.fenced_until_ms);
 
         let listener = tokio::net::TcpListener::bind(cfg.grpc_listen).await?;
         let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
@@ -113,6 +123,18 @@ impl Consensus {
                 .tls_config(tls.server.clone())
                 .map_err(|e| ConsensusError::Raft(format!("peer TLS: {e}")))?;
         }
+        // Every peer service (Raft, forwarding, blob transfer) goes dark
+        // while fenced; UNAVAILABLE is what callers treat as "unreachable".
+        let gate = fence.clone();
+        let builder = builder.layer(tonic::service::interceptor(
+            move |req: tonic::Request<()>| {
+                if gate.is_fenced() {
+                    Err(tonic::Status::unavailable("this node is fenced"))
+                } else {
+                    Ok(req)
+                }
+            },
+        ));
         tokio::spawn(async move {
             let served = builder
                 .initial_stream_window_size(Some(network::WINDOW_STREAM_BYTES))
@@ -155,6 +177,7 @@ impl Consensus {
             meta,
             applied,
             cfg,
+            fence,
             grpc_stop: std::sync::Mutex::new(Some(stop_tx)),
             peer_clients: std::sync::Mutex::new(BTreeMap::new()),
         }))
@@ -166,6 +189,25 @@ impl Consensus {
             .peer_overrides
             .get(&id)
             .map_or(node.grpc.as_str(), String::as_str)
+    }
+
+    /// Fence this node until `until_ms` (Unix ms), or lift the fence
+    /// (None). The caller persists it first, so it survives a restart.
+    pub fn set_fence(&self, until_ms: Option<u64>) {
+        set_fence(&self.raft, &self.fence, until_ms);
+    }
+
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    fn refuse_if_fenced(&self) -> Result<(), ConsensusError> {
+        if self.fence.is_fenced() {
+            return Err(ConsensusError::Unavailable(
+                "this region is fenced (a drill or maintenance): use another region".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Every member of the group (voters and learners) with its address.
@@ -219,6 +261,7 @@ impl Consensus {
                     (*id, m.last_log_index.unwrap_or(0).saturating_sub(at))
                 })
                 .collect(),
+            fenced: self.fence.is_fenced(),
         }
     }
 
@@ -235,6 +278,7 @@ impl Consensus {
     /// Propose `cmd` and return its apply result once it is committed by a
     /// majority and applied on this node.
     pub async fn write(&self, cmd: Command) -> Result<Response, ConsensusError> {
+        self.refuse_if_fenced()?;
         let deadline = self.deadline();
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -359,6 +403,7 @@ impl Consensus {
     /// Linearizable read barrier (read-index): when it returns, local state
     /// reflects every write acknowledged anywhere before the call.
     pub async fn read_barrier(&self) -> Result<(), ConsensusError> {
+        self.refuse_if_fenced()?;
         let deadline = self.deadline();
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -458,4 +503,29 @@ impl Consensus {
             tracing::warn!(error = %e, "syncing metadata at shutdown");
         }
     }
+}
+
+/// Apply a fence to Raft: no elections and no heartbeats while it holds (a
+/// fenced node that campaigned would come back with an inflated term and
+/// depose the leader the others elected). The fence lifts itself when it
+/// expires, unless a newer one replaced it meanwhile.
+fn set_fence(raft: &Arc<Raft>, fence: &Arc<Fence>, until_ms: Option<u64>) {
+    let until_ms = until_ms.filter(|u| *u > now_unix_ms());
+    fence.set(until_ms);
+    let active = until_ms.is_none();
+    raft.runtime_config().elect(active);
+    raft.runtime_config().heartbeat(active);
+    let Some(until) = until_ms else {
+        tracing::info!("fence lifted: rejoining the group");
+        return;
+    };
+    tracing::warn!(until_unix_ms = until, "fenced: out of the group");
+    let (raft, fence) = (raft.clone(), fence.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(until.saturating_sub(now_unix_ms()))).await;
+        // Only the fence this task was started for; not a newer one.
+        if fence.raw_until() == until {
+            set_fence(&raft, &fence, None);
+        }
+    });
 }

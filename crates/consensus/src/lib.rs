@@ -13,6 +13,7 @@
 mod codec;
 mod config;
 mod error;
+mod fence;
 mod handle;
 mod log_store;
 mod network;
@@ -26,5 +27,6 @@ pub mod pb {
 
 pub use config::{ConsensusConfig, Peer, PeerTls, RaftTimings};
 pub use error::ConsensusError;
+pub use fence::{now_unix_ms, Fence};
 pub use handle::{Consensus, Status};
 pub use types::{NodeId, NodeInfo, TypeConfig};

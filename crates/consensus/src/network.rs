@@ -2,6 +2,7 @@
 //! payloads; the remote side answers `Result<Response, RaftError>` so that
 //! openraft sees remote errors as remote errors, not transport failures.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -17,6 +18,7 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::codec::{decode, encode};
+use crate::fence::Fence;
 use crate::pb::raft_client::RaftClient;
 use crate::pb::Payload;
 use crate::types::{NodeId, NodeInfo, TypeConfig};
@@ -82,6 +84,8 @@ pub async fn call(
 
 /// Creates Raft clients, dialing overridden addresses where configured.
 pub struct NetworkFactory {
+    /// While fenced, no Raft message leaves this node.
+    pub fence: Arc<Fence>,
     pub overrides: std::collections::BTreeMap<NodeId, String>,
     pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
@@ -93,6 +97,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         let addr = self.overrides.get(&target).unwrap_or(&node.grpc);
         PeerClient {
             target,
+            fence: self.fence.clone(),
             client: channel(addr, self.tls.as_ref())
                 .map(|c| {
                     RaftClient::new(c)
@@ -106,6 +111,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
 pub struct PeerClient {
     target: NodeId,
+    fence: Arc<Fence>,
     client: Result<RaftClient<Channel>, String>,
 }
 
@@ -121,6 +127,11 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        if self.fence.is_fenced() {
+            return Err(RPCError::Unreachable(Unreachable::new(
+                &std::io::Error::other("this node is fenced"),
+            )));
+        }
         let client = match &mut self.client {
             Ok(c) => c,
             Err(e) => {

@@ -43,6 +43,7 @@ fn peers(n: u64) -> Vec<Peer> {
 async fn start(dir: &std::path::Path, me: &Peer, all: &[Peer]) -> Arc<Consensus> {
     Consensus::start(
         ConsensusConfig {
+            fenced_until_ms: None,
             node_id: me.id,
             region: me.region.clone(),
             data_dir: dir.join(format!("n{}", me.id)),

@@ -15,6 +15,10 @@ pub struct NodeDirectory {
 
 impl Directory for NodeDirectory {
     fn holders(&self, digest: &Digest) -> Vec<Holder> {
+        // A fenced region is cut off: it fetches nothing from the others.
+        if self.consensus.fence().is_fenced() {
+            return Vec::new();
+        }
         let regions = match self.consensus.meta().blob(digest.as_str()) {
             Ok(Some(r)) => r.regions,
             _ => return Vec::new(),
@@ -31,6 +35,9 @@ impl Directory for NodeDirectory {
     }
 
     fn missing(&self, limit: usize) -> Vec<(Digest, u64)> {
+        if self.consensus.fence().is_fenced() {
+            return Vec::new();
+        }
         match self.consensus.meta().blobs_missing_in(&self.region, limit) {
             Ok(list) => list
                 .into_iter()

@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod directory;
 mod error;
+mod fence;
 mod http;
 mod metrics;
 mod registrar;
@@ -58,6 +59,8 @@ enum Command {
     SigningKey(cli::identity::IdentityArgs<cli::identity::SigningKeyVerb>),
     /// Anonymous pull on or off.
     Access(cli::identity::IdentityArgs<cli::identity::AccessVerb>),
+    /// Failover drills against a running cluster (region-outage).
+    Drill(cli::drill::DrillArgs),
 }
 
 #[derive(clap::Args)]
@@ -180,6 +183,13 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
         Command::Credential(args) => cli::identity::credential(args).await,
         Command::SigningKey(args) => cli::identity::signing_key(args).await,
         Command::Access(args) => cli::identity::access(args).await,
+        Command::Drill(args) => {
+            let code = cli::drill::run(args).await;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
     }
 }
 

@@ -103,6 +103,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
                 .map(|r| (r.node, r.via.clone()))
                 .collect(),
             peer_tls: peer_tls.clone(),
+            fenced_until_ms: crate::fence::load(&cfg.data_dir)?,
         },
         peer_services,
     )
@@ -140,6 +141,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         fetcher,
         mover_queue,
         region: cfg.region.clone(),
+        data_dir: cfg.data_dir.clone(),
         reads: cfg.reads,
         metrics: Metrics::default(),
         auth: wharf_auth::Authority::new(cfg.auth.auth_config(), cluster_key),

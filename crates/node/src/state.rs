@@ -22,6 +22,8 @@ pub struct AppState {
     /// Blobs this region still has to copy (the replicator's last scan).
     pub mover_queue: Arc<std::sync::atomic::AtomicU64>,
     pub region: String,
+    /// This node's data directory (its fence is recorded there).
+    pub data_dir: std::path::PathBuf,
     pub reads: ReadConsistency,
     pub metrics: Metrics,
     pub auth: wharf_auth::Authority,

@@ -2,6 +2,7 @@
 //! Listings are linearizable: each starts with a read barrier, so what an
 //! operator sees includes every write acknowledged before the request.
 
+mod fence;
 mod identities;
 mod images;
 mod replications;
@@ -58,6 +59,10 @@ pub fn router() -> Router<App> {
         .route(
             "/access",
             get(identities::get_access).put(identities::put_access),
+        )
+        .route(
+            "/fence",
+            get(fence::show).put(fence::set).delete(fence::lift),
         )
         .route(
             "/replications",

@@ -92,6 +92,8 @@ pub async fn list(
     for ((id, node), probe) in members.into_iter().zip(probes) {
         let missing = app.meta().blobs_missing_in(&node.region, usize::MAX)?;
         let (health, role, applied) = match probe {
+            // Fenced: it answers, but serves no client and casts no vote.
+            Ok(s) if s.fenced => ("fenced".to_string(), Some(s.role), Some(s.applied_index)),
             Ok(s) => ("ok".to_string(), Some(s.role), Some(s.applied_index)),
             Err(e) => (e, None, None),
         };

@@ -1,6 +1,7 @@
 //! The admin verbs: a client of the management API.
 
 pub mod client;
+pub mod drill;
 pub mod identity;
 pub mod output;
 pub mod replication;

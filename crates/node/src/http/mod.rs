@@ -45,6 +45,7 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(app.clone(), fence_gate))
         .layer(middleware::from_fn_with_state(app.clone(), common_headers))
         .with_state(app)
 }
@@ -63,6 +64,32 @@ async fn common_headers(State(app): State<App>, req: Request, next: Next) -> Res
         HeaderValue::from_static(headers::API_VERSION_VALUE),
     );
     resp
+}
+
+/// What a fenced node still answers: liveness, metrics, its status and its
+/// fence (so the fence can be lifted). Everything else gets 503.
+fn open_while_fenced(path: &str) -> bool {
+    matches!(
+        path,
+        "/healthz" | "/metrics" | "/api/v1/status" | "/api/v1/fence"
+    )
+}
+
+/// A fenced node serves no client: 503 UNAVAILABLE, as a region that is
+/// down would look to a load balancer (and /readyz says so too).
+async fn fence_gate(State(app): State<App>, req: Request, next: Next) -> Response {
+    if app.consensus.fence().is_fenced() && !open_while_fenced(req.uri().path()) {
+        return ApiError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "region {} is fenced (a drill or maintenance): use another region",
+                app.region
+            ),
+        )
+        .with_header("retry-after", "5".into())
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// GET /v2/: 200 for any authenticated caller (how `docker login` checks
@@ -109,6 +136,11 @@ async fn metrics(State(app): State<App>) -> Response {
             "wharf_raft_last_log_index",
             "Last Raft log index on this node",
             s.last_log_index,
+        ),
+        (
+            "wharf_fenced",
+            "1 while this node is fenced out of the group",
+            u64::from(s.fenced),
         ),
         (
             "wharf_raft_is_leader",
