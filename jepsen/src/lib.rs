@@ -8,5 +8,4 @@ pub mod cluster;
 pub mod history;
 pub mod linearizable;
 pub mod nemesis;
-pub mod proxy;
 pub mod run;

@@ -28,12 +28,13 @@ struct Args {
     /// Operations per second per client, at most (0: no limit).
     #[arg(long, default_value_t = 10)]
     rate: u32,
-    /// Faults to draw from: kill, pause, isolate-leader, isolate, split
-    /// (or "none": clients only, e.g. to measure).
+    /// Faults to draw from: kill, pause, isolate-leader, isolate, split,
+    /// bridge, slow, lossy, flap, wipe (or "none": clients only, e.g. to
+    /// measure).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "kill,pause,isolate-leader,isolate,split"
+        default_value = "kill,pause,isolate-leader,isolate,split,bridge,slow,lossy,flap,wipe"
     )]
     faults: Vec<String>,
     /// How long each fault lasts, in seconds.
@@ -54,7 +55,8 @@ fn main() {
         match Fault::parse(f) {
             Some(x) => faults.push(x),
             None => {
-                eprintln!("unknown fault {f:?}: kill, pause, isolate-leader, isolate, split");
+                let names: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
+                eprintln!("unknown fault {f:?}: one of {}", names.join(", "));
                 std::process::exit(2);
             }
         }

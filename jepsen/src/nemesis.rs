@@ -1,13 +1,19 @@
 //! Faults, injected one at a time on a schedule, each healed before the
 //! next: kill -9 and restart, SIGSTOP and SIGCONT, isolating a node (the
-//! leader or any), and splitting majority from minority. Every action is
-//! logged with its time for the report.
+//! leader or any), splitting majority from minority, a bridge (two sides
+//! that reach each other only through one node), slow, lossy and flapping
+//! links, and a region coming back with its disk wiped (a new node, through
+//! membership change). Faults are drawn in rounds: every kind once, in a
+//! random order, before any repeats. Every action is logged with its time
+//! for the report.
 
 use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::Serialize;
+
+use wharf_netem::LinkSpec;
 
 use crate::cluster::Cluster;
 
@@ -19,15 +25,41 @@ pub enum Fault {
     IsolateLeader,
     Isolate,
     Split,
+    Bridge,
+    Slow,
+    Lossy,
+    Flap,
+    Wipe,
 }
 
+/// A region behind a slow line: 150 ms one way (300 ms round trips on top
+/// of Raft's 100 ms heartbeats) and 4 Mbit/s.
+const SLOW: LinkSpec = LinkSpec {
+    one_way_delay: Duration::from_millis(150),
+    bytes_per_s: 500_000,
+    loss_pct: 0.0,
+};
+/// A lossy WAN: 20 ms one way, 20 % of pieces retransmitted.
+const LOSSY: LinkSpec = LinkSpec {
+    one_way_delay: Duration::from_millis(20),
+    bytes_per_s: 0,
+    loss_pct: 20.0,
+};
+/// A flapping link changes state this often (at random in this range).
+const FLAP_MS: std::ops::Range<u64> = 200..800;
+
 impl Fault {
-    pub const ALL: [Fault; 5] = [
+    pub const ALL: [Fault; 10] = [
         Fault::Kill,
         Fault::Pause,
         Fault::IsolateLeader,
         Fault::Isolate,
         Fault::Split,
+        Fault::Bridge,
+        Fault::Slow,
+        Fault::Lossy,
+        Fault::Flap,
+        Fault::Wipe,
     ];
 
     pub fn parse(s: &str) -> Option<Fault> {
@@ -41,6 +73,11 @@ impl Fault {
             Fault::IsolateLeader => "isolate-leader",
             Fault::Isolate => "isolate",
             Fault::Split => "split",
+            Fault::Bridge => "bridge",
+            Fault::Slow => "slow",
+            Fault::Lossy => "lossy",
+            Fault::Flap => "flap",
+            Fault::Wipe => "wipe",
         }
     }
 }
@@ -93,15 +130,17 @@ impl Nemesis {
     /// Inject faults until `until`, leaving the cluster healed.
     pub async fn run(&mut self, cluster: &mut Cluster, until: Instant) -> std::io::Result<()> {
         let n = cluster.nodes.len();
+        let mut round: Vec<Fault> = Vec::new();
         while Instant::now() + self.fault_for < until {
             tokio::time::sleep(self.quiet_for).await;
             if self.faults.is_empty() {
                 continue;
             }
-            let fault = *self
-                .faults
-                .choose(&mut rand::thread_rng())
-                .unwrap_or(&Fault::Kill);
+            if round.is_empty() {
+                round = self.faults.clone();
+                round.shuffle(&mut rand::thread_rng());
+            }
+            let Some(fault) = round.pop() else { continue };
             self.injected += 1;
             let victim = rand::thread_rng().gen_range(0..n);
             match fault {
@@ -142,6 +181,68 @@ impl Nemesis {
                     cluster.split(&minority);
                     tokio::time::sleep(self.fault_for).await;
                     self.log("heal network".into());
+                    cluster.heal();
+                }
+                Fault::Bridge => {
+                    // Two sides that reach each other only through the
+                    // bridge node (with 3 regions: 1 | bridge | 1).
+                    let mut idx: Vec<usize> = (0..n).collect();
+                    idx.shuffle(&mut rand::thread_rng());
+                    let bridge = idx[0];
+                    let rest = &idx[1..];
+                    let (a, b) = rest.split_at(rest.len() / 2);
+                    self.log(format!(
+                        "bridge: {:?} | {} | {:?}",
+                        a.iter().map(|i| i + 1).collect::<Vec<_>>(),
+                        bridge + 1,
+                        b.iter().map(|i| i + 1).collect::<Vec<_>>()
+                    ));
+                    cluster.cut_between(a, b);
+                    tokio::time::sleep(self.fault_for).await;
+                    self.log("heal network".into());
+                    cluster.heal();
+                }
+                Fault::Slow | Fault::Lossy => {
+                    let (spec, what) = match fault {
+                        Fault::Slow => (SLOW, "slow"),
+                        _ => (LOSSY, "lossy"),
+                    };
+                    // Half the time one region's links, else every link.
+                    let target = rand::thread_rng().gen_bool(0.5).then_some(victim);
+                    self.log(match target {
+                        Some(t) => format!("{what} links at node {} ({spec:?})", t + 1),
+                        None => format!("{what} links everywhere ({spec:?})"),
+                    });
+                    cluster.shape(target, spec);
+                    tokio::time::sleep(self.fault_for).await;
+                    self.log("heal network".into());
+                    cluster.heal();
+                }
+                Fault::Wipe => {
+                    self.log(format!("kill -9 node {} and wipe its disk", victim + 1));
+                    cluster.kill(victim);
+                    tokio::time::sleep(self.fault_for).await;
+                    let id = cluster.rejoin_wiped(victim).await?;
+                    self.log(format!(
+                        "node {} rejoined empty as node id {id} (removed, re-added)",
+                        victim + 1
+                    ));
+                }
+                Fault::Flap => {
+                    self.log(format!("flap the links of node {}", victim + 1));
+                    let end = Instant::now() + self.fault_for;
+                    let mut flaps = 0;
+                    while Instant::now() < end {
+                        if flaps % 2 == 0 {
+                            cluster.isolate(victim);
+                        } else {
+                            cluster.heal();
+                        }
+                        flaps += 1;
+                        let ms = rand::thread_rng().gen_range(FLAP_MS);
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                    self.log(format!("heal network (after {flaps} flaps)"));
                     cluster.heal();
                 }
             }

@@ -451,18 +451,53 @@ impl Consensus {
 
     /// Add a region's node: it joins as a learner, catches up from the log
     /// or a snapshot, and is then promoted to voter. Call on the leader.
-    pub async fn add_voter(&self, id: NodeId, node: NodeInfo) -> Result<(), ConsensusError> {
+    /// A node that has not caught up within `catch_up` stays a learner and
+    /// the call fails: promoting it would shrink the group's tolerance
+    /// (a voter that cannot vote), and adding it again is safe.
+    pub async fn add_voter(
+        &self,
+        id: NodeId,
+        node: NodeInfo,
+        catch_up: Duration,
+    ) -> Result<(), ConsensusError> {
         let raft_err = |e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>| match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
                 ConsensusError::Unavailable("not the leader".into())
             }
             other => ConsensusError::Raft(other.to_string()),
         };
-        // Blocking: returns once the learner has caught up with the log.
-        self.raft
-            .add_learner(id, node, true)
+        // Not openraft's blocking mode: its wait gives up after 500 ms
+        // without saying so.
+        let added = self
+            .raft
+            .add_learner(id, node, false)
             .await
             .map_err(raft_err)?;
+        let goal = added.log_id.index;
+        let mut metrics = self.raft.metrics();
+        let caught_up = tokio::time::timeout(catch_up, async {
+            loop {
+                let matched = metrics
+                    .borrow()
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).cloned().flatten());
+                if matched.is_some_and(|m| m.index >= goal) {
+                    return true;
+                }
+                if metrics.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await;
+        if caught_up != Ok(true) {
+            return Err(ConsensusError::Unavailable(format!(
+                "node {id} joined as a learner but did not catch up within {} s, so it does \
+                 not vote: check that it runs and that the leader reaches it, then add it again",
+                catch_up.as_secs()
+            )));
+        }
         let mut voters: BTreeSet<NodeId> = self.status().voters.into_iter().collect();
         voters.insert(id);
         self.raft
@@ -511,12 +546,15 @@ impl Consensus {
 /// expires, unless a newer one replaced it meanwhile.
 fn set_fence(raft: &Arc<Raft>, fence: &Arc<Fence>, until_ms: Option<u64>) {
     let until_ms = until_ms.filter(|u| *u > now_unix_ms());
+    let was = fence.raw_until();
     fence.set(until_ms);
     let active = until_ms.is_none();
     raft.runtime_config().elect(active);
     raft.runtime_config().heartbeat(active);
     let Some(until) = until_ms else {
-        tracing::info!("fence lifted: rejoining the group");
+        if was != 0 {
+            tracing::info!("fence lifted: rejoining the group");
+        }
         return;
     };
     tracing::warn!(until_unix_ms = until, "fenced: out of the group");

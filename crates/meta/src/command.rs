@@ -78,6 +78,12 @@ pub enum Command {
     },
     /// Users, roles, tokens, signing keys, access settings.
     Identity(Box<IdentityCommand>),
+    /// `region` left the cluster (or rejoins with an empty store): it holds
+    /// no blob any more as far as the index is concerned, so the mover
+    /// copies everything into it again and nobody fetches from it.
+    ForgetRegion {
+        region: String,
+    },
 }
 
 /// The result of applying one command, returned to the proposer.

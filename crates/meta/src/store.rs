@@ -181,6 +181,7 @@ impl MetaStore {
             Command::UnlinkBlob { repo, digest } => self.unlink_blob(&mut batch, repo, digest)?,
             Command::DeleteRepository { repo } => self.delete_repository(&mut batch, repo)?,
             Command::Identity(c) => self.apply_identity(&mut batch, c)?,
+            Command::ForgetRegion { region } => self.forget_region(&mut batch, region)?,
         };
         if matches!(response, Response::Refused(_)) {
             // A refused command changes nothing but the applied index.
@@ -378,6 +379,20 @@ impl MetaStore {
                 if add_region(&mut record, region) {
                     batch.put_cf(self.cf(CF_BLOBS), b.digest.as_bytes(), encode(&record));
                 }
+            }
+        }
+        Ok(Response::Ok)
+    }
+
+    /// One pass over the blob index: proportional to the number of blobs,
+    /// which is acceptable for a membership change.
+    fn forget_region(&self, batch: &mut WriteBatch, region: &str) -> Result<Response, StoreError> {
+        for item in self.db.iterator_cf(self.cf(CF_BLOBS), IteratorMode::Start) {
+            let (k, v) = item?;
+            let mut record: BlobRecord = decode(CF_BLOBS, &v)?;
+            if let Ok(at) = record.regions.binary_search_by(|r| r.as_str().cmp(region)) {
+                record.regions.remove(at);
+                batch.put_cf(self.cf(CF_BLOBS), &k, encode(&record));
             }
         }
         Ok(Response::Ok)
@@ -848,6 +863,18 @@ mod tests {
             "unknown blobs are not invented"
         );
         assert_eq!(s.blobs_missing_in("r2", 10).unwrap().len(), 1);
+        // r2 leaves (or comes back wiped): everything is missing there again,
+        // and r1's copies are untouched.
+        s.apply(
+            &Command::ForgetRegion {
+                region: "r2".into(),
+            },
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.blob(&digest('2')).unwrap().unwrap().regions, vec!["r1"]);
+        assert_eq!(s.blobs_missing_in("r2", 10).unwrap().len(), 2);
+        assert!(s.blobs_missing_in("r1", 10).unwrap().is_empty());
     }
 
     #[test]

@@ -17,11 +17,11 @@ use wharf_blobstore::BlobStore;
 use wharf_oci::{Digest, Hasher};
 
 use crate::directory::{Directory, Holder};
-use crate::limiter::RateLimiter;
 use crate::pb::blob_transfer_client::BlobTransferClient;
 use crate::pb::FetchRequest;
 use crate::server::MESSAGE_MAX_BYTES;
 use crate::transfer::{Transfer, TransferState};
+use wharf_netem::RateLimiter;
 
 /// HTTP/2 flow-control window of a blob transfer.
 const WINDOW_BYTES: u32 = 16 << 20;

@@ -7,7 +7,6 @@
 
 mod directory;
 mod fetcher;
-mod limiter;
 mod replicator;
 mod server;
 mod transfer;
@@ -18,7 +17,6 @@ pub mod pb {
 
 pub use directory::{Directory, Holder};
 pub use fetcher::{FetchLimits, Fetcher, FetcherStats, Priority};
-pub use limiter::RateLimiter;
 pub use replicator::{run_replicator, ReplicatorConfig};
 pub use server::service;
 pub use transfer::{Transfer, TransferState};

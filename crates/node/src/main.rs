@@ -15,7 +15,6 @@ mod serve;
 mod state;
 mod tls;
 mod up;
-mod wan;
 
 use std::path::PathBuf;
 

@@ -221,7 +221,7 @@ async fn owner_credentials(
 
 /// Start one proxy per directed link between regions.
 async fn start_wan(args: &UpArgs) -> Result<(), NodeError> {
-    let spec = crate::wan::LinkSpec {
+    let spec = wharf_netem::LinkSpec {
         one_way_delay: Duration::from_millis(args.wan_rtt_ms / 2),
         bytes_per_s: args.wan_bandwidth_mbit * 1_000_000 / 8,
         loss_pct: args.wan_loss_pct,
@@ -235,7 +235,8 @@ async fn start_wan(args: &UpArgs) -> Result<(), NodeError> {
                     "emulated link {i}->{j} cannot listen on {listen}: {e}"
                 ))
             })?;
-            tokio::spawn(crate::wan::run_link(listener, upstream, spec));
+            // Lives as long as the runtime: `wharf up` runs until Ctrl-C.
+            wharf_netem::Link::start(listener, upstream, spec);
         }
     }
     Ok(())

@@ -370,6 +370,41 @@ async fn replications_are_listed_added_and_removed() {
         format!("127.0.0.1:{grpc}"),
     ])
     .collect();
+    // Not running yet: it cannot catch up, so it must not become a voter
+    // (a voter that cannot vote would cost the group its fault tolerance).
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .envs(common::owner_env())
+        .args(["replication", "--endpoint", &endpoint, "create"])
+        .args([
+            "--region",
+            "us-west",
+            "--node-id",
+            "4",
+            "--catch-up-timeout-s",
+            "2",
+        ])
+        .args(["--grpc", &format!("127.0.0.1:{grpc}"), "--http"])
+        .arg(format!("http://127.0.0.1:{http}"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "a dead node was promoted");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("did not catch up"), "{err}");
+    let status = wharf_json(&endpoint, &["replication", "list"]);
+    assert_eq!(
+        status.as_array().unwrap().len(),
+        4,
+        "it stays, as a learner"
+    );
+    let s: serde_json::Value = serde_json::from_slice(
+        &common::curl_owner(&format!("{endpoint}/api/v1/status"))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(!s["voters"].as_array().unwrap().contains(&4.into()), "{s}");
+    // Started, the same create completes.
     let mut fourth = common::Node::launch(&ndir, http, grpc, args);
     wharf_json(
         &endpoint,
@@ -424,6 +459,24 @@ async fn replications_are_listed_added_and_removed() {
         .collect();
     assert_eq!(regions.len(), 3, "{regions:?}");
     assert!(!regions.contains(&"us-west"));
+    // A removed region holds nothing as far as the cluster knows: were it
+    // to come back with an empty disk, the mover would fill it again.
+    let image = wharf_json(
+        &endpoint,
+        &[
+            "repository",
+            "show",
+            "--image",
+            "rep/app:v1",
+            "--replication",
+        ],
+    );
+    for b in image["layers"].as_array().unwrap() {
+        assert_eq!(
+            b["regions"],
+            serde_json::json!(["ap-south", "eu-west", "us-east"])
+        );
+    }
 }
 
 // On-demand fetch alone (background replication off): concurrent pulls of a

@@ -9,12 +9,15 @@ use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use wharf_consensus::{NodeInfo, Status};
+use wharf_meta::Command;
 use wharf_oci::ErrorCode;
 
 use crate::http::access::Caller;
 use crate::http::error::{ApiError, ApiResult};
 use crate::state::App;
 
+/// How long a joining node may take to catch up before it votes.
+const JOIN_CATCH_UP_S: u64 = 120;
 /// How long a region may take to answer a status probe.
 const PROBE_TIMEOUT_MS: u64 = 1500;
 
@@ -120,6 +123,9 @@ pub struct NewRegion {
     pub grpc: String,
     /// Base URL of the new node's HTTP API.
     pub http: String,
+    /// How long it may take to catch up before it votes (default 120 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up_timeout_s: Option<u64>,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -186,12 +192,12 @@ pub async fn create(
     {
         return Ok(answer);
     }
-    if app
-        .consensus
-        .members()
-        .iter()
-        .any(|(id, n)| *id == req.node_id || n.region == req.region)
-    {
+    // The same node again (a learner that had not caught up) may retry.
+    let voters = app.consensus.status().voters;
+    if app.consensus.members().iter().any(|(id, n)| {
+        (*id == req.node_id || n.region == req.region)
+            && !(*id == req.node_id && n.region == req.region && !voters.contains(id))
+    }) {
         return Err(ApiError::new(
             ErrorCode::Denied,
             format!(
@@ -206,7 +212,19 @@ pub async fn create(
         http: req.http.clone(),
         region: req.region.clone(),
     };
-    app.consensus.add_voter(req.node_id, info).await?;
+    // A region (re)joining starts with what its own store proves it holds:
+    // its mover re-reports blobs still on disk and copies the rest.
+    app.write(Command::ForgetRegion {
+        region: req.region.clone(),
+    })
+    .await?;
+    app.consensus
+        .add_voter(
+            req.node_id,
+            info,
+            Duration::from_secs(req.catch_up_timeout_s.unwrap_or(JOIN_CATCH_UP_S)),
+        )
+        .await?;
     Ok(Json(
         serde_json::json!({"region": req.region, "node_id": req.node_id, "role": "voter"}),
     ))
@@ -243,6 +261,12 @@ pub async fn delete(
             .with_status(StatusCode::CONFLICT));
     }
     app.consensus.remove_voter(id).await?;
+    // Its copies no longer count: were it to come back (a new node, an
+    // empty disk), the mover must fill it again.
+    app.write(Command::ForgetRegion {
+        region: q.region.clone(),
+    })
+    .await?;
     Ok(Json(
         serde_json::json!({"region": q.region, "node_id": id, "removed": true}),
     ))

@@ -38,6 +38,10 @@ enum Verb {
         /// Base URL of the new node's HTTP API.
         #[arg(long)]
         http: String,
+        /// How long the new node may take to catch up before it votes;
+        /// if it does not, it stays a learner and create can be run again.
+        #[arg(long, default_value_t = 120)]
+        catch_up_timeout_s: u64,
     },
     /// Remove a region: it stops voting and receiving metadata.
     Delete {
@@ -71,12 +75,19 @@ pub async fn run(args: ReplicationArgs) -> Result<(), NodeError> {
             node_id,
             grpc,
             http,
+            catch_up_timeout_s,
         } => {
             eprintln!("Adding region {region} (node {node_id}); it catches up before it votes...");
             let v: Value = client
                 .post(
                     "/replications",
-                    &json!({"region": region, "node_id": node_id, "grpc": grpc, "http": http}),
+                    &json!({
+                        "region": region,
+                        "node_id": node_id,
+                        "grpc": grpc,
+                        "http": http,
+                        "catch_up_timeout_s": catch_up_timeout_s,
+                    }),
                 )
                 .await?;
             match args.output {

@@ -1,5 +1,6 @@
-//! A shared bytes-per-second limit for background transfers.
+//! A shared bytes-per-second limit (background transfers, emulated links).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -7,7 +8,8 @@ use std::time::{Duration, Instant};
 const BURST_MS: u64 = 20;
 
 pub struct RateLimiter {
-    bytes_per_s: u64,
+    /// 0: unlimited. Changeable at run time (a link that slows down).
+    bytes_per_s: AtomicU64,
     /// When the bytes granted so far will have been "spent" at the rate.
     next_free: Mutex<Instant>,
 }
@@ -16,14 +18,19 @@ impl RateLimiter {
     /// `bytes_per_s == 0` means unlimited.
     pub fn new(bytes_per_s: u64) -> RateLimiter {
         RateLimiter {
-            bytes_per_s,
+            bytes_per_s: AtomicU64::new(bytes_per_s),
             next_free: Mutex::new(Instant::now()),
         }
     }
 
     /// Wait until `n` more bytes may be moved.
+    pub fn set_rate(&self, bytes_per_s: u64) {
+        self.bytes_per_s.store(bytes_per_s, Ordering::Relaxed);
+    }
+
     pub async fn take(&self, n: u64) {
-        if self.bytes_per_s == 0 {
+        let rate = self.bytes_per_s.load(Ordering::Relaxed);
+        if rate == 0 {
             return;
         }
         let wait = {
@@ -38,7 +45,7 @@ impl RateLimiter {
             if *next < floor {
                 *next = floor;
             }
-            *next += Duration::from_secs_f64(n as f64 / self.bytes_per_s as f64);
+            *next += Duration::from_secs_f64(n as f64 / rate as f64);
             next.saturating_duration_since(now)
         };
         if wait > Duration::from_millis(1) {
