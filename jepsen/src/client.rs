@@ -26,10 +26,24 @@ pub struct Acked {
     pub config: Vec<u8>,
 }
 
+/// Blobs fetched after reads: the config of every manifest a read was
+/// served, from the same region (on demand if it is not there yet).
+#[derive(Debug, Default, Clone)]
+pub struct BlobReads {
+    /// Served, and the bytes match the digest.
+    pub ok: u64,
+    /// Not served (a fault cut the region off from every holder, a
+    /// timeout): availability, not correctness.
+    pub unavailable: u64,
+    /// Served bytes that do not match their digest: always a violation.
+    pub corrupt: Vec<String>,
+}
+
 #[derive(Default)]
 pub struct Record {
     pub history: Vec<Operation>,
     pub acked: Vec<Acked>,
+    pub blob_reads: BlobReads,
 }
 
 pub struct Client {
@@ -97,10 +111,13 @@ impl Client {
             .timeout(TIMEOUT)
             .send()
             .await;
+        let mut served = None;
         let (outcome, value) = match r {
             Ok(resp) if resp.status() == 200 => {
                 let body = resp.bytes().await.unwrap_or_default();
-                (Outcome::Ok, Some(Some(sha(&body))))
+                let digest = sha(&body);
+                served = Some(body);
+                (Outcome::Ok, Some(Some(digest)))
             }
             Ok(resp) if resp.status() == 404 => (Outcome::Ok, Some(None)),
             // 503 (no quorum), timeouts: the read told nothing.
@@ -117,7 +134,47 @@ impl Client {
             },
             None,
         );
+        if let Some(manifest) = served {
+            self.check_config_blob(&manifest).await;
+        }
         value
+    }
+
+    /// Fetch the config blob of a manifest that was served, and check its
+    /// bytes against its digest (promises 4 and 5).
+    async fn check_config_blob(&self, manifest: &[u8]) {
+        let Some(digest) = serde_json::from_slice::<serde_json::Value>(manifest)
+            .ok()
+            .and_then(|m| m["config"]["digest"].as_str().map(str::to_string))
+        else {
+            let mut r = self.record.lock().unwrap_or_else(|e| e.into_inner());
+            r.blob_reads
+                .corrupt
+                .push("a served manifest is not JSON".into());
+            return;
+        };
+        let got = self
+            .http
+            .get(format!("{}/v2/{REPO}/blobs/{digest}", self.base))
+            .basic_auth(USER, Some(PASSWORD))
+            .timeout(TIMEOUT)
+            .send()
+            .await;
+        let bytes = match got {
+            Ok(resp) if resp.status() == 200 => resp.bytes().await.ok(),
+            _ => None,
+        };
+        let mut r = self.record.lock().unwrap_or_else(|e| e.into_inner());
+        match bytes {
+            Some(b) if sha(&b) == digest => r.blob_reads.ok += 1,
+            Some(b) => r.blob_reads.corrupt.push(format!(
+                "{} served {} bytes for {digest} that hash to {}",
+                self.base,
+                b.len(),
+                sha(&b)
+            )),
+            None => r.blob_reads.unavailable += 1,
+        }
     }
 
     async fn write(&self, key: &str, seq: &u64) {

@@ -159,7 +159,8 @@ impl Cluster {
                  grpc_listen = \"127.0.0.1:{}\"\nbootstrap = {bootstrap}\nreads = \"linearizable\"\n\
                  write_timeout_ms = 5000\n{}{}\n[auth]\ncluster_key_file = \"{}\"\n\
                  [raft]\nheartbeat_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n\
-                 [mover]\nrescan_s = 1\nconcurrency = 16\n",
+                 [mover]\nrescan_s = 1\nconcurrency = 16\n\
+                 [uploads]\nack_regions = 2\n",
                 node.id,
                 node.region,
                 node.dir.join("data").display(),

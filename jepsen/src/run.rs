@@ -196,6 +196,27 @@ pub async fn run(cfg: &RunConfig) -> std::io::Result<Verdict> {
         reasons.push(format!("acknowledged but missing: {m}"));
     }
 
+    // Every byte served matches its digest (blobs fetched after reads,
+    // many of them on demand from another region).
+    let blob_reads = record
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .blob_reads
+        .clone();
+    checks.insert(
+        "bytes served".into(),
+        format!(
+            "{} config blobs fetched after reads: {} byte-exact, {} not served (faults), {} corrupt",
+            blob_reads.ok + blob_reads.unavailable + blob_reads.corrupt.len() as u64,
+            blob_reads.ok,
+            blob_reads.unavailable,
+            blob_reads.corrupt.len()
+        ),
+    );
+    for c in blob_reads.corrupt.iter().take(20) {
+        reasons.push(format!("bytes served do not match their digest: {c}"));
+    }
+
     // Convergence: every region lists the same tags with the same targets.
     let mut views = Vec::new();
     for n in &cluster.nodes {

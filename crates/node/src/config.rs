@@ -24,6 +24,15 @@ pub struct UploadConfig {
     /// How long an uploaded blob waits for its manifest to link it before
     /// it is registered on its own.
     pub link_grace_ms: u64,
+    /// A manifest push is acknowledged once every blob it names is held
+    /// by this many regions (capped at the number of regions). 1: once
+    /// fsynced in the receiving region, fastest, but the loss of that
+    /// region's disk before the mover copies the blobs loses them; 2
+    /// survives the loss of any one region's disk.
+    pub ack_regions: usize,
+    /// How long a push waits for those copies before answering 503 (the
+    /// manifest is stored; pushing again waits again).
+    pub ack_timeout_ms: u64,
 }
 
 impl Default for UploadConfig {
@@ -35,6 +44,8 @@ impl Default for UploadConfig {
             session_expiry_s: d.session_expiry.as_secs(),
             blob_max_bytes: d.blob_max_bytes,
             link_grace_ms: crate::registrar::GRACE_MS,
+            ack_regions: 1,
+            ack_timeout_ms: 30_000,
         }
     }
 }
@@ -279,6 +290,11 @@ impl ServeConfig {
         if self.auth.login_burst == 0 || self.auth.access_token_ttl_s == 0 {
             return Err(NodeError::Config(
                 "auth: login_burst and access_token_ttl_s must be 1 or more".into(),
+            ));
+        }
+        if self.uploads.ack_regions == 0 {
+            return Err(NodeError::Config(
+                "uploads.ack_regions must be 1 or more".into(),
             ));
         }
         if self.node_id == 0 {

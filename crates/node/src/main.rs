@@ -5,6 +5,7 @@ mod api;
 mod bootstrap;
 mod cli;
 mod config;
+mod copies;
 mod directory;
 mod error;
 mod fence;

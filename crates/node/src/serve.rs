@@ -143,6 +143,10 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         region: cfg.region.clone(),
         data_dir: cfg.data_dir.clone(),
         reads: cfg.reads,
+        ack: crate::copies::AckPolicy {
+            regions: cfg.uploads.ack_regions,
+            timeout: Duration::from_millis(cfg.uploads.ack_timeout_ms),
+        },
         metrics: Metrics::default(),
         auth: wharf_auth::Authority::new(cfg.auth.auth_config(), cluster_key),
         auth_realm: cfg.auth.realm.clone(),

@@ -25,6 +25,8 @@ pub struct AppState {
     /// This node's data directory (its fence is recorded there).
     pub data_dir: std::path::PathBuf,
     pub reads: ReadConsistency,
+    /// When a manifest push is acknowledged (copies of its blobs).
+    pub ack: crate::copies::AckPolicy,
     pub metrics: Metrics,
     pub auth: wharf_auth::Authority,
     /// Token endpoint URL for challenges; None: derived from Host.

@@ -593,3 +593,46 @@ async fn a_push_through_a_follower_costs_one_raft_entry() {
         }
     }
 }
+
+// `[uploads] ack_regions = 2`: a push is acknowledged only once every blob
+// it names is on disk in two regions, so losing the receiving region's
+// disk cannot lose an acknowledged image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_waits_for_copies_in_two_regions_when_asked_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 3, "[uploads]\nack_regions = 2\n");
+    let r = regs(&c);
+    let layer = random_bytes(300_000);
+    let m = r[1].image("acked/app", &[&layer]).await;
+    let resp = r[1].put_manifest("acked/app", "v1", OCI_MANIFEST, &m).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let d = sha256(&layer);
+    let holders = (0..3).filter(|i| c.holds(*i, &d)).count();
+    assert!(
+        holders >= 2,
+        "acknowledged with the layer in {holders} region(s)"
+    );
+}
+
+// Nobody copies (background replication off everywhere): the push cannot
+// reach two regions, so it is not acknowledged; the answer says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_short_of_copies_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(
+        dir.path(),
+        3,
+        "[uploads]\nack_regions = 2\nack_timeout_ms = 1500\n[mover]\nconcurrency = 0\n",
+    );
+    let r = regs(&c);
+    let m = r[0].image("short/app", &[b"only here"]).await;
+    let started = Instant::now();
+    let resp = r[0].put_manifest("short/app", "v1", OCI_MANIFEST, &m).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.contains("UNAVAILABLE") && body.contains("ack_regions"),
+        "{body}"
+    );
+}

@@ -34,6 +34,9 @@ pub struct RegionRow {
     pub lag: Option<u64>,
     pub blobs_to_copy: u64,
     pub bytes_to_copy: u64,
+    /// Blobs it lacks that no region holds any more (their only copy was
+    /// on a disk that was lost): nothing can copy them; push them again.
+    pub blobs_lost: u64,
 }
 
 /// The caller's own credentials, passed on to the nodes asked on its behalf.
@@ -93,7 +96,11 @@ pub async fn list(
         .map(|s| s.last_log_index);
     let mut rows = Vec::new();
     for ((id, node), probe) in members.into_iter().zip(probes) {
-        let missing = app.meta().blobs_missing_in(&node.region, usize::MAX)?;
+        let (missing, lost): (Vec<_>, Vec<_>) = app
+            .meta()
+            .blobs_missing_in(&node.region, usize::MAX)?
+            .into_iter()
+            .partition(|(_, r)| !r.regions.is_empty());
         let (health, role, applied) = match probe {
             // Fenced: it answers, but serves no client and casts no vote.
             Ok(s) if s.fenced => ("fenced".to_string(), Some(s.role), Some(s.applied_index)),
@@ -110,6 +117,7 @@ pub async fn list(
             applied_index: applied,
             blobs_to_copy: missing.len() as u64,
             bytes_to_copy: missing.iter().map(|(_, r)| r.size).sum(),
+            blobs_lost: lost.len() as u64,
         });
     }
     Ok(Json(rows))

@@ -67,6 +67,7 @@ pub async fn run(args: ReplicationArgs) -> Result<(), NodeError> {
                     ("LAG", "lag"),
                     ("BLOBS TO COPY", "blobs_to_copy"),
                     ("BYTES TO COPY", "bytes_to_copy"),
+                    ("LOST", "blobs_lost"),
                 ],
             );
         }

@@ -77,6 +77,15 @@ pub async fn put(app: &App, name: &str, reference: &str, req: Request) -> ApiRes
             })
         })
         .collect();
+    let blobs: Vec<BlobRef> = parsed
+        .blobs
+        .iter()
+        .filter(|d| !d.is_foreign())
+        .map(|d| BlobRef {
+            digest: d.digest.to_string(),
+            size: d.size,
+        })
+        .collect();
     let cmd = Command::PutManifest(Box::new(PutManifest {
         repo: name.to_string(),
         digest: digest.to_string(),
@@ -86,15 +95,7 @@ pub async fn put(app: &App, name: &str, reference: &str, req: Request) -> ApiRes
             Reference::Tag(t) => Some(t.clone()),
             Reference::Digest(_) => None,
         },
-        blobs: parsed
-            .blobs
-            .iter()
-            .filter(|d| !d.is_foreign())
-            .map(|d| BlobRef {
-                digest: d.digest.to_string(),
-                size: d.size,
-            })
-            .collect(),
+        blobs: blobs.clone(),
         children: parsed
             .manifests
             .iter()
@@ -131,6 +132,7 @@ pub async fn put(app: &App, name: &str, reference: &str, req: Request) -> ApiRes
             tracing::warn!(digest = %b.digest, error = %e, "clearing a registered pending link");
         }
     }
+    crate::copies::wait_for_copies(app, &blobs).await?;
     Metrics::add(&app.metrics.manifests_pushed, 1);
     let mut resp = (
         StatusCode::CREATED,
