@@ -32,9 +32,10 @@ pub struct Acked {
 pub struct BlobReads {
     /// Served, and the bytes match the digest.
     pub ok: u64,
-    /// Not served (a fault cut the region off from every holder, a
-    /// timeout): availability, not correctness.
-    pub unavailable: u64,
+    /// Not served: when (ns since the start), where, and why. Under a
+    /// fault that is availability; with no fault in force it breaks
+    /// "pullable everywhere once acknowledged".
+    pub unavailable: Vec<(u64, String, String)>,
     /// Served bytes that do not match their digest: always a violation.
     pub corrupt: Vec<String>,
 }
@@ -160,20 +161,25 @@ impl Client {
             .timeout(TIMEOUT)
             .send()
             .await;
+        let at = self.ns();
         let bytes = match got {
-            Ok(resp) if resp.status() == 200 => resp.bytes().await.ok(),
-            _ => None,
+            Ok(resp) if resp.status() == 200 => resp
+                .bytes()
+                .await
+                .map_err(|e| format!("reading {digest}: {e}")),
+            Ok(resp) => Err(format!("{digest}: HTTP {}", resp.status().as_u16())),
+            Err(e) => Err(format!("{digest}: {e}")),
         };
         let mut r = self.record.lock().unwrap_or_else(|e| e.into_inner());
         match bytes {
-            Some(b) if sha(&b) == digest => r.blob_reads.ok += 1,
-            Some(b) => r.blob_reads.corrupt.push(format!(
+            Ok(b) if sha(&b) == digest => r.blob_reads.ok += 1,
+            Ok(b) => r.blob_reads.corrupt.push(format!(
                 "{} served {} bytes for {digest} that hash to {}",
                 self.base,
                 b.len(),
                 sha(&b)
             )),
-            None => r.blob_reads.unavailable += 1,
+            Err(e) => r.blob_reads.unavailable.push((at, self.base.clone(), e)),
         }
     }
 

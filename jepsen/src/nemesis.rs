@@ -96,6 +96,9 @@ pub struct Nemesis {
     pub timeline: Vec<Event>,
     /// Faults injected so far.
     pub injected: usize,
+    /// When faults were in force (ms since the start, from injection to
+    /// heal), for checkers that only hold while none is.
+    pub windows: Vec<(u64, u64)>,
     start: Instant,
 }
 
@@ -112,6 +115,7 @@ impl Nemesis {
             quiet_for,
             timeline: Vec::new(),
             injected: 0,
+            windows: Vec::new(),
             start,
         }
     }
@@ -142,6 +146,7 @@ impl Nemesis {
             }
             let Some(fault) = round.pop() else { continue };
             self.injected += 1;
+            let began = self.start.elapsed().as_millis() as u64;
             let victim = rand::thread_rng().gen_range(0..n);
             match fault {
                 Fault::Kill => {
@@ -246,8 +251,22 @@ impl Nemesis {
                     cluster.heal();
                 }
             }
+            self.windows
+                .push((began, self.start.elapsed().as_millis() as u64));
         }
         self.log("heal everything".into());
-        cluster.heal_all().await
+        let began = self.start.elapsed().as_millis() as u64;
+        let healed = cluster.heal_all().await;
+        self.windows
+            .push((began, self.start.elapsed().as_millis() as u64));
+        healed
+    }
+
+    /// Was a fault in force at `at_ms`, or healed less than `grace_ms`
+    /// before it (a restarted node takes a moment to serve again)?
+    pub fn faulty_at(&self, at_ms: u64, grace_ms: u64) -> bool {
+        self.windows
+            .iter()
+            .any(|(from, to)| at_ms >= *from && at_ms <= to + grace_ms)
     }
 }

@@ -45,6 +45,10 @@ pub struct Verdict {
     pub checks: BTreeMap<String, String>,
 }
 
+/// After a fault heals, how long the cluster may take to serve again (a
+/// restarted node recovering, an election) before unavailability counts.
+const FAULT_GRACE_MS: u64 = 5_000;
+
 fn sha(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(b)))
 }
@@ -203,18 +207,34 @@ pub async fn run(cfg: &RunConfig) -> std::io::Result<Verdict> {
         .unwrap_or_else(|e| e.into_inner())
         .blob_reads
         .clone();
+    let not_served = blob_reads.unavailable.len() as u64;
+    // Not served with no fault in force (nor just healed): a broken
+    // "pullable everywhere once acknowledged".
+    let unexcused: Vec<&(u64, String, String)> = blob_reads
+        .unavailable
+        .iter()
+        .filter(|(at_ns, _, _)| !nemesis.faulty_at(at_ns / 1_000_000, FAULT_GRACE_MS))
+        .collect();
     checks.insert(
         "bytes served".into(),
         format!(
-            "{} config blobs fetched after reads: {} byte-exact, {} not served (faults), {} corrupt",
-            blob_reads.ok + blob_reads.unavailable + blob_reads.corrupt.len() as u64,
+            "{} config blobs fetched after reads: {} byte-exact, {} not served ({} of them \
+             with no fault in force), {} corrupt",
+            blob_reads.ok + not_served + blob_reads.corrupt.len() as u64,
             blob_reads.ok,
-            blob_reads.unavailable,
+            not_served,
+            unexcused.len(),
             blob_reads.corrupt.len()
         ),
     );
     for c in blob_reads.corrupt.iter().take(20) {
         reasons.push(format!("bytes served do not match their digest: {c}"));
+    }
+    for (at, base, e) in unexcused.iter().take(20) {
+        reasons.push(format!(
+            "not pullable with no fault in force, at {:.1} s from {base}: {e}",
+            *at as f64 / 1e9
+        ));
     }
 
     // Convergence: every region lists the same tags with the same targets.

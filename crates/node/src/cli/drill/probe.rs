@@ -222,73 +222,70 @@ pub struct Site {
     pub base: String,
 }
 
-/// Push into `site` every `period` until `stop` turns true.
-pub async fn pusher(
-    probe: Arc<Probe>,
-    site: Site,
-    period: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Run `op(n)` for n = 1, 2, ... every `period` until `stop` turns true.
+async fn every<F, Fut>(period: Duration, mut stop: watch::Receiver<bool>, mut op: F)
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seq = 0u64;
-    loop {
+    for n in 1.. {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        seq += 1;
-        let tag = format!("{}-{}-{seq}", site.region, probe.t0.elapsed().as_millis());
-        let start = probe.ms();
-        let result = probe.push(&site.region, &site.base, &tag).await;
-        let outcome = result.as_ref().map(|_| ()).map_err(Clone::clone);
-        probe.record(&site.region, Kind::Push, start, &outcome);
-        if let Ok(image) = result {
-            probe
-                .images
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(image);
-        }
+        op(n).await;
     }
+}
+
+/// Push into `site` every `period` until `stop` turns true.
+pub async fn pusher(probe: Arc<Probe>, site: Site, period: Duration, stop: watch::Receiver<bool>) {
+    every(period, stop, |seq| {
+        let (probe, site) = (probe.clone(), site.clone());
+        async move {
+            let tag = format!("{}-{}-{seq}", site.region, probe.t0.elapsed().as_millis());
+            let start = probe.ms();
+            let result = probe.push(&site.region, &site.base, &tag).await;
+            let outcome = result.as_ref().map(|_| ()).map_err(Clone::clone);
+            probe.record(&site.region, Kind::Push, start, &outcome);
+            if let Ok(image) = result {
+                probe
+                    .images
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(image);
+            }
+        }
+    })
+    .await;
 }
 
 /// Pull, from `site`, images acknowledged by other regions: alternately
 /// the newest one (pullable everywhere as soon as acknowledged) and an
 /// older one (its blobs must be served even if its region is gone).
-pub async fn puller(
-    probe: Arc<Probe>,
-    site: Site,
-    period: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut n = 0usize;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
+pub async fn puller(probe: Arc<Probe>, site: Site, period: Duration, stop: watch::Receiver<bool>) {
+    every(period, stop, |n| {
+        let (probe, site) = (probe.clone(), site.clone());
+        async move {
+            let others: Vec<Image> = probe
+                .images
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|i| i.region != site.region)
+                .cloned()
+                .collect();
+            let Some(newest) = others.last() else { return };
+            let image = if n.is_multiple_of(2) {
+                newest
+            } else {
+                &others[(n as usize / 2) % others.len()]
+            };
+            let start = probe.ms();
+            let result = probe.pull(&site.base, image).await;
+            probe.record(&site.region, Kind::Pull, start, &result);
         }
-        let others: Vec<Image> = probe
-            .images
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|i| i.region != site.region)
-            .cloned()
-            .collect();
-        let Some(newest) = others.last() else {
-            continue;
-        };
-        n += 1;
-        let image = if n.is_multiple_of(2) {
-            newest
-        } else {
-            &others[(n / 2) % others.len()]
-        };
-        let start = probe.ms();
-        let result = probe.pull(&site.base, image).await;
-        probe.record(&site.region, Kind::Pull, start, &result);
-    }
+    })
+    .await;
 }
