@@ -258,6 +258,17 @@ impl Cluster {
         }
     }
 
+    /// Silence every link of node `i`: its packets vanish, nothing is
+    /// reset, connections hang until their own timeouts (a partition as
+    /// dropped packets, harsher than a cut's resets).
+    pub fn silence(&self, i: usize) {
+        for l in &self.links {
+            if l.from == i || l.to == i {
+                l.link.silence();
+            }
+        }
+    }
+
     /// Cut the links between the two sides of a split.
     pub fn split(&self, side: &[usize]) {
         for l in &self.links {

@@ -29,12 +29,12 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     rate: u32,
     /// Faults to draw from: kill, pause, isolate-leader, isolate, split,
-    /// bridge, slow, lossy, flap, wipe (or "none": clients only, e.g. to
+    /// bridge, slow, lossy, flap, wipe, silence (or "none": clients only, e.g. to
     /// measure).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "kill,pause,isolate-leader,isolate,split,bridge,slow,lossy,flap,wipe"
+        default_value = "kill,pause,isolate-leader,isolate,split,bridge,slow,lossy,flap,wipe,silence"
     )]
     faults: Vec<String>,
     /// How long each fault lasts, in seconds.

@@ -1,6 +1,6 @@
 //! Faults, injected one at a time on a schedule, each healed before the
 //! next: kill -9 and restart, SIGSTOP and SIGCONT, isolating a node (the
-//! leader or any), splitting majority from minority, a bridge (two sides
+//! leader or any) by resets or by silence, splitting majority from minority, a bridge (two sides
 //! that reach each other only through one node), slow, lossy and flapping
 //! links, and a region coming back with its disk wiped (a new node, through
 //! membership change). Faults are drawn in rounds: every kind once, in a
@@ -30,6 +30,7 @@ pub enum Fault {
     Lossy,
     Flap,
     Wipe,
+    Silence,
 }
 
 /// A region behind a slow line: 150 ms one way (300 ms round trips on top
@@ -49,7 +50,7 @@ const LOSSY: LinkSpec = LinkSpec {
 const FLAP_MS: std::ops::Range<u64> = 200..800;
 
 impl Fault {
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::Kill,
         Fault::Pause,
         Fault::IsolateLeader,
@@ -60,6 +61,7 @@ impl Fault {
         Fault::Lossy,
         Fault::Flap,
         Fault::Wipe,
+        Fault::Silence,
     ];
 
     pub fn parse(s: &str) -> Option<Fault> {
@@ -78,6 +80,7 @@ impl Fault {
             Fault::Lossy => "lossy",
             Fault::Flap => "flap",
             Fault::Wipe => "wipe",
+            Fault::Silence => "silence",
         }
     }
 }
@@ -232,6 +235,16 @@ impl Nemesis {
                         "node {} rejoined empty as node id {id} (removed, re-added)",
                         victim + 1
                     ));
+                }
+                Fault::Silence => {
+                    self.log(format!(
+                        "silence node {} (its packets vanish; nothing is reset)",
+                        victim + 1
+                    ));
+                    cluster.silence(victim);
+                    tokio::time::sleep(self.fault_for).await;
+                    self.log("heal network".into());
+                    cluster.heal();
                 }
                 Fault::Flap => {
                     self.log(format!("flap the links of node {}", victim + 1));

@@ -297,10 +297,22 @@ impl Consensus {
                 Ok(Err(e)) => return Err(ConsensusError::Raft(e.to_string())),
             };
             if let Some((id, node)) = leader {
+                // A leader that went silent (dropped packets, no reset)
+                // would hold the call until the deadline; once this node
+                // hears of another leader, stop waiting. Whether the write
+                // was applied is then unknown, so it is not sent again.
+                let forwarded = tokio::select! {
+                    r = self.forward_write(id, &node, &cmd, deadline) => r?,
+                    _ = self.leader_moved_from(id) => {
+                        return Err(ConsensusError::Unavailable(
+                            "the leader changed while this write was in flight to it; \
+                             it may or may not have been applied"
+                                .into(),
+                        ))
+                    }
+                };
                 // None: that node was not (or no longer) the leader.
-                if let Some((response, index)) =
-                    self.forward_write(id, &node, &cmd, deadline).await?
-                {
+                if let Some((response, index)) = forwarded {
                     self.wait_applied(index, deadline).await?;
                     return Ok(response);
                 }
@@ -417,10 +429,13 @@ impl Consensus {
                 Ok(Err(e)) => return Err(ConsensusError::Unavailable(e.to_string())),
             };
             if let Some((id, node)) = leader {
-                if let Some(bytes) = self
-                    .peer_call(id, &node, Rpc::ReadIndex, Vec::new(), deadline)
-                    .await?
-                {
+                // Reads can be retried: if another leader appears while
+                // this one is silent, ask the new one.
+                let asked = tokio::select! {
+                    r = self.peer_call(id, &node, Rpc::ReadIndex, Vec::new(), deadline) => r?,
+                    _ = self.leader_moved_from(id) => None,
+                };
+                if let Some(bytes) = asked {
                     let reply: ReadIndexReply =
                         decode(&bytes).map_err(|e| ConsensusError::Raft(e.to_string()))?;
                     match reply {
@@ -437,6 +452,14 @@ impl Consensus {
             }
             tokio::time::sleep(Duration::from_millis(NO_LEADER_RETRY_MS)).await;
         }
+    }
+
+    /// Resolves once this node knows of a leader other than `id`.
+    async fn leader_moved_from(&self, id: NodeId) {
+        let mut metrics = self.raft.metrics();
+        let _ = metrics
+            .wait_for(|m| m.current_leader.is_some_and(|l| l != id))
+            .await;
     }
 
     /// The leader as this node knows it.

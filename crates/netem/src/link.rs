@@ -1,7 +1,10 @@
 //! One emulated, directed link: a TCP proxy that delays every piece of
 //! data by the one-way latency, caps the bandwidth (one budget per
 //! direction shared by all connections, as on a real line), turns "loss"
-//! into retransmission delay, and can be cut (open connections reset, new
+//! into retransmission delay, can be silenced (nothing passes, nothing is
+//! reset: what dropped packets look like to TCP, connections hang until
+//! their own timeouts, and what was sent arrives once the link heals), and
+//! can be cut (open connections reset, new
 //! ones refused) and healed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +56,7 @@ pub struct Link {
     forward: RateLimiter,
     backward: RateLimiter,
     cut: AtomicBool,
+    silenced: tokio::sync::watch::Sender<bool>,
     conns: Mutex<Vec<AbortHandle>>,
 }
 
@@ -65,6 +69,7 @@ impl Link {
             forward: RateLimiter::new(spec.bytes_per_s),
             backward: RateLimiter::new(spec.bytes_per_s),
             cut: AtomicBool::new(false),
+            silenced: tokio::sync::watch::Sender::new(false),
             conns: Mutex::new(Vec::new()),
         });
         let l = link.clone();
@@ -110,8 +115,22 @@ impl Link {
         }
     }
 
+    /// Let nothing through, in either direction, without resetting
+    /// anything: new connections are accepted but not carried on, open
+    /// ones stall (their senders' windows fill), until the link heals.
+    pub fn silence(&self) {
+        self.silenced.send_replace(true);
+    }
+
     pub fn heal(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        self.silenced.send_replace(false);
+    }
+
+    /// Wait while the link is silenced.
+    async fn heard(&self) {
+        let mut rx = self.silenced.subscribe();
+        let _ = rx.wait_for(|s| !*s).await;
     }
 
     pub fn is_cut(&self) -> bool {
@@ -119,6 +138,7 @@ impl Link {
     }
 
     async fn carry(self: Arc<Link>, client: TcpStream, upstream: String) {
+        self.heard().await;
         let Ok(server) = TcpStream::connect(&upstream).await else {
             return;
         };
@@ -161,6 +181,7 @@ impl Link {
             // In order, as TCP delivers: a late piece holds the ones after it.
             while let Some((due, piece)) = rx.recv().await {
                 tokio::time::sleep_until(due).await;
+                self.heard().await;
                 limiter.take(piece.len() as u64).await;
                 if to.write_all(&piece).await.is_err() {
                     break;
@@ -245,6 +266,30 @@ mod tests {
         let rtt = round_trip(&mut c).await;
         // Both directions lose their piece: two retransmission timeouts.
         assert!(rtt >= 2 * MIN_RTO, "round trip {rtt:?}");
+    }
+
+    #[tokio::test]
+    async fn a_silenced_link_stalls_without_resetting_and_delivers_once_healed() {
+        let (link, addr) = link(LinkSpec::default()).await;
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        round_trip(&mut c).await;
+        link.silence();
+        c.write_all(b"ping").await.unwrap();
+        let mut b = [0u8; 4];
+        let stalled = tokio::time::timeout(Duration::from_millis(500), c.read_exact(&mut b)).await;
+        assert!(stalled.is_err(), "data crossed a silenced link");
+        // A new connection is accepted but goes nowhere either.
+        let mut fresh = TcpStream::connect(addr).await.unwrap();
+        fresh.write_all(b"pong").await.unwrap();
+        let stalled =
+            tokio::time::timeout(Duration::from_millis(300), fresh.read_exact(&mut b)).await;
+        assert!(stalled.is_err(), "a new connection got through");
+        link.heal();
+        // What was sent meanwhile arrives: nothing was reset or lost.
+        c.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"ping");
+        fresh.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"pong");
     }
 
     #[tokio::test]

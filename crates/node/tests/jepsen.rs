@@ -18,7 +18,7 @@ async fn a_short_run_under_mixed_faults_keeps_every_promise() {
         wharf: env!("CARGO_BIN_EXE_wharf").into(),
         regions: 3,
         // Every kind of fault once (they are drawn in rounds).
-        duration: Duration::from_secs(85),
+        duration: Duration::from_secs(95),
         clients_per_region: 2,
         keys: 4,
         rate: 5,
