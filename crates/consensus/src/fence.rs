@@ -31,8 +31,7 @@ impl Fence {
     /// One relaxed load on the hot path; the clock is read only while a
     /// fence is set.
     pub fn is_fenced(&self) -> bool {
-        let until = self.until_ms.load(Ordering::Relaxed);
-        until != 0 && now_unix_ms() < until
+        self.until().is_some()
     }
 
     /// When the current fence ends (None: not fenced, or already expired).

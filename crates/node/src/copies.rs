@@ -29,8 +29,12 @@ fn copies(app: &App, blob: &BlobRef) -> ApiResult<usize> {
 
 /// Wait until each of `blobs` is held by the policy's number of regions.
 pub async fn wait_for_copies(app: &App, blobs: &[BlobRef]) -> ApiResult<()> {
+    // The default (one copy) costs nothing on the push path.
+    if app.ack.regions <= 1 || blobs.is_empty() {
+        return Ok(());
+    }
     let want = app.ack.regions.min(app.consensus.members().len());
-    if want <= 1 || blobs.is_empty() {
+    if want <= 1 {
         return Ok(());
     }
     let deadline = Instant::now() + app.ack.timeout;

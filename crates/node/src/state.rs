@@ -2,7 +2,6 @@
 //! consistency rules (local hit, or read-index before a miss is final).
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use wharf_blobstore::BlobStore;
 use wharf_consensus::Consensus;
@@ -40,9 +39,7 @@ pub struct AppState {
 pub type App = Arc<AppState>;
 
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    wharf_consensus::now_unix_ms()
 }
 
 impl AppState {

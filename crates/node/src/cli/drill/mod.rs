@@ -324,10 +324,7 @@ async fn catch_up(
 
 /// Does the region refuse clients? (It must, while fenced.)
 async fn answers_unavailable(probe: &Probe, base: &str) -> bool {
-    let mut req = probe.http.get(format!("{base}/v2/"));
-    if let Some((u, p)) = &probe.login {
-        req = req.basic_auth(u, Some(p));
-    }
+    let req = probe.request(reqwest::Method::GET, format!("{base}/v2/"));
     matches!(req.send().await, Ok(r) if r.status().as_u16() == 503)
 }
 

@@ -64,7 +64,7 @@ impl Probe {
         self.t0.elapsed().as_millis() as u64
     }
 
-    fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
+    pub fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
         let req = self.http.request(method, url).timeout(REQUEST_TIMEOUT);
         match &self.login {
             Some((u, p)) => req.basic_auth(u, Some(p)),
