@@ -11,7 +11,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use wharf_meta::{
-    AccessSettings, AdminRecord, IdentityCommand, MetaStore, PrincipalKind, PrincipalRecord, Role,
+    AccessSettings, AdminRecord, IdentityCommand, PrincipalKind, PrincipalRecord, Registry, Role,
     RoleAssignment, ScopeMapRecord, SigningKeyRecord, TokenRecord,
 };
 
@@ -62,7 +62,7 @@ struct View {
 }
 
 impl View {
-    fn load(meta: &MetaStore, epoch: u64) -> Result<View, AuthError> {
+    fn load(meta: &Registry<'_>, epoch: u64) -> Result<View, AuthError> {
         Ok(View {
             epoch,
             principals: meta
@@ -132,7 +132,7 @@ impl Authority {
     }
 
     /// The identities as of the store's current identity epoch.
-    fn view(&self, meta: &MetaStore) -> Result<Arc<View>, AuthError> {
+    fn view(&self, meta: &Registry<'_>) -> Result<Arc<View>, AuthError> {
         // Read the epoch before the records: a change racing with the load
         // bumps it again afterwards, so a stale view is never kept.
         let epoch = meta.identity_epoch();
@@ -147,7 +147,7 @@ impl Authority {
     }
 
     /// The registry's access settings (anonymous pull), from the view.
-    pub fn access(&self, meta: &MetaStore) -> Result<AccessSettings, AuthError> {
+    pub fn access(&self, meta: &Registry<'_>) -> Result<AccessSettings, AuthError> {
         Ok(self.view(meta)?.access.clone())
     }
 
@@ -225,7 +225,7 @@ impl Authority {
     /// Check basic credentials, rate limited per name and source address.
     pub fn login(
         &self,
-        meta: &MetaStore,
+        meta: &Registry<'_>,
         name: &str,
         password: &str,
         source: IpAddr,
@@ -243,7 +243,7 @@ impl Authority {
 
     fn check_password(
         &self,
-        meta: &MetaStore,
+        meta: &Registry<'_>,
         name: &str,
         password: &str,
         now_ms: u64,
@@ -305,7 +305,7 @@ impl Authority {
     /// (when `generation` is given) changed ones.
     fn resolve(
         &self,
-        meta: &MetaStore,
+        meta: &Registry<'_>,
         name: &str,
         generation: Option<u64>,
         now_ms: u64,
@@ -356,7 +356,7 @@ impl Authority {
 
     // ---- tokens ---------------------------------------------------------
 
-    fn signing_key(&self, meta: &MetaStore, kid: &str) -> Option<Vec<u8>> {
+    fn signing_key(&self, meta: &Registry<'_>, kid: &str) -> Option<Vec<u8>> {
         // The replicated list (a handful of keys) decides which keys are
         // valid, so a key dropped by a rotation stops verifying at once;
         // the cache only spares decrypting it again.
@@ -387,7 +387,7 @@ impl Authority {
     /// Sign a token for `subject`; returns it and its lifetime in seconds.
     pub fn issue(
         &self,
-        meta: &MetaStore,
+        meta: &Registry<'_>,
         subject: &Subject,
         access: Vec<Grant>,
         token_use: TokenUse,
@@ -427,7 +427,7 @@ impl Authority {
     /// Verify a token and resolve its subject as it is now.
     pub fn verify(
         &self,
-        meta: &MetaStore,
+        meta: &Registry<'_>,
         token: &str,
         token_use: TokenUse,
         now_ms: u64,

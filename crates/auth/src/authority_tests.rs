@@ -1,9 +1,12 @@
 use super::*;
 use std::net::Ipv4Addr;
-use wharf_meta::{Command, ScopeMapRecord, ScopeRule, TokenRecord};
+use wharf_meta::{
+    Command, Envelope, MetaStore, ScopeMapRecord, ScopeRule, TokenRecord, DEFAULT_REGISTRY,
+};
 
-fn apply(m: &MetaStore, c: IdentityCommand) {
-    let r = m.apply(&Command::Identity(Box::new(c)), &[]).unwrap();
+fn apply(m: &Registry<'_>, c: IdentityCommand) {
+    let env = Envelope::new(m.name(), Command::Identity(Box::new(c)), 1);
+    let r = m.store().apply(&env, &[]).unwrap();
     assert!(!matches!(r, wharf_meta::Response::Refused(_)), "{r:?}");
 }
 
@@ -14,7 +17,7 @@ fn setup() -> (tempfile::TempDir, MetaStore, Authority) {
     let m = MetaStore::open(dir.path()).unwrap();
     let a = Authority::new(AuthConfig::default(), ClusterKey::generate());
     apply(
-        &m,
+        &m.registry(DEFAULT_REGISTRY),
         a.bootstrap_command("owner", "owner password 1", 1000)
             .unwrap(),
     );
@@ -23,7 +26,8 @@ fn setup() -> (tempfile::TempDir, MetaStore, Authority) {
 
 #[test]
 fn owner_logs_in_gets_a_token_and_loses_it_when_deleted() {
-    let (_d, m, a) = setup();
+    let (_d, store, a) = setup();
+    let m = store.registry(DEFAULT_REGISTRY);
     let now = 10_000_000;
     let s = a.login(&m, "owner", "owner password 1", SRC, now).unwrap();
     assert!(s.is_registry_owner());
@@ -61,7 +65,8 @@ fn owner_logs_in_gets_a_token_and_loses_it_when_deleted() {
 
 #[test]
 fn tokens_stop_working_when_disabled_expired_or_regenerated() {
-    let (_d, m, a) = setup();
+    let (_d, store, a) = setup();
+    let m = store.registry(DEFAULT_REGISTRY);
     apply(
         &m,
         IdentityCommand::PutScopeMap {
@@ -119,7 +124,8 @@ fn tokens_stop_working_when_disabled_expired_or_regenerated() {
 
 #[test]
 fn admin_is_off_by_default_and_works_with_either_password_when_on() {
-    let (_d, m, a) = setup();
+    let (_d, store, a) = setup();
+    let m = store.registry(DEFAULT_REGISTRY);
     assert!(a.login(&m, ADMIN_NAME, "", SRC, 0).is_err());
     let (mut rec, pws) = a.new_admin_passwords(&m.admin().unwrap(), &[0, 1]);
     apply(&m, IdentityCommand::SetAdmin(rec.clone()));

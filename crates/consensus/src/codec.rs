@@ -1,17 +1,28 @@
-//! bincode encoding of log entries, RPC payloads and bookkeeping records.
+//! Encoding of log entries, RPC payloads and bookkeeping records: the
+//! versioned, evolvable format of `wharf_meta::codec`. Release 0.1 wrote
+//! bincode; `legacy_decode` reads it where such data can still be found
+//! (the log and the state machine's bookkeeping of an upgraded node).
 
 use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use crate::types::{NodeId, StorageError};
 
-pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    bincode::serialize(v).expect("bincode serialization of an in-memory value")
+pub use wharf_meta::codec::{encode, CodecError};
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    wharf_meta::codec::decode(bytes)
 }
 
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
-    bincode::deserialize(bytes)
+/// A bookkeeping value written by this release or by release 0.1. Safe
+/// only for types whose 0.1 encoding cannot start with the format byte:
+/// `Option<_>` and `StoredMembership` (whose bincode starts with an
+/// `Option` tag, 0 or 1).
+pub fn decode_or_legacy<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    match bytes.first() {
+        Some(&wharf_meta::codec::FORMAT_V2) => decode(bytes),
+        _ => bincode::deserialize(bytes).map_err(|e| CodecError::Legacy(e.to_string())),
+    }
 }
 
 /// Map any storage failure to openraft's error for the given subject.

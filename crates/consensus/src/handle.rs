@@ -10,7 +10,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, Raf
 use openraft::{Config, ServerState, SnapshotPolicy};
 use tokio::sync::{oneshot, watch};
 use tonic::transport::Channel;
-use wharf_meta::{Command, MetaStore, Response};
+use wharf_meta::{Envelope, MetaStore, Response};
 
 use crate::codec::{decode, encode};
 use crate::config::ConsensusConfig;
@@ -277,7 +277,12 @@ impl Consensus {
 
     /// Propose `cmd` and return its apply result once it is committed by a
     /// majority and applied on this node.
-    pub async fn write(&self, cmd: Command) -> Result<Response, ConsensusError> {
+    ///
+    /// A write with a request id is sent again when the leader it was in
+    /// flight to is replaced: the state machine applies an id once and
+    /// answers a repeat with the first answer, so the retry cannot apply it
+    /// twice. Without an id, the outcome is then unknown and not retried.
+    pub async fn write(&self, cmd: Envelope) -> Result<Response, ConsensusError> {
         self.refuse_if_fenced()?;
         let deadline = self.deadline();
         loop {
@@ -304,11 +309,15 @@ impl Consensus {
                 let forwarded = tokio::select! {
                     r = self.forward_write(id, &node, &cmd, deadline) => r?,
                     _ = self.leader_moved_from(id) => {
-                        return Err(ConsensusError::Unavailable(
-                            "the leader changed while this write was in flight to it; \
-                             it may or may not have been applied"
-                                .into(),
-                        ))
+                        if cmd.request_id.is_none() {
+                            return Err(ConsensusError::Unavailable(
+                                "the leader changed while this write was in flight to it; \
+                                 it may or may not have been applied"
+                                    .into(),
+                            ));
+                        }
+                        tracing::debug!(leader = id, "leader replaced mid-write; sending it again");
+                        None
                     }
                 };
                 // None: that node was not (or no longer) the leader.
@@ -332,7 +341,7 @@ impl Consensus {
         &self,
         id: NodeId,
         node: &NodeInfo,
-        cmd: &Command,
+        cmd: &Envelope,
         deadline: Instant,
     ) -> Result<Option<(Response, u64)>, ConsensusError> {
         let bytes = self

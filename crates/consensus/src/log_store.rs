@@ -12,13 +12,18 @@ use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, Vote};
 use rocksdb::{ColumnFamily, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
 use crate::codec::{decode, encode, storage_err};
-use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+use crate::types::{
+    entry_from_release_0_1, Entry, LegacyTypeConfig, LogId, NodeId, StorageError, TypeConfig,
+};
 
 const CF_LOGS: &str = "logs";
 const CF_STATE: &str = "state";
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"last_purged";
+/// The log's format; absent in a release 0.1 log (bincode throughout).
+const KEY_FORMAT: &[u8] = b"format";
+const FORMAT_CURRENT: u32 = 2;
 
 #[derive(Clone)]
 pub struct LogStore {
@@ -38,12 +43,84 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
 }
 
 impl LogStore {
-    pub fn open(path: &Path) -> Result<LogStore, rocksdb::Error> {
+    /// Open (or create) the log, rewriting a release 0.1 log in the
+    /// current format on the way.
+    pub fn open(path: &Path) -> Result<LogStore, StorageError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let db = DB::open_cf(&opts, path, [CF_LOGS, CF_STATE])?;
-        Ok(LogStore { db: Arc::new(db) })
+        let db = DB::open_cf(&opts, path, [CF_LOGS, CF_STATE]).map_err(read_err)?;
+        let store = LogStore { db: Arc::new(db) };
+        let migrated = store.migrate()?;
+        if migrated > 0 {
+            tracing::info!(
+                entries = migrated,
+                "rewrote the release 0.1 Raft log in the current format"
+            );
+        }
+        Ok(store)
+    }
+
+    /// Rewrite a 0.1 log (entries, vote, committed and purged ids) in one
+    /// synced batch with the format marker: a crash leaves it all old or
+    /// all new. The log is short (compacted behind every snapshot), so one
+    /// batch is small. Returns the number of entries rewritten.
+    fn migrate(&self) -> Result<u64, StorageError> {
+        if let Some(v) = self
+            .db
+            .get_cf(self.cf(CF_STATE), KEY_FORMAT)
+            .map_err(read_err)?
+        {
+            let format: u32 = decode(&v).map_err(read_err)?;
+            if format != FORMAT_CURRENT {
+                return Err(read_err(std::io::Error::other(format!(
+                    "Raft log format {format} is unknown to this release"
+                ))));
+            }
+            return Ok(0);
+        }
+        fn legacy<T: serde::de::DeserializeOwned>(v: &[u8]) -> Result<T, StorageError> {
+            bincode::deserialize(v).map_err(read_err)
+        }
+        let mut batch = WriteBatch::default();
+        let mut entries = 0;
+        for item in self.db.iterator_cf(self.cf(CF_LOGS), IteratorMode::Start) {
+            let (k, v) = item.map_err(read_err)?;
+            let old: openraft::Entry<LegacyTypeConfig> = legacy(&v)?;
+            batch.put_cf(self.cf(CF_LOGS), k, encode(&entry_from_release_0_1(old)));
+            entries += 1;
+        }
+        if let Some(v) = self
+            .db
+            .get_cf(self.cf(CF_STATE), KEY_VOTE)
+            .map_err(read_err)?
+        {
+            batch.put_cf(
+                self.cf(CF_STATE),
+                KEY_VOTE,
+                encode(&legacy::<Vote<NodeId>>(&v)?),
+            );
+        }
+        if let Some(v) = self
+            .db
+            .get_cf(self.cf(CF_STATE), KEY_COMMITTED)
+            .map_err(read_err)?
+        {
+            let committed: Option<LogId> = legacy(&v)?;
+            batch.put_cf(self.cf(CF_STATE), KEY_COMMITTED, encode(&committed));
+        }
+        if let Some(v) = self
+            .db
+            .get_cf(self.cf(CF_STATE), KEY_PURGED)
+            .map_err(read_err)?
+        {
+            batch.put_cf(self.cf(CF_STATE), KEY_PURGED, encode(&legacy::<LogId>(&v)?));
+        }
+        batch.put_cf(self.cf(CF_STATE), KEY_FORMAT, encode(&FORMAT_CURRENT));
+        self.db
+            .write_opt(batch, &Self::synced())
+            .map_err(write_err)?;
+        Ok(entries)
     }
 
     fn cf(&self, name: &str) -> &ColumnFamily {

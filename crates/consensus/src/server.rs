@@ -6,7 +6,7 @@ use std::sync::Arc;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response as TonicResponse, Status};
-use wharf_meta::{Command, Response};
+use wharf_meta::{Envelope, Response};
 
 use crate::codec::{decode, encode};
 use crate::pb::raft_server::Raft as RaftService;
@@ -29,7 +29,7 @@ pub struct PeerService {
     pub raft: Arc<Raft>,
 }
 
-fn bad_request(e: bincode::Error) -> Status {
+fn bad_request(e: crate::codec::CodecError) -> Status {
     Status::invalid_argument(format!("undecodable payload: {e}"))
 }
 
@@ -68,7 +68,7 @@ impl RaftService for PeerService {
     }
 
     async fn forward(&self, req: Request<Payload>) -> Result<TonicResponse<Payload>, Status> {
-        let cmd: Command = decode(&req.into_inner().data).map_err(bad_request)?;
+        let cmd: Envelope = decode(&req.into_inner().data).map_err(bad_request)?;
         let answer: ForwardReply = match self.raft.client_write(cmd).await {
             Ok(r) => Ok((r.data, r.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {

@@ -10,7 +10,7 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshot
 use tokio::sync::watch;
 use wharf_meta::{MetaStore, Response};
 
-use crate::codec::{decode, encode, storage_err};
+use crate::codec::{decode_or_legacy, encode, storage_err};
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 const SYS_APPLIED: &str = "raft_applied";
@@ -40,18 +40,40 @@ impl StateMachine {
         applied_tx: Arc<watch::Sender<u64>>,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&snapshot_dir)?;
-        Ok(StateMachine {
+        let sm = StateMachine {
             meta,
             snapshot_dir,
             applied_tx,
             receiving: None,
-        })
+        };
+        sm.replace_release_0_1_snapshot()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(sm)
+    }
+
+    /// A snapshot written by release 0.1 holds records in its format, under
+    /// keys with no registry: never send it. The store it was taken from
+    /// has been migrated (`MetaStore::open`), so a snapshot of the store
+    /// now, at its applied index, replaces it.
+    fn replace_release_0_1_snapshot(&self) -> Result<(), StorageError> {
+        let Some((_, path)) = self.current()? else {
+            return Ok(());
+        };
+        let mut header = [0u8; 8];
+        let read = std::fs::File::open(&path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header));
+        if read.is_err() || !wharf_meta::is_release_0_1_snapshot(&header) {
+            return Ok(());
+        }
+        let rebuilt = build_snapshot_files(&self.meta, &self.snapshot_dir)?;
+        tracing::info!(snapshot = %rebuilt.snapshot_id, "replaced the release 0.1 snapshot");
+        Ok(())
     }
 
     /// The applied index recorded in `meta` (0 for a new store).
     pub fn applied_index(meta: &MetaStore) -> Result<u64, wharf_meta::StoreError> {
         let applied: Option<LogId> = match meta.read_sys(SYS_APPLIED)? {
-            Some(v) => decode(&v).map_err(|e| wharf_meta::StoreError::Corrupt {
+            Some(v) => decode_or_legacy(&v).map_err(|e| wharf_meta::StoreError::Corrupt {
                 cf: "sys",
                 detail: e.to_string(),
             })?,
@@ -66,7 +88,7 @@ impl StateMachine {
             .read_sys(SYS_APPLIED)
             .map_err(|e| sm_err(ErrorVerb::Read, e))?
         {
-            Some(v) => decode(&v).map_err(|e| sm_err(ErrorVerb::Read, e))?,
+            Some(v) => decode_or_legacy(&v).map_err(|e| sm_err(ErrorVerb::Read, e))?,
             None => None,
         };
         let membership = match self
@@ -74,7 +96,7 @@ impl StateMachine {
             .read_sys(SYS_MEMBERSHIP)
             .map_err(|e| sm_err(ErrorVerb::Read, e))?
         {
-            Some(v) => decode(&v).map_err(|e| sm_err(ErrorVerb::Read, e))?,
+            Some(v) => decode_or_legacy(&v).map_err(|e| sm_err(ErrorVerb::Read, e))?,
             None => StoredMembership::default(),
         };
         Ok((applied, membership))
@@ -135,53 +157,50 @@ pub struct SnapshotBuilder {
     dir: PathBuf,
 }
 
+/// Write a snapshot of `meta` into `dir` and make it the current one.
+/// Blocking: run it off the async workers.
+fn build_snapshot_files(meta: &MetaStore, dir: &Path) -> Result<SnapshotMeta, StorageError> {
+    // Applied writes are not synced one by one; the log behind this
+    // snapshot will be purged, so they must be durable first.
+    meta.sync().map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    let tmp = dir.join(format!("build-{}.tmp", rand_suffix()));
+    let file = std::fs::File::create(&tmp).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let (_records, sys) = meta
+        .write_snapshot(&mut w, &[SYS_APPLIED, SYS_MEMBERSHIP])
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| snap_err(ErrorVerb::Write, e.into_error()))?;
+    file.sync_all().map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    let last_log_id: Option<LogId> = match &sys[0] {
+        Some(v) => decode_or_legacy(v).map_err(|e| snap_err(ErrorVerb::Read, e))?,
+        None => None,
+    };
+    let last_membership: StoredMembership = match &sys[1] {
+        Some(v) => decode_or_legacy(v).map_err(|e| snap_err(ErrorVerb::Read, e))?,
+        None => StoredMembership::default(),
+    };
+    let snapshot_id = match &last_log_id {
+        Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, rand_suffix()),
+        None => format!("empty-{}", rand_suffix()),
+    };
+    let snap_meta = SnapshotMeta {
+        last_log_id,
+        last_membership,
+        snapshot_id,
+    };
+    commit_snapshot_files(dir, &tmp, &snap_meta).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    Ok(snap_meta)
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let meta = self.meta.clone();
         let dir = self.dir.clone();
-        let built = tokio::task::spawn_blocking(
-            move || -> Result<(SnapshotMeta, PathBuf), StorageError> {
-                // Applied writes are not synced one by one; the log behind this
-                // snapshot will be purged, so they must be durable first.
-                meta.sync().map_err(|e| snap_err(ErrorVerb::Write, e))?;
-                let tmp = dir.join(format!("build-{}.tmp", rand_suffix()));
-                let file =
-                    std::fs::File::create(&tmp).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-                let mut w = BufWriter::with_capacity(1 << 20, file);
-                let (_records, sys) = meta
-                    .write_snapshot(&mut w, &[SYS_APPLIED, SYS_MEMBERSHIP])
-                    .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-                let file = w
-                    .into_inner()
-                    .map_err(|e| snap_err(ErrorVerb::Write, e.into_error()))?;
-                file.sync_all().map_err(|e| snap_err(ErrorVerb::Write, e))?;
-                let last_log_id: Option<LogId> = match &sys[0] {
-                    Some(v) => decode(v).map_err(|e| snap_err(ErrorVerb::Read, e))?,
-                    None => None,
-                };
-                let last_membership: StoredMembership = match &sys[1] {
-                    Some(v) => decode(v).map_err(|e| snap_err(ErrorVerb::Read, e))?,
-                    None => StoredMembership::default(),
-                };
-                let snapshot_id = match &last_log_id {
-                    Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, rand_suffix()),
-                    None => format!("empty-{}", rand_suffix()),
-                };
-                Ok((
-                    SnapshotMeta {
-                        last_log_id,
-                        last_membership,
-                        snapshot_id,
-                    },
-                    tmp,
-                ))
-            },
-        )
-        .await
-        .map_err(|e| snap_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))??;
-        let (snap_meta, tmp) = built;
-        commit_snapshot_files(&self.dir, &tmp, &snap_meta)
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let snap_meta = tokio::task::spawn_blocking(move || build_snapshot_files(&meta, &dir))
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))??;
         let file = tokio::fs::File::open(
             self.dir
                 .join(format!("snap-{}.snap", snap_meta.snapshot_id)),

@@ -1,7 +1,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use wharf_meta::{Command, Response};
+use wharf_meta::{Command, Envelope, Response};
 
 pub type NodeId = u64;
 
@@ -25,12 +25,39 @@ openraft::declare_raft_types!(
     /// Wharf's Raft types: metadata commands in, apply results out, and
     /// snapshots as files on disk so they are never held in memory whole.
     pub TypeConfig:
+        D = Envelope,
+        R = Response,
+        NodeId = NodeId,
+        Node = NodeInfo,
+        SnapshotData = tokio::fs::File,
+);
+
+openraft::declare_raft_types!(
+    /// The types of release 0.1, whose log entries carried a bare command
+    /// (bincode): only to read such entries once and rewrite them.
+    pub LegacyTypeConfig:
         D = Command,
         R = Response,
         NodeId = NodeId,
         Node = NodeInfo,
         SnapshotData = tokio::fs::File,
 );
+
+/// A release 0.1 log entry as the current type: its command addressed the
+/// registry that is now the default one.
+pub fn entry_from_release_0_1(e: openraft::Entry<LegacyTypeConfig>) -> Entry {
+    let payload = match e.payload {
+        openraft::EntryPayload::Blank => openraft::EntryPayload::Blank,
+        openraft::EntryPayload::Normal(cmd) => {
+            openraft::EntryPayload::Normal(Envelope::from_release_0_1(cmd))
+        }
+        openraft::EntryPayload::Membership(m) => openraft::EntryPayload::Membership(m),
+    };
+    Entry {
+        log_id: e.log_id,
+        payload,
+    }
+}
 
 pub type Raft = openraft::Raft<TypeConfig>;
 pub type Entry = openraft::Entry<TypeConfig>;

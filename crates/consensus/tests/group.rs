@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wharf_consensus::{Consensus, ConsensusConfig, Peer, RaftTimings};
-use wharf_meta::{BlobRef, Command, Response};
+use wharf_meta::{BlobRef, Command, Envelope, Response, DEFAULT_REGISTRY};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -62,8 +62,8 @@ async fn start(dir: &std::path::Path, me: &Peer, all: &[Peer]) -> Arc<Consensus>
     .unwrap()
 }
 
-fn link(repo: &str, i: u64) -> Command {
-    Command::LinkBlobs {
+fn link(repo: &str, i: u64) -> Envelope {
+    let cmd = Command::LinkBlobs {
         repo: repo.into(),
         region: "r1".into(),
         blobs: vec![BlobRef {
@@ -71,7 +71,8 @@ fn link(repo: &str, i: u64) -> Command {
             size: i,
         }],
         now_ms: i,
-    }
+    };
+    Envelope::new(DEFAULT_REGISTRY, cmd, i).with_request_id(format!("{repo}-{i}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +92,11 @@ async fn single_node_survives_restart_and_compacts_its_log() {
     for i in 1..=50 {
         let digest = format!("sha256:{:064x}", i);
         assert!(
-            node.meta().linked_blob("a", &digest).unwrap().is_some(),
+            node.meta()
+                .registry(DEFAULT_REGISTRY)
+                .linked_blob("a", &digest)
+                .unwrap()
+                .is_some(),
             "blob {i} lost"
         );
     }
@@ -122,7 +127,12 @@ async fn writes_from_followers_are_forwarded_and_read_index_sees_them() {
         n.read_barrier().await.unwrap();
         for i in 1..=3u64 {
             let digest = format!("sha256:{:064x}", i);
-            assert!(n.meta().linked_blob("shared", &digest).unwrap().is_some());
+            assert!(n
+                .meta()
+                .registry(DEFAULT_REGISTRY)
+                .linked_blob("shared", &digest)
+                .unwrap()
+                .is_some());
         }
     }
     let leaders: Vec<_> = nodes.iter().map(|n| n.status().leader).collect();
@@ -130,6 +140,105 @@ async fn writes_from_followers_are_forwarded_and_read_index_sees_them() {
         leaders.iter().all(|l| l.is_some() && *l == leaders[0]),
         "{leaders:?}"
     );
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+fn tag_command(id: &str, cmd: Command) -> Envelope {
+    Envelope::new(DEFAULT_REGISTRY, cmd, 1).with_request_id(id)
+}
+
+fn put_tag(digest: &str) -> Command {
+    Command::PutManifest(Box::new(wharf_meta::PutManifest {
+        repo: "app".into(),
+        digest: digest.into(),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        raw: b"{}".to_vec(),
+        tag: Some("latest".into()),
+        blobs: vec![],
+        children: vec![],
+        subject: None,
+        artifact_type: None,
+        annotations_json: None,
+        now_ms: 1,
+        new_links: vec![],
+        region: "r1".into(),
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_retried_with_its_request_id_after_a_leader_change_applies_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = peers(3);
+    let mut nodes = Vec::new();
+    for p in &all {
+        nodes.push(start(dir.path(), p, &all).await);
+    }
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let first = nodes[1]
+        .write(tag_command("push-1", put_tag(&digest)))
+        .await
+        .unwrap();
+    let delete = Command::DeleteTag {
+        repo: "app".into(),
+        tag: "latest".into(),
+    };
+    assert_eq!(
+        nodes[2]
+            .write(tag_command("delete-1", delete.clone()))
+            .await
+            .unwrap(),
+        Response::Removed(1)
+    );
+    // The leader goes away; the others elect a new one.
+    let old_leader = nodes[0].status().leader.unwrap();
+    let at = nodes
+        .iter()
+        .position(|n| n.node_id() == old_leader)
+        .unwrap();
+    let gone = nodes.remove(at);
+    gone.shutdown().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while nodes[0].status().leader.is_none_or(|l| l == old_leader) {
+        assert!(std::time::Instant::now() < deadline, "no new leader");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The push, retried with its id through the new leader's group,
+    // answers as the first time and does not bring the deleted tag back;
+    // the delete retried answers as it did, not "tag unknown".
+    for n in &nodes {
+        assert_eq!(
+            n.write(tag_command("push-1", put_tag(&digest)))
+                .await
+                .unwrap(),
+            first
+        );
+        assert_eq!(
+            n.write(tag_command("delete-1", delete.clone()))
+                .await
+                .unwrap(),
+            Response::Removed(1)
+        );
+    }
+    for n in &nodes {
+        n.read_barrier().await.unwrap();
+        let reg = n.meta().registry(DEFAULT_REGISTRY);
+        assert!(reg.tag("app", "latest").unwrap().is_none());
+        assert!(reg.manifest("app", &digest).unwrap().is_some());
+    }
+    // A new id is a new write.
+    nodes[0]
+        .write(tag_command("push-2", put_tag(&digest)))
+        .await
+        .unwrap();
+    nodes[1].read_barrier().await.unwrap();
+    assert!(nodes[1]
+        .meta()
+        .registry(DEFAULT_REGISTRY)
+        .tag("app", "latest")
+        .unwrap()
+        .is_some());
     for n in &nodes {
         n.shutdown().await;
     }

@@ -17,6 +17,7 @@ pub struct PutManifest {
     pub digest: String,
     pub media_type: String,
     /// Exactly the bytes the client sent.
+    #[serde(with = "serde_bytes")]
     pub raw: Vec<u8>,
     pub tag: Option<String>,
     /// Blobs the manifest references (config and layers); each must be linked
@@ -84,6 +85,59 @@ pub enum Command {
     ForgetRegion {
         region: String,
     },
+}
+
+/// The meaning of commands this release writes. Bump it when a command's
+/// meaning (not its shape) changes, so apply can tell old from new.
+pub const COMMAND_VERSION: u32 = 2;
+
+/// What a Raft log entry carries: a command, the registry it addresses,
+/// and what makes it apply once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// `COMMAND_VERSION` of the proposer (1: migrated from release 0.1).
+    pub version: u32,
+    /// Unique per logical write: a repeat is answered with the first
+    /// answer and changes nothing (see `requests`).
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// The registry the command addresses (lower case); cluster-wide
+    /// commands (blob copies, regions) ignore it.
+    pub registry: String,
+    /// The proposer's clock: the state machine's only notion of time,
+    /// which expires remembered request ids.
+    #[serde(default)]
+    pub at_ms: u64,
+    pub cmd: Command,
+}
+
+impl Envelope {
+    pub fn new(registry: &str, cmd: Command, at_ms: u64) -> Envelope {
+        Envelope {
+            version: COMMAND_VERSION,
+            request_id: None,
+            registry: registry.to_string(),
+            at_ms,
+            cmd,
+        }
+    }
+
+    pub fn with_request_id(mut self, id: impl Into<String>) -> Envelope {
+        self.request_id = Some(id.into());
+        self
+    }
+
+    /// A command of a release 0.1 log entry: it addressed the only
+    /// registry there was, now the default one.
+    pub fn from_release_0_1(cmd: Command) -> Envelope {
+        Envelope {
+            version: 1,
+            request_id: None,
+            registry: crate::DEFAULT_REGISTRY.to_string(),
+            at_ms: 0,
+            cmd,
+        }
+    }
 }
 
 /// The result of applying one command, returned to the proposer.

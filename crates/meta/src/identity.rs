@@ -88,6 +88,7 @@ pub struct TokenRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SigningKeyRecord {
     pub kid: String,
+    #[serde(with = "serde_bytes")]
     pub sealed: Vec<u8>,
     pub created_ms: u64,
 }

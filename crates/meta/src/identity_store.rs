@@ -7,21 +7,22 @@ use crate::command::Response;
 use crate::error::{ApplyError, StoreError};
 use crate::identity::*;
 use crate::keys::*;
-use crate::store::{decode, encode, MetaStore};
-
-fn key(kind: &str, name: &str) -> Vec<u8> {
-    join(&[kind, name])
-}
-
-fn signing_key_key(k: &SigningKeyRecord) -> Vec<u8> {
-    join(&[AUTH_KEY, &format!("{:020}", k.created_ms), &k.kid])
-}
+use crate::repo::Registry;
+use crate::store::{decode, encode};
 
 fn refuse(e: ApplyError) -> Result<Response, StoreError> {
     Ok(Response::Refused(e))
 }
 
-impl MetaStore {
+impl Registry<'_> {
+    fn key_of(&self, kind: &str, name: &str) -> Vec<u8> {
+        self.key(&[kind, name])
+    }
+
+    fn signing_key_key(&self, k: &SigningKeyRecord) -> Vec<u8> {
+        self.key(&[AUTH_KEY, &format!("{:020}", k.created_ms), &k.kid])
+    }
+
     pub(crate) fn apply_identity(
         &self,
         batch: &mut WriteBatch,
@@ -33,17 +34,19 @@ impl MetaStore {
                     .list_auth::<PrincipalRecord>(AUTH_PRINCIPAL)?
                     .is_empty()
                 {
-                    self.put_auth(batch, &key(AUTH_PRINCIPAL, &owner.name), owner);
+                    self.put_auth(batch, &self.key_of(AUTH_PRINCIPAL, &owner.name), owner);
                 }
                 if self.signing_keys()?.is_empty() {
-                    self.put_auth(batch, &signing_key_key(signing_key), signing_key);
+                    self.put_auth(batch, &self.signing_key_key(signing_key), signing_key);
                 }
                 Ok(Response::Ok)
             }
             IdentityCommand::PutPrincipal { record, create } => {
-                let k = key(AUTH_PRINCIPAL, &record.name);
+                let k = self.key_of(AUTH_PRINCIPAL, &record.name);
                 let exists = self.exists(CF_AUTH, &k)?;
-                if *create && (exists || self.exists(CF_AUTH, &key(AUTH_TOKEN, &record.name))?) {
+                if *create
+                    && (exists || self.exists(CF_AUTH, &self.key_of(AUTH_TOKEN, &record.name))?)
+                {
                     return refuse(ApplyError::IdentityExists(record.name.clone()));
                 }
                 if !*create && !exists {
@@ -53,14 +56,14 @@ impl MetaStore {
                 Ok(Response::Ok)
             }
             IdentityCommand::DeletePrincipal { name } => {
-                self.delete_auth(batch, &key(AUTH_PRINCIPAL, name))
+                self.delete_auth(batch, &self.key_of(AUTH_PRINCIPAL, name))
             }
             IdentityCommand::SetRole {
                 principal,
                 assignment,
                 grant,
             } => {
-                let k = key(AUTH_PRINCIPAL, principal);
+                let k = self.key_of(AUTH_PRINCIPAL, principal);
                 let Some(mut p) = self.get::<PrincipalRecord>(CF_AUTH, &k)? else {
                     return refuse(ApplyError::IdentityUnknown(principal.clone()));
                 };
@@ -79,7 +82,7 @@ impl MetaStore {
                 Ok(Response::Ok)
             }
             IdentityCommand::PutScopeMap { record, create } => {
-                let k = key(AUTH_SCOPE_MAP, &record.name);
+                let k = self.key_of(AUTH_SCOPE_MAP, &record.name);
                 let exists = self.exists(CF_AUTH, &k)?;
                 if *create && exists {
                     return refuse(ApplyError::IdentityExists(record.name.clone()));
@@ -94,20 +97,21 @@ impl MetaStore {
                 if let Some(t) = self.tokens()?.into_iter().find(|t| &t.scope_map == name) {
                     return refuse(ApplyError::ScopeMapInUse(name.clone(), t.name));
                 }
-                self.delete_auth(batch, &key(AUTH_SCOPE_MAP, name))
+                self.delete_auth(batch, &self.key_of(AUTH_SCOPE_MAP, name))
             }
             IdentityCommand::PutToken { record, create } => {
-                let k = key(AUTH_TOKEN, &record.name);
+                let k = self.key_of(AUTH_TOKEN, &record.name);
                 let exists = self.exists(CF_AUTH, &k)?;
                 if *create
-                    && (exists || self.exists(CF_AUTH, &key(AUTH_PRINCIPAL, &record.name))?)
+                    && (exists
+                        || self.exists(CF_AUTH, &self.key_of(AUTH_PRINCIPAL, &record.name))?)
                 {
                     return refuse(ApplyError::IdentityExists(record.name.clone()));
                 }
                 if !*create && !exists {
                     return refuse(ApplyError::IdentityUnknown(record.name.clone()));
                 }
-                if !self.exists(CF_AUTH, &key(AUTH_SCOPE_MAP, &record.scope_map))? {
+                if !self.exists(CF_AUTH, &self.key_of(AUTH_SCOPE_MAP, &record.scope_map))? {
                     return refuse(ApplyError::IdentityUnknown(format!(
                         "scope map {}",
                         record.scope_map
@@ -117,23 +121,23 @@ impl MetaStore {
                 Ok(Response::Ok)
             }
             IdentityCommand::DeleteToken { name } => {
-                self.delete_auth(batch, &key(AUTH_TOKEN, name))
+                self.delete_auth(batch, &self.key_of(AUTH_TOKEN, name))
             }
             IdentityCommand::RotateSigningKey { key: new, keep } => {
                 let mut keys = self.signing_keys()?;
                 keys.insert(0, new.clone());
                 for old in keys.iter().skip((*keep).max(1)) {
-                    batch.delete_cf(self.cf(CF_AUTH), signing_key_key(old));
+                    batch.delete_cf(self.cf(CF_AUTH), self.signing_key_key(old));
                 }
-                self.put_auth(batch, &signing_key_key(new), new);
+                self.put_auth(batch, &self.signing_key_key(new), new);
                 Ok(Response::Ok)
             }
             IdentityCommand::SetAdmin(a) => {
-                self.put_auth(batch, AUTH_ADMIN, a);
+                self.put_auth(batch, &self.key(&[AUTH_ADMIN]), a);
                 Ok(Response::Ok)
             }
             IdentityCommand::SetAccess(a) => {
-                self.put_auth(batch, AUTH_ACCESS, a);
+                self.put_auth(batch, &self.key(&[AUTH_ACCESS]), a);
                 Ok(Response::Ok)
             }
         }
@@ -152,7 +156,7 @@ impl MetaStore {
     }
 
     fn list_auth<T: DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>, StoreError> {
-        let prefix = key(kind, "");
+        let prefix = self.key_of(kind, "");
         self.scan(CF_AUTH, &prefix, None, usize::MAX)?
             .iter()
             .map(|(_, v)| decode(CF_AUTH, v))
@@ -162,7 +166,7 @@ impl MetaStore {
     // ---- queries --------------------------------------------------------
 
     pub fn principal(&self, name: &str) -> Result<Option<PrincipalRecord>, StoreError> {
-        self.get(CF_AUTH, &key(AUTH_PRINCIPAL, name))
+        self.get(CF_AUTH, &self.key_of(AUTH_PRINCIPAL, name))
     }
 
     /// Every user and service principal, by name.
@@ -171,7 +175,7 @@ impl MetaStore {
     }
 
     pub fn scope_map(&self, name: &str) -> Result<Option<ScopeMapRecord>, StoreError> {
-        self.get(CF_AUTH, &key(AUTH_SCOPE_MAP, name))
+        self.get(CF_AUTH, &self.key_of(AUTH_SCOPE_MAP, name))
     }
 
     pub fn scope_maps(&self) -> Result<Vec<ScopeMapRecord>, StoreError> {
@@ -179,7 +183,7 @@ impl MetaStore {
     }
 
     pub fn token(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.get(CF_AUTH, &key(AUTH_TOKEN, name))
+        self.get(CF_AUTH, &self.key_of(AUTH_TOKEN, name))
     }
 
     pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
@@ -194,18 +198,23 @@ impl MetaStore {
     }
 
     pub fn admin(&self) -> Result<AdminRecord, StoreError> {
-        Ok(self.get(CF_AUTH, AUTH_ADMIN)?.unwrap_or_default())
+        Ok(self
+            .get(CF_AUTH, &self.key(&[AUTH_ADMIN]))?
+            .unwrap_or_default())
     }
 
     pub fn access_settings(&self) -> Result<AccessSettings, StoreError> {
-        Ok(self.get(CF_AUTH, AUTH_ACCESS)?.unwrap_or_default())
+        Ok(self
+            .get(CF_AUTH, &self.key(&[AUTH_ACCESS]))?
+            .unwrap_or_default())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::Command;
+    use crate::command::{Command, Envelope};
+    use crate::{MetaStore, DEFAULT_REGISTRY};
 
     fn user(name: &str) -> PrincipalRecord {
         PrincipalRecord {
@@ -228,7 +237,8 @@ mod tests {
     }
 
     fn apply(s: &MetaStore, c: IdentityCommand) -> Response {
-        s.apply(&Command::Identity(Box::new(c)), &[]).unwrap()
+        let env = Envelope::new(DEFAULT_REGISTRY, Command::Identity(Box::new(c)), 1);
+        s.apply(&env, &[]).unwrap()
     }
 
     #[test]
@@ -242,13 +252,17 @@ mod tests {
         assert_eq!(apply(&s, boot("first", "k1")), Response::Ok);
         assert_eq!(apply(&s, boot("second", "k2")), Response::Ok);
         let names: Vec<_> = s
+            .registry(DEFAULT_REGISTRY)
             .principals()
             .unwrap()
             .into_iter()
             .map(|p| p.name)
             .collect();
         assert_eq!(names, vec!["first"]);
-        assert_eq!(s.signing_keys().unwrap()[0].kid, "k1");
+        assert_eq!(
+            s.registry(DEFAULT_REGISTRY).signing_keys().unwrap()[0].kid,
+            "k1"
+        );
 
         let put = |name: &str| IdentityCommand::PutPrincipal {
             record: user(name),
@@ -319,9 +333,22 @@ mod tests {
         };
         assert_eq!(apply(&s, set(true)), Response::Ok);
         assert_eq!(apply(&s, set(true)), Response::Removed(0));
-        assert_eq!(s.principal("u").unwrap().unwrap().roles, vec![a.clone()]);
+        assert_eq!(
+            s.registry(DEFAULT_REGISTRY)
+                .principal("u")
+                .unwrap()
+                .unwrap()
+                .roles,
+            vec![a.clone()]
+        );
         assert_eq!(apply(&s, set(false)), Response::Ok);
-        assert!(s.principal("u").unwrap().unwrap().roles.is_empty());
+        assert!(s
+            .registry(DEFAULT_REGISTRY)
+            .principal("u")
+            .unwrap()
+            .unwrap()
+            .roles
+            .is_empty());
 
         for (i, kid) in ["a", "b", "c"].iter().enumerate() {
             apply(
@@ -333,6 +360,7 @@ mod tests {
             );
         }
         let kids: Vec<_> = s
+            .registry(DEFAULT_REGISTRY)
             .signing_keys()
             .unwrap()
             .into_iter()

@@ -1,6 +1,8 @@
-//! Key layout. Repository names never contain NUL, so `repo \0 rest` keys
+//! Key layout. Every key of a registry starts with `registry \0`, and
+//! repository names never contain NUL, so `registry \0 repo \0 rest` keys
 //! keep one repository's entries contiguous and sorted byte-wise, which is
-//! the lexical order the spec asks for in tag and catalog listings.
+//! the lexical order the spec asks for in tag and catalog listings. The
+//! blob index (`blobs`, by digest) and `requests` are the cluster's.
 
 pub const CF_REPOS: &str = "repos";
 pub const CF_MANIFESTS: &str = "manifests";
@@ -16,8 +18,11 @@ pub const CF_SYS: &str = "sys";
 /// `kind-letter \0 name` (see the `AUTH_*` prefixes).
 pub const CF_AUTH: &str = "auth";
 
-/// Appended last: snapshots name column families by position.
-pub const ALL_CFS: [&str; 9] = [
+/// Request ids recently applied and their answers (see `requests`).
+pub const CF_REQUESTS: &str = "requests";
+
+/// Every column family; snapshots name them (see `snapshot`).
+pub const ALL_CFS: [&str; 10] = [
     CF_REPOS,
     CF_MANIFESTS,
     CF_TAGS,
@@ -27,6 +32,7 @@ pub const ALL_CFS: [&str; 9] = [
     CF_REPO_BLOBS,
     CF_SYS,
     CF_AUTH,
+    CF_REQUESTS,
 ];
 
 pub const AUTH_PRINCIPAL: &str = "p";
@@ -34,8 +40,8 @@ pub const AUTH_SCOPE_MAP: &str = "s";
 pub const AUTH_TOKEN: &str = "t";
 /// Signing keys, `k \0 <created_ms, 20 digits> \0 kid`: oldest first.
 pub const AUTH_KEY: &str = "k";
-pub const AUTH_ADMIN: &[u8] = b"admin";
-pub const AUTH_ACCESS: &[u8] = b"access";
+pub const AUTH_ADMIN: &str = "admin";
+pub const AUTH_ACCESS: &str = "access";
 
 /// Column families whose keys start with a repository name.
 pub const REPO_SCOPED_CFS: [&str; 5] = [
@@ -46,13 +52,10 @@ pub const REPO_SCOPED_CFS: [&str; 5] = [
     CF_REPO_BLOBS,
 ];
 
-pub fn join(parts: &[&str]) -> Vec<u8> {
-    parts.join("\0").into_bytes()
-}
-
-/// `repo \0` — the prefix of every key of one repository.
-pub fn repo_prefix(repo: &str) -> Vec<u8> {
-    let mut k = repo.as_bytes().to_vec();
+/// `registry \0` — the prefix of every key of one registry. Registry
+/// names are alphanumerics, so they never contain NUL.
+pub fn registry_prefix(registry: &str) -> Vec<u8> {
+    let mut k = registry.as_bytes().to_vec();
     k.push(0);
     k
 }

@@ -5,20 +5,31 @@
 //! with the consensus layer's applied-state record, so a crash leaves either
 //! all or none of an entry's effects. Queries read the same column families.
 
+pub mod codec;
 mod command;
 mod error;
 mod identity;
 mod identity_store;
 mod keys;
+mod legacy;
 mod records;
+mod repo;
+mod requests;
 mod snapshot;
 mod store;
 
-pub use command::{BlobRef, Command, PutManifest, Response};
+/// The registry of hosts that name none, and the one release 0.1 data is
+/// migrated into.
+pub const DEFAULT_REGISTRY: &str = "default";
+
+pub use command::{BlobRef, Command, Envelope, PutManifest, Response, COMMAND_VERSION};
 pub use error::{ApplyError, StoreError};
 pub use identity::{
     AccessSettings, AdminRecord, IdentityCommand, PrincipalKind, PrincipalRecord, Role,
     RoleAssignment, ScopeMapRecord, ScopeRule, SigningKeyRecord, TokenRecord,
 };
 pub use records::{BlobRecord, ManifestRecord, ReferrerRecord, RepoRecord, TagRecord};
+pub use repo::Registry;
+pub use requests::{REQUEST_ID_MAX_BYTES, REQUEST_ID_TTL_MS};
+pub use snapshot::is_release_0_1_snapshot;
 pub use store::{ManifestSummary, MetaStore};

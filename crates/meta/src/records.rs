@@ -11,6 +11,7 @@ pub struct RepoRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestRecord {
     pub media_type: String,
+    #[serde(with = "serde_bytes")]
     pub raw: Vec<u8>,
     pub created_ms: u64,
     pub blobs: Vec<BlobRef>,

@@ -1,6 +1,10 @@
 //! Whole-state snapshots: every column family streamed as length-prefixed
 //! records from a consistent RocksDB snapshot, and restored by replacing the
-//! store's contents. The format is private to Wharf and versioned.
+//! store's contents. The format is private to Wharf and versioned: version
+//! 2 names each column family before its records (version 1, of release
+//! 0.1, numbered them by position, so a column family added in the middle
+//! of the list shifted every later one), and every length read back is
+//! bounded before anything is allocated.
 
 use std::io::{Read, Write};
 
@@ -13,10 +17,23 @@ use crate::store::MetaStore;
 /// Values of the requested sys keys, in request order (`None` if absent).
 pub type SysValues = Vec<Option<Vec<u8>>>;
 
-const MAGIC: &[u8; 8] = b"WHARFSN1";
+const MAGIC: &[u8; 8] = b"WHARFSN2";
+const MAGIC_RELEASE_0_1: &[u8; 8] = b"WHARFSN1";
+/// Switches to the column family whose name follows.
+const TAG_CF: u8 = 0x01;
+/// A key and a value in the current column family.
+const TAG_RECORD: u8 = 0x02;
 const END: u8 = 0xff;
+/// Largest key, value or name in a snapshot: a manifest is at most 4 MiB,
+/// so anything near this is corruption, not data.
+pub const SNAPSHOT_CHUNK_MAX_BYTES: usize = 64 << 20;
 /// Records restored per write batch, to bound memory while installing.
 const RESTORE_BATCH_RECORDS: usize = 4096;
+
+/// Whether a snapshot file starting with `header` was written by release 0.1.
+pub fn is_release_0_1_snapshot(header: &[u8]) -> bool {
+    header.starts_with(MAGIC_RELEASE_0_1)
+}
 
 fn corrupt(detail: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
@@ -34,6 +51,11 @@ fn read_chunk(r: &mut impl Read) -> Result<Vec<u8>, StoreError> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len)?;
     let len = u32::from_le_bytes(len) as usize;
+    if len > SNAPSHOT_CHUNK_MAX_BYTES {
+        return Err(corrupt(format!(
+            "a {len}-byte record (at most {SNAPSHOT_CHUNK_MAX_BYTES})"
+        )));
+    }
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf)?;
     Ok(buf)
@@ -59,11 +81,13 @@ impl MetaStore {
             .collect::<Result<Vec<_>, _>>()?;
         w.write_all(MAGIC)?;
         let mut records = 0;
-        for (i, name) in ALL_CFS.iter().enumerate() {
+        for name in ALL_CFS {
             let cf = db.cf_handle(name).expect("column family opened at start");
+            w.write_all(&[TAG_CF])?;
+            write_chunk(w, name.as_bytes())?;
             for item in snap.iterator_cf(cf, IteratorMode::Start) {
                 let (k, v) = item?;
-                w.write_all(&[i as u8])?;
+                w.write_all(&[TAG_RECORD])?;
                 write_chunk(w, &k)?;
                 write_chunk(w, &v)?;
                 records += 1;
@@ -77,6 +101,11 @@ impl MetaStore {
     pub fn install_snapshot(&self, r: &mut impl Read) -> Result<u64, StoreError> {
         let mut magic = [0u8; 8];
         r.read_exact(&mut magic)?;
+        if &magic == MAGIC_RELEASE_0_1 {
+            return Err(corrupt(
+                "a release 0.1 snapshot: upgrade every node of the cluster before it sends one",
+            ));
+        }
         if &magic != MAGIC {
             return Err(corrupt("bad snapshot header"));
         }
@@ -90,16 +119,28 @@ impl MetaStore {
             }
         }
         let mut records = 0;
+        let mut cf = None;
         loop {
             let mut tag = [0u8; 1];
             r.read_exact(&mut tag)?;
-            if tag[0] == END {
-                break;
+            match tag[0] {
+                END => break,
+                TAG_CF => {
+                    let name = read_chunk(r)?;
+                    let known = ALL_CFS.iter().find(|n| n.as_bytes() == name.as_slice());
+                    let Some(name) = known else {
+                        return Err(corrupt(format!(
+                            "column family {:?} is unknown to this release",
+                            String::from_utf8_lossy(&name)
+                        )));
+                    };
+                    cf = Some(db.cf_handle(name).expect("column family opened at start"));
+                    continue;
+                }
+                TAG_RECORD => {}
+                other => return Err(corrupt(format!("unknown record tag {other}"))),
             }
-            let name = ALL_CFS
-                .get(tag[0] as usize)
-                .ok_or_else(|| corrupt(format!("unknown column family {}", tag[0])))?;
-            let cf = db.cf_handle(name).expect("column family opened at start");
+            let cf = cf.ok_or_else(|| corrupt("a record before any column family"))?;
             let k = read_chunk(r)?;
             let v = read_chunk(r)?;
             batch.put_cf(cf, k, v);
@@ -119,7 +160,8 @@ impl MetaStore {
 
 #[cfg(test)]
 mod tests {
-    use crate::{BlobRef, Command, MetaStore};
+    use super::*;
+    use crate::{BlobRef, Command, Envelope, MetaStore, DEFAULT_REGISTRY};
 
     #[test]
     fn snapshot_round_trips_into_a_store_with_other_contents() {
@@ -128,14 +170,17 @@ mod tests {
         let a = MetaStore::open(a_dir.path()).unwrap();
         let b = MetaStore::open(b_dir.path()).unwrap();
         let d = format!("sha256:{}", "1".repeat(64));
-        let link = |repo: &str| Command::LinkBlobs {
-            repo: repo.into(),
-            region: "r".into(),
-            blobs: vec![BlobRef {
-                digest: d.clone(),
-                size: 1,
-            }],
-            now_ms: 1,
+        let link = |repo: &str| {
+            let cmd = Command::LinkBlobs {
+                repo: repo.into(),
+                region: "r".into(),
+                blobs: vec![BlobRef {
+                    digest: d.clone(),
+                    size: 1,
+                }],
+                now_ms: 1,
+            };
+            Envelope::new(DEFAULT_REGISTRY, cmd, 1)
         };
         a.apply(&link("keep"), &[("applied", vec![7])]).unwrap();
         b.apply(&link("stale"), &[]).unwrap();
@@ -144,12 +189,49 @@ mod tests {
         assert_eq!(sys, vec![Some(vec![7]), None]);
         assert!(n >= 3);
         assert_eq!(b.install_snapshot(&mut buf.as_slice()).unwrap(), n);
-        assert!(b.repository("keep").unwrap().is_some());
+        let reg = b.registry(DEFAULT_REGISTRY);
+        assert!(reg.repository("keep").unwrap().is_some());
         assert!(
-            b.repository("stale").unwrap().is_none(),
+            reg.repository("stale").unwrap().is_none(),
             "old contents are replaced"
         );
         assert_eq!(b.read_sys("applied").unwrap(), Some(vec![7]));
         assert!(b.install_snapshot(&mut &b"garbage!"[..]).is_err());
+    }
+
+    #[test]
+    fn a_huge_length_in_a_snapshot_is_refused_before_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let mut bytes = MAGIC.to_vec();
+        bytes.push(TAG_CF);
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        let err = s.install_snapshot(&mut bytes.as_slice()).unwrap_err();
+        assert!(err.to_string().contains("at most"), "{err}");
+    }
+
+    #[test]
+    fn snapshots_name_their_column_families() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let mut buf = Vec::new();
+        s.write_snapshot(&mut buf, &[]).unwrap();
+        // A column family this release does not know is refused by name,
+        // not taken for another one.
+        let mut bad = MAGIC.to_vec();
+        bad.push(TAG_CF);
+        bad.extend_from_slice(&5u32.to_le_bytes());
+        bad.extend_from_slice(b"later");
+        bad.push(END);
+        let err = s.install_snapshot(&mut bad.as_slice()).unwrap_err();
+        assert!(err.to_string().contains("\"later\" is unknown"), "{err}");
+        let mut old = MAGIC_RELEASE_0_1.to_vec();
+        old.push(END);
+        assert!(s
+            .install_snapshot(&mut old.as_slice())
+            .unwrap_err()
+            .to_string()
+            .contains("release 0.1"));
+        assert!(s.install_snapshot(&mut buf.as_slice()).is_ok());
     }
 }

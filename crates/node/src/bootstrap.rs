@@ -85,7 +85,10 @@ async fn try_once(app: &App, data_dir: &Path, user: &str) -> Result<bool, NodeEr
         .bootstrap_command(user, &pw, now_ms())
         .map_err(|e| NodeError::Startup(e.to_string()))?;
     app.consensus
-        .write(Command::Identity(Box::new(cmd)))
+        .write(crate::state::envelope(
+            Command::Identity(Box::new(cmd)),
+            None,
+        ))
         .await?;
     if !have_owner {
         if generated {

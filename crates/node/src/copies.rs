@@ -22,6 +22,7 @@ pub struct AckPolicy {
 /// Regions holding a verified copy of `blob`, as the index says.
 fn copies(app: &App, blob: &BlobRef) -> ApiResult<usize> {
     Ok(app
+        .consensus
         .meta()
         .blob(&blob.digest)?
         .map_or(0, |r| r.regions.len()))

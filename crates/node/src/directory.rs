@@ -52,13 +52,16 @@ impl Directory for NodeDirectory {
 
     async fn report(&self, digest: Digest, size: u64) -> Result<(), String> {
         self.consensus
-            .write(Command::BlobsReplicated {
-                region: self.region.clone(),
-                blobs: vec![BlobRef {
-                    digest: digest.to_string(),
-                    size,
-                }],
-            })
+            .write(crate::state::envelope(
+                Command::BlobsReplicated {
+                    region: self.region.clone(),
+                    blobs: vec![BlobRef {
+                        digest: digest.to_string(),
+                        size,
+                    }],
+                },
+                None,
+            ))
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())

@@ -12,6 +12,7 @@ mod fence;
 mod http;
 mod metrics;
 mod registrar;
+mod request_id;
 mod serve;
 mod state;
 mod tls;

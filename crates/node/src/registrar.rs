@@ -37,7 +37,7 @@ pub async fn run(app: App, grace: Duration) {
                 blobs: blobs.clone(),
                 now_ms: now_ms(),
             };
-            match app.consensus.write(cmd).await {
+            match app.consensus.write(crate::state::envelope(cmd, None)).await {
                 Ok(_) => {
                     for b in &blobs {
                         if let Err(e) = app.blobs.remove_pending(&repo, &b.digest) {

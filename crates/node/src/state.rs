@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use wharf_blobstore::BlobStore;
 use wharf_consensus::Consensus;
-use wharf_meta::{Command, ManifestRecord, MetaStore, StoreError};
+use wharf_meta::{Command, Envelope, ManifestRecord, Registry, StoreError, DEFAULT_REGISTRY};
 use wharf_oci::{ErrorCode, Reference};
 
 use crate::config::ReadConsistency;
@@ -42,26 +42,34 @@ pub fn now_ms() -> u64 {
     wharf_consensus::now_unix_ms()
 }
 
+/// `cmd` for the default registry, under `request_id` or a fresh one.
+pub fn envelope(cmd: Command, request_id: Option<String>) -> Envelope {
+    let id = request_id.unwrap_or_else(crate::request_id::random);
+    Envelope::new(DEFAULT_REGISTRY, cmd, now_ms()).with_request_id(id)
+}
+
 impl AppState {
-    pub fn meta(&self) -> &MetaStore {
-        self.consensus.meta()
+    /// The registry this node serves: every request addresses the default
+    /// registry until login servers name others.
+    pub fn meta(&self) -> Registry<'_> {
+        self.consensus.meta().registry(DEFAULT_REGISTRY)
     }
 
     /// Read from local state; on a miss, confirm with a linearizable read
     /// before reporting "unknown" (promise 3: no false "manifest unknown").
     pub async fn read<T>(
         &self,
-        f: impl Fn(&MetaStore) -> Result<Option<T>, StoreError>,
+        f: impl Fn(&Registry<'_>) -> Result<Option<T>, StoreError>,
     ) -> ApiResult<Option<T>> {
         if self.reads == ReadConsistency::Linearizable {
             self.consensus.read_barrier().await?;
-            return Ok(f(self.meta())?);
+            return Ok(f(&self.meta())?);
         }
-        if let Some(v) = f(self.meta())? {
+        if let Some(v) = f(&self.meta())? {
             return Ok(Some(v));
         }
         self.consensus.read_barrier().await?;
-        Ok(f(self.meta())?)
+        Ok(f(&self.meta())?)
     }
 
     /// The size of `digest` if `repo` links it: pending registration on
@@ -80,9 +88,17 @@ impl AppState {
             .map(|r| r.size))
     }
 
-    /// Propose a command; refusals become the matching spec error.
+    /// Propose a command under a fresh request id; refusals become the
+    /// matching spec error.
     pub async fn write(&self, cmd: Command) -> ApiResult<u64> {
-        Ok(self.consensus.write(cmd).await?.into_result()?)
+        self.write_once(cmd, None).await
+    }
+
+    /// Propose a command under `request_id` (a client's idempotency key,
+    /// see `request_id`), or a fresh id: applied once however often sent.
+    pub async fn write_once(&self, cmd: Command, request_id: Option<String>) -> ApiResult<u64> {
+        let env = envelope(cmd, request_id);
+        Ok(self.consensus.write(env).await?.into_result()?)
     }
 
     /// Resolve a tag or digest to a manifest of `repo`.

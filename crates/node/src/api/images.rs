@@ -140,7 +140,8 @@ pub async fn show(
         }
         for l in layers.iter_mut() {
             l.regions = Some(
-                app.meta()
+                app.consensus
+                    .meta()
                     .blob(&l.digest)?
                     .map(|b| b.regions)
                     .unwrap_or_default(),

@@ -97,6 +97,7 @@ pub async fn list(
     let mut rows = Vec::new();
     for ((id, node), probe) in members.into_iter().zip(probes) {
         let (missing, lost): (Vec<_>, Vec<_>) = app
+            .consensus
             .meta()
             .blobs_missing_in(&node.region, usize::MAX)?
             .into_iter()

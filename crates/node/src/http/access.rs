@@ -92,7 +92,9 @@ fn realm(app: &App, headers: &HeaderMap) -> String {
 
 /// The registry's access settings, from the authority's cached view.
 pub fn access_settings(app: &App) -> ApiResult<wharf_meta::AccessSettings> {
-    app.auth.access(app.meta()).map_err(|e| auth_error(e, None))
+    app.auth
+        .access(&app.meta())
+        .map_err(|e| auth_error(e, None))
 }
 
 /// Count a refused authentication, then answer it.
@@ -270,7 +272,7 @@ pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) 
         Ok(Some(Credentials::Basic { user, password })) => {
             match app
                 .auth
-                .login(app.meta(), &user, &password, source, now_ms())
+                .login(&app.meta(), &user, &password, source, now_ms())
             {
                 Ok(subject) => Caller {
                     subject,
@@ -286,7 +288,7 @@ pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) 
         Ok(Some(Credentials::Bearer(token))) => {
             match app
                 .auth
-                .verify(app.meta(), &token, TokenUse::Access, now_ms())
+                .verify(&app.meta(), &token, TokenUse::Access, now_ms())
             {
                 Ok((subject, claims)) => Caller {
                     subject,

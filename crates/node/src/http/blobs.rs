@@ -110,7 +110,12 @@ fn blob_response(
     builder
 }
 
-pub async fn delete(app: &App, name: &str, digest: &str) -> ApiResult<Response> {
+pub async fn delete(
+    app: &App,
+    name: &str,
+    digest: &str,
+    request_id: Option<String>,
+) -> ApiResult<Response> {
     validate_repository(name)?;
     let digest: Digest = digest.parse()?;
     let was_pending = app
@@ -118,10 +123,13 @@ pub async fn delete(app: &App, name: &str, digest: &str) -> ApiResult<Response> 
         .remove_pending(name, digest.as_str())
         .map_err(ApiError::from)?;
     let unlinked = app
-        .write(Command::UnlinkBlob {
-            repo: name.to_string(),
-            digest: digest.to_string(),
-        })
+        .write_once(
+            Command::UnlinkBlob {
+                repo: name.to_string(),
+                digest: digest.to_string(),
+            },
+            request_id,
+        )
         .await;
     match unlinked {
         Ok(_) => {}

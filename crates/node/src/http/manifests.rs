@@ -32,7 +32,13 @@ pub async fn get(app: &App, name: &str, reference: &str, with_body: bool) -> Api
     builder.body(body).map_err(ApiError::internal)
 }
 
-pub async fn put(app: &App, name: &str, reference: &str, req: Request) -> ApiResult<Response> {
+pub async fn put(
+    app: &App,
+    name: &str,
+    reference: &str,
+    req: Request,
+    request_id: Option<String>,
+) -> ApiResult<Response> {
     validate_repository(name)?;
     let reference = Reference::parse(reference)?;
     let content_type = headers::get(req.headers(), "content-type").map(str::to_string);
@@ -111,16 +117,20 @@ pub async fn put(app: &App, name: &str, reference: &str, req: Request) -> ApiRes
         new_links: new_links.clone(),
         region: app.region.clone(),
     }));
-    match app.write(cmd.clone()).await {
+    let request_id = request_id.unwrap_or_else(crate::request_id::random);
+    match app.write_once(cmd.clone(), Some(request_id.clone())).await {
         // The client may have uploaded the blobs through another region,
         // whose links reach the metadata within its registration window:
-        // wait that window out once before calling them unknown.
+        // wait that window out once before calling them unknown. The
+        // refusal is remembered under the first id, so the second attempt
+        // is a write of its own.
         Err(e) if e.code == ErrorCode::ManifestBlobUnknown => {
             tokio::time::sleep(std::time::Duration::from_millis(
                 crate::registrar::WINDOW_MS,
             ))
             .await;
-            app.write(cmd).await?;
+            app.write_once(cmd, Some(format!("{request_id}+window")))
+                .await?;
         }
         other => {
             other?;
@@ -149,7 +159,12 @@ pub async fn put(app: &App, name: &str, reference: &str, req: Request) -> ApiRes
     Ok(resp)
 }
 
-pub async fn delete(app: &App, name: &str, reference: &str) -> ApiResult<Response> {
+pub async fn delete(
+    app: &App,
+    name: &str,
+    reference: &str,
+    request_id: Option<String>,
+) -> ApiResult<Response> {
     validate_repository(name)?;
     let cmd = match Reference::parse(reference)? {
         Reference::Digest(d) => Command::DeleteManifest {
@@ -161,6 +176,6 @@ pub async fn delete(app: &App, name: &str, reference: &str) -> ApiResult<Respons
             tag: t,
         },
     };
-    app.write(cmd).await?;
+    app.write_once(cmd, request_id).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }

@@ -239,6 +239,8 @@ async fn handle(app: App, route: Route<'_>, req: Request) -> ApiResult<Response>
     if let Some((name, action)) = required_action(&route, &method) {
         caller.require(&app, &name, action)?;
     }
+    // A client may name its write so that a retry applies once.
+    let request_id = crate::request_id::from_headers(req.headers(), caller.subject.name())?;
     match route {
         Route::Catalog if method == Method::GET => {
             caller.require_catalog(&app)?;
@@ -250,14 +252,14 @@ async fn handle(app: App, route: Route<'_>, req: Request) -> ApiResult<Response>
         Route::Manifest { name, reference } => match method {
             Method::GET => manifests::get(&app, &name, reference, true).await,
             Method::HEAD => manifests::get(&app, &name, reference, false).await,
-            Method::PUT => manifests::put(&app, &name, reference, req).await,
-            Method::DELETE => manifests::delete(&app, &name, reference).await,
+            Method::PUT => manifests::put(&app, &name, reference, req, request_id).await,
+            Method::DELETE => manifests::delete(&app, &name, reference, request_id).await,
             _ => unsupported(),
         },
         Route::Blob { name, digest } => match method {
             Method::GET => blobs::get(&app, &name, digest, req.headers(), true).await,
             Method::HEAD => blobs::get(&app, &name, digest, req.headers(), false).await,
-            Method::DELETE => blobs::delete(&app, &name, digest).await,
+            Method::DELETE => blobs::delete(&app, &name, digest, request_id).await,
             _ => unsupported(),
         },
         Route::Upload { name, id } => match (method, id.is_empty()) {

@@ -55,7 +55,7 @@ async fn parse(app: &App, req: Request) -> ApiResult<TokenRequest> {
         let subject = match credentials(req.headers()).map_err(fail)? {
             Some(Credentials::Basic { user, password }) => app
                 .auth
-                .login(app.meta(), &user, &password, source, now_ms())
+                .login(&app.meta(), &user, &password, source, now_ms())
                 .map_err(fail)?,
             Some(Credentials::Bearer(_)) => {
                 return Err(fail(AuthError::BadRequest(
@@ -89,7 +89,7 @@ async fn parse(app: &App, req: Request) -> ApiResult<TokenRequest> {
         Some("password") => app
             .auth
             .login(
-                app.meta(),
+                &app.meta(),
                 first(&p, "username").unwrap_or(""),
                 first(&p, "password").unwrap_or(""),
                 source,
@@ -99,7 +99,7 @@ async fn parse(app: &App, req: Request) -> ApiResult<TokenRequest> {
         Some("refresh_token") => {
             let t = first(&p, "refresh_token").unwrap_or("");
             app.auth
-                .verify(app.meta(), t, TokenUse::Refresh, now_ms())
+                .verify(&app.meta(), t, TokenUse::Refresh, now_ms())
                 .map_err(fail)?
                 .0
         }
@@ -152,7 +152,7 @@ async fn issue(app: &App, req: Request) -> ApiResult<Response> {
     let now = now_ms();
     let (token, expires_in) = app
         .auth
-        .issue(app.meta(), &r.subject, grants, TokenUse::Access, now)
+        .issue(&app.meta(), &r.subject, grants, TokenUse::Access, now)
         .map_err(|e| auth_error(e, None))?;
     let mut body = json!({
         "token": token,
@@ -163,7 +163,7 @@ async fn issue(app: &App, req: Request) -> ApiResult<Response> {
     if r.offline && !r.subject.is_anonymous() {
         let (refresh, _) = app
             .auth
-            .issue(app.meta(), &r.subject, vec![], TokenUse::Refresh, now)
+            .issue(&app.meta(), &r.subject, vec![], TokenUse::Refresh, now)
             .map_err(|e| auth_error(e, None))?;
         body["refresh_token"] = json!(refresh);
     }

@@ -1,0 +1,783 @@
+//! One registry's repositories: manifests, tags, referrers and blob links,
+//! every key prefixed by the registry's name. The cluster-wide blob index
+//! (which region holds which blob) is not a registry's: regions' stores are
+//! content-addressed and shared by every registry, so a layer pushed to two
+//! registries is stored and moved once.
+
+use std::collections::BTreeMap;
+
+use rocksdb::WriteBatch;
+use serde::de::DeserializeOwned;
+
+use crate::command::{BlobRef, Command, PutManifest, Response};
+use crate::error::{ApplyError, StoreError};
+use crate::keys::*;
+use crate::records::*;
+use crate::store::{add_region, encode, KeyValue, ManifestSummary, MetaStore};
+
+/// The state of one registry, read and changed through its key prefix.
+pub struct Registry<'a> {
+    pub(crate) store: &'a MetaStore,
+    name: String,
+    /// `registry \0`: every key of this registry starts with it.
+    prefix: Vec<u8>,
+}
+
+impl MetaStore {
+    /// The registry named `name` (lower case; see `wharf_oci::RegistryName`).
+    pub fn registry(&self, name: &str) -> Registry<'_> {
+        Registry {
+            store: self,
+            name: name.to_string(),
+            prefix: registry_prefix(name),
+        }
+    }
+}
+
+impl<'a> Registry<'a> {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The whole store (the cluster-wide blob index, applying commands).
+    pub fn store(&self) -> &'a MetaStore {
+        self.store
+    }
+
+    /// Changes whenever identities may have changed.
+    pub fn identity_epoch(&self) -> u64 {
+        self.store.identity_epoch()
+    }
+
+    /// The registry's prefix followed by `parts` joined with NUL.
+    pub(crate) fn key(&self, parts: &[&str]) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        k.extend_from_slice(parts.join("\0").as_bytes());
+        k
+    }
+
+    /// `registry \0 repo \0`: the prefix of every key of one repository.
+    fn repo_prefix(&self, repo: &str) -> Vec<u8> {
+        let mut k = self.key(&[repo]);
+        k.push(0);
+        k
+    }
+
+    pub(crate) fn get<T: DeserializeOwned>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        self.store.get(cf, key)
+    }
+
+    pub(crate) fn exists(&self, cf: &'static str, key: &[u8]) -> Result<bool, StoreError> {
+        self.store.exists(cf, key)
+    }
+
+    pub(crate) fn scan(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        self.store.scan(cf, prefix, after, limit)
+    }
+
+    pub(crate) fn cf(&self, name: &'static str) -> &'a rocksdb::ColumnFamily {
+        self.store.cf(name)
+    }
+
+    // ---- apply ----------------------------------------------------------
+
+    /// Apply a command addressed to this registry into `batch`.
+    pub(crate) fn apply(
+        &self,
+        batch: &mut WriteBatch,
+        cmd: &Command,
+    ) -> Result<Response, StoreError> {
+        match cmd {
+            Command::PutManifest(p) => self.put_manifest(batch, p),
+            Command::DeleteManifest { repo, digest } => self.delete_manifest(batch, repo, digest),
+            Command::DeleteTag { repo, tag } => self.delete_tag(batch, repo, tag),
+            Command::LinkBlobs {
+                repo,
+                region,
+                blobs,
+                now_ms,
+            } => self.link_blobs(batch, repo, region, blobs, *now_ms),
+            Command::BlobsReplicated { region, blobs } => {
+                self.store.blobs_replicated(batch, region, blobs)
+            }
+            Command::UnlinkBlob { repo, digest } => self.unlink_blob(batch, repo, digest),
+            Command::DeleteRepository { repo } => self.delete_repository(batch, repo),
+            Command::Identity(c) => self.apply_identity(batch, c),
+            Command::ForgetRegion { region } => self.store.forget_region(batch, region),
+        }
+    }
+
+    fn touch_repo(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let key = self.key(&[repo]);
+        let record = match self.get::<RepoRecord>(CF_REPOS, &key)? {
+            Some(r) => RepoRecord {
+                created_ms: r.created_ms,
+                updated_ms: now_ms.max(r.updated_ms),
+            },
+            None => RepoRecord {
+                created_ms: now_ms,
+                updated_ms: now_ms,
+            },
+        };
+        batch.put_cf(self.cf(CF_REPOS), key, encode(&record));
+        Ok(())
+    }
+
+    fn put_manifest(
+        &self,
+        batch: &mut WriteBatch,
+        p: &PutManifest,
+    ) -> Result<Response, StoreError> {
+        if !p.new_links.is_empty() {
+            self.link_blobs(batch, &p.repo, &p.region, &p.new_links, p.now_ms)?;
+        }
+        for b in &p.blobs {
+            let linking_now = p.new_links.iter().any(|n| n.digest == b.digest);
+            if !linking_now && !self.exists(CF_REPO_BLOBS, &self.key(&[&p.repo, &b.digest]))? {
+                return Ok(Response::Refused(ApplyError::ManifestBlobUnknown(
+                    b.digest.clone(),
+                )));
+            }
+        }
+        for c in &p.children {
+            if *c != p.digest && !self.exists(CF_MANIFESTS, &self.key(&[&p.repo, c]))? {
+                return Ok(Response::Refused(ApplyError::ManifestChildUnknown(
+                    c.clone(),
+                )));
+            }
+        }
+        let key = self.key(&[&p.repo, &p.digest]);
+        let created_ms = match self.get::<ManifestRecord>(CF_MANIFESTS, &key)? {
+            Some(existing) => existing.created_ms,
+            None => p.now_ms,
+        };
+        let record = ManifestRecord {
+            media_type: p.media_type.clone(),
+            raw: p.raw.clone(),
+            created_ms,
+            blobs: p.blobs.clone(),
+            children: p.children.clone(),
+            subject: p.subject.clone(),
+            artifact_type: p.artifact_type.clone(),
+            annotations_json: p.annotations_json.clone(),
+        };
+        batch.put_cf(self.cf(CF_MANIFESTS), &key, encode(&record));
+        if let Some(subject) = &p.subject {
+            let referrer = ReferrerRecord {
+                media_type: p.media_type.clone(),
+                size: p.raw.len() as u64,
+                artifact_type: p.artifact_type.clone(),
+                annotations_json: p.annotations_json.clone(),
+            };
+            batch.put_cf(
+                self.cf(CF_REFERRERS),
+                self.key(&[&p.repo, subject, &p.digest]),
+                encode(&referrer),
+            );
+        }
+        if let Some(tag) = &p.tag {
+            self.point_tag(batch, &p.repo, tag, &p.digest, p.now_ms)?;
+        }
+        self.touch_repo(batch, &p.repo, p.now_ms)?;
+        Ok(Response::Ok)
+    }
+
+    fn point_tag(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+        tag: &str,
+        digest: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let tag_key = self.key(&[repo, tag]);
+        if let Some(old) = self.get::<TagRecord>(CF_TAGS, &tag_key)? {
+            if old.digest != digest {
+                batch.delete_cf(self.cf(CF_DIGEST_TAGS), self.key(&[repo, &old.digest, tag]));
+            }
+        }
+        let record = TagRecord {
+            digest: digest.to_string(),
+            updated_ms: now_ms,
+        };
+        batch.put_cf(self.cf(CF_TAGS), &tag_key, encode(&record));
+        batch.put_cf(self.cf(CF_DIGEST_TAGS), self.key(&[repo, digest, tag]), []);
+        Ok(())
+    }
+
+    fn delete_manifest(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Response, StoreError> {
+        let key = self.key(&[repo, digest]);
+        let Some(record) = self.get::<ManifestRecord>(CF_MANIFESTS, &key)? else {
+            return Ok(Response::Refused(ApplyError::ManifestUnknown));
+        };
+        batch.delete_cf(self.cf(CF_MANIFESTS), &key);
+        if let Some(subject) = &record.subject {
+            batch.delete_cf(self.cf(CF_REFERRERS), self.key(&[repo, subject, digest]));
+        }
+        let mut prefix = key.clone();
+        prefix.push(0);
+        let tags = self.scan(CF_DIGEST_TAGS, &prefix, None, usize::MAX)?;
+        for (k, _) in &tags {
+            batch.delete_cf(self.cf(CF_DIGEST_TAGS), k);
+            batch.delete_cf(self.cf(CF_TAGS), self.key(&[repo, &last_part(k)]));
+        }
+        Ok(Response::Removed(1 + tags.len() as u64))
+    }
+
+    fn delete_tag(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+        tag: &str,
+    ) -> Result<Response, StoreError> {
+        let tag_key = self.key(&[repo, tag]);
+        let Some(old) = self.get::<TagRecord>(CF_TAGS, &tag_key)? else {
+            return Ok(Response::Refused(ApplyError::TagUnknown));
+        };
+        batch.delete_cf(self.cf(CF_TAGS), &tag_key);
+        batch.delete_cf(self.cf(CF_DIGEST_TAGS), self.key(&[repo, &old.digest, tag]));
+        Ok(Response::Removed(1))
+    }
+
+    fn link_blobs(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+        region: &str,
+        blobs: &[BlobRef],
+        now_ms: u64,
+    ) -> Result<Response, StoreError> {
+        let unique: BTreeMap<&str, u64> =
+            blobs.iter().map(|b| (b.digest.as_str(), b.size)).collect();
+        for (digest, size) in unique {
+            let link_key = self.key(&[repo, digest]);
+            let newly_linked = !self.exists(CF_REPO_BLOBS, &link_key)?;
+            let mut record = self
+                .get::<BlobRecord>(CF_BLOBS, digest.as_bytes())?
+                .unwrap_or(BlobRecord {
+                    size,
+                    regions: Vec::new(),
+                    links: 0,
+                    registered_ms: now_ms,
+                });
+            add_region(&mut record, region);
+            if newly_linked {
+                record.links += 1;
+                batch.put_cf(self.cf(CF_REPO_BLOBS), &link_key, []);
+            }
+            batch.put_cf(self.cf(CF_BLOBS), digest.as_bytes(), encode(&record));
+        }
+        self.touch_repo(batch, repo, now_ms)?;
+        Ok(Response::Ok)
+    }
+
+    fn unlink_blob(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Response, StoreError> {
+        let link_key = self.key(&[repo, digest]);
+        if !self.exists(CF_REPO_BLOBS, &link_key)? {
+            return Ok(Response::Refused(ApplyError::BlobUnknown));
+        }
+        batch.delete_cf(self.cf(CF_REPO_BLOBS), &link_key);
+        self.store.drop_link(batch, digest, 1)?;
+        Ok(Response::Removed(1))
+    }
+
+    fn delete_repository(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+    ) -> Result<Response, StoreError> {
+        let key = self.key(&[repo]);
+        if !self.exists(CF_REPOS, &key)? {
+            return Ok(Response::Refused(ApplyError::NameUnknown));
+        }
+        let prefix = self.repo_prefix(repo);
+        let mut removed = 0;
+        for cf in REPO_SCOPED_CFS {
+            for (k, _) in self.scan(cf, &prefix, None, usize::MAX)? {
+                batch.delete_cf(self.cf(cf), &k);
+                match cf {
+                    CF_REPO_BLOBS => self.store.drop_link(batch, &last_part(&k), 1)?,
+                    CF_MANIFESTS | CF_TAGS => removed += 1,
+                    _ => {}
+                }
+            }
+        }
+        batch.delete_cf(self.cf(CF_REPOS), key);
+        Ok(Response::Removed(removed))
+    }
+
+    // ---- queries --------------------------------------------------------
+
+    pub fn repository(&self, repo: &str) -> Result<Option<RepoRecord>, StoreError> {
+        self.get(CF_REPOS, &self.key(&[repo]))
+    }
+
+    pub fn manifest(&self, repo: &str, digest: &str) -> Result<Option<ManifestRecord>, StoreError> {
+        self.get(CF_MANIFESTS, &self.key(&[repo, digest]))
+    }
+
+    pub fn tag(&self, repo: &str, tag: &str) -> Result<Option<TagRecord>, StoreError> {
+        self.get(CF_TAGS, &self.key(&[repo, tag]))
+    }
+
+    /// Whether `digest` is linked in `repo`, with its cluster-wide record.
+    pub fn linked_blob(&self, repo: &str, digest: &str) -> Result<Option<BlobRecord>, StoreError> {
+        if !self.exists(CF_REPO_BLOBS, &self.key(&[repo, digest]))? {
+            return Ok(None);
+        }
+        self.store.blob(digest)
+    }
+
+    /// Tags of a repository in lexical order, after `last`, at most `n`.
+    pub fn tags(
+        &self,
+        repo: &str,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<(String, TagRecord)>, StoreError> {
+        let prefix = self.repo_prefix(repo);
+        let after = last.map(|l| self.key(&[repo, l]));
+        self.scan(CF_TAGS, &prefix, after.as_deref(), n)?
+            .into_iter()
+            .map(|(k, v)| Ok((last_part(&k), crate::store::decode(CF_TAGS, &v)?)))
+            .collect()
+    }
+
+    /// Repository names in lexical order, after `last`, at most `n`.
+    pub fn repositories(
+        &self,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<(String, RepoRecord)>, StoreError> {
+        let after = last.map(|l| self.key(&[l]));
+        self.scan(CF_REPOS, &self.prefix, after.as_deref(), n)?
+            .into_iter()
+            .map(|(k, v)| {
+                Ok((
+                    String::from_utf8_lossy(&k[self.prefix.len()..]).into_owned(),
+                    crate::store::decode(CF_REPOS, &v)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Manifests whose subject is `subject`, with their digests.
+    pub fn referrers(
+        &self,
+        repo: &str,
+        subject: &str,
+    ) -> Result<Vec<(String, ReferrerRecord)>, StoreError> {
+        let mut prefix = self.key(&[repo, subject]);
+        prefix.push(0);
+        self.scan(CF_REFERRERS, &prefix, None, usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| Ok((last_part(&k), crate::store::decode(CF_REFERRERS, &v)?)))
+            .collect()
+    }
+
+    pub fn tags_of(&self, repo: &str, digest: &str) -> Result<Vec<String>, StoreError> {
+        let mut prefix = self.key(&[repo, digest]);
+        prefix.push(0);
+        Ok(self
+            .scan(CF_DIGEST_TAGS, &prefix, None, usize::MAX)?
+            .iter()
+            .map(|(k, _)| last_part(k))
+            .collect())
+    }
+
+    pub fn manifests(&self, repo: &str) -> Result<Vec<ManifestSummary>, StoreError> {
+        let prefix = self.repo_prefix(repo);
+        let mut out = Vec::new();
+        for (k, v) in self.scan(CF_MANIFESTS, &prefix, None, usize::MAX)? {
+            let record: ManifestRecord = crate::store::decode(CF_MANIFESTS, &v)?;
+            let digest = last_part(&k);
+            out.push(ManifestSummary {
+                tags: self.tags_of(repo, &digest)?,
+                media_type: record.media_type,
+                size: record.raw.len() as u64,
+                created_ms: record.created_ms,
+                artifact_type: record.artifact_type,
+                digest,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Envelope;
+    use crate::DEFAULT_REGISTRY;
+
+    /// A store whose commands go to the default registry.
+    struct S(MetaStore);
+
+    impl S {
+        fn apply(&self, cmd: &Command, sys: &[(&str, Vec<u8>)]) -> Result<Response, StoreError> {
+            self.0
+                .apply(&Envelope::new(DEFAULT_REGISTRY, cmd.clone(), 1), sys)
+        }
+
+        fn r(&self) -> Registry<'_> {
+            self.0.registry(DEFAULT_REGISTRY)
+        }
+
+        fn blob(&self, digest: &str) -> Result<Option<BlobRecord>, StoreError> {
+            self.0.blob(digest)
+        }
+
+        fn blobs_missing_in(
+            &self,
+            region: &str,
+            n: usize,
+        ) -> Result<Vec<(String, BlobRecord)>, StoreError> {
+            self.0.blobs_missing_in(region, n)
+        }
+
+        fn read_sys(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.0.read_sys(key)
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, S) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = S(MetaStore::open(dir.path()).unwrap());
+        (dir, s)
+    }
+
+    fn digest(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    fn link(repo: &str, d: &str) -> Command {
+        Command::LinkBlobs {
+            repo: repo.into(),
+            region: "r1".into(),
+            blobs: vec![BlobRef {
+                digest: d.into(),
+                size: 3,
+            }],
+            now_ms: 1,
+        }
+    }
+
+    fn put(
+        repo: &str,
+        d: &str,
+        tag: Option<&str>,
+        blobs: &[&str],
+        subject: Option<&str>,
+    ) -> Command {
+        Command::PutManifest(Box::new(PutManifest {
+            repo: repo.into(),
+            digest: d.into(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            raw: format!("raw-{d}").into_bytes(),
+            tag: tag.map(Into::into),
+            blobs: blobs
+                .iter()
+                .map(|b| BlobRef {
+                    digest: b.to_string(),
+                    size: 3,
+                })
+                .collect(),
+            children: vec![],
+            subject: subject.map(Into::into),
+            artifact_type: Some("x".into()),
+            annotations_json: None,
+            now_ms: 5,
+            new_links: vec![],
+            region: "r1".into(),
+        }))
+    }
+
+    #[test]
+    fn manifest_needs_its_blobs_linked_in_the_same_repository() {
+        let (_d, s) = store();
+        let r = s
+            .apply(
+                &put("a", &digest('m'), Some("v1"), &[&digest('b')], None),
+                &[],
+            )
+            .unwrap();
+        assert_eq!(
+            r,
+            Response::Refused(ApplyError::ManifestBlobUnknown(digest('b')))
+        );
+        assert!(
+            s.r().tag("a", "v1").unwrap().is_none(),
+            "a refused command changes nothing"
+        );
+        s.apply(&link("other", &digest('b')), &[]).unwrap();
+        let r = s
+            .apply(
+                &put("a", &digest('m'), Some("v1"), &[&digest('b')], None),
+                &[],
+            )
+            .unwrap();
+        assert!(
+            matches!(r, Response::Refused(_)),
+            "a link in another repo does not count"
+        );
+        s.apply(&link("a", &digest('b')), &[]).unwrap();
+        let r = s
+            .apply(
+                &put("a", &digest('m'), Some("v1"), &[&digest('b')], None),
+                &[],
+            )
+            .unwrap();
+        assert_eq!(r, Response::Ok);
+        assert_eq!(s.r().tag("a", "v1").unwrap().unwrap().digest, digest('m'));
+        assert_eq!(s.blob(&digest('b')).unwrap().unwrap().links, 2);
+    }
+
+    #[test]
+    fn a_manifest_links_the_blobs_uploaded_with_it_in_one_command() {
+        let (_d, s) = store();
+        let mut cmd = put("a", &digest('m'), Some("v1"), &[&digest('b')], None);
+        if let Command::PutManifest(p) = &mut cmd {
+            p.new_links = vec![BlobRef {
+                digest: digest('b'),
+                size: 3,
+            }];
+        }
+        assert_eq!(s.apply(&cmd, &[]).unwrap(), Response::Ok);
+        let linked = s.r().linked_blob("a", &digest('b')).unwrap().unwrap();
+        assert_eq!(
+            (linked.links, linked.regions.clone()),
+            (1, vec!["r1".to_string()])
+        );
+        // Refused for another reason: the new links are not kept either.
+        let mut bad = put("z", &digest('n'), None, &[&digest('c')], None);
+        if let Command::PutManifest(p) = &mut bad {
+            p.new_links = vec![BlobRef {
+                digest: digest('c'),
+                size: 3,
+            }];
+            p.children = vec![digest('x')];
+        }
+        assert!(matches!(s.apply(&bad, &[]).unwrap(), Response::Refused(_)));
+        assert!(s.r().linked_blob("z", &digest('c')).unwrap().is_none());
+    }
+
+    #[test]
+    fn moving_a_tag_updates_reverse_index_and_delete_removes_tags() {
+        let (_d, s) = store();
+        s.apply(&put("a", &digest('1'), Some("t"), &[], None), &[])
+            .unwrap();
+        s.apply(&put("a", &digest('2'), Some("t"), &[], None), &[])
+            .unwrap();
+        assert!(s.r().tags_of("a", &digest('1')).unwrap().is_empty());
+        assert_eq!(
+            s.r().tags_of("a", &digest('2')).unwrap(),
+            vec!["t".to_string()]
+        );
+        let r = s
+            .apply(
+                &Command::DeleteManifest {
+                    repo: "a".into(),
+                    digest: digest('2'),
+                },
+                &[],
+            )
+            .unwrap();
+        assert_eq!(r, Response::Removed(2));
+        assert!(s.r().tag("a", "t").unwrap().is_none());
+        assert!(s.r().manifest("a", &digest('1')).unwrap().is_some());
+    }
+
+    #[test]
+    fn tags_and_catalog_list_in_lexical_order_with_pagination() {
+        let (_d, s) = store();
+        for t in ["b", "a", "c", "a1"] {
+            s.apply(&put("x/y", &digest('1'), Some(t), &[], None), &[])
+                .unwrap();
+        }
+        s.apply(&put("x", &digest('1'), Some("z"), &[], None), &[])
+            .unwrap();
+        let names: Vec<_> = s
+            .r()
+            .tags("x/y", None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        assert_eq!(names, ["a", "a1", "b", "c"]);
+        let page: Vec<_> = s
+            .r()
+            .tags("x/y", Some("a1"), 1)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        assert_eq!(page, ["b"]);
+        let repos: Vec<_> = s
+            .r()
+            .repositories(None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(repos, ["x", "x/y"]);
+        assert!(
+            s.r().tags("x", None, 10).unwrap().len() == 1,
+            "repo x does not see x/y's tags"
+        );
+    }
+
+    #[test]
+    fn referrers_follow_manifest_lifecycle() {
+        let (_d, s) = store();
+        s.apply(&put("a", &digest('s'), None, &[], None), &[])
+            .unwrap();
+        s.apply(&put("a", &digest('r'), None, &[], Some(&digest('s'))), &[])
+            .unwrap();
+        assert_eq!(s.r().referrers("a", &digest('s')).unwrap().len(), 1);
+        s.apply(
+            &Command::DeleteManifest {
+                repo: "a".into(),
+                digest: digest('r'),
+            },
+            &[],
+        )
+        .unwrap();
+        assert!(s.r().referrers("a", &digest('s')).unwrap().is_empty());
+    }
+
+    #[test]
+    fn deleting_a_repository_removes_everything_and_unlinks_blobs() {
+        let (_d, s) = store();
+        s.apply(&link("a/b", &digest('b')), &[]).unwrap();
+        s.apply(
+            &put("a/b", &digest('m'), Some("v"), &[&digest('b')], None),
+            &[],
+        )
+        .unwrap();
+        s.apply(&put("a", &digest('m'), Some("v"), &[], None), &[])
+            .unwrap();
+        let r = s
+            .apply(&Command::DeleteRepository { repo: "a/b".into() }, &[])
+            .unwrap();
+        assert_eq!(r, Response::Removed(2));
+        assert!(s.r().repository("a/b").unwrap().is_none());
+        assert!(s.r().tag("a/b", "v").unwrap().is_none());
+        assert!(
+            s.r().tag("a", "v").unwrap().is_some(),
+            "a sibling prefix survives"
+        );
+        assert_eq!(s.blob(&digest('b')).unwrap().unwrap().links, 0);
+        let again = s
+            .apply(&Command::DeleteRepository { repo: "a/b".into() }, &[])
+            .unwrap();
+        assert_eq!(again, Response::Refused(ApplyError::NameUnknown));
+    }
+
+    #[test]
+    fn replicated_blobs_leave_the_missing_list_of_their_region() {
+        let (_d, s) = store();
+        s.apply(&link("a", &digest('1')), &[]).unwrap();
+        s.apply(
+            &Command::LinkBlobs {
+                repo: "a".into(),
+                region: "r1".into(),
+                blobs: vec![BlobRef {
+                    digest: digest('2'),
+                    size: 3,
+                }],
+                now_ms: 9,
+            },
+            &[],
+        )
+        .unwrap();
+        let missing: Vec<_> = s
+            .blobs_missing_in("r2", 10)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.0)
+            .collect();
+        assert_eq!(missing, vec![digest('2'), digest('1')], "newest first");
+        assert!(s.blobs_missing_in("r1", 10).unwrap().is_empty());
+        let done = Command::BlobsReplicated {
+            region: "r2".into(),
+            blobs: vec![
+                BlobRef {
+                    digest: digest('2'),
+                    size: 3,
+                },
+                BlobRef {
+                    digest: digest('9'),
+                    size: 1,
+                },
+            ],
+        };
+        s.apply(&done, &[]).unwrap();
+        assert_eq!(
+            s.blob(&digest('2')).unwrap().unwrap().regions,
+            vec!["r1", "r2"]
+        );
+        assert!(
+            s.blob(&digest('9')).unwrap().is_none(),
+            "unknown blobs are not invented"
+        );
+        assert_eq!(s.blobs_missing_in("r2", 10).unwrap().len(), 1);
+        // r2 leaves (or comes back wiped): everything is missing there again,
+        // and r1's copies are untouched.
+        s.apply(
+            &Command::ForgetRegion {
+                region: "r2".into(),
+            },
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.blob(&digest('2')).unwrap().unwrap().regions, vec!["r1"]);
+        assert_eq!(s.blobs_missing_in("r2", 10).unwrap().len(), 2);
+        assert!(s.blobs_missing_in("r1", 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn sys_records_are_written_with_the_command() {
+        let (_d, s) = store();
+        s.apply(&link("a", &digest('b')), &[("applied", b"42".to_vec())])
+            .unwrap();
+        assert_eq!(s.read_sys("applied").unwrap(), Some(b"42".to_vec()));
+        let r = s.apply(
+            &Command::DeleteTag {
+                repo: "a".into(),
+                tag: "nope".into(),
+            },
+            &[("applied", b"43".to_vec())],
+        );
+        assert_eq!(r.unwrap(), Response::Refused(ApplyError::TagUnknown));
+        assert_eq!(
+            s.read_sys("applied").unwrap(),
+            Some(b"43".to_vec()),
+            "refused commands still advance"
+        );
+    }
+}
