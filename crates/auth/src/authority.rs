@@ -190,6 +190,12 @@ impl Authority {
     }
 
     /// Seal two new admin passwords; returns the record and the passwords.
+    /// A fresh admin password for `slot` (0 or 1), sealed with the cluster key.
+    pub fn new_admin_password(&self, slot: usize) -> Vec<u8> {
+        let pw = secret::new_secret();
+        self.key.seal(pw.as_bytes(), &format!("admin-{slot}"))
+    }
+
     pub fn new_admin_passwords(
         &self,
         old: &AdminRecord,

@@ -147,13 +147,15 @@ pub enum Response {
     /// Number of items removed (manifests, tags) by a delete.
     Removed(u64),
     Refused(ApplyError),
+    /// Number of items a change changed (0: it was already so).
+    Changed(u64),
 }
 
 impl Response {
     pub fn into_result(self) -> Result<u64, ApplyError> {
         match self {
             Response::Ok => Ok(0),
-            Response::Removed(n) => Ok(n),
+            Response::Removed(n) | Response::Changed(n) => Ok(n),
             Response::Refused(e) => Err(e),
         }
     }

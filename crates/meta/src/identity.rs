@@ -159,4 +159,58 @@ pub enum IdentityCommand {
     },
     SetAdmin(AdminRecord),
     SetAccess(AccessSettings),
+    /// Change a principal as it is when applied, never by a whole record
+    /// read earlier (which would undo what applied in between, such as a
+    /// revoked role). Any change bumps its generation.
+    UpdatePrincipal {
+        name: String,
+        change: PrincipalChange,
+    },
+    /// Change a token as it is when applied; any change bumps its generation.
+    UpdateToken {
+        name: String,
+        change: TokenChange,
+    },
+    /// Change the admin account as it is when applied.
+    UpdateAdmin(AdminChange),
+}
+
+/// What an update of a principal changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PrincipalChange {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Replace every secret hash (a new password, a regenerated secret).
+    #[serde(default)]
+    pub secrets: Option<Vec<String>>,
+}
+
+/// What an update of a token changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TokenChange {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Refused when the scope map does not exist when applied.
+    #[serde(default)]
+    pub scope_map: Option<String>,
+    /// `Some(None)` removes the expiry.
+    #[serde(default)]
+    pub expiry_ms: Option<Option<u64>>,
+    /// A new hash for password slot 1 or 2.
+    #[serde(default)]
+    pub secret: Option<(u8, String)>,
+}
+
+/// What an update of the admin account changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AdminChange {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Sealed passwords for slots 0 and 1, replacing what is there.
+    #[serde(default)]
+    pub set_passwords: Vec<(u8, Vec<u8>)>,
+    /// Sealed passwords for slots that are still empty when applied (the
+    /// first enable generates both).
+    #[serde(default)]
+    pub fill_empty: Vec<(u8, Vec<u8>)>,
 }

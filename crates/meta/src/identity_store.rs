@@ -76,21 +76,30 @@ impl Registry<'_> {
                     (false, Some(i)) => {
                         p.roles.remove(i);
                     }
-                    _ => return Ok(Response::Removed(0)),
+                    _ => return Ok(Response::Changed(0)),
                 }
                 self.put_auth(batch, &k, &p);
-                Ok(Response::Ok)
+                Ok(Response::Changed(1))
             }
             IdentityCommand::PutScopeMap { record, create } => {
                 let k = self.key_of(AUTH_SCOPE_MAP, &record.name);
-                let exists = self.exists(CF_AUTH, &k)?;
-                if *create && exists {
-                    return refuse(ApplyError::IdentityExists(record.name.clone()));
+                let existing = self.get::<ScopeMapRecord>(CF_AUTH, &k)?;
+                match (&existing, *create) {
+                    (Some(_), true) => {
+                        return refuse(ApplyError::IdentityExists(record.name.clone()))
+                    }
+                    (None, false) => {
+                        return refuse(ApplyError::IdentityUnknown(record.name.clone()))
+                    }
+                    _ => {}
                 }
-                if !*create && !exists {
-                    return refuse(ApplyError::IdentityUnknown(record.name.clone()));
+                // An update states the rules and description; when the map
+                // was created is the state's, not the proposer's.
+                let mut record = record.clone();
+                if let Some(old) = existing {
+                    record.created_ms = old.created_ms;
                 }
-                self.put_auth(batch, &k, record);
+                self.put_auth(batch, &k, &record);
                 Ok(Response::Ok)
             }
             IdentityCommand::DeleteScopeMap { name } => {
@@ -138,6 +147,71 @@ impl Registry<'_> {
             }
             IdentityCommand::SetAccess(a) => {
                 self.put_auth(batch, &self.key(&[AUTH_ACCESS]), a);
+                Ok(Response::Ok)
+            }
+            IdentityCommand::UpdatePrincipal { name, change } => {
+                let k = self.key_of(AUTH_PRINCIPAL, name);
+                let Some(mut p) = self.get::<PrincipalRecord>(CF_AUTH, &k)? else {
+                    return refuse(ApplyError::IdentityUnknown(name.clone()));
+                };
+                if let Some(e) = change.enabled {
+                    p.enabled = e;
+                }
+                if let Some(s) = &change.secrets {
+                    p.secrets = s.clone();
+                }
+                p.generation += 1;
+                self.put_auth(batch, &k, &p);
+                Ok(Response::Ok)
+            }
+            IdentityCommand::UpdateToken { name, change } => {
+                let k = self.key_of(AUTH_TOKEN, name);
+                let Some(mut t) = self.get::<TokenRecord>(CF_AUTH, &k)? else {
+                    return refuse(ApplyError::IdentityUnknown(name.clone()));
+                };
+                if let Some(m) = &change.scope_map {
+                    if !self.exists(CF_AUTH, &self.key_of(AUTH_SCOPE_MAP, m))? {
+                        return refuse(ApplyError::IdentityUnknown(format!("scope map {m}")));
+                    }
+                    t.scope_map = m.clone();
+                }
+                if let Some(e) = change.enabled {
+                    t.enabled = e;
+                }
+                if let Some(x) = change.expiry_ms {
+                    t.expiry_ms = x;
+                }
+                if let Some((slot, hash)) = &change.secret {
+                    match t.secrets.get_mut(usize::from(slot.saturating_sub(1))) {
+                        Some(s) if (1..=2).contains(slot) => *s = Some(hash.clone()),
+                        _ => {
+                            return refuse(ApplyError::IdentityUnknown(format!("password {slot}")))
+                        }
+                    }
+                }
+                t.generation += 1;
+                self.put_auth(batch, &k, &t);
+                Ok(Response::Ok)
+            }
+            IdentityCommand::UpdateAdmin(change) => {
+                let mut a = self.admin()?;
+                if let Some(e) = change.enabled {
+                    a.enabled = e;
+                }
+                for (slot, sealed) in &change.set_passwords {
+                    if let Some(s) = a.sealed_passwords.get_mut(usize::from(*slot)) {
+                        *s = sealed.clone();
+                    }
+                }
+                for (slot, sealed) in &change.fill_empty {
+                    if let Some(s) = a.sealed_passwords.get_mut(usize::from(*slot)) {
+                        if s.is_empty() {
+                            *s = sealed.clone();
+                        }
+                    }
+                }
+                a.generation += 1;
+                self.put_auth(batch, &self.key(&[AUTH_ADMIN]), &a);
                 Ok(Response::Ok)
             }
         }
@@ -331,8 +405,8 @@ mod tests {
             assignment: a.clone(),
             grant,
         };
-        assert_eq!(apply(&s, set(true)), Response::Ok);
-        assert_eq!(apply(&s, set(true)), Response::Removed(0));
+        assert_eq!(apply(&s, set(true)), Response::Changed(1));
+        assert_eq!(apply(&s, set(true)), Response::Changed(0));
         assert_eq!(
             s.registry(DEFAULT_REGISTRY)
                 .principal("u")
@@ -341,7 +415,8 @@ mod tests {
                 .roles,
             vec![a.clone()]
         );
-        assert_eq!(apply(&s, set(false)), Response::Ok);
+        assert_eq!(apply(&s, set(false)), Response::Changed(1));
+        assert_eq!(apply(&s, set(false)), Response::Changed(0));
         assert!(s
             .registry(DEFAULT_REGISTRY)
             .principal("u")
@@ -367,5 +442,61 @@ mod tests {
             .map(|k| k.kid)
             .collect();
         assert_eq!(kids, vec!["c", "b"]);
+    }
+
+    #[test]
+    fn updates_apply_to_the_principal_as_it_is_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let mut u = user("u");
+        u.roles = vec![RoleAssignment {
+            scope: String::new(),
+            role: Role::Owner,
+        }];
+        apply(
+            &s,
+            IdentityCommand::PutPrincipal {
+                record: u,
+                create: true,
+            },
+        );
+        // An update proposed by someone who read the role, applied after
+        // the revocation: it states only what it changes.
+        let revoke = IdentityCommand::SetRole {
+            principal: "u".into(),
+            assignment: RoleAssignment {
+                scope: String::new(),
+                role: Role::Owner,
+            },
+            grant: false,
+        };
+        assert_eq!(apply(&s, revoke), Response::Changed(1));
+        let update = |enabled| IdentityCommand::UpdatePrincipal {
+            name: "u".into(),
+            change: PrincipalChange {
+                enabled: Some(enabled),
+                secrets: None,
+            },
+        };
+        assert_eq!(apply(&s, update(false)), Response::Ok);
+        let p = s
+            .registry(DEFAULT_REGISTRY)
+            .principal("u")
+            .unwrap()
+            .unwrap();
+        assert!(p.roles.is_empty(), "the revocation holds");
+        assert!(!p.enabled);
+        assert_eq!(p.generation, 2, "a change retires older tokens");
+        assert_eq!(p.secrets, vec!["hash".to_string()], "untouched");
+        assert!(matches!(
+            apply(
+                &s,
+                IdentityCommand::UpdatePrincipal {
+                    name: "nobody".into(),
+                    change: PrincipalChange::default(),
+                }
+            ),
+            Response::Refused(ApplyError::IdentityUnknown(_))
+        ));
     }
 }

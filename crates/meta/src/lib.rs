@@ -25,8 +25,9 @@ pub const DEFAULT_REGISTRY: &str = "default";
 pub use command::{BlobRef, Command, Envelope, PutManifest, Response, COMMAND_VERSION};
 pub use error::{ApplyError, StoreError};
 pub use identity::{
-    AccessSettings, AdminRecord, IdentityCommand, PrincipalKind, PrincipalRecord, Role,
-    RoleAssignment, ScopeMapRecord, ScopeRule, SigningKeyRecord, TokenRecord,
+    AccessSettings, AdminChange, AdminRecord, IdentityCommand, PrincipalChange, PrincipalKind,
+    PrincipalRecord, Role, RoleAssignment, ScopeMapRecord, ScopeRule, SigningKeyRecord,
+    TokenChange, TokenRecord,
 };
 pub use records::{BlobRecord, ManifestRecord, ReferrerRecord, RepoRecord, TagRecord};
 pub use repo::Registry;

@@ -306,12 +306,14 @@ async fn scoped_tokens_hold_to_their_scope_map_and_expire() {
     wharf(&n, &["token", "update", "ci", "--enabled", "true"]);
     assert_eq!(ci.get("/v2/a/manifests/v1").await.status(), 200);
 
-    // Expired: a token whose expiry has passed is refused.
+    // Expired: a token whose expiry has passed is refused. (Its expiry is
+    // moved into the past rather than waited for: a test that races a
+    // short expiry fails on a loaded machine.)
     let expiring = reqwest::Client::new()
         .post(n.url("/api/v1/tokens"))
         .basic_auth(common::OWNER, Some(common::OWNER_PASSWORD))
         .json(&json!({"name": "brief", "scope_map": "pull-a",
-            "expiry_ms": common_now_ms() + 1500}))
+            "expiry_ms": common_now_ms() + 3_600_000}))
         .send()
         .await
         .unwrap();
@@ -319,7 +321,14 @@ async fn scoped_tokens_hold_to_their_scope_map_and_expire() {
     let brief: Value = expiring.json().await.unwrap();
     let brief = Reg::with_login(&n.addr(), "brief", brief["password1"].as_str().unwrap());
     assert_eq!(brief.get("/v2/a/manifests/v1").await.status(), 200);
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let r = reqwest::Client::new()
+        .patch(n.url("/api/v1/tokens/brief"))
+        .basic_auth(common::OWNER, Some(common::OWNER_PASSWORD))
+        .json(&json!({"expiry_ms": common_now_ms() - 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     assert_eq!(brief.get("/v2/a/manifests/v1").await.status(), 401);
 
     // Deleted: gone everywhere; the scope map can then be deleted.
@@ -756,4 +765,65 @@ async fn tokens_work_in_every_region_and_revocation_reaches_all() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+// A cross-repository mount through the token flow: the challenge asks for
+// pull on the source as well as push on the target (as the reference
+// registry does), so a client that follows it gets a token that mounts,
+// instead of one that silently turns the mount into an upload.
+#[tokio::test]
+async fn a_mount_challenge_asks_for_pull_on_the_source_too() {
+    let (_d, n) = node();
+    let owner = Reg::new(&n.addr());
+    let d = owner.blob("src/lib", b"a layer to share").await;
+    let path = format!("/v2/dst/app/blobs/uploads/?mount={d}&from=src/lib");
+    let r = Reg::anonymous(&n.addr())
+        .req(Method::POST, &path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let challenge = header(&r, "www-authenticate");
+    assert!(
+        challenge.contains(r#"scope="repository:dst/app:pull,push repository:src/lib:pull""#),
+        "{challenge}"
+    );
+    // Follow it as a client does: one scope parameter per scope.
+    let scope = challenge
+        .split("scope=\"")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('"');
+    let scopes: Vec<&str> = scope.split(' ').collect();
+    let owner_login = (common::OWNER, common::OWNER_PASSWORD);
+    let t = token_string(&n, owner_login, &scopes).await;
+    let r = bearer(&n, Method::POST, &path, &t).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "mounted");
+    assert_eq!(header(&r, "location"), format!("/v2/dst/app/blobs/{d}"));
+
+    // A token for the target alone, while its subject could pull the
+    // source: told to fetch one with the source's scope.
+    let narrow = token_string(&n, owner_login, &["repository:dst/other:pull,push"]).await;
+    let other = format!("/v2/dst/other/blobs/uploads/?mount={d}&from=src/lib");
+    let r = bearer(&n, Method::POST, &other, &narrow)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let challenge = header(&r, "www-authenticate");
+    assert!(challenge.contains("insufficient_scope"), "{challenge}");
+    assert!(challenge.contains("repository:src/lib:pull"), "{challenge}");
+
+    // Someone who may not pull the source learns nothing about it: the
+    // mount is a plain upload.
+    user(&n, "pusher", "a long password!", "contributor", "dst/*");
+    let t = token_string(
+        &n,
+        ("pusher", "a long password!"),
+        &["repository:dst/third:pull,push", "repository:src/lib:pull"],
+    )
+    .await;
+    let third = format!("/v2/dst/third/blobs/uploads/?mount={d}&from=src/lib");
+    let r = bearer(&n, Method::POST, &third, &t).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
 }

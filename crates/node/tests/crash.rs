@@ -108,7 +108,20 @@ async fn every_acknowledged_push_survives_kill_9() {
         let tasks: Vec<_> = (0..4)
             .map(|w| tokio::spawn(pusher(reg.clone(), w, round, acked.clone())))
             .collect();
-        tokio::time::sleep(Duration::from_millis(1500 + 500 * round as u64)).await;
+        // Kill once pushes are being acknowledged (however slow the
+        // machine), then a little later each round so the kill lands at a
+        // different point of the pushes.
+        let before = acked.lock().unwrap().manifests.len();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while acked.lock().unwrap().manifests.len() < before + 4 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: no push acknowledged in 120 s:\n{}",
+                node.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200 * round as u64)).await;
         node.kill9();
         for t in tasks {
             t.await.unwrap();

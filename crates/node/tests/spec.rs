@@ -451,6 +451,18 @@ async fn bad_names_references_and_digests() {
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
     let r = reg.put_manifest("ok", ".badtag", OCI_MANIFEST, b"{}").await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Pulling one is a manifest that cannot exist: 404, as the OCI
+    // conformance suite (v1.1.1) requires of GET and HEAD.
+    for method in [Method::GET, Method::HEAD] {
+        let r = reg
+            .req(method.clone(), "/v2/ok/manifests/.badtag")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{method}");
+    }
+    let r = reg.get("/v2/ok/manifests/.badtag").await;
+    assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
     let r = reg
         .req(Method::POST, "/v2/ok/blobs/uploads/?digest=sha256:zz")
         .body("x")

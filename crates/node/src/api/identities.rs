@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use wharf_auth::{secret, validate_pattern, Action, ADMIN_NAME};
 use wharf_meta::{
-    AccessSettings, Command, IdentityCommand, PrincipalKind, PrincipalRecord, Role, RoleAssignment,
-    ScopeMapRecord, ScopeRule, TokenRecord,
+    AccessSettings, AdminChange, Command, IdentityCommand, PrincipalChange, PrincipalKind,
+    PrincipalRecord, Role, RoleAssignment, ScopeMapRecord, ScopeRule, TokenRecord,
 };
 use wharf_oci::ErrorCode;
 
@@ -207,38 +207,42 @@ pub async fn update_user(
     Json(req): Json<UserChange>,
 ) -> ApiResult<Json<Value>> {
     owner(&app, &caller).await?;
-    let mut p = app
+    // The kind never changes, so reading it here decides nothing that an
+    // update applied in between could change.
+    let kind = app
         .meta()
         .principal(&name)?
-        .ok_or_else(|| ApiError::from(wharf_meta::ApplyError::IdentityUnknown(name.clone())))?;
+        .ok_or_else(|| ApiError::from(wharf_meta::ApplyError::IdentityUnknown(name.clone())))?
+        .kind;
     let mut body = json!({"name": name});
-    if let Some(e) = req.enabled {
-        p.enabled = e;
-    }
+    let mut change = PrincipalChange {
+        enabled: req.enabled,
+        secrets: None,
+    };
     if let Some(pw) = req.password {
-        if p.kind != PrincipalKind::User {
+        if kind != PrincipalKind::User {
             return Err(bad(
                 "service principals get generated secrets: use regenerate",
             ));
         }
         secret::check_password_strength(&pw).map_err(auth_bad)?;
-        p.secrets = vec![secret::hash_password(&pw).map_err(ApiError::internal)?];
+        change.secrets = Some(vec![secret::hash_password(&pw).map_err(ApiError::internal)?]);
     }
     if req.regenerate {
-        if p.kind != PrincipalKind::ServicePrincipal {
+        if kind != PrincipalKind::ServicePrincipal {
             return Err(bad("users choose their password: use password"));
         }
         let s = secret::new_secret();
-        p.secrets = vec![secret::hash_secret(&s)];
+        change.secrets = Some(vec![secret::hash_secret(&s)]);
         body["secret"] = json!(s);
     }
-    // Any change invalidates the tokens issued before it.
-    p.generation += 1;
+    // Any change (applied to the principal as it is then) bumps its
+    // generation, retiring the tokens issued before it.
     propose(
         &app,
-        IdentityCommand::PutPrincipal {
-            record: p,
-            create: false,
+        IdentityCommand::UpdatePrincipal {
+            name: name.clone(),
+            change,
         },
     )
     .await?;
@@ -300,7 +304,7 @@ async fn set_role(
     )
     .await?;
     Ok(Json(
-        json!({"principal": req.principal, "scope": req.scope, "role": req.role, "granted": grant, "changed": changed == 0}),
+        json!({"principal": req.principal, "scope": req.scope, "role": req.role, "granted": grant, "changed": changed > 0}),
     ))
 }
 
@@ -518,38 +522,35 @@ pub async fn update_token(
     Json(req): Json<TokenChange>,
 ) -> ApiResult<Json<Value>> {
     owner(&app, &caller).await?;
-    let mut t = app
-        .meta()
-        .token(&name)?
-        .ok_or_else(|| ApiError::from(wharf_meta::ApplyError::IdentityUnknown(name.clone())))?;
-    if let Some(e) = req.enabled {
-        t.enabled = e;
-    }
-    if let Some(m) = req.scope_map {
-        t.scope_map = m;
-    }
-    if let Some(x) = req.expiry_ms {
-        t.expiry_ms = (x > 0).then_some(x);
-    }
+    let mut change = wharf_meta::TokenChange {
+        enabled: req.enabled,
+        scope_map: req.scope_map,
+        expiry_ms: req.expiry_ms.map(|x| (x > 0).then_some(x)),
+        secret: None,
+    };
     let mut shown = None;
     if let Some(slot) = req.regenerate {
         if !(1..=2).contains(&slot) {
             return Err(bad("regenerate password 1 or 2"));
         }
         let s = secret::new_secret();
-        t.secrets[usize::from(slot - 1)] = Some(secret::hash_secret(&s));
+        change.secret = Some((slot, secret::hash_secret(&s)));
         shown = Some((slot, s));
     }
-    t.generation += 1;
-    let mut body = token_json(&t);
     propose(
         &app,
-        IdentityCommand::PutToken {
-            record: t,
-            create: false,
+        IdentityCommand::UpdateToken {
+            name: name.clone(),
+            change,
         },
     )
     .await?;
+    // Applied here before the write returned: the token as it is now.
+    let t = app
+        .meta()
+        .token(&name)?
+        .ok_or_else(|| ApiError::from(wharf_meta::ApplyError::IdentityUnknown(name.clone())))?;
+    let mut body = token_json(&t);
     if let Some((slot, s)) = shown {
         body[format!("password{slot}")] = json!(s);
     }
@@ -598,24 +599,27 @@ pub async fn update_credential(
     Json(req): Json<CredentialChange>,
 ) -> ApiResult<Json<Value>> {
     owner(&app, &caller).await?;
-    let old = app.meta().admin()?;
-    let mut slots = Vec::new();
+    let mut change = AdminChange {
+        enabled: req.enabled,
+        ..AdminChange::default()
+    };
     if let Some(n) = req.renew {
         if !(1..=2).contains(&n) {
             return Err(bad("renew password 1 or 2"));
         }
-        slots.push(usize::from(n - 1));
+        let slot = usize::from(n - 1);
+        change
+            .set_passwords
+            .push((n - 1, app.auth.new_admin_password(slot)));
     }
-    for (i, s) in old.sealed_passwords.iter().enumerate() {
-        if s.is_empty() && !slots.contains(&i) {
-            slots.push(i);
-        }
+    // Both passwords exist from the first change on; slots still empty
+    // when this applies are filled, others keep theirs.
+    for slot in 0..2u8 {
+        change
+            .fill_empty
+            .push((slot, app.auth.new_admin_password(usize::from(slot))));
     }
-    let (mut rec, _) = app.auth.new_admin_passwords(&old, &slots);
-    if let Some(e) = req.enabled {
-        rec.enabled = e;
-    }
-    propose(&app, IdentityCommand::SetAdmin(rec)).await?;
+    propose(&app, IdentityCommand::UpdateAdmin(change)).await?;
     Ok(Json(credential_json(&app)?))
 }
 

@@ -191,6 +191,22 @@ impl Caller {
     /// Allow `action` on `repo`, or answer 401 (no or insufficient token:
     /// the client should fetch one) or 403 DENIED (the identity lacks it).
     pub fn require(&self, app: &App, repo: &str, action: Action) -> ApiResult<()> {
+        self.require_with_mount(app, repo, action, None)
+    }
+
+    /// `require`, for a request that also mounts a blob from `mount_from`:
+    /// the challenge asks for pull on the source too (as the reference
+    /// registry does), so a client following it gets a token that can
+    /// mount; a token that lacks it while the caller could pull the source
+    /// is answered like any insufficient token. A caller that may not pull
+    /// the source is not told about it (the mount becomes an upload).
+    pub fn require_with_mount(
+        &self,
+        app: &App,
+        repo: &str,
+        action: Action,
+        mount_from: Option<&str>,
+    ) -> ApiResult<()> {
         let access = access_settings(app)?;
         // Built only for refusals: this runs on every request.
         let scope = || {
@@ -199,10 +215,17 @@ impl Caller {
                 Action::Push | Action::MetadataWrite => "pull,push",
                 Action::Delete => "delete",
             };
-            format!("repository:{repo}:{actions}")
+            match mount_from {
+                Some(from) => format!("repository:{repo}:{actions} repository:{from}:pull"),
+                None => format!("repository:{repo}:{actions}"),
+            }
         };
         if self.subject.may(repo, action, &access) {
-            if self.token_allows(repo, action) {
+            let source_ok = mount_from.is_none_or(|from| {
+                !self.subject.may(from, Action::Pull, &access)
+                    || self.token_allows(from, Action::Pull)
+            });
+            if self.token_allows(repo, action) && source_ok {
                 return Ok(());
             }
             return Err(self.unauthorized(Some(&scope()), "the token does not grant this access"));

@@ -16,7 +16,15 @@ use crate::state::{now_ms, App};
 
 pub async fn get(app: &App, name: &str, reference: &str, with_body: bool) -> ApiResult<Response> {
     validate_repository(name)?;
-    let reference = Reference::parse(reference)?;
+    // A reference that is neither a tag nor a digest names a manifest that
+    // cannot exist: 404, as the conformance suite requires of GET and HEAD
+    // (a PUT of one is still 400).
+    let reference = Reference::parse(reference).map_err(|_| {
+        ApiError::new(
+            ErrorCode::ManifestUnknown,
+            format!("manifest {reference} unknown in {name}: not a valid tag or digest"),
+        )
+    })?;
     let (digest, record) = app.manifest(name, &reference).await?;
     let builder = Response::builder()
         .status(StatusCode::OK)

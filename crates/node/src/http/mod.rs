@@ -237,7 +237,13 @@ async fn handle(app: App, route: Route<'_>, req: Request) -> ApiResult<Response>
     let method = req.method().clone();
     let caller = access::caller_of(&req);
     if let Some((name, action)) = required_action(&route, &method) {
-        caller.require(&app, &name, action)?;
+        let mount_from = match (&route, &method) {
+            (Route::Upload { id: "", .. }, &Method::POST) => {
+                uploads::mount_source(&req)
+            }
+            _ => None,
+        };
+        caller.require_with_mount(&app, &name, action, mount_from.as_deref())?;
     }
     // A client may name its write so that a retry applies once.
     let request_id = crate::request_id::from_headers(req.headers(), caller.subject.name())?;

@@ -28,6 +28,14 @@ fn query(req: &Request) -> ApiResult<UploadQuery> {
         .map_err(|e| ApiError::new(ErrorCode::BlobUploadInvalid, format!("bad query: {e}")))
 }
 
+/// The repository a POST mounts from (`?mount=D&from=A`), if it names a
+/// valid one.
+pub fn mount_source(req: &Request) -> Option<String> {
+    let q = query(req).ok()?;
+    q.mount.as_ref()?;
+    q.from.filter(|f| validate_repository(f).is_ok())
+}
+
 fn session_response(status: StatusCode, name: &str, s: &SessionInfo) -> Response {
     (
         status,
