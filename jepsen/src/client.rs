@@ -16,6 +16,11 @@ pub const REPO: &str = "jepsen/app";
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// A request that takes longer has an unknown outcome.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// Writes name themselves so that retries apply once (Wharf's request ids).
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Attempts of a write whose outcome stays unknown (a 5xx, a timeout).
+const WRITE_ATTEMPTS: u32 = 3;
+const RETRY_PAUSE: Duration = Duration::from_millis(300);
 
 /// A push the registry acknowledged: what every region must serve later.
 #[derive(Debug, Clone)]
@@ -93,7 +98,7 @@ impl Client {
             if roll < 40 {
                 self.write(&key, seq).await;
             } else if roll < 45 {
-                self.delete(&key).await;
+                self.delete(&key, seq).await;
             } else {
                 self.read(&key).await;
             }
@@ -211,21 +216,17 @@ impl Client {
             .await;
         let outcome = match blob {
             Ok(r) if r.status() == 201 => {
-                let put = self
-                    .http
-                    .put(format!("{}/v2/{REPO}/manifests/{key}", self.base))
-                    .header("content-type", MANIFEST)
-                    .basic_auth(USER, Some(PASSWORD))
-                    .timeout(TIMEOUT)
-                    .body(manifest.clone())
-                    .send()
-                    .await;
-                match put {
-                    Ok(r) if r.status() == 201 => Outcome::Ok,
-                    Ok(r) if r.status().is_client_error() => Outcome::Failed,
-                    Ok(_) => Outcome::Unknown,
-                    Err(e) => unsure(&e),
-                }
+                let id = format!("p{}-{}-put", self.process, seq);
+                self.with_retries(201, || {
+                    self.http
+                        .put(format!("{}/v2/{REPO}/manifests/{key}", self.base))
+                        .header("content-type", MANIFEST)
+                        .header(IDEMPOTENCY_KEY, &id)
+                        .basic_auth(USER, Some(PASSWORD))
+                        .timeout(TIMEOUT)
+                        .body(manifest.clone())
+                })
+                .await
             }
             // The blob did not make it: the tag was never proposed.
             _ => Outcome::Failed,
@@ -249,22 +250,50 @@ impl Client {
         );
     }
 
-    async fn delete(&self, key: &str) {
+    /// Send a write until its outcome is known, at most `WRITE_ATTEMPTS`
+    /// times, every attempt with the same idempotency key: the registry
+    /// applies it once, and a repeat is answered as the first attempt was
+    /// (including a refusal, which is then final for that key).
+    async fn with_retries(
+        &self,
+        ok_status: u16,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Outcome {
+        let mut outcome = Outcome::Unknown;
+        for attempt in 0..WRITE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            outcome = match request().send().await {
+                Ok(r) if r.status() == ok_status => return Outcome::Ok,
+                // A refusal: nothing changed, and nothing will under this key.
+                Ok(r) if r.status().is_client_error() => return Outcome::Failed,
+                Ok(_) => Outcome::Unknown,
+                // Never connected: not applied by this attempt, but an
+                // earlier one may still be in flight.
+                Err(e) if attempt == 0 => unsure(&e),
+                Err(_) => Outcome::Unknown,
+            };
+            if outcome == Outcome::Failed {
+                return outcome;
+            }
+        }
+        outcome
+    }
+
+    async fn delete(&self, key: &str, seq: &u64) {
         let t0 = self.ns();
-        let r = self
-            .http
-            .delete(format!("{}/v2/{REPO}/manifests/{key}", self.base))
-            .basic_auth(USER, Some(PASSWORD))
-            .timeout(TIMEOUT)
-            .send()
+        let id = format!("p{}-{}-delete", self.process, seq);
+        // 404: the tag did not exist, nothing changed.
+        let outcome = self
+            .with_retries(202, || {
+                self.http
+                    .delete(format!("{}/v2/{REPO}/manifests/{key}", self.base))
+                    .header(IDEMPOTENCY_KEY, &id)
+                    .basic_auth(USER, Some(PASSWORD))
+                    .timeout(TIMEOUT)
+            })
             .await;
-        let outcome = match r {
-            Ok(r) if r.status() == 202 => Outcome::Ok,
-            // 404: the tag did not exist, nothing changed.
-            Ok(r) if r.status().is_client_error() => Outcome::Failed,
-            Ok(_) => Outcome::Unknown,
-            Err(e) => unsure(&e),
-        };
         self.push_record(
             Operation {
                 process: self.process,

@@ -41,11 +41,18 @@ impl Default for ReplicatorConfig {
 /// turn into a scan each.
 const SCAN_SPACING_MS: u64 = 200;
 
+/// How long a stopping replicator waits for its transfers in flight; one
+/// cut short resumes from its partial file at the next start.
+const STOP_DRAIN: Duration = Duration::from_secs(4);
+
+/// Copy what this region lacks until `stop` turns true; then start nothing
+/// new and give the transfers in flight a moment to finish.
 pub async fn run_replicator<D: Directory>(
     fetcher: Arc<Fetcher<D>>,
     mut applied: watch::Receiver<u64>,
     cfg: ReplicatorConfig,
     queue_depth: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     // Blobs started recently are not started again until their cooldown
@@ -82,10 +89,18 @@ pub async fn run_replicator<D: Directory>(
         tokio::select! {
             changed = applied.changed() => {
                 if changed.is_err() {
-                    return; // the node is shutting down
+                    break; // the state machine is gone: the node is stopping
                 }
             }
+            _ = stop.wait_for(|s| *s) => break,
             _ = tokio::time::sleep(cfg.rescan) => {}
         }
+    }
+    let all = u32::try_from(cfg.concurrency.max(1)).unwrap_or(u32::MAX);
+    if tokio::time::timeout(STOP_DRAIN, permits.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::info!("stopping with transfers in flight; they resume at the next start");
     }
 }

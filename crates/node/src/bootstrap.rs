@@ -51,14 +51,19 @@ pub fn is_fresh(data_dir: &Path) -> bool {
     !data_dir.join("meta").exists()
 }
 
-pub async fn run(app: App, data_dir: PathBuf, user: String) {
+/// Until the owner exists or `stop`: the password file is written before
+/// the owner is proposed, so a stop at any point resumes at the next start.
+pub async fn run(app: App, data_dir: PathBuf, user: String, mut stop: crate::shutdown::Stop) {
     loop {
         match try_once(&app, &data_dir, &user).await {
             Ok(true) => return,
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "bootstrap owner not created yet; retrying"),
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait() => return,
+        }
     }
 }
 

@@ -14,6 +14,7 @@ mod metrics;
 mod registrar;
 mod request_id;
 mod serve;
+mod shutdown;
 mod state;
 mod tls;
 mod up;

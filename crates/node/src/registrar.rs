@@ -19,10 +19,15 @@ const TICK_MS: u64 = 200;
 /// (grace, one tick, and a commit across regions).
 pub const WINDOW_MS: u64 = GRACE_MS + TICK_MS + 500;
 
-pub async fn run(app: App, grace: Duration) {
+/// Until `stop`: a batch in progress finishes; what is not registered yet
+/// stays in its durable pending record and is registered after the restart.
+pub async fn run(app: App, grace: Duration, mut stop: crate::shutdown::Stop) {
     let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait() => return,
+        }
         let mut by_repo: BTreeMap<String, Vec<BlobRef>> = BTreeMap::new();
         for (repo, digest, size) in app.blobs.pending_due(grace) {
             by_repo

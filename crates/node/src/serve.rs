@@ -13,6 +13,7 @@ use crate::config::ServeConfig;
 use crate::directory::NodeDirectory;
 use crate::error::NodeError;
 use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
 use crate::state::AppState;
 
 /// How long in-flight requests may run on after SIGTERM (TLS listener).
@@ -122,19 +123,24 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         },
     );
     let mover_queue = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Shutdown::new();
     // concurrency = 0: no background copies; blobs arrive on demand only.
-    let replicator = (cfg.mover.concurrency > 0).then(|| {
-        tokio::spawn(run_replicator(
-            fetcher.clone(),
-            consensus.applied_watch(),
-            ReplicatorConfig {
-                concurrency: cfg.mover.concurrency,
-                rescan: Duration::from_secs(cfg.mover.rescan_s.max(1)),
-                ..ReplicatorConfig::default()
-            },
-            mover_queue.clone(),
-        ))
-    });
+    if cfg.mover.concurrency > 0 {
+        tasks.spawn(
+            "replicator",
+            run_replicator(
+                fetcher.clone(),
+                consensus.applied_watch(),
+                ReplicatorConfig {
+                    concurrency: cfg.mover.concurrency,
+                    rescan: Duration::from_secs(cfg.mover.rescan_s.max(1)),
+                    ..ReplicatorConfig::default()
+                },
+                mover_queue.clone(),
+                tasks.stop().receiver(),
+            ),
+        );
+    }
     let app = Arc::new(AppState {
         consensus: consensus.clone(),
         blobs: blobs.clone(),
@@ -153,18 +159,26 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         scheme: if cfg.tls.https() { "https" } else { "http" },
         http: crate::tls::http_client(cfg.tls.ca_file.as_deref())?,
     });
-    let bootstrapper = cfg.bootstrap.then(|| {
-        tokio::spawn(crate::bootstrap::run(
-            app.clone(),
-            cfg.data_dir.clone(),
-            cfg.auth.bootstrap_user.clone(),
-        ))
-    });
+    if cfg.bootstrap {
+        tasks.spawn(
+            "bootstrap",
+            crate::bootstrap::run(
+                app.clone(),
+                cfg.data_dir.clone(),
+                cfg.auth.bootstrap_user.clone(),
+                tasks.stop(),
+            ),
+        );
+    }
 
-    let sweeper = tokio::spawn(async move {
+    let mut stop = tasks.stop();
+    tasks.spawn("session sweeper", async move {
         let mut tick = tokio::time::interval(Duration::from_secs(SWEEP_INTERVAL_S));
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait() => return,
+            }
             let n = blobs.sweep_expired().await;
             if n > 0 {
                 tracing::info!(expired = n, "removed idle upload sessions");
@@ -172,10 +186,14 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         }
     });
 
-    let registrar = tokio::spawn(crate::registrar::run(
-        app.clone(),
-        Duration::from_millis(cfg.uploads.link_grace_ms),
-    ));
+    tasks.spawn(
+        "registrar",
+        crate::registrar::run(
+            app.clone(),
+            Duration::from_millis(cfg.uploads.link_grace_ms),
+            tasks.stop(),
+        ),
+    );
     let listener = std::net::TcpListener::bind(cfg.http_listen)
         .map_err(|e| NodeError::Startup(format!("cannot listen on {}: {e}", cfg.http_listen)))?;
     listener.set_nonblocking(true)?;
@@ -205,14 +223,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         }
     }
     tracing::info!("shutting down");
-    sweeper.abort();
-    registrar.abort();
-    if let Some(b) = bootstrapper {
-        b.abort();
-    }
-    if let Some(r) = replicator {
-        r.abort();
-    }
+    tasks.run().await;
     consensus.shutdown().await;
     Ok(())
 }

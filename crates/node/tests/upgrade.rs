@@ -185,7 +185,13 @@ async fn a_release_0_1_data_directory_upgrades_in_place_and_loses_nothing() {
     assert_eq!(r.status(), StatusCode::CREATED);
 
     // Restarted, the store is opened as it is (migrated once), with all of it.
-    node.stop();
+    // SIGTERM: background tasks are told to stop and finish before exit.
+    assert!(node.stop().success());
+    assert!(
+        node.log().contains("background tasks stopped"),
+        "{}",
+        node.log()
+    );
     node.restart();
     assert_eq!(
         node.log().matches("migrated release 0.1 metadata").count(),

@@ -238,9 +238,7 @@ async fn handle(app: App, route: Route<'_>, req: Request) -> ApiResult<Response>
     let caller = access::caller_of(&req);
     if let Some((name, action)) = required_action(&route, &method) {
         let mount_from = match (&route, &method) {
-            (Route::Upload { id: "", .. }, &Method::POST) => {
-                uploads::mount_source(&req)
-            }
+            (Route::Upload { id: "", .. }, &Method::POST) => uploads::mount_source(&req),
             _ => None,
         };
         caller.require_with_mount(&app, &name, action, mount_from.as_deref())?;
