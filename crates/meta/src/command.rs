@@ -85,6 +85,9 @@ pub enum Command {
     ForgetRegion {
         region: String,
     },
+    /// Create, change or delete a registry (cluster-wide: the envelope's
+    /// registry is not the one addressed).
+    Registry(crate::tenancy::RegistryCommand),
 }
 
 /// The meaning of commands this release writes. Bump it when a command's

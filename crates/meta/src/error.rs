@@ -22,6 +22,14 @@ pub enum ApplyError {
     IdentityUnknown(String),
     #[error("scope map {0} is used by token {1}")]
     ScopeMapInUse(String, String),
+    #[error("registry {0} already exists")]
+    RegistryExists(String),
+    #[error("registry {0} does not exist")]
+    RegistryUnknown(String),
+    #[error("the default registry cannot be deleted")]
+    DefaultRegistry,
+    #[error("invalid registry name {0:?}: 5 to 50 letters and digits")]
+    RegistryNameInvalid(String),
 }
 
 /// Failures of the local store itself (disk, corruption).

@@ -30,15 +30,7 @@ impl Registry<'_> {
     ) -> Result<Response, StoreError> {
         match cmd {
             IdentityCommand::Bootstrap { owner, signing_key } => {
-                if self
-                    .list_auth::<PrincipalRecord>(AUTH_PRINCIPAL)?
-                    .is_empty()
-                {
-                    self.put_auth(batch, &self.key_of(AUTH_PRINCIPAL, &owner.name), owner);
-                }
-                if self.signing_keys()?.is_empty() {
-                    self.put_auth(batch, &self.signing_key_key(signing_key), signing_key);
-                }
+                self.bootstrap_identities(batch, owner, signing_key)?;
                 Ok(Response::Ok)
             }
             IdentityCommand::PutPrincipal { record, create } => {
@@ -215,6 +207,25 @@ impl Registry<'_> {
                 Ok(Response::Ok)
             }
         }
+    }
+
+    /// The first owner and signing key, each only if none exists yet.
+    pub(crate) fn bootstrap_identities(
+        &self,
+        batch: &mut WriteBatch,
+        owner: &PrincipalRecord,
+        signing_key: &SigningKeyRecord,
+    ) -> Result<(), StoreError> {
+        if self
+            .list_auth::<PrincipalRecord>(AUTH_PRINCIPAL)?
+            .is_empty()
+        {
+            self.put_auth(batch, &self.key_of(AUTH_PRINCIPAL, &owner.name), owner);
+        }
+        if self.signing_keys()?.is_empty() {
+            self.put_auth(batch, &self.signing_key_key(signing_key), signing_key);
+        }
+        Ok(())
     }
 
     fn put_auth<T: serde::Serialize>(&self, batch: &mut WriteBatch, k: &[u8], v: &T) {

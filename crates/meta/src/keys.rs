@@ -21,8 +21,11 @@ pub const CF_AUTH: &str = "auth";
 /// Request ids recently applied and their answers (see `requests`).
 pub const CF_REQUESTS: &str = "requests";
 
+/// Registry records, by (lower-case) name: the cluster's.
+pub const CF_REGISTRIES: &str = "registries";
+
 /// Every column family; snapshots name them (see `snapshot`).
-pub const ALL_CFS: [&str; 10] = [
+pub const ALL_CFS: [&str; 11] = [
     CF_REPOS,
     CF_MANIFESTS,
     CF_TAGS,
@@ -33,6 +36,18 @@ pub const ALL_CFS: [&str; 10] = [
     CF_SYS,
     CF_AUTH,
     CF_REQUESTS,
+    CF_REGISTRIES,
+];
+
+/// Column families whose keys start with a registry's prefix.
+pub const REGISTRY_SCOPED_CFS: [&str; 7] = [
+    CF_REPOS,
+    CF_MANIFESTS,
+    CF_TAGS,
+    CF_DIGEST_TAGS,
+    CF_REFERRERS,
+    CF_REPO_BLOBS,
+    CF_AUTH,
 ];
 
 pub const AUTH_PRINCIPAL: &str = "p";

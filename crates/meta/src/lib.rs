@@ -17,6 +17,7 @@ mod repo;
 mod requests;
 mod snapshot;
 mod store;
+mod tenancy;
 
 /// The registry of hosts that name none, and the one release 0.1 data is
 /// migrated into.
@@ -34,3 +35,4 @@ pub use repo::Registry;
 pub use requests::{REQUEST_ID_MAX_BYTES, REQUEST_ID_TTL_MS};
 pub use snapshot::is_release_0_1_snapshot;
 pub use store::{ManifestSummary, MetaStore};
+pub use tenancy::{RegistryCommand, RegistryRecord, Sku};

@@ -114,6 +114,7 @@ impl<'a> Registry<'a> {
             Command::DeleteRepository { repo } => self.delete_repository(batch, repo),
             Command::Identity(c) => self.apply_identity(batch, c),
             Command::ForgetRegion { region } => self.store.forget_region(batch, region),
+            Command::Registry(c) => self.store.apply_registry(batch, c),
         }
     }
 

@@ -196,7 +196,7 @@ impl MetaStore {
         )?;
         self.put_sys(&mut batch, sys);
         self.db.write(batch)?;
-        if matches!(env.cmd, Command::Identity(_)) {
+        if matches!(env.cmd, Command::Identity(_) | Command::Registry(_)) {
             self.bump_identity_epoch();
         }
         Ok(response)

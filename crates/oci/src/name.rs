@@ -19,6 +19,38 @@ pub enum NameError {
     Tag(String),
     #[error("invalid digest: {0}")]
     Digest(#[from] DigestError),
+    #[error("invalid registry name {0:?}: 5 to 50 letters and digits")]
+    Registry(String),
+}
+
+/// Registry names: 5 to 50 ASCII letters and digits, unique whatever their
+/// case (as the cloud registry requires); the lower-case form is the name.
+pub const REGISTRY_NAME_MIN_BYTES: usize = 5;
+pub const REGISTRY_NAME_MAX_BYTES: usize = 50;
+
+/// A registry's name in its canonical (lower-case) form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegistryName(String);
+
+impl RegistryName {
+    pub fn parse(s: &str) -> Result<RegistryName, NameError> {
+        let ok = (REGISTRY_NAME_MIN_BYTES..=REGISTRY_NAME_MAX_BYTES).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !ok {
+            return Err(NameError::Registry(s.to_string()));
+        }
+        Ok(RegistryName(s.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RegistryName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 fn is_lower_alnum(b: u8) -> bool {
@@ -162,5 +194,28 @@ mod tests {
         assert!(matches!(Reference::parse(&d), Ok(Reference::Digest(_))));
         assert!(matches!(Reference::parse("latest"), Ok(Reference::Tag(_))));
         assert!(Reference::parse("sha256:zz").is_err());
+    }
+
+    #[test]
+    fn registry_names_are_five_to_fifty_alphanumerics_in_any_case() {
+        assert_eq!(
+            RegistryName::parse("TeamOne1").unwrap().as_str(),
+            "teamone1"
+        );
+        assert_eq!(
+            RegistryName::parse("teamone1"),
+            RegistryName::parse("TEAMONE1")
+        );
+        for bad in [
+            "four",
+            "team-one",
+            "team.one",
+            "team one",
+            "",
+            &"a".repeat(51),
+        ] {
+            assert!(RegistryName::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(RegistryName::parse(&"a".repeat(50)).is_ok());
     }
 }

@@ -75,6 +75,7 @@ impl From<NameError> for ApiError {
             NameError::Repository(_) => ApiError::new(ErrorCode::NameInvalid, e.to_string()),
             NameError::Tag(_) => ApiError::new(ErrorCode::ManifestInvalid, e.to_string()),
             NameError::Digest(_) => ApiError::new(ErrorCode::DigestInvalid, e.to_string()),
+            NameError::Registry(_) => ApiError::new(ErrorCode::NameInvalid, e.to_string()),
         }
     }
 }
@@ -119,11 +120,15 @@ impl From<ApplyError> for ApiError {
             ApplyError::ManifestUnknown | ApplyError::TagUnknown => ErrorCode::ManifestUnknown,
             ApplyError::BlobUnknown => ErrorCode::BlobUnknown,
             ApplyError::NameUnknown => ErrorCode::NameUnknown,
-            ApplyError::IdentityUnknown(_) => {
+            ApplyError::IdentityUnknown(_) | ApplyError::RegistryUnknown(_) => {
                 return ApiError::new(ErrorCode::NameUnknown, e.to_string())
                     .with_status(StatusCode::NOT_FOUND)
             }
-            ApplyError::IdentityExists(_) | ApplyError::ScopeMapInUse(..) => {
+            ApplyError::RegistryNameInvalid(_) => ErrorCode::NameInvalid,
+            ApplyError::DefaultRegistry => ErrorCode::Denied,
+            ApplyError::IdentityExists(_)
+            | ApplyError::ScopeMapInUse(..)
+            | ApplyError::RegistryExists(_) => {
                 return ApiError::new(ErrorCode::Denied, e.to_string())
                     .with_status(StatusCode::CONFLICT)
             }

@@ -1,0 +1,364 @@
+//! Registries: several per cluster, each with its own repositories,
+//! identities and replica regions under its key prefix. The registry
+//! records themselves are the cluster's (`registries`, by name).
+//!
+//! The default registry always exists: hosts that name no registry use it,
+//! release 0.1 data was migrated into it, and its owners are the cluster's
+//! operators (they create the other registries and their first owners).
+
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::command::Response;
+use crate::error::{ApplyError, StoreError};
+use crate::identity::{PrincipalRecord, SigningKeyRecord};
+use crate::keys::*;
+use crate::store::{encode, MetaStore};
+use crate::DEFAULT_REGISTRY;
+
+/// The service tier of a registry (what it includes is decided above the
+/// state machine, from the cluster configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sku {
+    Basic,
+    Standard,
+    Premium,
+}
+
+impl Sku {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sku::Basic => "basic",
+            Sku::Standard => "standard",
+            Sku::Premium => "premium",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Sku> {
+        match s.to_ascii_lowercase().as_str() {
+            "basic" => Some(Sku::Basic),
+            "standard" => Some(Sku::Standard),
+            "premium" => Some(Sku::Premium),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryRecord {
+    /// Lower case: names are unique whatever their case.
+    pub name: String,
+    pub sku: Sku,
+    pub created_ms: u64,
+    /// Regions that hold this registry's blobs; empty: every region.
+    #[serde(default)]
+    pub replicas: Vec<String>,
+}
+
+impl RegistryRecord {
+    /// The default registry as it is before anyone changed it.
+    fn default_registry() -> RegistryRecord {
+        RegistryRecord {
+            name: DEFAULT_REGISTRY.to_string(),
+            sku: Sku::Premium,
+            created_ms: 0,
+            replicas: Vec::new(),
+        }
+    }
+}
+
+/// Changes to registries (cluster-wide commands).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegistryCommand {
+    /// Create a registry with its first owner and signing key; refused
+    /// when the name is taken (in any case).
+    Create {
+        record: RegistryRecord,
+        owner: PrincipalRecord,
+        signing_key: SigningKeyRecord,
+    },
+    /// Change the tier; `None` leaves it.
+    Update { name: String, sku: Option<Sku> },
+    /// Remove a registry and everything under its prefix. The default
+    /// registry cannot be deleted.
+    Delete { name: String },
+    /// Add (`add` = true) or remove a replica region.
+    SetReplica {
+        name: String,
+        region: String,
+        add: bool,
+    },
+}
+
+impl MetaStore {
+    pub(crate) fn apply_registry(
+        &self,
+        batch: &mut WriteBatch,
+        cmd: &RegistryCommand,
+    ) -> Result<Response, StoreError> {
+        match cmd {
+            RegistryCommand::Create {
+                record,
+                owner,
+                signing_key,
+            } => {
+                let Ok(name) = wharf_oci::RegistryName::parse(&record.name) else {
+                    return Ok(Response::Refused(ApplyError::RegistryNameInvalid(
+                        record.name.clone(),
+                    )));
+                };
+                let name = name.as_str().to_string();
+                if self.registry_record(&name)?.is_some() {
+                    return Ok(Response::Refused(ApplyError::RegistryExists(name)));
+                }
+                let mut record = record.clone();
+                record.name = name.clone();
+                batch.put_cf(self.cf(CF_REGISTRIES), name.as_bytes(), encode(&record));
+                let reg = self.registry(&name);
+                reg.bootstrap_identities(batch, owner, signing_key)?;
+                Ok(Response::Ok)
+            }
+            RegistryCommand::Update { name, sku } => {
+                let Some(mut record) = self.registry_record(name)? else {
+                    return Ok(Response::Refused(ApplyError::RegistryUnknown(name.clone())));
+                };
+                if let Some(s) = sku {
+                    record.sku = *s;
+                }
+                batch.put_cf(
+                    self.cf(CF_REGISTRIES),
+                    record.name.as_bytes(),
+                    encode(&record),
+                );
+                Ok(Response::Ok)
+            }
+            RegistryCommand::SetReplica { name, region, add } => {
+                let Some(mut record) = self.registry_record(name)? else {
+                    return Ok(Response::Refused(ApplyError::RegistryUnknown(name.clone())));
+                };
+                let at = record.replicas.binary_search(region);
+                match (add, at) {
+                    (true, Err(pos)) => record.replicas.insert(pos, region.clone()),
+                    (false, Ok(pos)) => {
+                        record.replicas.remove(pos);
+                    }
+                    _ => return Ok(Response::Changed(0)),
+                }
+                batch.put_cf(
+                    self.cf(CF_REGISTRIES),
+                    record.name.as_bytes(),
+                    encode(&record),
+                );
+                Ok(Response::Changed(1))
+            }
+            RegistryCommand::Delete { name } => {
+                let name = name.to_ascii_lowercase();
+                if name == DEFAULT_REGISTRY {
+                    return Ok(Response::Refused(ApplyError::DefaultRegistry));
+                }
+                if self.registry_record(&name)?.is_none() {
+                    return Ok(Response::Refused(ApplyError::RegistryUnknown(name)));
+                }
+                // Proportional to the registry's size: acceptable for a
+                // rare, operator-only command.
+                let prefix = registry_prefix(&name);
+                let mut removed = 0;
+                for cf in REGISTRY_SCOPED_CFS {
+                    for (k, _) in self.scan(cf, &prefix, None, usize::MAX)? {
+                        batch.delete_cf(self.cf(cf), &k);
+                        match cf {
+                            CF_REPO_BLOBS => self.drop_link(batch, &last_part(&k), 1)?,
+                            CF_REPOS => removed += 1,
+                            _ => {}
+                        }
+                    }
+                }
+                batch.delete_cf(self.cf(CF_REGISTRIES), name.as_bytes());
+                Ok(Response::Removed(removed))
+            }
+        }
+    }
+
+    /// A registry's record; the default registry always has one.
+    pub fn registry_record(&self, name: &str) -> Result<Option<RegistryRecord>, StoreError> {
+        let name = name.to_ascii_lowercase();
+        let stored = self.get::<RegistryRecord>(CF_REGISTRIES, name.as_bytes())?;
+        Ok(match stored {
+            None if name == DEFAULT_REGISTRY => Some(RegistryRecord::default_registry()),
+            other => other,
+        })
+    }
+
+    /// Every registry, by name (the default one included).
+    pub fn registries(&self) -> Result<Vec<RegistryRecord>, StoreError> {
+        let mut out: Vec<RegistryRecord> = self
+            .scan(CF_REGISTRIES, b"", None, usize::MAX)?
+            .iter()
+            .map(|(_, v)| crate::store::decode(CF_REGISTRIES, v))
+            .collect::<Result<_, _>>()?;
+        if !out.iter().any(|r| r.name == DEFAULT_REGISTRY) {
+            out.push(RegistryRecord::default_registry());
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{PrincipalKind, Role, RoleAssignment};
+    use crate::{BlobRef, Command, Envelope};
+
+    fn owner(name: &str) -> PrincipalRecord {
+        PrincipalRecord {
+            name: name.into(),
+            kind: PrincipalKind::User,
+            secrets: vec!["hash".into()],
+            enabled: true,
+            generation: 1,
+            roles: vec![RoleAssignment {
+                scope: String::new(),
+                role: Role::Owner,
+            }],
+            created_ms: 1,
+        }
+    }
+
+    fn create(name: &str) -> Envelope {
+        let cmd = Command::Registry(RegistryCommand::Create {
+            record: RegistryRecord {
+                name: name.into(),
+                sku: Sku::Standard,
+                created_ms: 5,
+                replicas: vec![],
+            },
+            owner: owner(&format!("{}-owner", name.to_lowercase())),
+            signing_key: SigningKeyRecord {
+                kid: format!("{name}-key"),
+                sealed: vec![1],
+                created_ms: 5,
+            },
+        });
+        Envelope::new(DEFAULT_REGISTRY, cmd, 5)
+    }
+
+    fn link(registry: &str, repo: &str, digest: &str) -> Envelope {
+        let cmd = Command::LinkBlobs {
+            repo: repo.into(),
+            region: "r1".into(),
+            blobs: vec![BlobRef {
+                digest: digest.into(),
+                size: 1,
+            }],
+            now_ms: 6,
+        };
+        Envelope::new(registry, cmd, 6)
+    }
+
+    #[test]
+    fn registries_are_unique_whatever_the_case_and_isolated_from_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        assert_eq!(s.apply(&create("TeamOne"), &[]).unwrap(), Response::Ok);
+        assert!(matches!(
+            s.apply(&create("teamone"), &[]).unwrap(),
+            Response::Refused(ApplyError::RegistryExists(_))
+        ));
+        assert_eq!(s.apply(&create("teamtwo"), &[]).unwrap(), Response::Ok);
+        assert!(matches!(
+            s.apply(&create("t-1"), &[]).unwrap(),
+            Response::Refused(ApplyError::RegistryNameInvalid(_))
+        ));
+        let names: Vec<_> = s
+            .registries()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["default", "teamone", "teamtwo"]);
+        assert!(s.registry_record("TEAMONE").unwrap().is_some());
+
+        // Each has its first owner and key, and only its own.
+        let one = s.registry("teamone");
+        let two = s.registry("teamtwo");
+        assert!(one.principal("teamone-owner").unwrap().is_some());
+        assert!(two.principal("teamone-owner").unwrap().is_none());
+        assert_eq!(two.signing_keys().unwrap()[0].kid, "teamtwo-key");
+
+        // The same repository name holds different things in each.
+        let d = format!("sha256:{}", "d".repeat(64));
+        s.apply(&link("teamone", "app", &d), &[]).unwrap();
+        assert!(one.linked_blob("app", &d).unwrap().is_some());
+        assert!(two.linked_blob("app", &d).unwrap().is_none());
+        assert!(two.repositories(None, 10).unwrap().is_empty());
+        assert_eq!(s.blob(&d).unwrap().unwrap().links, 1);
+
+        // Deleting one removes its repositories, identities and links.
+        let del = |name: &str| {
+            Envelope::new(
+                DEFAULT_REGISTRY,
+                Command::Registry(RegistryCommand::Delete { name: name.into() }),
+                7,
+            )
+        };
+        assert_eq!(s.apply(&del("teamone"), &[]).unwrap(), Response::Removed(1));
+        assert!(s.registry_record("teamone").unwrap().is_none());
+        assert!(one.principal("teamone-owner").unwrap().is_none());
+        assert!(one.repositories(None, 10).unwrap().is_empty());
+        assert_eq!(s.blob(&d).unwrap().unwrap().links, 0);
+        assert!(
+            two.principal("teamtwo-owner").unwrap().is_some(),
+            "the other stays"
+        );
+        assert!(matches!(
+            s.apply(&del("default"), &[]).unwrap(),
+            Response::Refused(ApplyError::DefaultRegistry)
+        ));
+    }
+
+    #[test]
+    fn tiers_and_replicas_change_on_the_record_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        s.apply(&create("teamone"), &[]).unwrap();
+        let replica = |region: &str, add| {
+            let cmd = Command::Registry(RegistryCommand::SetReplica {
+                name: "teamone".into(),
+                region: region.into(),
+                add,
+            });
+            Envelope::new(DEFAULT_REGISTRY, cmd, 8)
+        };
+        assert_eq!(
+            s.apply(&replica("eu", true), &[]).unwrap(),
+            Response::Changed(1)
+        );
+        assert_eq!(
+            s.apply(&replica("ap", true), &[]).unwrap(),
+            Response::Changed(1)
+        );
+        assert_eq!(
+            s.apply(&replica("eu", true), &[]).unwrap(),
+            Response::Changed(0)
+        );
+        let update = Command::Registry(RegistryCommand::Update {
+            name: "teamone".into(),
+            sku: Some(Sku::Premium),
+        });
+        s.apply(&Envelope::new(DEFAULT_REGISTRY, update, 9), &[])
+            .unwrap();
+        let r = s.registry_record("teamone").unwrap().unwrap();
+        assert_eq!(r.replicas, ["ap", "eu"]);
+        assert_eq!(r.sku, Sku::Premium);
+        assert_eq!(
+            s.apply(&replica("eu", false), &[]).unwrap(),
+            Response::Changed(1)
+        );
+        assert_eq!(
+            s.registry_record("teamone").unwrap().unwrap().replicas,
+            ["ap"]
+        );
+    }
+}
