@@ -11,8 +11,9 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use wharf_meta::{
-    AccessSettings, AdminRecord, IdentityCommand, PrincipalKind, PrincipalRecord, Registry, Role,
-    RoleAssignment, ScopeMapRecord, SigningKeyRecord, TokenRecord,
+    AccessSettings, AdminRecord, IdentityCommand, PrincipalKind, PrincipalRecord, Registry,
+    RegistryCommand, RegistryRecord, Role, RoleAssignment, ScopeMapRecord, SigningKeyRecord,
+    TokenRecord,
 };
 
 use crate::error::AuthError;
@@ -93,7 +94,8 @@ type Verified = (u64, HashMap<String, Arc<Claims>>);
 const VERIFIED_MAX: usize = 10_000;
 
 pub struct Authority {
-    view: RwLock<Option<Arc<View>>>,
+    /// One view per registry (identities are a registry's own).
+    view: RwLock<HashMap<String, Arc<View>>>,
     verified: RwLock<Verified>,
     cfg: AuthConfig,
     key: ClusterKey,
@@ -102,6 +104,22 @@ pub struct Authority {
     basic_cache: Mutex<HashMap<[u8; 32], (u64, Instant)>>,
     /// Opened signing keys by kid.
     signing: RwLock<HashMap<String, Vec<u8>>>,
+}
+
+/// A user who owns a registry.
+fn owner_record(name: &str, password: &str, now_ms: u64) -> Result<PrincipalRecord, AuthError> {
+    Ok(PrincipalRecord {
+        name: name.into(),
+        kind: PrincipalKind::User,
+        secrets: vec![secret::hash_password(password)?],
+        enabled: true,
+        generation: secret::new_generation(),
+        roles: vec![RoleAssignment {
+            scope: String::new(),
+            role: Role::Owner,
+        }],
+        created_ms: now_ms,
+    })
 }
 
 fn random_hex(n: usize) -> String {
@@ -113,7 +131,7 @@ fn random_hex(n: usize) -> String {
 impl Authority {
     pub fn new(cfg: AuthConfig, key: ClusterKey) -> Authority {
         Authority {
-            view: RwLock::new(None),
+            view: RwLock::new(HashMap::new()),
             verified: RwLock::new((0, HashMap::new())),
             limiter: LoginLimiter::new(cfg.login_limits),
             cfg,
@@ -136,13 +154,21 @@ impl Authority {
         // Read the epoch before the records: a change racing with the load
         // bumps it again afterwards, so a stale view is never kept.
         let epoch = meta.identity_epoch();
-        if let Some(v) = self.view.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(v) = self
+            .view
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(meta.name())
+        {
             if v.epoch == epoch {
                 return Ok(v.clone());
             }
         }
         let v = Arc::new(View::load(meta, epoch)?);
-        *self.view.write().unwrap_or_else(|e| e.into_inner()) = Some(v.clone());
+        let mut views = self.view.write().unwrap_or_else(|e| e.into_inner());
+        // Views of deleted registries go once the epoch moves on.
+        views.retain(|_, old| old.epoch == epoch);
+        views.insert(meta.name().to_string(), v.clone());
         Ok(v)
     }
 
@@ -173,29 +199,34 @@ impl Authority {
         now_ms: u64,
     ) -> Result<IdentityCommand, AuthError> {
         Ok(IdentityCommand::Bootstrap {
-            owner: PrincipalRecord {
-                name: owner.into(),
-                kind: PrincipalKind::User,
-                secrets: vec![secret::hash_password(password)?],
-                enabled: true,
-                generation: secret::new_generation(),
-                roles: vec![RoleAssignment {
-                    scope: String::new(),
-                    role: Role::Owner,
-                }],
-                created_ms: now_ms,
-            },
+            owner: owner_record(owner, password, now_ms)?,
             signing_key: self.new_signing_key(now_ms),
         })
     }
 
-    /// Seal two new admin passwords; returns the record and the passwords.
+    /// A new registry with its first owner (a user with `password`) and
+    /// signing key.
+    pub fn create_registry_command(
+        &self,
+        record: RegistryRecord,
+        owner: &str,
+        password: &str,
+        now_ms: u64,
+    ) -> Result<RegistryCommand, AuthError> {
+        Ok(RegistryCommand::Create {
+            record,
+            owner: owner_record(owner, password, now_ms)?,
+            signing_key: self.new_signing_key(now_ms),
+        })
+    }
+
     /// A fresh admin password for `slot` (0 or 1), sealed with the cluster key.
     pub fn new_admin_password(&self, slot: usize) -> Vec<u8> {
         let pw = secret::new_secret();
         self.key.seal(pw.as_bytes(), &format!("admin-{slot}"))
     }
 
+    /// Seal two new admin passwords; returns the record and the passwords.
     pub fn new_admin_passwords(
         &self,
         old: &AdminRecord,
@@ -256,6 +287,8 @@ impl Authority {
     ) -> Result<Subject, AuthError> {
         let cache_key: [u8; 32] = {
             let mut h = Sha256::new();
+            h.update(meta.name().as_bytes());
+            h.update([0]);
             h.update(name.as_bytes());
             h.update([0]);
             h.update(password.as_bytes());
@@ -419,7 +452,7 @@ impl Authority {
         let claims = Claims {
             iss: self.cfg.service.clone(),
             sub: subject.name().to_string(),
-            aud: self.cfg.service.clone(),
+            aud: self.audience(meta),
             iat: now_s,
             exp: now_s + ttl,
             jti: random_hex(12),
@@ -428,6 +461,17 @@ impl Authority {
             access,
         };
         Ok((token::sign(&claims, &newest.kid, &key), ttl))
+    }
+
+    /// Whom a token is for: the registry (the default one keeps the
+    /// service name alone, so tokens issued before registries existed stay
+    /// valid there). A token of one registry is refused by every other.
+    fn audience(&self, meta: &Registry<'_>) -> String {
+        if meta.name() == wharf_meta::DEFAULT_REGISTRY {
+            self.cfg.service.clone()
+        } else {
+            format!("{}/{}", self.cfg.service, meta.name())
+        }
     }
 
     /// Verify a token and resolve its subject as it is now.
@@ -439,9 +483,12 @@ impl Authority {
         now_ms: u64,
     ) -> Result<(Subject, Arc<Claims>), AuthError> {
         let epoch = meta.identity_epoch();
+        let cache_key = format!("{}\0{token}", meta.name());
         let cached = {
             let g = self.verified.read().unwrap_or_else(|e| e.into_inner());
-            (g.0 == epoch).then(|| g.1.get(token).cloned()).flatten()
+            (g.0 == epoch)
+                .then(|| g.1.get(&cache_key).cloned())
+                .flatten()
         };
         let claims = match cached {
             Some(c) if now_ms / 1000 < c.exp => c,
@@ -449,7 +496,7 @@ impl Authority {
             None => {
                 let c = Arc::new(token::verify(
                     token,
-                    &self.cfg.service,
+                    &self.audience(meta),
                     now_ms / 1000,
                     |kid| self.signing_key(meta, kid),
                 )?);
@@ -457,7 +504,7 @@ impl Authority {
                 if g.0 != epoch || g.1.len() >= VERIFIED_MAX {
                     *g = (epoch, HashMap::new());
                 }
-                g.1.insert(token.to_string(), c.clone());
+                g.1.insert(cache_key, c.clone());
                 c
             }
         };

@@ -142,3 +142,44 @@ fn admin_is_off_by_default_and_works_with_either_password_when_on() {
         .is_registry_owner());
     assert!(a.login(&m, ADMIN_NAME, &pws[1], SRC, 0).is_ok());
 }
+
+#[test]
+fn a_token_of_one_registry_is_refused_by_another() {
+    let (_d, store, a) = setup();
+    let record = wharf_meta::RegistryRecord {
+        name: "teamone".into(),
+        sku: wharf_meta::Sku::Standard,
+        created_ms: 1,
+        replicas: vec![],
+    };
+    // The same owner name and password in both registries.
+    let create = a
+        .create_registry_command(record, "owner", "owner password 1", 1000)
+        .unwrap();
+    let env = Envelope::new(DEFAULT_REGISTRY, Command::Registry(create), 1);
+    assert_eq!(store.apply(&env, &[]).unwrap(), wharf_meta::Response::Ok);
+    let default = store.registry(DEFAULT_REGISTRY);
+    let one = store.registry("teamone");
+    let now = 10_000_000;
+    let s = a
+        .login(&default, "owner", "owner password 1", SRC, now)
+        .unwrap();
+    let (t, _) = a
+        .issue(&default, &s, vec![], TokenUse::Access, now)
+        .unwrap();
+    assert!(a.verify(&default, &t, TokenUse::Access, now).is_ok());
+    assert!(
+        a.verify(&one, &t, TokenUse::Access, now).is_err(),
+        "signed by another registry's key, for another audience"
+    );
+    let s1 = a
+        .login(&one, "owner", "owner password 1", SRC, now)
+        .unwrap();
+    let (t1, _) = a.issue(&one, &s1, vec![], TokenUse::Access, now).unwrap();
+    assert!(a.verify(&one, &t1, TokenUse::Access, now).is_ok());
+    assert!(a.verify(&default, &t1, TokenUse::Access, now).is_err());
+    // A password of one registry's user does not log in to another.
+    assert!(a
+        .login(&one, "nobody-here", "owner password 1", SRC, now)
+        .is_err());
+}

@@ -72,7 +72,8 @@ async fn try_once(app: &App, data_dir: &Path, user: &str) -> Result<bool, NodeEr
         return Ok(false);
     }
     app.consensus.read_barrier().await?;
-    let m = app.meta();
+    let tenant = crate::tenant::Tenant::default_registry(app.clone());
+    let m = tenant.meta();
     let have_owner = !m
         .principals()
         .map_err(|e| NodeError::Startup(e.to_string()))?
@@ -90,7 +91,8 @@ async fn try_once(app: &App, data_dir: &Path, user: &str) -> Result<bool, NodeEr
         .bootstrap_command(user, &pw, now_ms())
         .map_err(|e| NodeError::Startup(e.to_string()))?;
     app.consensus
-        .write(crate::state::envelope(
+        .write(crate::tenant::envelope(
+            wharf_meta::DEFAULT_REGISTRY,
             Command::Identity(Box::new(cmd)),
             None,
         ))

@@ -211,6 +211,10 @@ pub struct ServeConfig {
     pub peer_routes: Vec<PeerRoute>,
     /// `local` (default) or `linearizable`.
     pub reads: ReadConsistency,
+    /// Login servers: a request for `N.<registry_domain>` addresses
+    /// registry N; other hosts the default registry. None: every request
+    /// addresses the default registry.
+    pub registry_domain: Option<String>,
     pub raft: RaftTimings,
     pub uploads: UploadConfig,
     pub mover: MoverConfig,
@@ -233,6 +237,7 @@ impl Default for ServeConfig {
             write_timeout_ms: 10_000,
             peer_routes: Vec::new(),
             reads: ReadConsistency::Local,
+            registry_domain: None,
             raft: RaftTimings::default(),
             uploads: UploadConfig::default(),
             mover: MoverConfig::default(),

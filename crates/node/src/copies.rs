@@ -11,7 +11,7 @@ use wharf_meta::BlobRef;
 use wharf_oci::ErrorCode;
 
 use crate::http::error::{ApiError, ApiResult};
-use crate::state::App;
+use crate::tenant::Tenant;
 
 #[derive(Debug, Clone, Copy)]
 pub struct AckPolicy {
@@ -20,7 +20,7 @@ pub struct AckPolicy {
 }
 
 /// Regions holding a verified copy of `blob`, as the index says.
-fn copies(app: &App, blob: &BlobRef) -> ApiResult<usize> {
+fn copies(app: &Tenant, blob: &BlobRef) -> ApiResult<usize> {
     Ok(app
         .consensus
         .meta()
@@ -29,7 +29,7 @@ fn copies(app: &App, blob: &BlobRef) -> ApiResult<usize> {
 }
 
 /// Wait until each of `blobs` is held by the policy's number of regions.
-pub async fn wait_for_copies(app: &App, blobs: &[BlobRef]) -> ApiResult<()> {
+pub async fn wait_for_copies(app: &Tenant, blobs: &[BlobRef]) -> ApiResult<()> {
     // The default (one copy) costs nothing on the push path.
     if app.ack.regions <= 1 || blobs.is_empty() {
         return Ok(());

@@ -52,7 +52,8 @@ impl Directory for NodeDirectory {
 
     async fn report(&self, digest: Digest, size: u64) -> Result<(), String> {
         self.consensus
-            .write(crate::state::envelope(
+            .write(crate::tenant::envelope(
+                wharf_meta::DEFAULT_REGISTRY,
                 Command::BlobsReplicated {
                     region: self.region.clone(),
                     blobs: vec![BlobRef {

@@ -16,6 +16,7 @@ mod request_id;
 mod serve;
 mod shutdown;
 mod state;
+mod tenant;
 mod tls;
 mod up;
 
@@ -47,6 +48,8 @@ enum Command {
     Repository(cli::repository::RepositoryArgs),
     /// List, add and remove the regions that serve the registry.
     Replication(cli::replication::ReplicationArgs),
+    /// Registries of the cluster (the operator's verbs): create, list, show, update, delete, check-name.
+    Registry(cli::registry::RegistryArgs),
     /// Users and service principals.
     User(cli::identity::IdentityArgs<cli::identity::UserVerb>),
     /// Grant and revoke roles (reader, contributor, owner, delete).
@@ -178,6 +181,7 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
         }
         Command::Repository(args) => cli::repository::run(args).await,
         Command::Replication(args) => cli::replication::run(args).await,
+        Command::Registry(args) => cli::registry::run(args).await,
         Command::User(args) => cli::identity::user(args).await,
         Command::Role(args) => cli::identity::role(args).await,
         Command::ScopeMap(args) => cli::identity::scope_map(args).await,

@@ -35,17 +35,23 @@ pub async fn run(app: App, grace: Duration, mut stop: crate::shutdown::Stop) {
                 .or_default()
                 .push(BlobRef { digest, size });
         }
-        for (repo, blobs) in by_repo {
+        // Keys are repositories qualified by their registry.
+        for (key, blobs) in by_repo {
+            let (registry, repo) = crate::tenant::split_pending_key(&key);
             let cmd = Command::LinkBlobs {
-                repo: repo.clone(),
+                repo: repo.to_string(),
                 region: app.region.clone(),
                 blobs: blobs.clone(),
                 now_ms: now_ms(),
             };
-            match app.consensus.write(crate::state::envelope(cmd, None)).await {
+            match app
+                .consensus
+                .write(crate::tenant::envelope(registry, cmd, None))
+                .await
+            {
                 Ok(_) => {
                     for b in &blobs {
-                        if let Err(e) = app.blobs.remove_pending(&repo, &b.digest) {
+                        if let Err(e) = app.blobs.remove_pending(&key, &b.digest) {
                             tracing::warn!(%repo, digest = %b.digest, error = %e, "clearing a registered pending link");
                         }
                     }

@@ -149,6 +149,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         region: cfg.region.clone(),
         data_dir: cfg.data_dir.clone(),
         reads: cfg.reads,
+        registry_domain: cfg.registry_domain.clone(),
         ack: crate::copies::AckPolicy {
             regions: cfg.uploads.ack_regions,
             timeout: Duration::from_millis(cfg.uploads.ack_timeout_ms),

@@ -3,7 +3,6 @@
 //! It acts on the node asked, not on the cluster: send it to the region
 //! to fence.
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
@@ -11,7 +10,7 @@ use wharf_oci::ErrorCode;
 
 use crate::http::access::Caller;
 use crate::http::error::{ApiError, ApiResult};
-use crate::state::App;
+use crate::tenant::Tenant;
 
 /// Longest fence one request may set: a day.
 const MAX_FENCE_S: u64 = 86_400;
@@ -30,7 +29,7 @@ pub struct FenceState {
     pub until_unix_ms: Option<u64>,
 }
 
-fn state(app: &App) -> FenceState {
+fn state(app: &Tenant) -> FenceState {
     let until = app.consensus.fence().until();
     FenceState {
         region: app.region.clone(),
@@ -40,7 +39,7 @@ fn state(app: &App) -> FenceState {
     }
 }
 
-fn store(app: &App, until: Option<u64>) -> ApiResult<()> {
+fn store(app: &Tenant, until: Option<u64>) -> ApiResult<()> {
     crate::fence::store(&app.data_dir, until).map_err(|e| {
         ApiError::new(ErrorCode::Unavailable, format!("recording the fence: {e}"))
             .with_status(StatusCode::INTERNAL_SERVER_ERROR)
@@ -48,7 +47,7 @@ fn store(app: &App, until: Option<u64>) -> ApiResult<()> {
 }
 
 pub async fn show(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<FenceState>> {
     caller.require_owner()?;
@@ -56,7 +55,7 @@ pub async fn show(
 }
 
 pub async fn set(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Json(req): Json<FenceRequest>,
 ) -> ApiResult<Json<FenceState>> {
@@ -76,7 +75,7 @@ pub async fn set(
 }
 
 pub async fn lift(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<FenceState>> {
     caller.require_owner()?;

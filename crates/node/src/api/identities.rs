@@ -3,7 +3,7 @@
 //! account, signing-key rotation and anonymous pull. Registry owners only.
 //! Generated secrets are returned once, in the answer that creates them.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,8 @@ use wharf_oci::ErrorCode;
 
 use crate::http::access::Caller;
 use crate::http::error::{ApiError, ApiResult};
-use crate::state::{now_ms, App};
+use crate::state::now_ms;
+use crate::tenant::Tenant;
 
 /// Signing keys kept after a rotation: the new one and its predecessor,
 /// so tokens issued just before a rotation keep working until they expire.
@@ -48,11 +49,11 @@ fn check_name(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
-async fn propose(app: &App, c: IdentityCommand) -> ApiResult<u64> {
+async fn propose(app: &Tenant, c: IdentityCommand) -> ApiResult<u64> {
     app.write(Command::Identity(Box::new(c))).await
 }
 
-async fn owner(app: &App, caller: &Caller) -> ApiResult<()> {
+async fn owner(app: &Tenant, caller: &Caller) -> ApiResult<()> {
     caller.require_owner()?;
     app.consensus.read_barrier().await?;
     Ok(())
@@ -100,7 +101,7 @@ fn parse_role(s: &str) -> ApiResult<Role> {
 }
 
 pub async fn list_users(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Vec<Value>>> {
     owner(&app, &caller).await?;
@@ -138,7 +139,7 @@ pub struct NewUser {
 }
 
 pub async fn create_user(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Json(req): Json<NewUser>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -201,7 +202,7 @@ pub struct UserChange {
 }
 
 pub async fn update_user(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Json(req): Json<UserChange>,
@@ -250,7 +251,7 @@ pub async fn update_user(
 }
 
 pub async fn delete_user(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
@@ -279,7 +280,7 @@ pub struct RoleChange {
 }
 
 async fn set_role(
-    app: &App,
+    app: &Tenant,
     caller: &Caller,
     req: RoleChange,
     grant: bool,
@@ -309,7 +310,7 @@ async fn set_role(
 }
 
 pub async fn assign_role(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Json(req): Json<RoleChange>,
 ) -> ApiResult<Json<Value>> {
@@ -317,7 +318,7 @@ pub async fn assign_role(
 }
 
 pub async fn remove_role(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Query(req): Query<RoleChange>,
 ) -> ApiResult<Json<Value>> {
@@ -374,7 +375,7 @@ fn rules(body: &[ScopeRuleBody]) -> ApiResult<Vec<ScopeRule>> {
 }
 
 pub async fn list_scope_maps(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Vec<Value>>> {
     owner(&app, &caller).await?;
@@ -388,7 +389,7 @@ pub async fn list_scope_maps(
 }
 
 pub async fn put_scope_map(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<CreateFlag>,
     Json(req): Json<ScopeMapBody>,
@@ -424,7 +425,7 @@ pub struct CreateFlag {
 }
 
 pub async fn delete_scope_map(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
@@ -459,7 +460,7 @@ pub struct TokenBody {
 }
 
 pub async fn list_tokens(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Vec<Value>>> {
     owner(&app, &caller).await?;
@@ -467,7 +468,7 @@ pub async fn list_tokens(
 }
 
 pub async fn create_token(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Json(req): Json<TokenBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -516,7 +517,7 @@ pub struct TokenChange {
 }
 
 pub async fn update_token(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Json(req): Json<TokenChange>,
@@ -558,7 +559,7 @@ pub async fn update_token(
 }
 
 pub async fn delete_token(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
@@ -569,14 +570,14 @@ pub async fn delete_token(
 
 // ---- admin account, signing keys, anonymous pull ---------------------------
 
-fn credential_json(app: &App) -> ApiResult<Value> {
+fn credential_json(app: &Tenant) -> ApiResult<Value> {
     let rec = app.meta().admin()?;
     let passwords = app.auth.admin_passwords(&rec).map_err(ApiError::internal)?;
     Ok(json!({"username": ADMIN_NAME, "enabled": rec.enabled, "passwords": passwords}))
 }
 
 pub async fn show_credential(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Value>> {
     owner(&app, &caller).await?;
@@ -594,7 +595,7 @@ pub struct CredentialChange {
 }
 
 pub async fn update_credential(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Json(req): Json<CredentialChange>,
 ) -> ApiResult<Json<Value>> {
@@ -624,7 +625,7 @@ pub async fn update_credential(
 }
 
 pub async fn rotate_signing_key(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Value>> {
     owner(&app, &caller).await?;
@@ -648,7 +649,7 @@ pub struct AccessBody {
 }
 
 pub async fn get_access(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Value>> {
     owner(&app, &caller).await?;
@@ -657,7 +658,7 @@ pub async fn get_access(
 }
 
 pub async fn put_access(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Json(req): Json<AccessBody>,
 ) -> ApiResult<Json<Value>> {

@@ -1,11 +1,12 @@
 //! `wharf repository show --image` and `delete --image`: one image by
 //! `repo:tag` or `repo@digest`.
 
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::Extension;
 use wharf_auth::Action;
 
 use crate::http::access::Caller;
+use crate::tenant::Tenant;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -14,7 +15,6 @@ use wharf_oci::{media, validate_repository, ErrorCode, Reference};
 
 use super::repositories::Removed;
 use crate::http::error::{ApiError, ApiResult};
-use crate::state::App;
 
 #[derive(Deserialize)]
 pub struct ImageQuery {
@@ -76,7 +76,7 @@ fn str_field(v: &Value, k: &str) -> Option<String> {
 }
 
 pub async fn show(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<ImageQuery>,
 ) -> ApiResult<Json<ImageDetail>> {
@@ -165,7 +165,7 @@ pub async fn show(
 /// Deleting `repo:tag` untags; deleting `repo@digest` removes the manifest
 /// and every tag pointing at it (as the cloud CLI's `repository delete`).
 pub async fn delete(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<ImageQuery>,
 ) -> ApiResult<Json<Removed>> {

@@ -5,6 +5,7 @@
 mod fence;
 mod identities;
 mod images;
+mod registries;
 mod replications;
 mod repositories;
 
@@ -63,6 +64,17 @@ pub fn router() -> Router<App> {
         .route(
             "/fence",
             get(fence::show).put(fence::set).delete(fence::lift),
+        )
+        .route(
+            "/registries",
+            get(registries::list).post(registries::create),
+        )
+        .route("/registries/check-name", get(registries::check_name))
+        .route(
+            "/registries/:name",
+            get(registries::show)
+                .patch(registries::update)
+                .delete(registries::delete),
         )
         .route(
             "/replications",

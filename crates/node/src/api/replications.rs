@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Extension;
 use axum::Json;
@@ -14,7 +14,7 @@ use wharf_oci::ErrorCode;
 
 use crate::http::access::Caller;
 use crate::http::error::{ApiError, ApiResult};
-use crate::state::App;
+use crate::tenant::Tenant;
 
 /// How long a joining node may take to catch up before it votes.
 const JOIN_CATCH_UP_S: u64 = 120;
@@ -78,7 +78,7 @@ async fn probe(
 }
 
 pub async fn list(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Vec<RegionRow>>> {
@@ -144,7 +144,7 @@ pub struct RegionQuery {
 
 /// Membership changes run on the leader; other nodes pass them on.
 async fn on_leader(
-    app: &App,
+    app: &Tenant,
     headers: &HeaderMap,
     method: reqwest::Method,
     path_and_query: &str,
@@ -184,7 +184,7 @@ async fn on_leader(
 }
 
 pub async fn create(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Json(req): Json<NewRegion>,
@@ -240,7 +240,7 @@ pub async fn create(
 }
 
 pub async fn delete(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(q): Query<RegionQuery>,

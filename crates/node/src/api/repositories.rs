@@ -1,18 +1,18 @@
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::Extension;
 use wharf_auth::Action;
 
 use crate::http::access::Caller;
+use crate::tenant::Tenant;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use wharf_meta::{Command, ManifestSummary};
 use wharf_oci::validate_repository;
 
 use crate::http::error::ApiResult;
-use crate::state::App;
 
 pub async fn status(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<wharf_consensus::Status>> {
     caller.require_identity(&app, false)?;
@@ -32,7 +32,7 @@ pub struct RepositoryRow {
 const LIST_MAX: usize = 100_000;
 
 pub async fn list(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Vec<RepositoryRow>>> {
     caller.require_identity(&app, true)?;
@@ -90,7 +90,7 @@ fn order<T>(rows: &mut [T], orderby: Option<&str>, time: impl Fn(&T) -> u64) -> 
 }
 
 pub async fn tags(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<RepoQuery>,
 ) -> ApiResult<Json<Vec<TagRow>>> {
@@ -114,7 +114,7 @@ pub async fn tags(
 }
 
 pub async fn manifests(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<RepoQuery>,
 ) -> ApiResult<Json<Vec<ManifestSummary>>> {
@@ -137,7 +137,7 @@ pub struct Removed {
 }
 
 pub async fn delete(
-    State(app): State<App>,
+    Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<RepoQuery>,
 ) -> ApiResult<Json<Removed>> {

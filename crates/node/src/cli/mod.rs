@@ -4,5 +4,6 @@ pub mod client;
 pub mod drill;
 pub mod identity;
 pub mod output;
+pub mod registry;
 pub mod replication;
 pub mod repository;

@@ -105,7 +105,7 @@ fn with_times(mut rows: Vec<Value>) -> Vec<Value> {
     rows
 }
 
-fn confirm(what: &str) -> Result<bool, NodeError> {
+pub(crate) fn confirm(what: &str) -> Result<bool, NodeError> {
     eprint!("Delete {what}? This cannot be undone. [y/N] ");
     std::io::stderr().flush()?;
     let mut line = String::new();

@@ -17,6 +17,7 @@ use wharf_oci::ErrorCode;
 use crate::http::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 use crate::state::{now_ms, App};
+use crate::tenant::Tenant;
 
 /// How the caller proved who they are.
 #[derive(Debug, Clone)]
@@ -79,7 +80,7 @@ pub fn source_of(req: &Request) -> IpAddr {
 }
 
 /// The token endpoint URL clients are sent to.
-fn realm(app: &App, headers: &HeaderMap) -> String {
+fn realm(app: &Tenant, headers: &HeaderMap) -> String {
     if let Some(r) = &app.auth_realm {
         return r.clone();
     }
@@ -91,14 +92,14 @@ fn realm(app: &App, headers: &HeaderMap) -> String {
 }
 
 /// The registry's access settings, from the authority's cached view.
-pub fn access_settings(app: &App) -> ApiResult<wharf_meta::AccessSettings> {
+pub fn access_settings(app: &Tenant) -> ApiResult<wharf_meta::AccessSettings> {
     app.auth
         .access(&app.meta())
         .map_err(|e| auth_error(e, None))
 }
 
 /// Count a refused authentication, then answer it.
-pub fn refused(app: &App, e: AuthError, challenge: Option<String>) -> ApiError {
+pub fn refused(app: &Tenant, e: AuthError, challenge: Option<String>) -> ApiError {
     match e {
         AuthError::RateLimited { .. } => Metrics::add(&app.metrics.auth_throttled, 1),
         AuthError::Store(_) | AuthError::Key(_) => {}
@@ -156,7 +157,7 @@ impl Caller {
 
     /// Refuse unless the caller proved an identity (or anonymous pull is on
     /// and `anonymous_ok`).
-    pub fn require_identity(&self, app: &App, anonymous_ok: bool) -> ApiResult<()> {
+    pub fn require_identity(&self, app: &Tenant, anonymous_ok: bool) -> ApiResult<()> {
         if !self.subject.is_anonymous() {
             return Ok(());
         }
@@ -167,7 +168,7 @@ impl Caller {
     }
 
     /// Whether the caller may do `action` on `repo` (no error built).
-    pub fn may(&self, app: &App, repo: &str, action: Action) -> ApiResult<bool> {
+    pub fn may(&self, app: &Tenant, repo: &str, action: Action) -> ApiResult<bool> {
         let access = access_settings(app)?;
         Ok(self.subject.may(repo, action, &access) && self.token_allows(repo, action))
     }
@@ -190,7 +191,7 @@ impl Caller {
 
     /// Allow `action` on `repo`, or answer 401 (no or insufficient token:
     /// the client should fetch one) or 403 DENIED (the identity lacks it).
-    pub fn require(&self, app: &App, repo: &str, action: Action) -> ApiResult<()> {
+    pub fn require(&self, app: &Tenant, repo: &str, action: Action) -> ApiResult<()> {
         self.require_with_mount(app, repo, action, None)
     }
 
@@ -202,7 +203,7 @@ impl Caller {
     /// the source is not told about it (the mount becomes an upload).
     pub fn require_with_mount(
         &self,
-        app: &App,
+        app: &Tenant,
         repo: &str,
         action: Action,
         mount_from: Option<&str>,
@@ -258,7 +259,7 @@ impl Caller {
     }
 
     /// A catalog listing needs `registry:catalog:*` in a Bearer token.
-    pub fn require_catalog(&self, app: &App) -> ApiResult<()> {
+    pub fn require_catalog(&self, app: &Tenant) -> ApiResult<()> {
         self.require_identity(app, true)?;
         if let Proof::Bearer(claims) = &self.proof {
             let granted = claims
@@ -280,6 +281,7 @@ impl Caller {
 /// refused here; a missing Authorization header makes an anonymous caller
 /// that handlers refuse unless anonymous pull allows it.
 pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) -> Response {
+    let app = crate::tenant::of(&req, &app);
     let realm = realm(&app, req.headers());
     let service = app.auth.config().service.clone();
     let bare = Caller {

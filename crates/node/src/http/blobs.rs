@@ -12,7 +12,7 @@ use wharf_oci::{validate_repository, Digest, ErrorCode};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::headers::{self, ByteRange};
 use crate::metrics::Metrics;
-use crate::state::App;
+use crate::tenant::Tenant;
 
 /// Read size when streaming blobs: large reads keep syscalls and copies
 /// per GiB low (hyper has no sendfile).
@@ -23,7 +23,7 @@ fn blob_unknown(digest: &Digest) -> ApiError {
 }
 
 pub async fn get(
-    app: &App,
+    app: &Tenant,
     name: &str,
     digest: &str,
     req_headers: &HeaderMap,
@@ -73,7 +73,13 @@ pub async fn get(
 /// Linked in the metadata but not held in this region: stream it from the
 /// nearest region that holds it, to the client and into the local store at
 /// once. Concurrent requests share one transfer.
-fn fetch_on_demand(app: &App, digest: &Digest, size: u64, start: u64, len: u64) -> ApiResult<Body> {
+fn fetch_on_demand(
+    app: &Tenant,
+    digest: &Digest,
+    size: u64,
+    start: u64,
+    len: u64,
+) -> ApiResult<Body> {
     use wharf_mover::Directory;
     if !app.fetcher.is_inflight(digest) && app.fetcher.directory().holders(digest).is_empty() {
         return Err(ApiError::new(
@@ -111,7 +117,7 @@ fn blob_response(
 }
 
 pub async fn delete(
-    app: &App,
+    app: &Tenant,
     name: &str,
     digest: &str,
     request_id: Option<String>,
@@ -120,7 +126,7 @@ pub async fn delete(
     let digest: Digest = digest.parse()?;
     let was_pending = app
         .blobs
-        .remove_pending(name, digest.as_str())
+        .remove_pending(&app.pending_key(name), digest.as_str())
         .map_err(ApiError::from)?;
     let unlinked = app
         .write_once(

@@ -8,7 +8,7 @@ use wharf_oci::validate_repository;
 use crate::http::access::Caller;
 use crate::http::error::ApiResult;
 use crate::http::pagination;
-use crate::state::App;
+use crate::tenant::Tenant;
 
 fn listing(body: serde_json::Value, link: Option<String>) -> Response {
     let mut resp = (StatusCode::OK, axum::Json(body)).into_response();
@@ -19,7 +19,7 @@ fn listing(body: serde_json::Value, link: Option<String>) -> Response {
 }
 
 /// The catalog lists only repositories the caller may see.
-pub async fn list_repositories(app: &App, caller: &Caller, uri: &Uri) -> ApiResult<Response> {
+pub async fn list_repositories(app: &Tenant, caller: &Caller, uri: &Uri) -> ApiResult<Response> {
     let page = pagination::parse(uri)?;
     let want = page.n.saturating_add(1);
     let access = crate::http::access::access_settings(app)?;
@@ -54,7 +54,7 @@ pub async fn list_repositories(app: &App, caller: &Caller, uri: &Uri) -> ApiResu
     Ok(listing(json!({ "repositories": names }), link))
 }
 
-pub async fn list_tags(app: &App, name: &str, uri: &Uri) -> ApiResult<Response> {
+pub async fn list_tags(app: &Tenant, name: &str, uri: &Uri) -> ApiResult<Response> {
     validate_repository(name)?;
     let page = pagination::parse(uri)?;
     app.require_repository(name).await?;

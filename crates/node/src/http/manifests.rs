@@ -12,9 +12,15 @@ use wharf_oci::{validate_repository, Digest, ErrorCode, Hasher, Reference};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::headers;
 use crate::metrics::Metrics;
-use crate::state::{now_ms, App};
+use crate::state::now_ms;
+use crate::tenant::Tenant;
 
-pub async fn get(app: &App, name: &str, reference: &str, with_body: bool) -> ApiResult<Response> {
+pub async fn get(
+    app: &Tenant,
+    name: &str,
+    reference: &str,
+    with_body: bool,
+) -> ApiResult<Response> {
     validate_repository(name)?;
     // A reference that is neither a tag nor a digest names a manifest that
     // cannot exist: 404, as the conformance suite requires of GET and HEAD
@@ -41,7 +47,7 @@ pub async fn get(app: &App, name: &str, reference: &str, with_body: bool) -> Api
 }
 
 pub async fn put(
-    app: &App,
+    app: &Tenant,
     name: &str,
     reference: &str,
     req: Request,
@@ -85,10 +91,12 @@ pub async fn put(
         .blobs
         .iter()
         .filter_map(|d| {
-            app.blobs.pending(name, &d.digest).map(|size| BlobRef {
-                digest: d.digest.to_string(),
-                size,
-            })
+            app.blobs
+                .pending(&app.pending_key(name), &d.digest)
+                .map(|size| BlobRef {
+                    digest: d.digest.to_string(),
+                    size,
+                })
         })
         .collect();
     let blobs: Vec<BlobRef> = parsed
@@ -146,7 +154,7 @@ pub async fn put(
     }
     for b in &new_links {
         // Registered now; a failure here only leaves work for the batcher.
-        if let Err(e) = app.blobs.remove_pending(name, &b.digest) {
+        if let Err(e) = app.blobs.remove_pending(&app.pending_key(name), &b.digest) {
             tracing::warn!(digest = %b.digest, error = %e, "clearing a registered pending link");
         }
     }
@@ -168,7 +176,7 @@ pub async fn put(
 }
 
 pub async fn delete(
-    app: &App,
+    app: &Tenant,
     name: &str,
     reference: &str,
     request_id: Option<String>,

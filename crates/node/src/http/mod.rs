@@ -45,6 +45,10 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::tenant::resolve,
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), fence_gate))
         .layer(middleware::from_fn_with_state(app.clone(), common_headers))
         .with_state(app)
@@ -95,6 +99,7 @@ async fn fence_gate(State(app): State<App>, req: Request, next: Next) -> Respons
 /// GET /v2/: 200 for any authenticated caller (how `docker login` checks
 /// credentials), 401 with the challenge otherwise.
 async fn base(State(app): State<App>, req: Request) -> Response {
+    let app = crate::tenant::of(&req, &app);
     let caller = access::caller_of(&req);
     if let Err(e) = caller.require_identity(&app, true) {
         return e.into_response();
@@ -113,7 +118,8 @@ async fn readyz(State(app): State<App>) -> Response {
     if !app.consensus.is_ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, "no metadata leader yet").into_response();
     }
-    match app.meta().signing_keys() {
+    let default = crate::tenant::Tenant::default_registry(app.clone());
+    match default.meta().signing_keys() {
         Ok(keys) if !keys.is_empty() => (StatusCode::OK, "ready").into_response(),
         _ => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -204,7 +210,10 @@ async fn dispatch(State(app): State<App>, req: Request) -> Response {
             ApiError::new(ErrorCode::NameUnknown, format!("no such endpoint: {path}"))
                 .with_status(StatusCode::NOT_FOUND),
         ),
-        Some(route) => handle(app, route, req).await,
+        Some(route) => {
+            let tenant = crate::tenant::of(&req, &app);
+            handle(tenant, route, req).await
+        }
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }
@@ -233,7 +242,7 @@ fn required_action(route: &Route<'_>, method: &Method) -> Option<(String, Action
     Some((name.clone(), action))
 }
 
-async fn handle(app: App, route: Route<'_>, req: Request) -> ApiResult<Response> {
+async fn handle(app: crate::tenant::Tenant, route: Route<'_>, req: Request) -> ApiResult<Response> {
     let method = req.method().clone();
     let caller = access::caller_of(&req);
     if let Some((name, action)) = required_action(&route, &method) {

@@ -10,7 +10,7 @@ use wharf_oci::{media, validate_repository, Digest};
 
 use crate::http::error::ApiResult;
 use crate::http::headers;
-use crate::state::App;
+use crate::tenant::Tenant;
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -18,7 +18,7 @@ struct Query {
     artifact_type: Option<String>,
 }
 
-pub async fn list(app: &App, name: &str, digest: &str, uri: &Uri) -> ApiResult<Response> {
+pub async fn list(app: &Tenant, name: &str, digest: &str, uri: &Uri) -> ApiResult<Response> {
     validate_repository(name)?;
     let subject: Digest = digest.parse()?;
     let q: Query = serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();

@@ -14,6 +14,7 @@ use wharf_oci::ErrorCode;
 use crate::http::access::{auth_error, credentials, refused, source_of, Credentials};
 use crate::http::error::{ApiError, ApiResult};
 use crate::state::{now_ms, App};
+use crate::tenant::Tenant;
 
 /// Body of a token request beyond 64 KiB is refused.
 const FORM_MAX: usize = 64 * 1024;
@@ -33,7 +34,7 @@ fn first<'a>(p: &'a [(String, String)], key: &str) -> Option<&'a str> {
     p.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-fn check_service(app: &App, p: &[(String, String)]) -> ApiResult<()> {
+fn check_service(app: &Tenant, p: &[(String, String)]) -> ApiResult<()> {
     match first(p, "service") {
         Some(s) if s != app.auth.config().service => Err(ApiError::new(
             ErrorCode::Denied,
@@ -46,7 +47,7 @@ fn check_service(app: &App, p: &[(String, String)]) -> ApiResult<()> {
     }
 }
 
-async fn parse(app: &App, req: Request) -> ApiResult<TokenRequest> {
+async fn parse(app: &Tenant, req: Request) -> ApiResult<TokenRequest> {
     let source = source_of(&req);
     let fail = |e: AuthError| refused(app, e, None);
     if req.method() == Method::GET {
@@ -124,12 +125,13 @@ async fn parse(app: &App, req: Request) -> ApiResult<TokenRequest> {
 }
 
 pub async fn token(State(app): State<App>, req: Request) -> Response {
+    let app = crate::tenant::of(&req, &app);
     issue(&app, req)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn issue(app: &App, req: Request) -> ApiResult<Response> {
+async fn issue(app: &Tenant, req: Request) -> ApiResult<Response> {
     let r = parse(app, req).await?;
     let access = crate::http::access::access_settings(app)?;
     let mut grants = Vec::new();

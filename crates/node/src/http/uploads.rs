@@ -14,7 +14,7 @@ use crate::http::access::Caller;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::headers;
 use crate::metrics::Metrics;
-use crate::state::App;
+use crate::tenant::Tenant;
 
 #[derive(Debug, Deserialize, Default)]
 struct UploadQuery {
@@ -65,8 +65,10 @@ fn created(name: &str, digest: &Digest) -> Response {
 /// and its link to the repository is recorded durably on this node. The
 /// link reaches the metadata with the push's manifest (one Raft proposal
 /// per push) or, for a blob pushed alone, in the next background batch.
-async fn link(app: &App, name: &str, digest: &Digest, size: u64) -> ApiResult<()> {
-    app.blobs.add_pending(name, digest, size).await?;
+async fn link(app: &Tenant, name: &str, digest: &Digest, size: u64) -> ApiResult<()> {
+    app.blobs
+        .add_pending(&app.pending_key(name), digest, size)
+        .await?;
     Metrics::add(&app.metrics.blob_bytes_received, size);
     Ok(())
 }
@@ -75,7 +77,7 @@ fn declared_length(h: &HeaderMap) -> Option<u64> {
     headers::get(h, "content-length").and_then(|v| v.parse().ok())
 }
 
-pub async fn start(app: &App, caller: &Caller, name: &str, req: Request) -> ApiResult<Response> {
+pub async fn start(app: &Tenant, caller: &Caller, name: &str, req: Request) -> ApiResult<Response> {
     validate_repository(name)?;
     let q = query(&req)?;
     // A mount needs pull rights on the source: without them it is just a
@@ -104,7 +106,7 @@ pub async fn start(app: &App, caller: &Caller, name: &str, req: Request) -> ApiR
 }
 
 async fn try_mount(
-    app: &App,
+    app: &Tenant,
     name: &str,
     mount: &str,
     from: Option<&str>,
@@ -128,7 +130,7 @@ async fn try_mount(
     Ok(Some(created(name, &digest)))
 }
 
-pub async fn patch(app: &App, name: &str, id: &str, req: Request) -> ApiResult<Response> {
+pub async fn patch(app: &Tenant, name: &str, id: &str, req: Request) -> ApiResult<Response> {
     validate_repository(name)?;
     let start = headers::content_range_start(req.headers())
         .map_err(|_| ApiError::new(ErrorCode::RangeInvalid, "malformed Content-Range"))?;
@@ -139,7 +141,7 @@ pub async fn patch(app: &App, name: &str, id: &str, req: Request) -> ApiResult<R
     Ok(session_response(StatusCode::ACCEPTED, name, &session))
 }
 
-pub async fn put(app: &App, name: &str, id: &str, req: Request) -> ApiResult<Response> {
+pub async fn put(app: &Tenant, name: &str, id: &str, req: Request) -> ApiResult<Response> {
     validate_repository(name)?;
     let q = query(&req)?;
     let digest: Digest = q
@@ -172,13 +174,13 @@ pub async fn put(app: &App, name: &str, id: &str, req: Request) -> ApiResult<Res
     Ok(created(name, &digest))
 }
 
-pub async fn status(app: &App, name: &str, id: &str) -> ApiResult<Response> {
+pub async fn status(app: &Tenant, name: &str, id: &str) -> ApiResult<Response> {
     validate_repository(name)?;
     let session = app.blobs.session_info(id, name).await?;
     Ok(session_response(StatusCode::NO_CONTENT, name, &session))
 }
 
-pub async fn cancel(app: &App, name: &str, id: &str) -> ApiResult<Response> {
+pub async fn cancel(app: &Tenant, name: &str, id: &str) -> ApiResult<Response> {
     validate_repository(name)?;
     app.blobs.cancel(id, name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -1,0 +1,231 @@
+//! `/api/v1/registries`: the cluster operator's verbs. The operator is an
+//! owner of the default registry (the bootstrap owner); it creates
+//! registries with their first owner, changes their tier and deletes them.
+//! A registry's own owner manages that registry alone, through its login
+//! server, and cannot reach these.
+
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use wharf_auth::secret;
+use wharf_meta::{
+    Command, IdentityCommand, RegistryCommand, RegistryRecord, Sku, DEFAULT_REGISTRY,
+};
+use wharf_oci::{ErrorCode, RegistryName};
+
+use crate::http::access::Caller;
+use crate::http::error::{ApiError, ApiResult};
+use crate::state::now_ms;
+use crate::tenant::Tenant;
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::Unsupported, msg).with_status(StatusCode::BAD_REQUEST)
+}
+
+/// Only the operator: an owner of the default registry, through it.
+async fn operator(app: &Tenant, caller: &Caller) -> ApiResult<()> {
+    caller.require_owner()?;
+    if app.name() != DEFAULT_REGISTRY {
+        return Err(ApiError::new(
+            ErrorCode::Denied,
+            "registries are managed by the cluster operator, through the default registry",
+        ));
+    }
+    app.consensus.read_barrier().await?;
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct RegistryRow {
+    name: String,
+    sku: &'static str,
+    /// `N.<registry_domain>`, or any host for the default registry.
+    login_server: String,
+    /// Regions holding its blobs; empty: every region.
+    replicas: Vec<String>,
+    created_ms: u64,
+}
+
+fn row(app: &Tenant, r: &RegistryRecord) -> Value {
+    let login_server = match (&app.registry_domain, r.name.as_str()) {
+        (_, DEFAULT_REGISTRY) | (None, _) => String::new(),
+        (Some(d), n) => format!("{n}.{d}"),
+    };
+    json!(RegistryRow {
+        name: r.name.clone(),
+        sku: r.sku.as_str(),
+        login_server,
+        replicas: r.replicas.clone(),
+        created_ms: r.created_ms,
+    })
+}
+
+fn parse_sku(s: &str) -> ApiResult<Sku> {
+    Sku::parse(s).ok_or_else(|| bad(format!("sku {s:?}: basic, standard or premium")))
+}
+
+pub async fn list(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Vec<Value>>> {
+    operator(&app, &caller).await?;
+    let rows = app.consensus.meta().registries()?;
+    Ok(Json(rows.iter().map(|r| row(&app, r)).collect()))
+}
+
+pub async fn show(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    operator(&app, &caller).await?;
+    let r = app
+        .consensus
+        .meta()
+        .registry_record(&name)?
+        .ok_or_else(|| ApiError::from(wharf_meta::ApplyError::RegistryUnknown(name.clone())))?;
+    Ok(Json(row(&app, &r)))
+}
+
+#[derive(Deserialize)]
+pub struct CheckName {
+    name: String,
+}
+
+/// The cloud CLI's `check-name` answer.
+pub async fn check_name(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<CheckName>,
+) -> ApiResult<Json<Value>> {
+    operator(&app, &caller).await?;
+    let answer = match RegistryName::parse(&q.name) {
+        Err(e) => json!({"nameAvailable": false, "reason": "Invalid", "message": e.to_string()}),
+        Ok(n) if app.consensus.meta().registry_record(n.as_str())?.is_some() => json!({
+            "nameAvailable": false,
+            "reason": "AlreadyExists",
+            "message": format!("The registry {} is already in use.", n),
+        }),
+        Ok(_) => json!({"nameAvailable": true}),
+    };
+    Ok(Json(answer))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRegistry {
+    name: String,
+    #[serde(default)]
+    sku: Option<String>,
+    /// The first owner's name (default "owner") and password (generated
+    /// and returned once when absent).
+    #[serde(default)]
+    owner: Option<String>,
+    #[serde(default)]
+    owner_password: Option<String>,
+    /// Enable the registry's admin account at once.
+    #[serde(default)]
+    admin_enabled: bool,
+}
+
+pub async fn create(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<NewRegistry>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    operator(&app, &caller).await?;
+    let name = RegistryName::parse(&req.name)?;
+    let sku = parse_sku(req.sku.as_deref().unwrap_or("standard"))?;
+    let owner = req.owner.unwrap_or_else(|| "owner".to_string());
+    let (password, shown) = match req.owner_password {
+        Some(p) => {
+            secret::check_password_strength(&p).map_err(|e| bad(e.to_string()))?;
+            (p, None)
+        }
+        None => {
+            let p = secret::new_secret();
+            (p.clone(), Some(p))
+        }
+    };
+    let now = now_ms();
+    let record = RegistryRecord {
+        name: name.as_str().to_string(),
+        sku,
+        created_ms: now,
+        replicas: Vec::new(),
+    };
+    let cmd = app
+        .auth
+        .create_registry_command(record.clone(), &owner, &password, now)
+        .map_err(ApiError::internal)?;
+    app.write(Command::Registry(cmd)).await?;
+    let created = Tenant::new(app.app().clone(), name.as_str().to_string());
+    if req.admin_enabled {
+        let mut change = wharf_meta::AdminChange {
+            enabled: Some(true),
+            ..Default::default()
+        };
+        for slot in 0..2u8 {
+            change
+                .fill_empty
+                .push((slot, app.auth.new_admin_password(usize::from(slot))));
+        }
+        created
+            .write(Command::Identity(Box::new(IdentityCommand::UpdateAdmin(
+                change,
+            ))))
+            .await?;
+    }
+    let mut body = row(&app, &record);
+    body["owner"] = json!(owner);
+    if let Some(p) = shown {
+        body["owner_password"] = json!(p);
+    }
+    body["admin_enabled"] = json!(req.admin_enabled);
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryChange {
+    #[serde(default)]
+    sku: Option<String>,
+}
+
+pub async fn update(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Json(req): Json<RegistryChange>,
+) -> ApiResult<Json<Value>> {
+    operator(&app, &caller).await?;
+    let sku = req.sku.as_deref().map(parse_sku).transpose()?;
+    let name = name.to_ascii_lowercase();
+    app.write(Command::Registry(RegistryCommand::Update {
+        name: name.clone(),
+        sku,
+    }))
+    .await?;
+    let r = app
+        .consensus
+        .meta()
+        .registry_record(&name)?
+        .ok_or_else(|| ApiError::from(wharf_meta::ApplyError::RegistryUnknown(name.clone())))?;
+    Ok(Json(row(&app, &r)))
+}
+
+pub async fn delete(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    operator(&app, &caller).await?;
+    let removed = app
+        .write(Command::Registry(RegistryCommand::Delete {
+            name: name.clone(),
+        }))
+        .await?;
+    Ok(Json(json!({"deleted": name, "repositories": removed})))
+}

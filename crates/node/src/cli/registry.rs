@@ -1,0 +1,187 @@
+//! `wharf registry create|list|show|update|delete|check-name`: the cluster
+//! operator's verbs (an owner of the default registry).
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use super::client::{Client, Connection};
+use super::output::{self, Format};
+use crate::error::NodeError;
+
+#[derive(Args)]
+pub struct RegistryArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Format::Table, global = true)]
+    output: Format,
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+const COLUMNS: &[(&str, &str)] = &[
+    ("NAME", "name"),
+    ("SKU", "sku"),
+    ("LOGIN SERVER", "login_server"),
+    ("REPLICAS", "replicas"),
+    ("CREATED", "created"),
+];
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Every registry of the cluster.
+    List,
+    /// Create a registry and its first owner. Its clients use the login
+    /// server NAME.<registry_domain>.
+    Create {
+        /// 5 to 50 letters and digits, unique in the cluster whatever the case.
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "standard", value_parser = ["basic", "standard", "premium"])]
+        sku: String,
+        /// Name of the first owner.
+        #[arg(long, default_value = "owner")]
+        owner: String,
+        /// The first owner's password (12+ characters); generated and
+        /// printed once when absent.
+        #[arg(long, env = "WHARF_NEW_PASSWORD", hide_env_values = true)]
+        owner_password: Option<String>,
+        /// Enable the registry's admin account at once.
+        #[arg(long)]
+        admin_enabled: bool,
+    },
+    /// One registry.
+    Show {
+        #[arg(long)]
+        name: String,
+    },
+    /// Change a registry's tier.
+    Update {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["basic", "standard", "premium"])]
+        sku: Option<String>,
+    },
+    /// Delete a registry with every repository, image and identity in it.
+    Delete {
+        #[arg(long)]
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Whether a name is valid and free.
+    CheckName {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn with_created(mut v: Value) -> Value {
+    if let Some(ms) = v["created_ms"].as_u64() {
+        v["created"] = json!(if ms == 0 {
+            "-".to_string()
+        } else {
+            output::time(ms)
+        });
+    }
+    if let Some(r) = v["replicas"].as_array() {
+        let joined: Vec<&str> = r.iter().filter_map(Value::as_str).collect();
+        v["replicas"] = json!(if joined.is_empty() {
+            "every region".to_string()
+        } else {
+            joined.join(",")
+        });
+    }
+    v
+}
+
+pub async fn run(args: RegistryArgs) -> Result<(), NodeError> {
+    let client = Client::new(&args.conn)?;
+    let format = args.output;
+    let show = |v: Value| match format {
+        Format::Json => println!("{v}"),
+        _ => output::print(format, &[with_created(v)], COLUMNS),
+    };
+    match args.verb {
+        Verb::List => {
+            let rows: Vec<Value> = client.get("/registries", &[]).await?;
+            match format {
+                Format::Json => println!("{}", Value::Array(rows)),
+                _ => {
+                    let rows: Vec<Value> = rows.into_iter().map(with_created).collect();
+                    output::print(format, &rows, COLUMNS)
+                }
+            }
+        }
+        Verb::Create {
+            name,
+            sku,
+            owner,
+            owner_password,
+            admin_enabled,
+        } => {
+            let v: Value = client
+                .post(
+                    "/registries",
+                    &json!({
+                        "name": name,
+                        "sku": sku,
+                        "owner": owner,
+                        "owner_password": owner_password,
+                        "admin_enabled": admin_enabled,
+                    }),
+                )
+                .await?;
+            if let (Some(pw), false) =
+                (v["owner_password"].as_str(), matches!(format, Format::Json))
+            {
+                eprintln!("Owner {owner}'s password (shown once): {pw}");
+            }
+            show(v);
+        }
+        Verb::Show { name } => show(client.get(&format!("/registries/{name}"), &[]).await?),
+        Verb::Update { name, sku } => {
+            let v: Value = client
+                .send_json(
+                    reqwest::Method::PATCH,
+                    &format!("/registries/{name}"),
+                    &[],
+                    &json!({ "sku": sku }),
+                )
+                .await?;
+            show(v);
+        }
+        Verb::Delete { name, yes } => {
+            if !yes
+                && !super::repository::confirm(&format!("registry {name} and everything in it"))?
+            {
+                eprintln!("Nothing deleted.");
+                return Ok(());
+            }
+            let v: Value = client.delete(&format!("/registries/{name}"), &[]).await?;
+            match format {
+                Format::Json => println!("{v}"),
+                _ => println!("Registry {name} deleted."),
+            }
+        }
+        Verb::CheckName { name } => {
+            let v: Value = client
+                .get("/registries/check-name", &[("name", name)])
+                .await?;
+            match format {
+                Format::Json => println!("{v}"),
+                _ => output::print(
+                    format,
+                    &[v],
+                    &[
+                        ("NAME AVAILABLE", "nameAvailable"),
+                        ("REASON", "reason"),
+                        ("MESSAGE", "message"),
+                    ],
+                ),
+            }
+        }
+    }
+    Ok(())
+}

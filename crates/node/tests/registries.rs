@@ -1,0 +1,222 @@
+//! Several registries in one cluster: each has its own login server
+//! (`N.<registry_domain>`), repositories and identities. Real clients
+//! (skopeo) push to and pull from two of them; the same repository name
+//! holds different images in each; neither's owner nor tokens open the
+//! other; the operator (an owner of the default registry) manages them.
+
+mod common;
+
+use std::process::Command;
+
+use common::registry::error_code;
+use common::{oci_layout, run, skopeo, Node, OWNER, OWNER_PASSWORD};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+const DOMAIN: &str = "wharf.test";
+const ONE_PW: &str = "team one's owner password";
+const TWO_PW: &str = "team two's owner password";
+
+/// Login servers on loopback: `/etc/hosts` names for them (added once,
+/// never removed: other runs may use them).
+fn hosts(names: &[&str]) {
+    let current = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let missing: Vec<_> = names
+        .iter()
+        .filter(|n| !current.split_whitespace().any(|w| w == **n))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let mut line = String::from("\n127.0.0.1");
+    for n in missing {
+        line.push(' ');
+        line.push_str(n);
+    }
+    line.push('\n');
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open("/etc/hosts")
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .expect("the test adds login-server names to /etc/hosts (run as root)");
+}
+
+fn wharf(node: &Node, args: &[&str]) -> Value {
+    let out = run(Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .envs(common::owner_env())
+        .args(args)
+        .args(["--endpoint", &node.url(""), "-o", "json"]));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// An HTTP client that reaches `host` (a login server) on the node's port.
+fn client_for(node: &Node) -> reqwest::Client {
+    let addr: std::net::SocketAddr = node.addr().parse().unwrap();
+    reqwest::Client::builder()
+        .resolve("teamone.wharf.test", addr)
+        .resolve("teamtwo.wharf.test", addr)
+        .resolve("nosuchreg.wharf.test", addr)
+        .build()
+        .unwrap()
+}
+
+fn login_server(node: &Node, registry: &str) -> String {
+    format!("{registry}.{DOMAIN}:{}", node.http_port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_registries_hold_their_own_images_and_identities() {
+    hosts(&["teamone.wharf.test", "teamtwo.wharf.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, format!("registry_domain = \"{DOMAIN}\"\n")).unwrap();
+    let node = Node::start_with(dir.path(), &["--config", &config.display().to_string()]);
+
+    // The operator creates two registries, each with its first owner.
+    for (name, pw) in [("TeamOne", ONE_PW), ("teamtwo", TWO_PW)] {
+        let created = run(Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .envs(common::owner_env())
+            .env("WHARF_NEW_PASSWORD", pw)
+            .args(["registry", "create", "--name", name, "--sku", "premium"])
+            .args(["--endpoint", &node.url(""), "-o", "json"]));
+        let v: Value = serde_json::from_str(&created).unwrap();
+        assert_eq!(v["name"], name.to_lowercase());
+        assert_eq!(
+            v["login_server"],
+            format!("{}.{DOMAIN}", name.to_lowercase())
+        );
+        assert!(
+            v.get("owner_password").is_none(),
+            "a chosen password is not echoed"
+        );
+    }
+    let taken = wharf(&node, &["registry", "check-name", "--name", "TEAMONE"]);
+    assert_eq!(taken["nameAvailable"], false);
+    assert_eq!(taken["reason"], "AlreadyExists");
+    let invalid = wharf(&node, &["registry", "check-name", "--name", "no-dashes"]);
+    assert_eq!(invalid["reason"], "Invalid");
+    let free = wharf(&node, &["registry", "check-name", "--name", "teamthree"]);
+    assert_eq!(free["nameAvailable"], true);
+    let list = wharf(&node, &["registry", "list"]);
+    let names: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].clone())
+        .collect();
+    assert_eq!(names, ["default", "teamone", "teamtwo"]);
+
+    // The same repository name, a different image in each registry.
+    let one = login_server(&node, "teamone");
+    let two = login_server(&node, "teamtwo");
+    let layout_one = oci_layout(&dir.path().join("one"), "v1", &[("who", b"team one")]);
+    let layout_two = oci_layout(&dir.path().join("two"), "v1", &[("who", b"team two")]);
+    for (layout, server, creds) in [
+        (&layout_one, &one, format!("owner:{ONE_PW}")),
+        (&layout_two, &two, format!("owner:{TWO_PW}")),
+    ] {
+        run(skopeo().args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &creds,
+            &format!("oci:{}:v1", layout.display()),
+            &format!("docker://{server}/app:v1"),
+        ]));
+    }
+    let inspect = |server: &str, creds: &str| {
+        skopeo()
+            .args(["inspect", "--raw", "--tls-verify=false", "--creds", creds])
+            .arg(format!("docker://{server}/app:v1"))
+            .output()
+            .unwrap()
+    };
+    let raw_one = inspect(&one, &format!("owner:{ONE_PW}"));
+    let raw_two = inspect(&two, &format!("owner:{TWO_PW}"));
+    assert!(raw_one.status.success() && raw_two.status.success());
+    assert_ne!(raw_one.stdout, raw_two.stdout, "two images under one name");
+    // Pulled back byte-exact.
+    let out = dir.path().join("pulled-one");
+    run(skopeo().args([
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &format!("owner:{ONE_PW}"),
+        &format!("docker://{one}/app:v1"),
+        &format!("oci:{}:v1", out.display()),
+    ]));
+    assert!(common::assert_same_blobs(&layout_one, &out) >= 2);
+
+    // The owner of one is refused by the other (same user name!), and by
+    // the default registry; the default registry does not see `app`.
+    let cross = inspect(&two, &format!("owner:{ONE_PW}"));
+    assert!(!cross.status.success(), "teamone's owner opened teamtwo");
+    let http = client_for(&node);
+    let r = http
+        .get(format!("http://{}/v2/app/manifests/v1", node.addr()))
+        .basic_auth(OWNER, Some(OWNER_PASSWORD))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "the default registry has no app"
+    );
+
+    // A token of one is refused by the other.
+    let token: Value = http
+        .get(format!("http://{one}/auth/token"))
+        .query(&[("service", "wharf"), ("scope", "repository:app:pull")])
+        .basic_auth("owner", Some(ONE_PW))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap();
+    let with_token = |server: String| {
+        http.get(format!("http://{server}/v2/app/tags/list"))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(
+        with_token(one.clone()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        with_token(two.clone()).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A registry's owner manages it alone: no registry verbs for them.
+    let r = http
+        .get(format!("http://{one}/api/v1/registries"))
+        .basic_auth("owner", Some(ONE_PW))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // A host naming no registry of the cluster.
+    let r = http
+        .get(format!("http://nosuchreg.{DOMAIN}:{}/v2/", node.http_port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(r).await, "NAME_UNKNOWN");
+
+    // Deleted: its login server is gone, the other stays.
+    wharf(&node, &["registry", "delete", "--name", "teamtwo", "--yes"]);
+    let r = http
+        .get(format!("http://{two}/v2/"))
+        .basic_auth("owner", Some(TWO_PW))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(inspect(&one, &format!("owner:{ONE_PW}")).status.success());
+}
