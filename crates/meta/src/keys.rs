@@ -23,9 +23,12 @@ pub const CF_REQUESTS: &str = "requests";
 
 /// Registry records, by (lower-case) name: the cluster's.
 pub const CF_REGISTRIES: &str = "registries";
+/// `digest \0 registry` -> how many of the registry's repositories link
+/// the blob: which registries' replica sets decide where a blob belongs.
+pub const CF_BLOB_LINKS: &str = "blob_links";
 
 /// Every column family; snapshots name them (see `snapshot`).
-pub const ALL_CFS: [&str; 11] = [
+pub const ALL_CFS: [&str; 12] = [
     CF_REPOS,
     CF_MANIFESTS,
     CF_TAGS,
@@ -37,6 +40,7 @@ pub const ALL_CFS: [&str; 11] = [
     CF_AUTH,
     CF_REQUESTS,
     CF_REGISTRIES,
+    CF_BLOB_LINKS,
 ];
 
 /// Column families whose keys start with a registry's prefix.

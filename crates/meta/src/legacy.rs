@@ -119,7 +119,19 @@ impl MetaStore {
                 puts.push((name, key, value));
             }
         }
+        // Which registry links each blob, for replica sets: in 0.1 every
+        // link was the (now default) registry's.
+        let mut per_blob: std::collections::BTreeMap<String, u64> = Default::default();
+        for (name, k, _) in &puts {
+            if *name == CF_REPO_BLOBS {
+                *per_blob.entry(last_part(k)).or_default() += 1;
+            }
+        }
         let migrated = puts.len() as u64;
+        for (digest, n) in per_blob {
+            let key = format!("{digest}\0{default_registry}").into_bytes();
+            puts.push((CF_BLOB_LINKS, key, encode(&n)));
+        }
         // Every delete before any put: an old key can never erase a new one.
         let mut batch = deletes;
         for (name, k, v) in puts {
@@ -190,6 +202,12 @@ mod tests {
             assert_eq!(blob.regions, ["us-east"]);
         }
         let alice = reg.principal("alice").unwrap().unwrap();
+        for b in &manifest.blobs {
+            assert_eq!(
+                store.registries_linking(&b.digest).unwrap(),
+                [DEFAULT_REGISTRY]
+            );
+        }
         assert_eq!(alice.roles.len(), 1);
         assert_eq!(alice.roles[0].role, Role::Reader);
         assert_eq!(alice.roles[0].scope, "fixture/*");

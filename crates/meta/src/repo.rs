@@ -285,6 +285,7 @@ impl<'a> Registry<'a> {
             if newly_linked {
                 record.links += 1;
                 batch.put_cf(self.cf(CF_REPO_BLOBS), &link_key, []);
+                self.store.add_registry_link(batch, &self.name, digest, 1)?;
             }
             batch.put_cf(self.cf(CF_BLOBS), digest.as_bytes(), encode(&record));
         }
@@ -303,7 +304,7 @@ impl<'a> Registry<'a> {
             return Ok(Response::Refused(ApplyError::BlobUnknown));
         }
         batch.delete_cf(self.cf(CF_REPO_BLOBS), &link_key);
-        self.store.drop_link(batch, digest, 1)?;
+        self.store.drop_link(batch, &self.name, digest, 1)?;
         Ok(Response::Removed(1))
     }
 
@@ -322,7 +323,7 @@ impl<'a> Registry<'a> {
             for (k, _) in self.scan(cf, &prefix, None, usize::MAX)? {
                 batch.delete_cf(self.cf(cf), &k);
                 match cf {
-                    CF_REPO_BLOBS => self.store.drop_link(batch, &last_part(&k), 1)?,
+                    CF_REPO_BLOBS => self.store.drop_link(batch, &self.name, &last_part(&k), 1)?,
                     CF_MANIFESTS | CF_TAGS => removed += 1,
                     _ => {}
                 }

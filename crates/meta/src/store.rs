@@ -236,9 +236,13 @@ impl MetaStore {
         Ok(Response::Ok)
     }
 
+    /// `count` fewer repositories of `registry` link `digest`. Called at
+    /// most once per (digest, registry) in one batch: it reads the
+    /// counts from the store, not from the batch.
     pub(crate) fn drop_link(
         &self,
         batch: &mut WriteBatch,
+        registry: &str,
         digest: &str,
         count: u64,
     ) -> Result<(), StoreError> {
@@ -246,19 +250,75 @@ impl MetaStore {
             record.links = record.links.saturating_sub(count);
             batch.put_cf(self.cf(CF_BLOBS), digest.as_bytes(), encode(&record));
         }
+        self.add_registry_link(batch, registry, digest, -(count as i64))
+    }
+
+    /// Change how many repositories of `registry` link `digest` by `delta`
+    /// (same once-per-batch rule as `drop_link`).
+    pub(crate) fn add_registry_link(
+        &self,
+        batch: &mut WriteBatch,
+        registry: &str,
+        digest: &str,
+        delta: i64,
+    ) -> Result<(), StoreError> {
+        let key = format!("{digest}\0{registry}");
+        let now: u64 = self.get(CF_BLOB_LINKS, key.as_bytes())?.unwrap_or(0);
+        let next = (now as i64).saturating_add(delta).max(0) as u64;
+        if next == 0 {
+            batch.delete_cf(self.cf(CF_BLOB_LINKS), key.as_bytes());
+        } else {
+            batch.put_cf(self.cf(CF_BLOB_LINKS), key.as_bytes(), encode(&next));
+        }
         Ok(())
+    }
+
+    /// The registries with a repository linking `digest`.
+    pub fn registries_linking(&self, digest: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = format!("{digest}\0").into_bytes();
+        Ok(self
+            .scan(CF_BLOB_LINKS, &prefix, None, usize::MAX)?
+            .iter()
+            .map(|(k, _)| last_part(k))
+            .collect())
+    }
+
+    /// Whether `region` should hold `digest`: some registry linking it is
+    /// replicated there (a registry with no replica set is everywhere).
+    fn wanted_in(
+        &self,
+        digest: &str,
+        region: &str,
+        replicas: &mut std::collections::HashMap<String, Vec<String>>,
+    ) -> Result<bool, StoreError> {
+        for registry in self.registries_linking(digest)? {
+            if !replicas.contains_key(&registry) {
+                let set = self
+                    .registry_record(&registry)?
+                    .map(|r| r.replicas)
+                    .unwrap_or_default();
+                replicas.insert(registry.clone(), set);
+            }
+            let set = &replicas[&registry];
+            if set.is_empty() || set.iter().any(|r| r == region) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     // ---- queries of the cluster-wide blob index ---------------------------
 
-    /// Linked blobs that `region` does not hold yet, newest first, at most
-    /// `limit` (the mover's work list, rebuilt from state after a restart).
+    /// Linked blobs that `region` does not hold yet and should (a registry
+    /// linking them is replicated there), newest first, at most `limit`
+    /// (the mover's work list, rebuilt from state after a restart).
     pub fn blobs_missing_in(
         &self,
         region: &str,
         limit: usize,
     ) -> Result<Vec<(String, BlobRecord)>, StoreError> {
         let mut out = Vec::new();
+        let mut replicas = std::collections::HashMap::new();
         for item in self.db.iterator_cf(self.cf(CF_BLOBS), IteratorMode::Start) {
             let (k, v) = item?;
             let record: BlobRecord = decode(CF_BLOBS, &v)?;
@@ -268,7 +328,10 @@ impl MetaStore {
                     .binary_search_by(|r| r.as_str().cmp(region))
                     .is_err()
             {
-                out.push((String::from_utf8_lossy(&k).into_owned(), record));
+                let digest = String::from_utf8_lossy(&k).into_owned();
+                if self.wanted_in(&digest, region, &mut replicas)? {
+                    out.push((digest, record));
+                }
             }
         }
         out.sort_by(|a, b| {

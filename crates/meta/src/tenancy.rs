@@ -164,15 +164,21 @@ impl MetaStore {
                 // rare, operator-only command.
                 let prefix = registry_prefix(&name);
                 let mut removed = 0;
+                // Several repositories may link one blob: drop each blob's
+                // links once, by their number.
+                let mut links: std::collections::BTreeMap<String, u64> = Default::default();
                 for cf in REGISTRY_SCOPED_CFS {
                     for (k, _) in self.scan(cf, &prefix, None, usize::MAX)? {
                         batch.delete_cf(self.cf(cf), &k);
                         match cf {
-                            CF_REPO_BLOBS => self.drop_link(batch, &last_part(&k), 1)?,
+                            CF_REPO_BLOBS => *links.entry(last_part(&k)).or_default() += 1,
                             CF_REPOS => removed += 1,
                             _ => {}
                         }
                     }
+                }
+                for (digest, n) in links {
+                    self.drop_link(batch, &name, &digest, n)?;
                 }
                 batch.delete_cf(self.cf(CF_REGISTRIES), name.as_bytes());
                 Ok(Response::Removed(removed))
@@ -290,10 +296,12 @@ mod tests {
         // The same repository name holds different things in each.
         let d = format!("sha256:{}", "d".repeat(64));
         s.apply(&link("teamone", "app", &d), &[]).unwrap();
+        s.apply(&link("teamone", "lib", &d), &[]).unwrap();
+        assert_eq!(s.registries_linking(&d).unwrap(), ["teamone"]);
         assert!(one.linked_blob("app", &d).unwrap().is_some());
         assert!(two.linked_blob("app", &d).unwrap().is_none());
         assert!(two.repositories(None, 10).unwrap().is_empty());
-        assert_eq!(s.blob(&d).unwrap().unwrap().links, 1);
+        assert_eq!(s.blob(&d).unwrap().unwrap().links, 2);
 
         // Deleting one removes its repositories, identities and links.
         let del = |name: &str| {
@@ -303,11 +311,12 @@ mod tests {
                 7,
             )
         };
-        assert_eq!(s.apply(&del("teamone"), &[]).unwrap(), Response::Removed(1));
+        assert_eq!(s.apply(&del("teamone"), &[]).unwrap(), Response::Removed(2));
         assert!(s.registry_record("teamone").unwrap().is_none());
         assert!(one.principal("teamone-owner").unwrap().is_none());
         assert!(one.repositories(None, 10).unwrap().is_empty());
-        assert_eq!(s.blob(&d).unwrap().unwrap().links, 0);
+        assert_eq!(s.blob(&d).unwrap().unwrap().links, 0, "both links dropped");
+        assert!(s.registries_linking(&d).unwrap().is_empty());
         assert!(
             two.principal("teamtwo-owner").unwrap().is_some(),
             "the other stays"

@@ -48,6 +48,9 @@ enum Command {
     Repository(cli::repository::RepositoryArgs),
     /// List, add and remove the regions that serve the registry.
     Replication(cli::replication::ReplicationArgs),
+    /// Log docker and podman in to a registry (as `acr login`): a refresh
+    /// token written to their credential files.
+    Login(cli::login::LoginArgs),
     /// Registries of the cluster (the operator's verbs): create, list, show, update, delete, check-name.
     Registry(cli::registry::RegistryArgs),
     /// Users and service principals.
@@ -182,6 +185,7 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
         Command::Repository(args) => cli::repository::run(args).await,
         Command::Replication(args) => cli::replication::run(args).await,
         Command::Registry(args) => cli::registry::run(args).await,
+        Command::Login(args) => cli::login::run(args).await,
         Command::User(args) => cli::identity::user(args).await,
         Command::Role(args) => cli::identity::role(args).await,
         Command::ScopeMap(args) => cli::identity::scope_map(args).await,

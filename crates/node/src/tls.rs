@@ -139,11 +139,16 @@ impl LocalCa {
     pub fn node_cert(&self, name: &str, hosts: &[&str]) -> Result<(PathBuf, PathBuf), NodeError> {
         let cert_path = self.dir.join(format!("{name}.pem"));
         let key_path = self.dir.join(format!("{name}-key.pem"));
-        if cert_path.exists() && key_path.exists() {
-            return Ok((cert_path, key_path));
-        }
+        // The names a kept certificate covers: made again when they change
+        // (another --registry-domain).
+        let sans_path = self.dir.join(format!("{name}.names"));
         let mut sans: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
         sans.push(PEER_SERVER_NAME.into());
+        let wanted = sans.join("\n");
+        let same_names = std::fs::read_to_string(&sans_path).is_ok_and(|s| s == wanted);
+        if cert_path.exists() && key_path.exists() && same_names {
+            return Ok((cert_path, key_path));
+        }
         let mut p = CertificateParams::new(sans).map_err(tls_err)?;
         p.distinguished_name.push(DnType::CommonName, name);
         p.extended_key_usages = vec![
@@ -154,6 +159,7 @@ impl LocalCa {
         let cert = p.signed_by(&key, &self.cert, &self.key).map_err(tls_err)?;
         wharf_auth::write_private(&key_path, key.serialize_pem().as_bytes())?;
         std::fs::write(&cert_path, cert.pem())?;
+        std::fs::write(&sans_path, wanted)?;
         Ok((cert_path, key_path))
     }
 }

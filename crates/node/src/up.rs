@@ -50,6 +50,11 @@ pub struct UpArgs {
     /// created in DATA_DIR/tls (kept across restarts); prints how to trust it.
     #[arg(long)]
     tls: bool,
+    /// Login servers of registries: NAME.<registry-domain> (names under
+    /// .localhost reach loopback in browsers and curl; add /etc/hosts
+    /// entries for docker and podman). TLS certificates cover it.
+    #[arg(long, default_value = "wharf.localhost")]
+    registry_domain: String,
 }
 
 impl UpArgs {
@@ -143,7 +148,8 @@ fn node_config(
             cluster_key_file: Some(args.data_dir.join(CLUSTER_KEY_FILE)),
             ..Default::default()
         },
-        tls: node_tls(ca, i)?,
+        tls: node_tls(ca, i, &args.registry_domain)?,
+        registry_domain: Some(args.registry_domain.clone()),
         ..ServeConfig::default()
     })
 }
@@ -152,11 +158,17 @@ fn node_config(
 fn node_tls(
     ca: Option<&crate::tls::LocalCa>,
     i: usize,
+    registry_domain: &str,
 ) -> Result<crate::config::TlsSettings, NodeError> {
     let Some(ca) = ca else {
         return Ok(Default::default());
     };
-    let (cert, key) = ca.node_cert(&format!("node-{i}"), &["127.0.0.1", "localhost"])?;
+    // Every registry's login server, and the domain itself.
+    let wildcard = format!("*.{registry_domain}");
+    let (cert, key) = ca.node_cert(
+        &format!("node-{i}"),
+        &["127.0.0.1", "localhost", registry_domain, &wildcard],
+    )?;
     Ok(crate::config::TlsSettings {
         cert_file: Some(cert),
         key_file: Some(key),
@@ -317,6 +329,7 @@ fn write_cluster_json(
     nodes: &[Node],
     (username, password): &(String, String),
     ca_file: Option<PathBuf>,
+    registry_domain: &str,
 ) -> Result<PathBuf, NodeError> {
     let regions: Vec<_> = nodes
         .iter()
@@ -332,6 +345,7 @@ fn write_cluster_json(
         "regions": regions,
         "credentials": {"username": username, "password": password},
         "ca_file": ca_file,
+        "registry_domain": registry_domain,
     });
     let path = dir.join("cluster.json");
     // It holds the owner's password: readable by its owner only.
@@ -411,6 +425,7 @@ pub async fn run(args: UpArgs) -> Result<(), NodeError> {
         &nodes,
         &creds,
         args.tls.then(|| args.tls_dir().join("ca.pem")),
+        &args.registry_domain,
     )?;
     println!(
         "Wharf is up: {} region(s). Cluster description: {}",

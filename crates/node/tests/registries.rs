@@ -220,3 +220,86 @@ async fn two_registries_hold_their_own_images_and_identities() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert!(inspect(&one, &format!("owner:{ONE_PW}")).status.success());
 }
+
+// `wharf login --name N` (as `acr login`): afterwards a plain docker push
+// and a podman pull to N's login server need no other credential step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wharf_login_lets_docker_and_podman_use_a_registry_with_no_other_step() {
+    hosts(&["loginone.wharf.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, format!("registry_domain = \"{DOMAIN}\"\n")).unwrap();
+    let node = Node::start_with(dir.path(), &["--config", &config.display().to_string()]);
+    run(Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .envs(common::owner_env())
+        .env("WHARF_NEW_PASSWORD", ONE_PW)
+        .args(["registry", "create", "--name", "loginone"])
+        .args(["--endpoint", &node.url("")]));
+    let docker_dir = dir.path().join("docker");
+    let authfile = dir.path().join("containers-auth.json");
+    let said = run(Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["login", "--name", "loginone", "--registry-domain", DOMAIN])
+        .args(["--endpoint", &node.url(""), "-u", "owner", "-p", ONE_PW])
+        .arg("--docker-config")
+        .arg(docker_dir.join("config.json"))
+        .arg("--authfile")
+        .arg(&authfile));
+    let server = login_server(&node, "loginone");
+    assert!(said.contains("Login Succeeded"), "{said}");
+    // The password is not what was stored: a refresh token is.
+    let stored = std::fs::read_to_string(&authfile).unwrap();
+    assert!(!stored.contains(ONE_PW));
+    assert!(stored.contains("identitytoken"), "{stored}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&authfile).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "owner-only");
+
+    // skopeo pushes and podman pulls with nothing but the auth file.
+    let layout = oci_layout(&dir.path().join("img"), "v1", &[("who", b"login")]);
+    run(skopeo()
+        .env("REGISTRY_AUTH_FILE", &authfile)
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{server}/app:v1")));
+    let root = dir.path().join("podman");
+    run(Command::new("podman")
+        .env("REGISTRY_AUTH_FILE", &authfile)
+        .arg("--root")
+        .arg(root.join("root"))
+        .arg("--runroot")
+        .arg(root.join("run"))
+        .args(["pull", "--tls-verify=false", &format!("{server}/app:v1")]));
+
+    // docker, when a daemon runs: import, push, remove, pull.
+    let daemon = Command::new("docker").arg("info").output();
+    if !matches!(&daemon, Ok(o) if o.status.success()) {
+        eprintln!("SKIPPED the docker half: no Docker daemon is reachable");
+        return;
+    }
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    std::fs::write(rootfs.join("marker"), "pushed after wharf login").unwrap();
+    let tar = dir.path().join("rootfs.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    let image = format!("{server}/docker:v1");
+    let docker = || {
+        let mut c = Command::new("docker");
+        c.env("DOCKER_CONFIG", &docker_dir);
+        c
+    };
+    run(docker().arg("import").arg(&tar).arg(&image));
+    let pushed = docker().args(["push", &image]).output().unwrap();
+    run(docker().args(["rmi", &image]));
+    assert!(
+        pushed.status.success(),
+        "docker push after wharf login: {}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    run(docker().args(["pull", &image]));
+    docker().args(["rmi", "-f", &image]).output().ok();
+}

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod drill;
 pub mod identity;
+pub mod login;
 pub mod output;
 pub mod registry;
 pub mod replication;

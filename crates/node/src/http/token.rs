@@ -113,9 +113,12 @@ async fn parse(app: &Tenant, req: Request) -> ApiResult<TokenRequest> {
     };
     Ok(TokenRequest {
         subject,
-        scopes: first(&p, "scope")
-            .unwrap_or("")
-            .split(' ')
+        // One scope parameter per scope (containers/image) or several in
+        // one, space-separated (docker): both.
+        scopes: p
+            .iter()
+            .filter(|(k, _)| k == "scope")
+            .flat_map(|(_, v)| v.split(' '))
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect(),
