@@ -11,6 +11,7 @@ mod error;
 mod fence;
 mod http;
 mod metrics;
+mod proxy;
 mod registrar;
 mod request_id;
 mod serve;

@@ -70,15 +70,23 @@ pub async fn resolve(State(app): State<App>, mut req: Request, next: Next) -> Re
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or("")
         .to_string();
-    let name = match registry_of_host(&host, app.registry_domain.as_deref()) {
-        None => DEFAULT_REGISTRY.to_string(),
+    let (name, replicas) = match registry_of_host(&host, app.registry_domain.as_deref()) {
+        None => (DEFAULT_REGISTRY.to_string(), Vec::new()),
         Some(Ok(n)) => match app.consensus.meta().registry_record(n.as_str()) {
-            Ok(Some(_)) => n.as_str().to_string(),
+            Ok(Some(r)) => (r.name, r.replicas),
             Ok(None) => return unknown_registry(n.as_str()),
             Err(e) => return ApiError::from(e).into_response(),
         },
         Some(Err(label)) => return unknown_registry(&label),
     };
+    // A registry kept out of this region: its clients' registry requests
+    // are served by a region that holds its blobs.
+    if !replicas.is_empty()
+        && !replicas.contains(&app.region)
+        && req.uri().path().starts_with("/v2/")
+    {
+        return crate::proxy::to_replica(&app, &replicas, req).await;
+    }
     req.extensions_mut().insert(Tenant::new(app, name));
     next.run(req).await
 }

@@ -303,3 +303,96 @@ async fn wharf_login_lets_docker_and_podman_use_a_registry_with_no_other_step() 
     run(docker().args(["pull", &image]));
     docker().args(["rmi", "-f", &image]).output().ok();
 }
+
+// A registry replicated to two of three regions holds its blobs there
+// only; its clients in the third region are served (proxied) by a replica
+// region and pull byte-exact; the default registry stays everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_lives_in_its_replica_regions_only() {
+    use common::cluster::{Cluster, REGIONS};
+    use common::registry::{Reg, OCI_MANIFEST};
+    hosts(&["geoone.wharf.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 3, &format!("registry_domain = \"{DOMAIN}\""));
+    let endpoint = cluster.nodes[0].url("");
+    run(Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .envs(common::owner_env())
+        .env("WHARF_NEW_PASSWORD", ONE_PW)
+        .args(["registry", "create", "--name", "geoone"])
+        .args(["--endpoint", &endpoint]));
+    for region in [REGIONS[0], REGIONS[1]] {
+        run(Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .envs(common::owner_env())
+            .args([
+                "replication",
+                "create",
+                "--registry",
+                "geoone",
+                "--location",
+                region,
+            ])
+            .args(["--endpoint", &endpoint]));
+    }
+    let listed = run(Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .envs(common::owner_env())
+        .args(["replication", "list", "--registry", "geoone", "-o", "json"])
+        .args(["--endpoint", &endpoint]));
+    let rows: Value = serde_json::from_str(&listed).unwrap();
+    let locations: Vec<_> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["location"].clone())
+        .collect();
+    let mut expected = vec![REGIONS[0], REGIONS[1]];
+    expected.sort();
+    assert_eq!(locations, expected);
+    // Pushed through the region outside the set (ap-south).
+    let outside = &cluster.nodes[2];
+    let layer = common::random_bytes(300_000);
+    let geo = Reg::with_login(
+        &format!("geoone.{DOMAIN}:{}", outside.http_port),
+        "owner",
+        ONE_PW,
+    );
+    let manifest = geo.image("app", &[&layer]).await;
+    let r = geo.put_manifest("app", "v1", OCI_MANIFEST, &manifest).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let layer_digest = common::sha256(&layer);
+    // A default-registry image pushed at the same time goes everywhere.
+    let default = Reg::new(&outside.addr());
+    let other = common::random_bytes(1000);
+    let m = default.image("everywhere", &[&other]).await;
+    assert_eq!(
+        default
+            .put_manifest("everywhere", "v1", OCI_MANIFEST, &m)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let other_digest = common::sha256(&other);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !(cluster.holds(0, &layer_digest)
+        && cluster.holds(1, &layer_digest)
+        && (0..3).all(|i| cluster.holds(i, &other_digest)))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mover did not copy"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Pulled through every region, byte-exact, also where it is not stored.
+    for n in &cluster.nodes {
+        let reg = Reg::with_login(&format!("geoone.{DOMAIN}:{}", n.http_port), "owner", ONE_PW);
+        let got = reg.get(&format!("/v2/app/blobs/{layer_digest}")).await;
+        assert_eq!(got.status(), StatusCode::OK);
+        assert_eq!(got.bytes().await.unwrap().to_vec(), layer);
+    }
+    // Give the mover a few more scans: it must not copy it into ap-south.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        !cluster.holds(2, &layer_digest),
+        "a blob of geoone was stored outside its replica regions"
+    );
+}

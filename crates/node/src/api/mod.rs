@@ -71,6 +71,12 @@ pub fn router() -> Router<App> {
         )
         .route("/registries/check-name", get(registries::check_name))
         .route(
+            "/registries/:name/replications",
+            get(registries::list_replications)
+                .post(registries::create_replication)
+                .delete(registries::delete_replication),
+        )
+        .route(
             "/registries/:name",
             get(registries::show)
                 .patch(registries::update)

@@ -229,3 +229,126 @@ pub async fn delete(
         .await?;
     Ok(Json(json!({"deleted": name, "repositories": removed})))
 }
+
+// ---- a registry's replica regions ------------------------------------------
+
+/// The operator, or the registry's own owner through its login server.
+async fn operator_or_owner(app: &Tenant, caller: &Caller, registry: &str) -> ApiResult<()> {
+    caller.require_owner()?;
+    if app.name() != DEFAULT_REGISTRY && app.name() != registry {
+        return Err(ApiError::new(
+            ErrorCode::Denied,
+            format!(
+                "{} may not manage registry {registry}",
+                caller.subject.name()
+            ),
+        ));
+    }
+    app.consensus.read_barrier().await?;
+    Ok(())
+}
+
+fn replica_rows(app: &Tenant, r: &RegistryRecord) -> Vec<Value> {
+    let regions: Vec<String> = if r.replicas.is_empty() {
+        let mut all: Vec<String> = app
+            .consensus
+            .members()
+            .into_iter()
+            .map(|(_, n)| n.region)
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    } else {
+        r.replicas.clone()
+    };
+    regions
+        .into_iter()
+        .map(|region| {
+            json!({
+                "registry": r.name,
+                "location": region,
+                // Every region, until a replica set is chosen.
+                "explicit": !r.replicas.is_empty(),
+            })
+        })
+        .collect()
+}
+
+fn record(app: &Tenant, name: &str) -> ApiResult<RegistryRecord> {
+    app.consensus
+        .meta()
+        .registry_record(name)?
+        .ok_or_else(|| ApiError::from(wharf_meta::ApplyError::RegistryUnknown(name.to_string())))
+}
+
+pub async fn list_replications(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<Value>>> {
+    let name = name.to_ascii_lowercase();
+    operator_or_owner(&app, &caller, &name).await?;
+    Ok(Json(replica_rows(&app, &record(&app, &name)?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    location: String,
+}
+
+/// Add (`add`) or remove a replica region. The first one added makes the
+/// set explicit: from then on the registry's blobs belong in its
+/// replica regions only.
+async fn set_replica(
+    app: &Tenant,
+    caller: &Caller,
+    name: &str,
+    location: &str,
+    add: bool,
+) -> ApiResult<Json<Vec<Value>>> {
+    let name = name.to_ascii_lowercase();
+    operator_or_owner(app, caller, &name).await?;
+    let known = app
+        .consensus
+        .members()
+        .into_iter()
+        .any(|(_, n)| n.region == location);
+    if add && !known {
+        return Err(bad(format!(
+            "{location:?} is not a region of this cluster (wharf replication list shows them)"
+        )));
+    }
+    let current = record(app, &name)?;
+    if !add && current.replicas.len() == 1 && current.replicas[0] == location {
+        return Err(bad(
+            "a registry keeps at least one replica region: add another first",
+        ));
+    }
+    app.write(Command::Registry(RegistryCommand::SetReplica {
+        name: name.clone(),
+        region: location.to_string(),
+        add,
+    }))
+    .await?;
+    Ok(Json(replica_rows(app, &record(app, &name)?)))
+}
+
+pub async fn create_replication(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Json(req): Json<Location>,
+) -> ApiResult<Json<Vec<Value>>> {
+    set_replica(&app, &caller, &name, &req.location, true).await
+}
+
+pub async fn delete_replication(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Query(req): Query<Location>,
+) -> ApiResult<Json<Vec<Value>>> {
+    set_replica(&app, &caller, &name, &req.location, false).await
+}

@@ -1,4 +1,6 @@
-//! `wharf replication list|create|delete`.
+//! `wharf replication list|create|delete`: with `--registry N --location
+//! REGION`, a registry's replica regions (as the cloud CLI's `acr
+//! replication`); without, the regions of the cluster (its members).
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
@@ -21,39 +23,78 @@ pub struct ReplicationArgs {
 #[derive(Subcommand)]
 enum Verb {
     /// Every region: health, Raft role, applied-index lag, blobs and bytes
-    /// still to copy into it.
-    List,
-    /// Add a region. Start its node first with `wharf serve --join`; it
-    /// catches up as a learner, then becomes a voter, and the mover copies
-    /// every blob to it.
+    /// still to copy into it. With --registry: that registry's replica
+    /// regions.
+    List {
+        #[arg(long)]
+        registry: Option<String>,
+    },
+    /// With --registry N --location REGION: replicate registry N to REGION
+    /// (the first one makes the set explicit: its blobs then live in its
+    /// replica regions only, and its clients elsewhere are served by them).
+    /// Without: add a region to the cluster. Start its node first with
+    /// `wharf serve --join`; it catches up as a learner, then becomes a
+    /// voter, and the mover copies every blob to it.
     Create {
+        #[arg(long, requires = "location", conflicts_with_all = ["region", "node_id", "grpc", "http"])]
+        registry: Option<String>,
+        /// A region of the cluster (with --registry).
         #[arg(long)]
-        region: String,
+        location: Option<String>,
+        #[arg(long, required_unless_present = "registry")]
+        region: Option<String>,
         /// The new node's id (unique in the cluster).
-        #[arg(long)]
-        node_id: u64,
+        #[arg(long, required_unless_present = "registry")]
+        node_id: Option<u64>,
         /// host:port of the new node's peer gRPC server.
-        #[arg(long)]
-        grpc: String,
+        #[arg(long, required_unless_present = "registry")]
+        grpc: Option<String>,
         /// Base URL of the new node's HTTP API.
-        #[arg(long)]
-        http: String,
+        #[arg(long, required_unless_present = "registry")]
+        http: Option<String>,
         /// How long the new node may take to catch up before it votes;
         /// if it does not, it stays a learner and create can be run again.
         #[arg(long, default_value_t = 120)]
         catch_up_timeout_s: u64,
     },
-    /// Remove a region: it stops voting and receiving metadata.
+    /// With --registry N --location REGION: stop replicating N to REGION.
+    /// Without: remove a region from the cluster (it stops voting and
+    /// receiving metadata).
     Delete {
+        #[arg(long, requires = "location", conflicts_with = "region")]
+        registry: Option<String>,
         #[arg(long)]
-        region: String,
+        location: Option<String>,
+        #[arg(long, required_unless_present = "registry")]
+        region: Option<String>,
     },
+}
+
+const REPLICA_COLUMNS: &[(&str, &str)] = &[
+    ("REGISTRY", "registry"),
+    ("LOCATION", "location"),
+    ("EXPLICIT", "explicit"),
+];
+
+fn print_replicas(format: Format, rows: Vec<Value>) {
+    match format {
+        Format::Json => println!("{}", Value::Array(rows)),
+        _ => output::print(format, &rows, REPLICA_COLUMNS),
+    }
 }
 
 pub async fn run(args: ReplicationArgs) -> Result<(), NodeError> {
     let client = Client::new(&args.conn)?;
     match args.verb {
-        Verb::List => {
+        Verb::List {
+            registry: Some(registry),
+        } => {
+            let rows: Vec<Value> = client
+                .get(&format!("/registries/{registry}/replications"), &[])
+                .await?;
+            print_replicas(args.output, rows);
+        }
+        Verb::List { registry: None } => {
             let rows: Vec<Value> = client.get("/replications", &[]).await?;
             output::print(
                 args.output,
@@ -72,11 +113,25 @@ pub async fn run(args: ReplicationArgs) -> Result<(), NodeError> {
             );
         }
         Verb::Create {
-            region,
-            node_id,
-            grpc,
-            http,
+            registry: Some(registry),
+            location: Some(location),
+            ..
+        } => {
+            let rows: Vec<Value> = client
+                .post(
+                    &format!("/registries/{registry}/replications"),
+                    &json!({ "location": location }),
+                )
+                .await?;
+            print_replicas(args.output, rows);
+        }
+        Verb::Create {
+            region: Some(region),
+            node_id: Some(node_id),
+            grpc: Some(grpc),
+            http: Some(http),
             catch_up_timeout_s,
+            ..
         } => {
             eprintln!("Adding region {region} (node {node_id}); it catches up before it votes...");
             let v: Value = client
@@ -96,7 +151,29 @@ pub async fn run(args: ReplicationArgs) -> Result<(), NodeError> {
                 _ => println!("Region {region} added as a voter."),
             }
         }
-        Verb::Delete { region } => {
+        Verb::Create { .. } => {
+            return Err(NodeError::Config(
+                "create takes --registry N --location REGION, or --region --node-id --grpc --http"
+                    .into(),
+            ))
+        }
+        Verb::Delete {
+            registry: Some(registry),
+            location: Some(location),
+            ..
+        } => {
+            let rows: Vec<Value> = client
+                .delete(
+                    &format!("/registries/{registry}/replications"),
+                    &[("location", location)],
+                )
+                .await?;
+            print_replicas(args.output, rows);
+        }
+        Verb::Delete {
+            region: Some(region),
+            ..
+        } => {
             let v: Value = client
                 .delete("/replications", &[("region", region.clone())])
                 .await?;
@@ -104,6 +181,11 @@ pub async fn run(args: ReplicationArgs) -> Result<(), NodeError> {
                 Format::Json => println!("{v}"),
                 _ => println!("Region {region} removed."),
             }
+        }
+        Verb::Delete { .. } => {
+            return Err(NodeError::Config(
+                "delete takes --registry N --location REGION, or --region".into(),
+            ))
         }
     }
     Ok(())
