@@ -5,7 +5,6 @@ mod api;
 mod bootstrap;
 mod cli;
 mod config;
-mod copies;
 mod directory;
 mod error;
 mod fence;

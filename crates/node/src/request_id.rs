@@ -3,8 +3,9 @@
 //! client's own retry). A client names its write with an `Idempotency-Key`
 //! header (the IETF httpapi draft's name); the id is then the caller's
 //! name with that key, so two callers cannot collide. Without the header
-//! the node draws a random id for the write, which still makes the node's
-//! own retries safe.
+//! the service layer draws a random id for the write
+//! (`wharf_registry::new_request_id`), which still makes the node's own
+//! retries safe.
 
 use axum::http::HeaderMap;
 use wharf_oci::ErrorCode;
@@ -37,12 +38,6 @@ pub fn from_headers(headers: &HeaderMap, subject: &str) -> ApiResult<Option<Stri
     }
 }
 
-/// A fresh id for a write nobody named.
-pub fn random() -> String {
-    use rand::Rng;
-    format!("r:{:032x}", rand::thread_rng().gen::<u128>())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +59,5 @@ mod tests {
         assert!(from_headers(&h, "alice").is_err());
         h.insert(IDEMPOTENCY_KEY, "has space".parse().unwrap());
         assert!(from_headers(&h, "alice").is_err());
-        assert_ne!(random(), random());
     }
 }

@@ -148,12 +148,18 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         mover_queue,
         region: cfg.region.clone(),
         data_dir: cfg.data_dir.clone(),
-        reads: cfg.reads,
         registry_domain: cfg.registry_domain.clone(),
-        ack: crate::copies::AckPolicy {
-            regions: cfg.uploads.ack_regions,
-            timeout: Duration::from_millis(cfg.uploads.ack_timeout_ms),
-        },
+        service: Arc::new(wharf_registry::Service {
+            consensus: consensus.clone(),
+            blobs: blobs.clone(),
+            region: cfg.region.clone(),
+            linearizable_reads: cfg.reads == crate::config::ReadConsistency::Linearizable,
+            ack: wharf_registry::AckPolicy {
+                regions: cfg.uploads.ack_regions,
+                timeout: Duration::from_millis(cfg.uploads.ack_timeout_ms),
+            },
+            registration_window: Duration::from_millis(crate::registrar::WINDOW_MS),
+        }),
         metrics: Metrics::default(),
         auth: wharf_auth::Authority::new(cfg.auth.auth_config(), cluster_key),
         auth_realm: cfg.auth.realm.clone(),

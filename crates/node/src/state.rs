@@ -6,7 +6,6 @@ use std::sync::Arc;
 use wharf_blobstore::BlobStore;
 use wharf_consensus::Consensus;
 
-use crate::config::ReadConsistency;
 use crate::directory::NodeDirectory;
 use crate::metrics::Metrics;
 use wharf_mover::Fetcher;
@@ -20,11 +19,10 @@ pub struct AppState {
     pub region: String,
     /// This node's data directory (its fence is recorded there).
     pub data_dir: std::path::PathBuf,
-    pub reads: ReadConsistency,
     /// Hosts `N.<registry_domain>` address registry N (see `tenant`).
     pub registry_domain: Option<String>,
-    /// When a manifest push is acknowledged (copies of its blobs).
-    pub ack: crate::copies::AckPolicy,
+    /// The registry service layer: what pushes, pulls and deletes mean.
+    pub service: Arc<wharf_registry::Service>,
     pub metrics: Metrics,
     pub auth: wharf_auth::Authority,
     /// Token endpoint URL for challenges; None: derived from Host.

@@ -13,18 +13,19 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use wharf_meta::{Command, Envelope, ManifestRecord, Registry, StoreError, DEFAULT_REGISTRY};
+use wharf_meta::{Command, ManifestRecord, Registry, DEFAULT_REGISTRY};
 use wharf_oci::{ErrorCode, Reference, RegistryName};
+use wharf_registry::Handle;
 
-use crate::config::ReadConsistency;
 use crate::http::error::{ApiError, ApiResult};
-use crate::state::{now_ms, App, AppState};
+use crate::state::{App, AppState};
 
-/// One registry of the cluster, as a request (or a background task) sees it.
+/// One registry of the cluster, as a request (or a background task) sees
+/// it: the node's shared state, and the registry's service handle.
 #[derive(Clone)]
 pub struct Tenant {
     app: App,
-    name: String,
+    reg: Handle,
 }
 
 impl Deref for Tenant {
@@ -34,11 +35,7 @@ impl Deref for Tenant {
     }
 }
 
-/// `cmd` for `registry`, under `request_id` or a fresh one.
-pub fn envelope(registry: &str, cmd: Command, request_id: Option<String>) -> Envelope {
-    let id = request_id.unwrap_or_else(crate::request_id::random);
-    Envelope::new(registry, cmd, now_ms()).with_request_id(id)
-}
+pub use wharf_registry::{envelope, split_pending_key};
 
 /// The registry named by `host` (port removed), if it names one: a single
 /// label in front of `domain`.
@@ -110,7 +107,8 @@ pub fn of(req: &Request, app: &App) -> Tenant {
 
 impl Tenant {
     pub fn new(app: App, name: String) -> Tenant {
-        Tenant { app, name }
+        let reg = app.service.registry(&name);
+        Tenant { app, reg }
     }
 
     pub fn default_registry(app: App) -> Tenant {
@@ -118,118 +116,55 @@ impl Tenant {
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        self.reg.name()
     }
 
     pub fn app(&self) -> &App {
         &self.app
     }
 
+    /// The registry's service handle: pushes, deletes, lookups.
+    pub fn registry(&self) -> &Handle {
+        &self.reg
+    }
+
     /// This registry's metadata, as applied on this node.
     pub fn meta(&self) -> Registry<'_> {
-        self.consensus.meta().registry(&self.name)
+        self.reg.meta()
     }
 
-    /// The key of a pending blob link: the repository, qualified by the
-    /// registry unless it is the default one (whose records predate
-    /// registries and stay readable as they are).
     pub fn pending_key(&self, repo: &str) -> String {
-        if self.name == DEFAULT_REGISTRY {
-            repo.to_string()
-        } else {
-            format!("{}:{repo}", self.name)
-        }
+        self.reg.pending_key(repo)
     }
 
-    /// Read from local state; on a miss, confirm with a linearizable read
-    /// before reporting "unknown" (promise 3: no false "manifest unknown").
-    pub async fn read<T>(
-        &self,
-        f: impl Fn(&Registry<'_>) -> Result<Option<T>, StoreError>,
-    ) -> ApiResult<Option<T>> {
-        if self.reads == ReadConsistency::Linearizable {
-            self.consensus.read_barrier().await?;
-            return Ok(f(&self.meta())?);
-        }
-        if let Some(v) = f(&self.meta())? {
-            return Ok(Some(v));
-        }
-        self.consensus.read_barrier().await?;
-        Ok(f(&self.meta())?)
-    }
-
-    /// The size of `digest` if `repo` links it: pending registration on
-    /// this node (uploaded here), or in the replicated metadata.
     pub async fn blob_in_repo(
         &self,
         repo: &str,
         digest: &wharf_oci::Digest,
     ) -> ApiResult<Option<u64>> {
-        if let Some(size) = self.blobs.pending(&self.pending_key(repo), digest) {
-            return Ok(Some(size));
-        }
-        Ok(self
-            .read(|m| m.linked_blob(repo, digest.as_str()))
-            .await?
-            .map(|r| r.size))
+        Ok(self.reg.blob_in_repo(repo, digest).await?)
     }
 
     /// Propose a command under a fresh request id; refusals become the
     /// matching spec error.
     pub async fn write(&self, cmd: Command) -> ApiResult<u64> {
-        self.write_once(cmd, None).await
+        Ok(self.reg.write(cmd).await?)
     }
 
-    /// Propose a command under `request_id` (a client's idempotency key,
-    /// see `request_id`), or a fresh id: applied once however often sent.
     pub async fn write_once(&self, cmd: Command, request_id: Option<String>) -> ApiResult<u64> {
-        let env = envelope(&self.name, cmd, request_id);
-        Ok(self.consensus.write(env).await?.into_result()?)
+        Ok(self.reg.write_once(cmd, request_id).await?)
     }
 
-    /// Resolve a tag or digest to a manifest of `repo`.
     pub async fn manifest(
         &self,
         repo: &str,
         reference: &Reference,
     ) -> ApiResult<(String, ManifestRecord)> {
-        let found = self
-            .read(|m| {
-                let digest = match reference {
-                    Reference::Digest(d) => d.to_string(),
-                    Reference::Tag(t) => match m.tag(repo, t)? {
-                        Some(tag) => tag.digest,
-                        None => return Ok(None),
-                    },
-                };
-                Ok(m.manifest(repo, &digest)?.map(|r| (digest, r)))
-            })
-            .await?;
-        found.ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::ManifestUnknown,
-                format!("manifest {reference} unknown in {repo}"),
-            )
-        })
+        Ok(self.reg.manifest(repo, reference).await?)
     }
 
-    /// The repository must exist (for listings that 404 on unknown names).
     pub async fn require_repository(&self, repo: &str) -> ApiResult<()> {
-        match self.read(|m| m.repository(repo)).await? {
-            Some(_) => Ok(()),
-            None => Err(ApiError::new(
-                ErrorCode::NameUnknown,
-                format!("repository {repo} unknown"),
-            )),
-        }
-    }
-}
-
-/// The registry and repository of a pending link's key (see `pending_key`).
-pub fn split_pending_key(key: &str) -> (&str, &str) {
-    match key.split_once(':') {
-        Some((registry, repo)) => (registry, repo),
-        None => (DEFAULT_REGISTRY, key),
+        Ok(self.reg.require_repository(repo).await?)
     }
 }
 

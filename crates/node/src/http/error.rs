@@ -137,6 +137,32 @@ impl From<ApplyError> for ApiError {
     }
 }
 
+impl From<wharf_registry::ServiceError> for ApiError {
+    fn from(e: wharf_registry::ServiceError) -> ApiError {
+        use wharf_registry::ServiceError as S;
+        match e {
+            S::Refused(e) => e.into(),
+            S::Consensus(e) => e.into(),
+            S::Store(e) => e.into(),
+            S::Blob(e) => e.into(),
+            S::Manifest(e) => e.into(),
+            S::Name(e) => e.into(),
+            S::Digest(e) => e.into(),
+            S::Spec {
+                code,
+                message,
+                status,
+            } => {
+                let err = ApiError::new(code, message);
+                match status.and_then(|s| StatusCode::from_u16(s).ok()) {
+                    Some(s) => err.with_status(s),
+                    None => err,
+                }
+            }
+        }
+    }
+}
+
 impl From<BlobError> for ApiError {
     fn from(e: BlobError) -> ApiError {
         match &e {

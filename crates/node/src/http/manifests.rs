@@ -5,14 +5,13 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use wharf_meta::{BlobRef, Command, PutManifest};
-use wharf_oci::manifest::{self, MANIFEST_MAX_BYTES};
-use wharf_oci::{validate_repository, Digest, ErrorCode, Hasher, Reference};
+use wharf_oci::manifest::MANIFEST_MAX_BYTES;
+use wharf_oci::{validate_repository, ErrorCode, Reference};
+use wharf_registry::ManifestPush;
 
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::headers;
 use crate::metrics::Metrics;
-use crate::state::now_ms;
 use crate::tenant::Tenant;
 
 pub async fn get(
@@ -54,7 +53,6 @@ pub async fn put(
     request_id: Option<String>,
 ) -> ApiResult<Response> {
     validate_repository(name)?;
-    let reference = Reference::parse(reference)?;
     let content_type = headers::get(req.headers(), "content-type").map(str::to_string);
     let raw = axum::body::to_bytes(req.into_body(), MANIFEST_MAX_BYTES + 1)
         .await
@@ -69,97 +67,18 @@ pub async fn put(
                 format!("reading the manifest failed: {e}"),
             ),
         })?;
-    let digest = match &reference {
-        Reference::Digest(claimed) => {
-            let mut h = Hasher::new(claimed.algorithm());
-            h.update(&raw);
-            let actual = h.finish();
-            if actual != *claimed {
-                return Err(ApiError::new(
-                    ErrorCode::DigestInvalid,
-                    format!("manifest hashes to {actual}, not {claimed}"),
-                ));
-            }
-            actual
-        }
-        Reference::Tag(_) => Digest::sha256_of(&raw),
-    };
-    let parsed = manifest::parse(&raw, content_type.as_deref())?;
-    let subject = parsed.subject.as_ref().map(|s| s.digest.to_string());
-    // Blobs uploaded here for this push are linked by the same proposal.
-    let new_links: Vec<BlobRef> = parsed
-        .blobs
-        .iter()
-        .filter_map(|d| {
-            app.blobs
-                .pending(&app.pending_key(name), &d.digest)
-                .map(|size| BlobRef {
-                    digest: d.digest.to_string(),
-                    size,
-                })
+    let pushed = app
+        .registry()
+        .put_manifest(ManifestPush {
+            repo: name,
+            reference,
+            raw: &raw,
+            content_type: content_type.as_deref(),
+            request_id,
         })
-        .collect();
-    let blobs: Vec<BlobRef> = parsed
-        .blobs
-        .iter()
-        .filter(|d| !d.is_foreign())
-        .map(|d| BlobRef {
-            digest: d.digest.to_string(),
-            size: d.size,
-        })
-        .collect();
-    let cmd = Command::PutManifest(Box::new(PutManifest {
-        repo: name.to_string(),
-        digest: digest.to_string(),
-        media_type: parsed.media_type.clone(),
-        raw: raw.to_vec(),
-        tag: match &reference {
-            Reference::Tag(t) => Some(t.clone()),
-            Reference::Digest(_) => None,
-        },
-        blobs: blobs.clone(),
-        children: parsed
-            .manifests
-            .iter()
-            .map(|d| d.digest.to_string())
-            .collect(),
-        subject: subject.clone(),
-        artifact_type: parsed.artifact_type.clone(),
-        annotations_json: parsed
-            .annotations
-            .as_ref()
-            .map(|a| serde_json::Value::Object(a.clone()).to_string()),
-        now_ms: now_ms(),
-        new_links: new_links.clone(),
-        region: app.region.clone(),
-    }));
-    let request_id = request_id.unwrap_or_else(crate::request_id::random);
-    match app.write_once(cmd.clone(), Some(request_id.clone())).await {
-        // The client may have uploaded the blobs through another region,
-        // whose links reach the metadata within its registration window:
-        // wait that window out once before calling them unknown. The
-        // refusal is remembered under the first id, so the second attempt
-        // is a write of its own.
-        Err(e) if e.code == ErrorCode::ManifestBlobUnknown => {
-            tokio::time::sleep(std::time::Duration::from_millis(
-                crate::registrar::WINDOW_MS,
-            ))
-            .await;
-            app.write_once(cmd, Some(format!("{request_id}+window")))
-                .await?;
-        }
-        other => {
-            other?;
-        }
-    }
-    for b in &new_links {
-        // Registered now; a failure here only leaves work for the batcher.
-        if let Err(e) = app.blobs.remove_pending(&app.pending_key(name), &b.digest) {
-            tracing::warn!(digest = %b.digest, error = %e, "clearing a registered pending link");
-        }
-    }
-    crate::copies::wait_for_copies(app, &blobs).await?;
+        .await?;
     Metrics::add(&app.metrics.manifests_pushed, 1);
+    let digest = pushed.digest;
     let mut resp = (
         StatusCode::CREATED,
         [
@@ -169,7 +88,7 @@ pub async fn put(
         ],
     )
         .into_response();
-    if let Some(s) = subject.and_then(|s| s.parse().ok()) {
+    if let Some(s) = pushed.subject.and_then(|s| s.parse().ok()) {
         resp.headers_mut().insert(headers::OCI_SUBJECT, s);
     }
     Ok(resp)
@@ -181,17 +100,8 @@ pub async fn delete(
     reference: &str,
     request_id: Option<String>,
 ) -> ApiResult<Response> {
-    validate_repository(name)?;
-    let cmd = match Reference::parse(reference)? {
-        Reference::Digest(d) => Command::DeleteManifest {
-            repo: name.to_string(),
-            digest: d.to_string(),
-        },
-        Reference::Tag(t) => Command::DeleteTag {
-            repo: name.to_string(),
-            tag: t,
-        },
-    };
-    app.write_once(cmd, request_id).await?;
+    app.registry()
+        .delete_reference(name, reference, request_id)
+        .await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }

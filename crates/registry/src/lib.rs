@@ -1,0 +1,18 @@
+//! The registry service layer: what a push, a pull, a delete or a lookup
+//! means, decided in one place above consensus and the blob store. HTTP
+//! handlers parse a request, call a [`Handle`] of the request's registry
+//! and turn its answer (or its [`ServiceError`], which names the spec's
+//! error code) into a response; they build no command themselves. This is
+//! where locks, quotas, rate limits and events hook in.
+
+mod copies;
+mod error;
+mod push;
+mod service;
+
+pub use copies::AckPolicy;
+pub use error::ServiceError;
+pub use push::{ManifestPush, Pushed};
+pub use service::{envelope, new_request_id, split_pending_key, Handle, Service};
+
+pub type ServiceResult<T> = Result<T, ServiceError>;

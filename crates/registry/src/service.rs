@@ -1,0 +1,190 @@
+//! A registry's reads and writes, following the consistency rules: hits
+//! from the local state machine, misses confirmed by a read-index before
+//! they are final (promise 3), every write under a request id (promise 11).
+
+use std::sync::Arc;
+
+use wharf_blobstore::BlobStore;
+use wharf_consensus::{now_unix_ms, Consensus};
+use wharf_meta::{Command, Envelope, ManifestRecord, Registry, StoreError, DEFAULT_REGISTRY};
+use wharf_oci::{Digest, ErrorCode, Reference};
+
+use crate::{AckPolicy, ServiceError, ServiceResult};
+
+/// What every registry of a node shares.
+pub struct Service {
+    pub consensus: Arc<Consensus>,
+    pub blobs: Arc<BlobStore>,
+    /// This node's region (where its uploads are stored).
+    pub region: String,
+    /// Every read through read-index (`reads = "linearizable"`).
+    pub linearizable_reads: bool,
+    /// When a manifest push is acknowledged (copies of its blobs).
+    pub ack: AckPolicy,
+    /// By then a blob acknowledged by any live node is linked in the
+    /// metadata (its uploader's registration window).
+    pub registration_window: std::time::Duration,
+}
+
+/// One registry, as a request (or a background task) addresses it.
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) service: Arc<Service>,
+    name: String,
+}
+
+/// A fresh id for a write nobody named.
+pub fn new_request_id() -> String {
+    use rand::Rng;
+    format!("r:{:032x}", rand::thread_rng().gen::<u128>())
+}
+
+/// `cmd` for `registry`, under `request_id` or a fresh one.
+pub fn envelope(registry: &str, cmd: Command, request_id: Option<String>) -> Envelope {
+    let id = request_id.unwrap_or_else(new_request_id);
+    Envelope::new(registry, cmd, now_unix_ms()).with_request_id(id)
+}
+
+/// The registry and repository of a pending link's key (see `pending_key`).
+pub fn split_pending_key(key: &str) -> (&str, &str) {
+    match key.split_once(':') {
+        Some((registry, repo)) => (registry, repo),
+        None => (DEFAULT_REGISTRY, key),
+    }
+}
+
+impl Service {
+    /// The registry named `name` (canonical, lower case).
+    pub fn registry(self: &Arc<Self>, name: &str) -> Handle {
+        Handle {
+            service: self.clone(),
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Handle {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This registry's metadata, as applied on this node.
+    pub fn meta(&self) -> Registry<'_> {
+        self.service.consensus.meta().registry(&self.name)
+    }
+
+    /// The key of a pending blob link: the repository, qualified by the
+    /// registry unless it is the default one (whose records predate
+    /// registries and stay readable as they are).
+    pub fn pending_key(&self, repo: &str) -> String {
+        if self.name == DEFAULT_REGISTRY {
+            repo.to_string()
+        } else {
+            format!("{}:{repo}", self.name)
+        }
+    }
+
+    /// Read from local state; on a miss, confirm with a linearizable read
+    /// before reporting "unknown" (promise 3: no false "manifest unknown").
+    pub async fn read<T>(
+        &self,
+        f: impl Fn(&Registry<'_>) -> Result<Option<T>, StoreError>,
+    ) -> ServiceResult<Option<T>> {
+        let consensus = &self.service.consensus;
+        if self.service.linearizable_reads {
+            consensus.read_barrier().await?;
+            return Ok(f(&self.meta())?);
+        }
+        if let Some(v) = f(&self.meta())? {
+            return Ok(Some(v));
+        }
+        consensus.read_barrier().await?;
+        Ok(f(&self.meta())?)
+    }
+
+    /// The size of `digest` if `repo` links it: pending registration on
+    /// this node (uploaded here), or in the replicated metadata.
+    pub async fn blob_in_repo(&self, repo: &str, digest: &Digest) -> ServiceResult<Option<u64>> {
+        if let Some(size) = self.service.blobs.pending(&self.pending_key(repo), digest) {
+            return Ok(Some(size));
+        }
+        Ok(self
+            .read(|m| m.linked_blob(repo, digest.as_str()))
+            .await?
+            .map(|r| r.size))
+    }
+
+    /// Propose a command under a fresh request id.
+    pub async fn write(&self, cmd: Command) -> ServiceResult<u64> {
+        self.write_once(cmd, None).await
+    }
+
+    /// Propose a command under `request_id` (a client's idempotency key),
+    /// or a fresh id: applied once however often sent.
+    pub async fn write_once(&self, cmd: Command, request_id: Option<String>) -> ServiceResult<u64> {
+        let env = envelope(&self.name, cmd, request_id);
+        Ok(self.service.consensus.write(env).await?.into_result()?)
+    }
+
+    /// Resolve a tag or digest to a manifest of `repo`.
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        reference: &Reference,
+    ) -> ServiceResult<(String, ManifestRecord)> {
+        let found = self
+            .read(|m| {
+                let digest = match reference {
+                    Reference::Digest(d) => d.to_string(),
+                    Reference::Tag(t) => match m.tag(repo, t)? {
+                        Some(tag) => tag.digest,
+                        None => return Ok(None),
+                    },
+                };
+                Ok(m.manifest(repo, &digest)?.map(|r| (digest, r)))
+            })
+            .await?;
+        found.ok_or_else(|| {
+            ServiceError::spec(
+                ErrorCode::ManifestUnknown,
+                format!("manifest {reference} unknown in {repo}"),
+            )
+        })
+    }
+
+    /// The repository must exist (for listings that 404 on unknown names).
+    pub async fn require_repository(&self, repo: &str) -> ServiceResult<()> {
+        match self.read(|m| m.repository(repo)).await? {
+            Some(_) => Ok(()),
+            None => Err(ServiceError::spec(
+                ErrorCode::NameUnknown,
+                format!("repository {repo} unknown"),
+            )),
+        }
+    }
+
+    /// Regions that should hold this registry's blobs (its replica set, or
+    /// every member's region).
+    pub(crate) fn replica_count(&self) -> ServiceResult<usize> {
+        let explicit = self
+            .service
+            .consensus
+            .meta()
+            .registry_record(&self.name)?
+            .map_or(0, |r| r.replicas.len());
+        Ok(if explicit > 0 {
+            explicit
+        } else {
+            let mut regions: Vec<String> = self
+                .service
+                .consensus
+                .members()
+                .into_iter()
+                .map(|(_, n)| n.region)
+                .collect();
+            regions.sort();
+            regions.dedup();
+            regions.len()
+        })
+    }
+}
