@@ -52,18 +52,25 @@ impl Admin {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_role_stays_revoked_whatever_updates_run_meanwhile() {
+/// A node, its admin API as the owner, and a user `name`.
+async fn node_with_user(name: &str) -> (tempfile::TempDir, Node, Admin) {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path());
     let admin = Admin::new(&node);
+    let password = format!("{name}'s long password");
     admin
         .call(
             Method::POST,
             "/users",
-            Some(json!({"name": "bob", "password": "bob's long password"})),
+            Some(json!({"name": name, "password": password})),
         )
         .await;
+    (dir, node, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_role_stays_revoked_whatever_updates_run_meanwhile() {
+    let (_dir, _node, admin) = node_with_user("bob").await;
     for round in 0..30 {
         let scope = format!("team{round}/*");
         admin
@@ -96,16 +103,7 @@ async fn a_revoked_role_stays_revoked_whatever_updates_run_meanwhile() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_answers_say_whether_anything_changed() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path());
-    let admin = Admin::new(&node);
-    admin
-        .call(
-            Method::POST,
-            "/users",
-            Some(json!({"name": "carol", "password": "carol's long password"})),
-        )
-        .await;
+    let (_dir, _node, admin) = node_with_user("carol").await;
     let grant = json!({"principal": "carol", "role": "contributor", "scope": "app"});
     let first = admin
         .call(Method::POST, "/roles", Some(grant.clone()))

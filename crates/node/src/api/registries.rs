@@ -81,12 +81,7 @@ pub async fn show(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
     operator(&app, &caller).await?;
-    let r = app
-        .consensus
-        .meta()
-        .registry_record(&name)?
-        .ok_or_else(|| ApiError::from(wharf_meta::ApplyError::RegistryUnknown(name.clone())))?;
-    Ok(Json(row(&app, &r)))
+    Ok(Json(row(&app, &record(&app, &name)?)))
 }
 
 #[derive(Deserialize)]
@@ -208,12 +203,7 @@ pub async fn update(
         sku,
     }))
     .await?;
-    let r = app
-        .consensus
-        .meta()
-        .registry_record(&name)?
-        .ok_or_else(|| ApiError::from(wharf_meta::ApplyError::RegistryUnknown(name.clone())))?;
-    Ok(Json(row(&app, &r)))
+    Ok(Json(row(&app, &record(&app, &name)?)))
 }
 
 pub async fn delete(
