@@ -7,8 +7,7 @@
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::Deserialize;
 use wharf_auth::secret;
 use wharf_meta::{
     Command, IdentityCommand, RegistryCommand, RegistryRecord, Sku, DEFAULT_REGISTRY,
@@ -37,29 +36,18 @@ async fn operator(app: &Tenant, caller: &Caller) -> ApiResult<()> {
     Ok(())
 }
 
-#[derive(Serialize)]
-struct RegistryRow {
-    name: String,
-    sku: &'static str,
-    /// `N.<registry_domain>`, or any host for the default registry.
-    login_server: String,
-    /// Regions holding its blobs; empty: every region.
-    replicas: Vec<String>,
-    created_ms: u64,
-}
-
-fn row(app: &Tenant, r: &RegistryRecord) -> Value {
+fn row(app: &Tenant, r: &RegistryRecord) -> wharf_api::Registry {
     let login_server = match (&app.registry_domain, r.name.as_str()) {
         (_, DEFAULT_REGISTRY) | (None, _) => String::new(),
         (Some(d), n) => format!("{n}.{d}"),
     };
-    json!(RegistryRow {
+    wharf_api::Registry {
         name: r.name.clone(),
-        sku: r.sku.as_str(),
+        sku: r.sku.as_str().to_string(),
         login_server,
         replicas: r.replicas.clone(),
         created_ms: r.created_ms,
-    })
+    }
 }
 
 fn parse_sku(s: &str) -> ApiResult<Sku> {
@@ -69,7 +57,7 @@ fn parse_sku(s: &str) -> ApiResult<Sku> {
 pub async fn list(
     Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
-) -> ApiResult<Json<Vec<Value>>> {
+) -> ApiResult<Json<Vec<wharf_api::Registry>>> {
     operator(&app, &caller).await?;
     let rows = app.consensus.meta().registries()?;
     Ok(Json(rows.iter().map(|r| row(&app, r)).collect()))
@@ -79,7 +67,7 @@ pub async fn show(
     Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<wharf_api::Registry>> {
     operator(&app, &caller).await?;
     Ok(Json(row(&app, &record(&app, &name)?)))
 }
@@ -94,42 +82,33 @@ pub async fn check_name(
     Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<CheckName>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<wharf_api::NameCheck>> {
     operator(&app, &caller).await?;
+    let unavailable = |reason: &str, message: String| wharf_api::NameCheck {
+        name_available: false,
+        reason: Some(reason.to_string()),
+        message: Some(message),
+    };
     let answer = match RegistryName::parse(&q.name) {
-        Err(e) => json!({"nameAvailable": false, "reason": "Invalid", "message": e.to_string()}),
-        Ok(n) if app.consensus.meta().registry_record(n.as_str())?.is_some() => json!({
-            "nameAvailable": false,
-            "reason": "AlreadyExists",
-            "message": format!("The registry {} is already in use.", n),
-        }),
-        Ok(_) => json!({"nameAvailable": true}),
+        Err(e) => unavailable("Invalid", e.to_string()),
+        Ok(n) if app.consensus.meta().registry_record(n.as_str())?.is_some() => unavailable(
+            "AlreadyExists",
+            format!("The registry {n} is already in use."),
+        ),
+        Ok(_) => wharf_api::NameCheck {
+            name_available: true,
+            reason: None,
+            message: None,
+        },
     };
     Ok(Json(answer))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewRegistry {
-    name: String,
-    #[serde(default)]
-    sku: Option<String>,
-    /// The first owner's name (default "owner") and password (generated
-    /// and returned once when absent).
-    #[serde(default)]
-    owner: Option<String>,
-    #[serde(default)]
-    owner_password: Option<String>,
-    /// Enable the registry's admin account at once.
-    #[serde(default)]
-    admin_enabled: bool,
 }
 
 pub async fn create(
     Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
-    Json(req): Json<NewRegistry>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    Json(req): Json<wharf_api::NewRegistry>,
+) -> ApiResult<(StatusCode, Json<wharf_api::CreatedRegistry>)> {
     operator(&app, &caller).await?;
     let name = RegistryName::parse(&req.name)?;
     let sku = parse_sku(req.sku.as_deref().unwrap_or("standard"))?;
@@ -173,28 +152,23 @@ pub async fn create(
             ))))
             .await?;
     }
-    let mut body = row(&app, &record);
-    body["owner"] = json!(owner);
-    if let Some(p) = shown {
-        body["owner_password"] = json!(p);
-    }
-    body["admin_enabled"] = json!(req.admin_enabled);
-    Ok((StatusCode::CREATED, Json(body)))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegistryChange {
-    #[serde(default)]
-    sku: Option<String>,
+    Ok((
+        StatusCode::CREATED,
+        Json(wharf_api::CreatedRegistry {
+            registry: row(&app, &record),
+            owner,
+            owner_password: shown,
+            admin_enabled: req.admin_enabled,
+        }),
+    ))
 }
 
 pub async fn update(
     Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    Json(req): Json<RegistryChange>,
-) -> ApiResult<Json<Value>> {
+    Json(req): Json<wharf_api::RegistryChange>,
+) -> ApiResult<Json<wharf_api::Registry>> {
     operator(&app, &caller).await?;
     let sku = req.sku.as_deref().map(parse_sku).transpose()?;
     let name = name.to_ascii_lowercase();
@@ -210,14 +184,17 @@ pub async fn delete(
     Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<wharf_api::Deleted>> {
     operator(&app, &caller).await?;
     let removed = app
         .write(Command::Registry(RegistryCommand::Delete {
             name: name.clone(),
         }))
         .await?;
-    Ok(Json(json!({"deleted": name, "repositories": removed})))
+    Ok(Json(wharf_api::Deleted {
+        deleted: name,
+        repositories: removed,
+    }))
 }
 
 // ---- a registry's replica regions ------------------------------------------
@@ -238,7 +215,7 @@ async fn operator_or_owner(app: &Tenant, caller: &Caller, registry: &str) -> Api
     Ok(())
 }
 
-fn replica_rows(app: &Tenant, r: &RegistryRecord) -> Vec<Value> {
+fn replica_rows(app: &Tenant, r: &RegistryRecord) -> Vec<wharf_api::Replica> {
     let regions: Vec<String> = if r.replicas.is_empty() {
         let mut all: Vec<String> = app
             .consensus
@@ -254,13 +231,11 @@ fn replica_rows(app: &Tenant, r: &RegistryRecord) -> Vec<Value> {
     };
     regions
         .into_iter()
-        .map(|region| {
-            json!({
-                "registry": r.name,
-                "location": region,
-                // Every region, until a replica set is chosen.
-                "explicit": !r.replicas.is_empty(),
-            })
+        .map(|location| wharf_api::Replica {
+            registry: r.name.clone(),
+            location,
+            // Every region, until a replica set is chosen.
+            explicit: !r.replicas.is_empty(),
         })
         .collect()
 }
@@ -276,16 +251,10 @@ pub async fn list_replications(
     Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Vec<Value>>> {
+) -> ApiResult<Json<Vec<wharf_api::Replica>>> {
     let name = name.to_ascii_lowercase();
     operator_or_owner(&app, &caller, &name).await?;
     Ok(Json(replica_rows(&app, &record(&app, &name)?)))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Location {
-    location: String,
 }
 
 /// Add (`add`) or remove a replica region. The first one added makes the
@@ -297,7 +266,7 @@ async fn set_replica(
     name: &str,
     location: &str,
     add: bool,
-) -> ApiResult<Json<Vec<Value>>> {
+) -> ApiResult<Json<Vec<wharf_api::Replica>>> {
     let name = name.to_ascii_lowercase();
     operator_or_owner(app, caller, &name).await?;
     let known = app
@@ -329,8 +298,8 @@ pub async fn create_replication(
     Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    Json(req): Json<Location>,
-) -> ApiResult<Json<Vec<Value>>> {
+    Json(req): Json<wharf_api::Location>,
+) -> ApiResult<Json<Vec<wharf_api::Replica>>> {
     set_replica(&app, &caller, &name, &req.location, true).await
 }
 
@@ -338,7 +307,7 @@ pub async fn delete_replication(
     Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    Query(req): Query<Location>,
-) -> ApiResult<Json<Vec<Value>>> {
+    Query(req): Query<wharf_api::Location>,
+) -> ApiResult<Json<Vec<wharf_api::Replica>>> {
     set_replica(&app, &caller, &name, &req.location, false).await
 }

@@ -77,6 +77,10 @@ enum Verb {
     },
 }
 
+fn to_value(v: &impl serde::Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
 fn with_created(mut v: Value) -> Value {
     if let Some(ms) = v["created_ms"].as_u64() {
         v["created"] = json!(if ms == 0 {
@@ -105,7 +109,8 @@ pub async fn run(args: RegistryArgs) -> Result<(), NodeError> {
     };
     match args.verb {
         Verb::List => {
-            let rows: Vec<Value> = client.get("/registries", &[]).await?;
+            let rows: Vec<wharf_api::Registry> = client.get("/registries", &[]).await?;
+            let rows: Vec<Value> = rows.iter().map(to_value).collect();
             match format {
                 Format::Json => println!("{}", Value::Array(rows)),
                 _ => {
@@ -140,17 +145,20 @@ pub async fn run(args: RegistryArgs) -> Result<(), NodeError> {
             }
             show(v);
         }
-        Verb::Show { name } => show(client.get(&format!("/registries/{name}"), &[]).await?),
+        Verb::Show { name } => {
+            let r: wharf_api::Registry = client.get(&format!("/registries/{name}"), &[]).await?;
+            show(to_value(&r))
+        }
         Verb::Update { name, sku } => {
-            let v: Value = client
+            let r: wharf_api::Registry = client
                 .send_json(
                     reqwest::Method::PATCH,
                     &format!("/registries/{name}"),
                     &[],
-                    &json!({ "sku": sku }),
+                    &to_value(&wharf_api::RegistryChange { sku }),
                 )
                 .await?;
-            show(v);
+            show(to_value(&r));
         }
         Verb::Delete { name, yes } => {
             if !yes
@@ -159,16 +167,20 @@ pub async fn run(args: RegistryArgs) -> Result<(), NodeError> {
                 eprintln!("Nothing deleted.");
                 return Ok(());
             }
-            let v: Value = client.delete(&format!("/registries/{name}"), &[]).await?;
+            let d: wharf_api::Deleted = client.delete(&format!("/registries/{name}"), &[]).await?;
             match format {
-                Format::Json => println!("{v}"),
-                _ => println!("Registry {name} deleted."),
+                Format::Json => println!("{}", to_value(&d)),
+                _ => println!(
+                    "Registry {name} deleted with {} repositories.",
+                    d.repositories
+                ),
             }
         }
         Verb::CheckName { name } => {
-            let v: Value = client
+            let check: wharf_api::NameCheck = client
                 .get("/registries/check-name", &[("name", name)])
                 .await?;
+            let v = to_value(&check);
             match format {
                 Format::Json => println!("{v}"),
                 _ => output::print(

@@ -76,7 +76,11 @@ const REPLICA_COLUMNS: &[(&str, &str)] = &[
     ("EXPLICIT", "explicit"),
 ];
 
-fn print_replicas(format: Format, rows: Vec<Value>) {
+fn print_replicas(format: Format, rows: Vec<wharf_api::Replica>) {
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+        .collect();
     match format {
         Format::Json => println!("{}", Value::Array(rows)),
         _ => output::print(format, &rows, REPLICA_COLUMNS),
@@ -89,7 +93,7 @@ pub async fn run(args: ReplicationArgs) -> Result<(), NodeError> {
         Verb::List {
             registry: Some(registry),
         } => {
-            let rows: Vec<Value> = client
+            let rows: Vec<wharf_api::Replica> = client
                 .get(&format!("/registries/{registry}/replications"), &[])
                 .await?;
             print_replicas(args.output, rows);
@@ -117,11 +121,10 @@ pub async fn run(args: ReplicationArgs) -> Result<(), NodeError> {
             location: Some(location),
             ..
         } => {
-            let rows: Vec<Value> = client
-                .post(
-                    &format!("/registries/{registry}/replications"),
-                    &json!({ "location": location }),
-                )
+            let body = serde_json::to_value(wharf_api::Location { location })
+                .map_err(|e| NodeError::Api(e.to_string()))?;
+            let rows: Vec<wharf_api::Replica> = client
+                .post(&format!("/registries/{registry}/replications"), &body)
                 .await?;
             print_replicas(args.output, rows);
         }
@@ -162,7 +165,7 @@ pub async fn run(args: ReplicationArgs) -> Result<(), NodeError> {
             location: Some(location),
             ..
         } => {
-            let rows: Vec<Value> = client
+            let rows: Vec<wharf_api::Replica> = client
                 .delete(
                     &format!("/registries/{registry}/replications"),
                     &[("location", location)],

@@ -1,0 +1,127 @@
+//! `/api/v1/registries` and `/api/v1/registries/{name}/replications`.
+
+use serde::{Deserialize, Serialize};
+
+/// A registry as listed and shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registry {
+    pub name: String,
+    /// basic, standard or premium.
+    pub sku: String,
+    /// `NAME.<registry_domain>`; empty for the default registry (any host).
+    #[serde(default)]
+    pub login_server: String,
+    /// Regions holding its blobs; empty: every region.
+    #[serde(default)]
+    pub replicas: Vec<String>,
+    #[serde(default)]
+    pub created_ms: u64,
+}
+
+/// `POST /registries`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NewRegistry {
+    pub name: String,
+    #[serde(default)]
+    pub sku: Option<String>,
+    /// The first owner's name (default "owner").
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Its password; generated (and answered once) when absent.
+    #[serde(default)]
+    pub owner_password: Option<String>,
+    /// Enable the registry's admin account at once.
+    #[serde(default)]
+    pub admin_enabled: bool,
+}
+
+/// The answer to a create: the registry, and its first owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedRegistry {
+    #[serde(flatten)]
+    pub registry: Registry,
+    pub owner: String,
+    /// Only when it was generated: shown this once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_password: Option<String>,
+    #[serde(default)]
+    pub admin_enabled: bool,
+}
+
+/// `PATCH /registries/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryChange {
+    #[serde(default)]
+    pub sku: Option<String>,
+}
+
+/// `GET /registries/check-name?name=N`, in the cloud CLI's shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameCheck {
+    #[serde(rename = "nameAvailable")]
+    pub name_available: bool,
+    /// `Invalid` or `AlreadyExists` when not available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One replica region of a registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replica {
+    pub registry: String,
+    pub location: String,
+    /// False while the registry has no replica set (it is in every region).
+    #[serde(default)]
+    pub explicit: bool,
+}
+
+/// A replica region to add or remove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    pub location: String,
+}
+
+/// The answer to a delete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    pub deleted: String,
+    /// Repositories removed with it.
+    #[serde(default)]
+    pub repositories: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_keep_their_wire_names_and_older_answers_still_parse() {
+        let check = NameCheck {
+            name_available: false,
+            reason: Some("AlreadyExists".into()),
+            message: None,
+        };
+        let v = serde_json::to_value(&check).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"nameAvailable": false, "reason": "AlreadyExists"})
+        );
+        // A created registry is the registry plus its owner, flat.
+        let created: CreatedRegistry = serde_json::from_value(serde_json::json!({
+            "name": "teamone", "sku": "premium", "owner": "owner"
+        }))
+        .unwrap();
+        assert_eq!(created.registry.name, "teamone");
+        assert!(created.registry.replicas.is_empty());
+        assert!(created.owner_password.is_none());
+        // Requests refuse fields they do not know (a typo is an error).
+        assert!(
+            serde_json::from_value::<RegistryChange>(serde_json::json!({"skew": "x"})).is_err()
+        );
+    }
+}
