@@ -151,10 +151,6 @@ impl Tenant {
         Ok(self.reg.write(cmd).await?)
     }
 
-    pub async fn write_once(&self, cmd: Command, request_id: Option<String>) -> ApiResult<u64> {
-        Ok(self.reg.write_once(cmd, request_id).await?)
-    }
-
     pub async fn manifest(
         &self,
         repo: &str,

@@ -209,6 +209,61 @@ async fn two_registries_hold_their_own_images_and_identities() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "NAME_UNKNOWN");
 
+    // A blob uploaded alone is listed in its registry's catalog at once
+    // (before its link reaches the metadata), and in no other; an upload
+    // session of one registry cannot be continued through another.
+    let blob = b"a blob pushed alone";
+    let d = common::sha256(blob);
+    let r = http
+        .post(format!("http://{one}/v2/solo/blobs/uploads/?digest={d}"))
+        .basic_auth("owner", Some(ONE_PW))
+        .body(blob.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let catalog = |server: String, user: &'static str, pw: &'static str| {
+        let http = http.clone();
+        async move {
+            let v: Value = http
+                .get(format!("http://{server}/v2/_catalog"))
+                .basic_auth(user, Some(pw))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["repositories"].as_array().unwrap().clone()
+        }
+    };
+    let listed = catalog(one.clone(), "owner", ONE_PW).await;
+    assert!(listed.contains(&Value::from("solo")), "{listed:?}");
+    let default_listed = catalog(node.addr(), OWNER, OWNER_PASSWORD).await;
+    assert!(
+        !default_listed
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("solo")),
+        "{default_listed:?}"
+    );
+    let started = http
+        .post(format!("http://{one}/v2/chunked/blobs/uploads/"))
+        .basic_auth("owner", Some(ONE_PW))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let location = started.headers()["location"].to_str().unwrap().to_string();
+    let r = http
+        .patch(format!("http://{two}{location}"))
+        .basic_auth("owner", Some(TWO_PW))
+        .body("stolen")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
+
     // Deleted: its login server is gone, the other stays.
     wharf(&node, &["registry", "delete", "--name", "teamtwo", "--yes"]);
     let r = http

@@ -5,6 +5,7 @@
 //! error code) into a response; they build no command themselves. This is
 //! where locks, quotas, rate limits and events hook in.
 
+mod blobs;
 mod copies;
 mod error;
 mod push;

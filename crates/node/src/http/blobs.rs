@@ -6,7 +6,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
-use wharf_meta::Command;
 use wharf_oci::{validate_repository, Digest, ErrorCode};
 
 use crate::http::error::{ApiError, ApiResult};
@@ -122,25 +121,9 @@ pub async fn delete(
     digest: &str,
     request_id: Option<String>,
 ) -> ApiResult<Response> {
-    validate_repository(name)?;
     let digest: Digest = digest.parse()?;
-    let was_pending = app
-        .blobs
-        .remove_pending(&app.pending_key(name), digest.as_str())
-        .map_err(ApiError::from)?;
-    let unlinked = app
-        .write_once(
-            Command::UnlinkBlob {
-                repo: name.to_string(),
-                digest: digest.to_string(),
-            },
-            request_id,
-        )
-        .await;
-    match unlinked {
-        Ok(_) => {}
-        Err(e) if was_pending && e.code == ErrorCode::BlobUnknown => {}
-        Err(e) => return Err(e),
-    }
+    app.registry()
+        .unlink_blob(name, &digest, request_id)
+        .await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }

@@ -41,7 +41,7 @@ pub async fn list_repositories(app: &Tenant, caller: &Caller, uri: &Uri) -> ApiR
     // before their links reach the metadata.
     let after = |n: &String| page.last.as_ref().is_none_or(|l| n > l);
     names.extend(
-        app.blobs
+        app.registry()
             .pending_repositories()
             .into_iter()
             .filter(after)

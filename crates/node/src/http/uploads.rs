@@ -66,9 +66,7 @@ fn created(name: &str, digest: &Digest) -> Response {
 /// link reaches the metadata with the push's manifest (one Raft proposal
 /// per push) or, for a blob pushed alone, in the next background batch.
 async fn link(app: &Tenant, name: &str, digest: &Digest, size: u64) -> ApiResult<()> {
-    app.blobs
-        .add_pending(&app.pending_key(name), digest, size)
-        .await?;
+    app.registry().link_uploaded(name, digest, size).await?;
     Metrics::add(&app.metrics.blob_bytes_received, size);
     Ok(())
 }
@@ -96,12 +94,16 @@ pub async fn start(app: &Tenant, caller: &Caller, name: &str, req: Request) -> A
         let digest: Digest = d.parse()?;
         let size = app
             .blobs
-            .put(name, &digest, req.into_body().into_data_stream())
+            .put(
+                &app.pending_key(name),
+                &digest,
+                req.into_body().into_data_stream(),
+            )
             .await?;
         link(app, name, &digest, size).await?;
         return Ok(created(name, &digest));
     }
-    let session = app.blobs.create_session(name).await?;
+    let session = app.blobs.create_session(&app.pending_key(name)).await?;
     Ok(session_response(StatusCode::ACCEPTED, name, &session))
 }
 
@@ -112,22 +114,11 @@ async fn try_mount(
     from: Option<&str>,
 ) -> ApiResult<Option<Response>> {
     let digest: Digest = mount.parse()?;
-    let Some(from) = from else {
-        // Without `from`, OCI 1.1 lets a registry mount any blob it can
-        // see; Wharf only mounts from a named repository.
-        return Ok(None);
-    };
-    validate_repository(from)?;
-    let Some(size) = app.blob_in_repo(from, &digest).await? else {
-        return Ok(None);
-    };
-    // Only a blob held in this region is mounted at once; otherwise the
-    // client uploads it (the spec's fallback), which is no slower.
-    if app.blobs.stat(&digest).await?.is_none() {
-        return Ok(None);
-    }
-    link(app, name, &digest, size).await?;
-    Ok(Some(created(name, &digest)))
+    Ok(app
+        .registry()
+        .mount(name, &digest, from)
+        .await?
+        .map(|_| created(name, &digest)))
 }
 
 pub async fn patch(app: &Tenant, name: &str, id: &str, req: Request) -> ApiResult<Response> {
@@ -136,7 +127,12 @@ pub async fn patch(app: &Tenant, name: &str, id: &str, req: Request) -> ApiResul
         .map_err(|_| ApiError::new(ErrorCode::RangeInvalid, "malformed Content-Range"))?;
     let session = app
         .blobs
-        .append(id, name, start, req.into_body().into_data_stream())
+        .append(
+            id,
+            &app.pending_key(name),
+            start,
+            req.into_body().into_data_stream(),
+        )
         .await?;
     Ok(session_response(StatusCode::ACCEPTED, name, &session))
 }
@@ -157,7 +153,11 @@ pub async fn put(app: &Tenant, name: &str, id: &str, req: Request) -> ApiResult<
     let start = headers::content_range_start(req.headers())
         .map_err(|_| ApiError::new(ErrorCode::RangeInvalid, "malformed Content-Range"))?;
     if let Some(start) = start {
-        let at = app.blobs.session_info(id, name).await?.offset;
+        let at = app
+            .blobs
+            .session_info(id, &app.pending_key(name))
+            .await?
+            .offset;
         if start != at {
             return Err(ApiError::new(
                 ErrorCode::RangeInvalid,
@@ -169,19 +169,22 @@ pub async fn put(app: &Tenant, name: &str, id: &str, req: Request) -> ApiResult<
     let has_body = declared_length(req.headers()).is_some_and(|n| n > 0)
         || req.headers().contains_key("transfer-encoding");
     let body = has_body.then(|| req.into_body().into_data_stream());
-    let size = app.blobs.finish(id, name, &digest, body).await?;
+    let size = app
+        .blobs
+        .finish(id, &app.pending_key(name), &digest, body)
+        .await?;
     link(app, name, &digest, size).await?;
     Ok(created(name, &digest))
 }
 
 pub async fn status(app: &Tenant, name: &str, id: &str) -> ApiResult<Response> {
     validate_repository(name)?;
-    let session = app.blobs.session_info(id, name).await?;
+    let session = app.blobs.session_info(id, &app.pending_key(name)).await?;
     Ok(session_response(StatusCode::NO_CONTENT, name, &session))
 }
 
 pub async fn cancel(app: &Tenant, name: &str, id: &str) -> ApiResult<Response> {
     validate_repository(name)?;
-    app.blobs.cancel(id, name).await?;
+    app.blobs.cancel(id, &app.pending_key(name)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
