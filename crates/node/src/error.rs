@@ -11,7 +11,7 @@ pub enum NodeError {
     Consensus(#[from] wharf_consensus::ConsensusError),
     #[error(transparent)]
     Blob(#[from] wharf_blobstore::BlobError),
-    /// A management API call failed; the message is the server's.
-    #[error("{0}")]
-    Api(String),
+    /// An admin verb failed (its message says why).
+    #[error(transparent)]
+    Cli(#[from] wharf_cli::CliError),
 }

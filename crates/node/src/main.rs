@@ -3,7 +3,7 @@
 
 mod api;
 mod bootstrap;
-mod cli;
+use wharf_cli as cli;
 mod config;
 mod directory;
 mod error;
@@ -182,17 +182,17 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
             init_logging(LogFormat::Text);
             up::run(args).await
         }
-        Command::Repository(args) => cli::repository::run(args).await,
-        Command::Replication(args) => cli::replication::run(args).await,
-        Command::Registry(args) => cli::registry::run(args).await,
-        Command::Login(args) => cli::login::run(args).await,
-        Command::User(args) => cli::identity::user(args).await,
-        Command::Role(args) => cli::identity::role(args).await,
-        Command::ScopeMap(args) => cli::identity::scope_map(args).await,
-        Command::Token(args) => cli::identity::token(args).await,
-        Command::Credential(args) => cli::identity::credential(args).await,
-        Command::SigningKey(args) => cli::identity::signing_key(args).await,
-        Command::Access(args) => cli::identity::access(args).await,
+        Command::Repository(args) => Ok(cli::repository::run(args).await?),
+        Command::Replication(args) => Ok(cli::replication::run(args).await?),
+        Command::Registry(args) => Ok(cli::registry::run(args).await?),
+        Command::Login(args) => Ok(cli::login::run(args).await?),
+        Command::User(args) => Ok(cli::identity::user(args).await?),
+        Command::Role(args) => Ok(cli::identity::role(args).await?),
+        Command::ScopeMap(args) => Ok(cli::identity::scope_map(args).await?),
+        Command::Token(args) => Ok(cli::identity::token(args).await?),
+        Command::Credential(args) => Ok(cli::identity::credential(args).await?),
+        Command::SigningKey(args) => Ok(cli::identity::signing_key(args).await?),
+        Command::Access(args) => Ok(cli::identity::access(args).await?),
         Command::Drill(args) => {
             let code = cli::drill::run(args).await;
             if code != 0 {

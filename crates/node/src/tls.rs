@@ -68,14 +68,7 @@ pub fn peer_config(s: &TlsSettings) -> Result<Option<PeerTls>, NodeError> {
 /// An HTTP client that also trusts the CA in `ca_file` (peers' HTTP APIs,
 /// the CLI talking to a cluster with its own CA).
 pub fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client, NodeError> {
-    let mut b = reqwest::Client::builder();
-    if let Some(p) = ca_file {
-        let cert = reqwest::Certificate::from_pem(&read(p)?)
-            .map_err(|e| NodeError::Config(format!("tls: {}: {e}", p.display())))?;
-        b = b.add_root_certificate(cert);
-    }
-    b.build()
-        .map_err(|e| NodeError::Config(format!("tls: HTTP client: {e}")))
+    wharf_cli::http_client(ca_file).map_err(|e| NodeError::Config(e.to_string()))
 }
 
 /// A local certificate authority kept in a directory (`ca.pem`,

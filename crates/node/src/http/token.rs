@@ -163,7 +163,7 @@ async fn issue(app: &Tenant, req: Request) -> ApiResult<Response> {
         "token": token,
         "access_token": token,
         "expires_in": expires_in,
-        "issued_at": crate::cli::output::time(now),
+        "issued_at": wharf_cli::output::time(now),
     });
     if r.offline && !r.subject.is_anonymous() {
         let (refresh, _) = app

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::client::{Client, Connection};
 use super::output::Format;
-use crate::error::NodeError;
+use crate::CliError as NodeError;
 use probe::{Probe, Site};
 use report::{AfterRestore, Limits, Report};
 
@@ -415,7 +415,7 @@ async fn outage(conn: &Connection, args: &OutageArgs, format: Format) -> Result<
     let all_sites: Vec<Site> = rows.iter().filter(|r| r.health == "ok").map(site).collect();
 
     let probe = Arc::new(Probe {
-        http: crate::tls::http_client(conn.cacert.as_deref())?,
+        http: crate::http_client(conn.cacert.as_deref())?,
         login: conn.login()?,
         repository: args.repository.clone(),
         t0: Instant::now(),

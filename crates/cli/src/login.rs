@@ -14,7 +14,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::client::Connection;
-use crate::error::NodeError;
+use crate::CliError as NodeError;
 
 #[derive(Args)]
 pub struct LoginArgs {
@@ -110,7 +110,7 @@ pub async fn run(args: LoginArgs) -> Result<(), NodeError> {
             "log in with --username and --password (or WHARF_USERNAME, WHARF_PASSWORD)".into(),
         ));
     };
-    let http = crate::tls::http_client(args.conn.cacert.as_deref())?;
+    let http = crate::http_client(args.conn.cacert.as_deref())?;
     let url = format!("{}://{server}/auth/token", endpoint.scheme());
     let resp = http
         .post(&url)

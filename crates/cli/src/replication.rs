@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::client::{Client, Connection};
 use super::output::{self, Format};
-use crate::error::NodeError;
+use crate::CliError as NodeError;
 
 #[derive(Args)]
 pub struct ReplicationArgs {

@@ -3,7 +3,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::error::NodeError;
+use crate::CliError as NodeError;
 
 /// Where to reach a node, for every admin verb.
 #[derive(clap::Args, Debug, Clone)]
@@ -99,7 +99,7 @@ impl Client {
     pub fn new(conn: &Connection) -> Result<Client, NodeError> {
         Ok(Client {
             base: conn.endpoint.trim_end_matches('/').to_string(),
-            http: crate::tls::http_client(conn.cacert.as_deref())?,
+            http: crate::http_client(conn.cacert.as_deref())?,
             login: conn.login()?,
         })
     }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::client::{Client, Connection};
 use super::output::{self, Format};
-use crate::error::NodeError;
+use crate::CliError as NodeError;
 
 #[derive(Args)]
 pub struct IdentityArgs<V: Subcommand> {
@@ -165,7 +165,7 @@ pub enum AccessVerb {
 }
 
 fn now_ms() -> u64 {
-    crate::state::now_ms()
+    wharf_consensus::now_unix_ms()
 }
 
 fn days_from_now(days: u64) -> u64 {
