@@ -55,6 +55,9 @@ pub struct CreatedRegistry {
 pub struct RegistryChange {
     #[serde(default)]
     pub sku: Option<String>,
+    /// Enable or disable the registry's admin account.
+    #[serde(default)]
+    pub admin_enabled: Option<bool>,
 }
 
 /// `GET /registries/check-name?name=N`, in the cloud CLI's shape.

@@ -61,6 +61,9 @@ enum Verb {
         name: String,
         #[arg(long, value_parser = ["basic", "standard", "premium"])]
         sku: Option<String>,
+        /// Enable or disable the registry's admin account.
+        #[arg(long)]
+        admin_enabled: Option<bool>,
     },
     /// Delete a registry with every repository, image and identity in it.
     Delete {
@@ -149,13 +152,17 @@ pub async fn run(args: RegistryArgs) -> Result<(), NodeError> {
             let r: wharf_api::Registry = client.get(&format!("/registries/{name}"), &[]).await?;
             show(to_value(&r))
         }
-        Verb::Update { name, sku } => {
+        Verb::Update {
+            name,
+            sku,
+            admin_enabled,
+        } => {
             let r: wharf_api::Registry = client
                 .send_json(
                     reqwest::Method::PATCH,
                     &format!("/registries/{name}"),
                     &[],
-                    &to_value(&wharf_api::RegistryChange { sku }),
+                    &to_value(&wharf_api::RegistryChange { sku, admin_enabled }),
                 )
                 .await?;
             show(to_value(&r));

@@ -209,6 +209,48 @@ async fn two_registries_hold_their_own_images_and_identities() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "NAME_UNKNOWN");
 
+    // The operator turns one registry's admin account on: it opens that
+    // registry only.
+    wharf(
+        &node,
+        &[
+            "registry",
+            "update",
+            "--name",
+            "teamone",
+            "--admin-enabled",
+            "true",
+        ],
+    );
+    let shown = run(Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args([
+            "credential",
+            "show",
+            "-o",
+            "json",
+            "-u",
+            "owner",
+            "-p",
+            ONE_PW,
+        ])
+        .args(["--endpoint", &format!("http://{one}")]));
+    let admin: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(admin["enabled"], true, "{admin}");
+    let admin_pw = admin["passwords"][0].as_str().unwrap().to_string();
+    let as_admin = |server: String| {
+        http.get(format!("http://{server}/v2/"))
+            .basic_auth("admin", Some(admin_pw.clone()))
+            .send()
+    };
+    assert_eq!(
+        as_admin(one.clone()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        as_admin(two.clone()).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+
     // A blob uploaded alone is listed in its registry's catalog at once
     // (before its link reaches the metadata), and in no other; an upload
     // session of one registry cannot be continued through another.

@@ -104,6 +104,26 @@ pub async fn check_name(
     Ok(Json(answer))
 }
 
+/// Enable or disable `registry`'s admin account (both passwords are made
+/// the first time).
+async fn set_admin(app: &Tenant, registry: &str, enabled: bool) -> ApiResult<()> {
+    let mut change = wharf_meta::AdminChange {
+        enabled: Some(enabled),
+        ..Default::default()
+    };
+    for slot in 0..2u8 {
+        change
+            .fill_empty
+            .push((slot, app.auth.new_admin_password(usize::from(slot))));
+    }
+    Tenant::new(app.app().clone(), registry.to_string())
+        .write(Command::Identity(Box::new(IdentityCommand::UpdateAdmin(
+            change,
+        ))))
+        .await?;
+    Ok(())
+}
+
 pub async fn create(
     Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
@@ -172,11 +192,17 @@ pub async fn update(
     operator(&app, &caller).await?;
     let sku = req.sku.as_deref().map(parse_sku).transpose()?;
     let name = name.to_ascii_lowercase();
-    app.write(Command::Registry(RegistryCommand::Update {
-        name: name.clone(),
-        sku,
-    }))
-    .await?;
+    record(&app, &name)?;
+    if sku.is_some() {
+        app.write(Command::Registry(RegistryCommand::Update {
+            name: name.clone(),
+            sku,
+        }))
+        .await?;
+    }
+    if let Some(enabled) = req.admin_enabled {
+        set_admin(&app, &name, enabled).await?;
+    }
     Ok(Json(row(&app, &record(&app, &name)?)))
 }
 
