@@ -4,7 +4,9 @@
 //! keeps understanding the other side.
 
 mod registries;
+mod repositories;
 
 pub use registries::{
     CreatedRegistry, Deleted, Location, NameCheck, NewRegistry, Registry, RegistryChange, Replica,
 };
+pub use repositories::{Manifest, Region, Removed, Repository, Tag};

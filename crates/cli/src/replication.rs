@@ -99,7 +99,11 @@ pub async fn run(args: ReplicationArgs) -> Result<(), NodeError> {
             print_replicas(args.output, rows);
         }
         Verb::List { registry: None } => {
-            let rows: Vec<Value> = client.get("/replications", &[]).await?;
+            let rows: Vec<wharf_api::Region> = client.get("/replications", &[]).await?;
+            let rows: Vec<Value> = rows
+                .iter()
+                .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+                .collect();
             output::print(
                 args.output,
                 &rows,

@@ -105,6 +105,13 @@ fn with_times(mut rows: Vec<Value>) -> Vec<Value> {
     rows
 }
 
+/// Typed answers as rows for `output::print`.
+fn values<T: serde::Serialize>(rows: &[T]) -> Vec<Value> {
+    rows.iter()
+        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+        .collect()
+}
+
 pub(crate) fn confirm(what: &str) -> Result<bool, NodeError> {
     eprint!("Delete {what}? This cannot be undone. [y/N] ");
     std::io::stderr().flush()?;
@@ -118,7 +125,8 @@ pub async fn run(args: RepositoryArgs) -> Result<(), NodeError> {
     let out = args.output;
     match args.verb {
         Verb::List => {
-            let rows: Vec<Value> = client.get("/repositories", &[]).await?;
+            let rows: Vec<wharf_api::Repository> = client.get("/repositories", &[]).await?;
+            let rows = values(&rows);
             output::print(
                 out,
                 &with_times(rows),
@@ -139,7 +147,8 @@ pub async fn run(args: RepositoryArgs) -> Result<(), NodeError> {
             if let Some(o) = orderby {
                 q.push(("orderby", o.as_str().to_string()));
             }
-            let rows: Vec<Value> = client.get("/repositories/tags", &q).await?;
+            let rows: Vec<wharf_api::Tag> = client.get("/repositories/tags", &q).await?;
+            let rows = values(&rows);
             let mut cols = vec![
                 ("TAG", "name"),
                 ("DIGEST", "digest"),
@@ -218,7 +227,8 @@ pub async fn run(args: RepositoryArgs) -> Result<(), NodeError> {
             if let Some(o) = orderby {
                 q.push(("orderby", o.as_str().to_string()));
             }
-            let rows: Vec<Value> = client.get("/repositories/manifests", &q).await?;
+            let rows: Vec<wharf_api::Manifest> = client.get("/repositories/manifests", &q).await?;
+            let rows = values(&rows);
             output::print(
                 out,
                 &with_times(rows),

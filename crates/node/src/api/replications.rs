@@ -21,23 +21,7 @@ const JOIN_CATCH_UP_S: u64 = 120;
 /// How long a region may take to answer a status probe.
 const PROBE_TIMEOUT_MS: u64 = 1500;
 
-#[derive(Serialize)]
-pub struct RegionRow {
-    pub region: String,
-    pub node_id: u64,
-    pub endpoint: String,
-    /// "ok", or why the region could not be asked.
-    pub health: String,
-    pub role: Option<String>,
-    pub applied_index: Option<u64>,
-    /// Entries behind the leader's log.
-    pub lag: Option<u64>,
-    pub blobs_to_copy: u64,
-    pub bytes_to_copy: u64,
-    /// Blobs it lacks that no region holds any more (their only copy was
-    /// on a disk that was lost): nothing can copy them; push them again.
-    pub blobs_lost: u64,
-}
+pub use wharf_api::Region as RegionRow;
 
 /// The caller's own credentials, passed on to the nodes asked on its behalf.
 fn authorization(headers: &HeaderMap) -> Option<reqwest::header::HeaderValue> {

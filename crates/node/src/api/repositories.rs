@@ -5,7 +5,7 @@ use wharf_auth::Action;
 use crate::http::access::Caller;
 use crate::tenant::Tenant;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use wharf_meta::{Command, ManifestSummary};
 use wharf_oci::validate_repository;
 
@@ -19,14 +19,7 @@ pub async fn status(
     Ok(Json(app.consensus.status()))
 }
 
-#[derive(Serialize)]
-pub struct RepositoryRow {
-    pub name: String,
-    pub created_ms: u64,
-    pub updated_ms: u64,
-    pub tag_count: usize,
-    pub manifest_count: usize,
-}
+pub use wharf_api::Repository as RepositoryRow;
 
 /// Repositories listed in one answer, at most.
 const LIST_MAX: usize = 100_000;
@@ -64,14 +57,7 @@ pub struct RepoQuery {
     pub untagged: Option<bool>,
 }
 
-#[derive(Serialize)]
-pub struct TagRow {
-    pub name: String,
-    pub digest: String,
-    pub updated_ms: u64,
-    pub media_type: Option<String>,
-    pub manifest_size: Option<u64>,
-}
+pub use wharf_api::Tag as TagRow;
 
 fn order<T>(rows: &mut [T], orderby: Option<&str>, time: impl Fn(&T) -> u64) -> ApiResult<()> {
     match orderby {
@@ -117,7 +103,7 @@ pub async fn manifests(
     Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<RepoQuery>,
-) -> ApiResult<Json<Vec<ManifestSummary>>> {
+) -> ApiResult<Json<Vec<wharf_api::Manifest>>> {
     validate_repository(&q.repository)?;
     caller.require(&app, &q.repository, Action::MetadataRead)?;
     app.require_repository(&q.repository).await?;
@@ -128,12 +114,20 @@ pub async fn manifests(
         .filter(|s| !q.untagged.unwrap_or(false) || s.tags.is_empty())
         .collect();
     order(&mut rows, q.orderby.as_deref(), |r| r.created_ms)?;
-    Ok(Json(rows))
+    Ok(Json(rows.into_iter().map(manifest_row).collect()))
 }
 
-#[derive(Serialize)]
-pub struct Removed {
-    pub removed: u64,
+pub use wharf_api::Removed;
+
+fn manifest_row(s: ManifestSummary) -> wharf_api::Manifest {
+    wharf_api::Manifest {
+        digest: s.digest,
+        media_type: s.media_type,
+        size: s.size,
+        created_ms: s.created_ms,
+        artifact_type: s.artifact_type,
+        tags: s.tags,
+    }
 }
 
 pub async fn delete(
