@@ -46,7 +46,7 @@ enum Command {
     Up(up::UpArgs),
     /// List, inspect and delete repositories, tags and manifests.
     Repository(cli::repository::RepositoryArgs),
-    /// List, add and remove the regions that serve the registry.
+    /// Regions of the cluster; with --registry N, the replica regions of registry N.
     Replication(cli::replication::ReplicationArgs),
     /// Log docker and podman in to a registry (as `acr login`): a refresh
     /// token written to their credential files.
