@@ -11,9 +11,9 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use wharf_meta::{
-    AccessSettings, AdminRecord, IdentityCommand, PrincipalKind, PrincipalRecord, Registry,
-    RegistryCommand, RegistryRecord, Role, RoleAssignment, ScopeMapRecord, SigningKeyRecord,
-    TokenRecord,
+    AccessSettings, AdminChange, AdminRecord, IdentityCommand, PrincipalKind, PrincipalRecord,
+    Registry, RegistryCommand, RegistryRecord, Role, RoleAssignment, ScopeMapRecord,
+    SigningKeyRecord, TokenRecord,
 };
 
 use crate::error::AuthError;
@@ -224,6 +224,27 @@ impl Authority {
     pub fn new_admin_password(&self, slot: usize) -> Vec<u8> {
         let pw = secret::new_secret();
         self.key.seal(pw.as_bytes(), &format!("admin-{slot}"))
+    }
+
+    /// An admin-account change: `enabled` if given, a fresh password for
+    /// `renew_slot` (0 or 1) if given, and fresh passwords for the slots
+    /// still empty when it applies (both exist from the first change on).
+    pub fn admin_change(&self, enabled: Option<bool>, renew_slot: Option<u8>) -> AdminChange {
+        let mut change = AdminChange {
+            enabled,
+            ..AdminChange::default()
+        };
+        if let Some(slot) = renew_slot {
+            change
+                .set_passwords
+                .push((slot, self.new_admin_password(usize::from(slot))));
+        }
+        for slot in 0..2u8 {
+            change
+                .fill_empty
+                .push((slot, self.new_admin_password(usize::from(slot))));
+        }
+        change
     }
 
     /// Seal two new admin passwords; returns the record and the passwords.

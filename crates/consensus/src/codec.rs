@@ -8,11 +8,7 @@ use serde::de::DeserializeOwned;
 
 use crate::types::{NodeId, StorageError};
 
-pub use wharf_meta::codec::{encode, CodecError};
-
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    wharf_meta::codec::decode(bytes)
-}
+pub use wharf_meta::codec::{decode, encode, CodecError};
 
 /// A bookkeeping value written by this release or by release 0.1. Safe
 /// only for types whose 0.1 encoding cannot start with the format byte:

@@ -1,5 +1,6 @@
-//! Shared state of a serving node and the reads that follow the
-//! consistency rules (local hit, or read-index before a miss is final).
+//! Shared state of a serving node. The reads and writes that follow the
+//! consistency rules are the service layer's (`wharf_registry`), reached
+//! per request through a `Tenant`.
 
 use std::sync::Arc;
 

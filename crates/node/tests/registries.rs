@@ -61,6 +61,10 @@ fn client_for(node: &Node) -> reqwest::Client {
         .unwrap()
 }
 
+async fn status(r: reqwest::RequestBuilder) -> StatusCode {
+    r.send().await.unwrap().status()
+}
+
 fn login_server(node: &Node, registry: &str) -> String {
     format!("{registry}.{DOMAIN}:{}", node.http_port)
 }
@@ -178,19 +182,12 @@ async fn two_registries_hold_their_own_images_and_identities() {
         .await
         .unwrap();
     let token = token["token"].as_str().unwrap();
-    let with_token = |server: String| {
+    let with_token = |server: &str| {
         http.get(format!("http://{server}/v2/app/tags/list"))
             .bearer_auth(token)
-            .send()
     };
-    assert_eq!(
-        with_token(one.clone()).await.unwrap().status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        with_token(two.clone()).await.unwrap().status(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(status(with_token(&one)).await, StatusCode::OK);
+    assert_eq!(status(with_token(&two)).await, StatusCode::UNAUTHORIZED);
 
     // A registry's owner manages it alone: no registry verbs for them.
     let r = http
@@ -237,19 +234,12 @@ async fn two_registries_hold_their_own_images_and_identities() {
     let admin: Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(admin["enabled"], true, "{admin}");
     let admin_pw = admin["passwords"][0].as_str().unwrap().to_string();
-    let as_admin = |server: String| {
+    let as_admin = |server: &str| {
         http.get(format!("http://{server}/v2/"))
             .basic_auth("admin", Some(admin_pw.clone()))
-            .send()
     };
-    assert_eq!(
-        as_admin(one.clone()).await.unwrap().status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        as_admin(two.clone()).await.unwrap().status(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(status(as_admin(&one)).await, StatusCode::OK);
+    assert_eq!(status(as_admin(&two)).await, StatusCode::UNAUTHORIZED);
 
     // A blob uploaded alone is listed in its registry's catalog at once
     // (before its link reaches the metadata), and in no other; an upload

@@ -54,6 +54,23 @@ pub fn split_pending_key(key: &str) -> (&str, &str) {
 }
 
 impl Service {
+    /// The regions that should hold `registry`'s blobs: its replica set,
+    /// or (with none chosen) every member's region, sorted.
+    pub fn replica_regions(&self, registry: &wharf_meta::RegistryRecord) -> Vec<String> {
+        if !registry.replicas.is_empty() {
+            return registry.replicas.clone();
+        }
+        let mut all: Vec<String> = self
+            .consensus
+            .members()
+            .into_iter()
+            .map(|(_, n)| n.region)
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
     /// The registry named `name` (canonical, lower case).
     pub fn registry(self: &Arc<Self>, name: &str) -> Handle {
         Handle {
@@ -163,28 +180,13 @@ impl Handle {
         }
     }
 
-    /// Regions that should hold this registry's blobs (its replica set, or
-    /// every member's region).
+    /// How many regions should hold this registry's blobs.
     pub(crate) fn replica_count(&self) -> ServiceResult<usize> {
-        let explicit = self
-            .service
-            .consensus
-            .meta()
-            .registry_record(&self.name)?
-            .map_or(0, |r| r.replicas.len());
-        Ok(if explicit > 0 {
-            explicit
-        } else {
-            let mut regions: Vec<String> = self
-                .service
-                .consensus
-                .members()
-                .into_iter()
-                .map(|(_, n)| n.region)
-                .collect();
-            regions.sort();
-            regions.dedup();
-            regions.len()
-        })
+        Ok(
+            match self.service.consensus.meta().registry_record(&self.name)? {
+                Some(r) => self.service.replica_regions(&r).len(),
+                None => 0,
+            },
+        )
     }
 }

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use wharf_auth::{secret, validate_pattern, Action, ADMIN_NAME};
 use wharf_meta::{
-    AccessSettings, AdminChange, Command, IdentityCommand, PrincipalChange, PrincipalKind,
-    PrincipalRecord, Role, RoleAssignment, ScopeMapRecord, ScopeRule, TokenRecord,
+    AccessSettings, Command, IdentityCommand, PrincipalChange, PrincipalKind, PrincipalRecord,
+    Role, RoleAssignment, ScopeMapRecord, ScopeRule, TokenRecord,
 };
 use wharf_oci::ErrorCode;
 
@@ -600,26 +600,10 @@ pub async fn update_credential(
     Json(req): Json<CredentialChange>,
 ) -> ApiResult<Json<Value>> {
     owner(&app, &caller).await?;
-    let mut change = AdminChange {
-        enabled: req.enabled,
-        ..AdminChange::default()
-    };
-    if let Some(n) = req.renew {
-        if !(1..=2).contains(&n) {
-            return Err(bad("renew password 1 or 2"));
-        }
-        let slot = usize::from(n - 1);
-        change
-            .set_passwords
-            .push((n - 1, app.auth.new_admin_password(slot)));
+    if req.renew.is_some_and(|n| !(1..=2).contains(&n)) {
+        return Err(bad("renew password 1 or 2"));
     }
-    // Both passwords exist from the first change on; slots still empty
-    // when this applies are filled, others keep theirs.
-    for slot in 0..2u8 {
-        change
-            .fill_empty
-            .push((slot, app.auth.new_admin_password(usize::from(slot))));
-    }
+    let change = app.auth.admin_change(req.enabled, req.renew.map(|n| n - 1));
     propose(&app, IdentityCommand::UpdateAdmin(change)).await?;
     Ok(Json(credential_json(&app)?))
 }

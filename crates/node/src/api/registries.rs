@@ -107,15 +107,7 @@ pub async fn check_name(
 /// Enable or disable `registry`'s admin account (both passwords are made
 /// the first time).
 async fn set_admin(app: &Tenant, registry: &str, enabled: bool) -> ApiResult<()> {
-    let mut change = wharf_meta::AdminChange {
-        enabled: Some(enabled),
-        ..Default::default()
-    };
-    for slot in 0..2u8 {
-        change
-            .fill_empty
-            .push((slot, app.auth.new_admin_password(usize::from(slot))));
-    }
+    let change = app.auth.admin_change(Some(enabled), None);
     Tenant::new(app.app().clone(), registry.to_string())
         .write(Command::Identity(Box::new(IdentityCommand::UpdateAdmin(
             change,
@@ -242,20 +234,8 @@ async fn operator_or_owner(app: &Tenant, caller: &Caller, registry: &str) -> Api
 }
 
 fn replica_rows(app: &Tenant, r: &RegistryRecord) -> Vec<wharf_api::Replica> {
-    let regions: Vec<String> = if r.replicas.is_empty() {
-        let mut all: Vec<String> = app
-            .consensus
-            .members()
-            .into_iter()
-            .map(|(_, n)| n.region)
-            .collect();
-        all.sort();
-        all.dedup();
-        all
-    } else {
-        r.replicas.clone()
-    };
-    regions
+    app.service
+        .replica_regions(r)
         .into_iter()
         .map(|location| wharf_api::Replica {
             registry: r.name.clone(),
