@@ -7,17 +7,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use sha2::{Digest as _, Sha256};
+use reqwest::StatusCode;
+use wharf_client::{image_manifest, ClientError, OciClient};
+use wharf_oci::media::OCI_MANIFEST;
+use wharf_oci::Digest;
 
 use crate::cluster::{PASSWORD, USER};
 use crate::history::{Operation, Outcome, RegisterOp};
 
 pub const REPO: &str = "jepsen/app";
-const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// A request that takes longer has an unknown outcome.
 const TIMEOUT: Duration = Duration::from_secs(5);
-/// Writes name themselves so that retries apply once (Wharf's request ids).
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Attempts of a write whose outcome stays unknown (a 5xx, a timeout).
 const WRITE_ATTEMPTS: u32 = 3;
 const RETRY_PAUSE: Duration = Duration::from_millis(300);
@@ -54,8 +54,8 @@ pub struct Record {
 
 pub struct Client {
     pub process: u64,
-    pub base: String,
-    pub http: reqwest::Client,
+    /// The region this process talks to, as the owner.
+    pub oci: OciClient,
     pub start: Instant,
     pub keys: usize,
     /// Pause between operations (a client's think time).
@@ -64,17 +64,14 @@ pub struct Client {
 }
 
 fn sha(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(b)))
+    Digest::sha256_of(b).to_string()
 }
 
-/// The outcome of a request the client could not complete: definitely
-/// not applied when the connection was never made, unknown otherwise.
-fn unsure(e: &reqwest::Error) -> Outcome {
-    if e.is_connect() {
-        Outcome::Failed
-    } else {
-        Outcome::Unknown
-    }
+/// A client of the region at `base`, as the owner, with the jepsen timeout.
+pub fn oci_client(http: reqwest::Client, base: &str) -> OciClient {
+    OciClient::new(http, base)
+        .with_login(USER, PASSWORD)
+        .with_timeout(TIMEOUT)
 }
 
 impl Client {
@@ -109,25 +106,17 @@ impl Client {
 
     pub async fn read(&self, key: &str) -> Option<Option<String>> {
         let t0 = self.ns();
-        let r = self
-            .http
-            .get(format!("{}/v2/{REPO}/manifests/{key}", self.base))
-            .header("accept", MANIFEST)
-            .basic_auth(USER, Some(PASSWORD))
-            .timeout(TIMEOUT)
-            .send()
-            .await;
+        let r = self.oci.get_manifest(REPO, key).await;
         let mut served = None;
         let (outcome, value) = match r {
-            Ok(resp) if resp.status() == 200 => {
-                let body = resp.bytes().await.unwrap_or_default();
+            Ok(body) => {
                 let digest = sha(&body);
                 served = Some(body);
                 (Outcome::Ok, Some(Some(digest)))
             }
-            Ok(resp) if resp.status() == 404 => (Outcome::Ok, Some(None)),
+            Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => (Outcome::Ok, Some(None)),
             // 503 (no quorum), timeouts: the read told nothing.
-            _ => (Outcome::Unknown, None),
+            Err(_) => (Outcome::Unknown, None),
         };
         self.push_record(
             Operation {
@@ -151,7 +140,7 @@ impl Client {
     async fn check_config_blob(&self, manifest: &[u8]) {
         let Some(digest) = serde_json::from_slice::<serde_json::Value>(manifest)
             .ok()
-            .and_then(|m| m["config"]["digest"].as_str().map(str::to_string))
+            .and_then(|m| m["config"]["digest"].as_str()?.parse::<Digest>().ok())
         else {
             let mut r = self.record.lock().unwrap_or_else(|e| e.into_inner());
             r.blob_reads
@@ -159,32 +148,20 @@ impl Client {
                 .push("a served manifest is not JSON".into());
             return;
         };
-        let got = self
-            .http
-            .get(format!("{}/v2/{REPO}/blobs/{digest}", self.base))
-            .basic_auth(USER, Some(PASSWORD))
-            .timeout(TIMEOUT)
-            .send()
-            .await;
+        let got = self.oci.get_blob(REPO, &digest).await;
         let at = self.ns();
-        let bytes = match got {
-            Ok(resp) if resp.status() == 200 => resp
-                .bytes()
-                .await
-                .map_err(|e| format!("reading {digest}: {e}")),
-            Ok(resp) => Err(format!("{digest}: HTTP {}", resp.status().as_u16())),
-            Err(e) => Err(format!("{digest}: {e}")),
-        };
         let mut r = self.record.lock().unwrap_or_else(|e| e.into_inner());
-        match bytes {
-            Ok(b) if sha(&b) == digest => r.blob_reads.ok += 1,
-            Ok(b) => r.blob_reads.corrupt.push(format!(
-                "{} served {} bytes for {digest} that hash to {}",
-                self.base,
-                b.len(),
-                sha(&b)
-            )),
-            Err(e) => r.blob_reads.unavailable.push((at, self.base.clone(), e)),
+        match got {
+            Ok(_) => r.blob_reads.ok += 1,
+            Err(e @ ClientError::Corrupt { .. }) => r
+                .blob_reads
+                .corrupt
+                .push(format!("{}: {e}", self.oci.base())),
+            Err(e) => {
+                r.blob_reads
+                    .unavailable
+                    .push((at, self.oci.base().to_string(), e.to_string()))
+            }
         }
     }
 
@@ -196,41 +173,22 @@ impl Client {
             self.process, seq
         )
         .into_bytes();
-        let config_digest = sha(&config);
-        let manifest = format!(
-            "{{\"schemaVersion\":2,\"mediaType\":\"{MANIFEST}\",\"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"{config_digest}\",\"size\":{}}},\"layers\":[]}}",
-            config.len()
-        )
-        .into_bytes();
+        let config_digest = Digest::sha256_of(&config);
+        let manifest = image_manifest((&config_digest, config.len()), &[]);
         let digest = sha(&manifest);
-        let blob = self
-            .http
-            .post(format!(
-                "{}/v2/{REPO}/blobs/uploads/?digest={config_digest}",
-                self.base
-            ))
-            .basic_auth(USER, Some(PASSWORD))
-            .timeout(TIMEOUT)
-            .body(config.clone())
-            .send()
-            .await;
-        let outcome = match blob {
-            Ok(r) if r.status() == 201 => {
+        let outcome = match self.oci.upload(REPO, config.clone()).await {
+            Ok(_) => {
                 let id = format!("p{}-{}-put", self.process, seq);
-                self.with_retries(201, || {
-                    self.http
-                        .put(format!("{}/v2/{REPO}/manifests/{key}", self.base))
-                        .header("content-type", MANIFEST)
-                        .header(IDEMPOTENCY_KEY, &id)
-                        .basic_auth(USER, Some(PASSWORD))
-                        .timeout(TIMEOUT)
-                        .body(manifest.clone())
+                with_retries(|| {
+                    self.oci
+                        .put_manifest(REPO, key, OCI_MANIFEST, manifest.clone(), Some(&id))
                 })
                 .await
             }
             // The blob did not make it: the tag was never proposed.
-            _ => Outcome::Failed,
+            Err(_) => Outcome::Failed,
         };
+        let config_digest = config_digest.to_string();
         let acked = (outcome == Outcome::Ok).then(|| Acked {
             digest: digest.clone(),
             manifest,
@@ -250,50 +208,11 @@ impl Client {
         );
     }
 
-    /// Send a write until its outcome is known, at most `WRITE_ATTEMPTS`
-    /// times, every attempt with the same idempotency key: the registry
-    /// applies it once, and a repeat is answered as the first attempt was
-    /// (including a refusal, which is then final for that key).
-    async fn with_retries(
-        &self,
-        ok_status: u16,
-        request: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Outcome {
-        let mut outcome = Outcome::Unknown;
-        for attempt in 0..WRITE_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(RETRY_PAUSE).await;
-            }
-            outcome = match request().send().await {
-                Ok(r) if r.status() == ok_status => return Outcome::Ok,
-                // A refusal: nothing changed, and nothing will under this key.
-                Ok(r) if r.status().is_client_error() => return Outcome::Failed,
-                Ok(_) => Outcome::Unknown,
-                // Never connected: not applied by this attempt, but an
-                // earlier one may still be in flight.
-                Err(e) if attempt == 0 => unsure(&e),
-                Err(_) => Outcome::Unknown,
-            };
-            if outcome == Outcome::Failed {
-                return outcome;
-            }
-        }
-        outcome
-    }
-
     async fn delete(&self, key: &str, seq: &u64) {
         let t0 = self.ns();
         let id = format!("p{}-{}-delete", self.process, seq);
         // 404: the tag did not exist, nothing changed.
-        let outcome = self
-            .with_retries(202, || {
-                self.http
-                    .delete(format!("{}/v2/{REPO}/manifests/{key}", self.base))
-                    .header(IDEMPOTENCY_KEY, &id)
-                    .basic_auth(USER, Some(PASSWORD))
-                    .timeout(TIMEOUT)
-            })
-            .await;
+        let outcome = with_retries(|| self.oci.delete_manifest(REPO, key, Some(&id))).await;
         self.push_record(
             Operation {
                 process: self.process,
@@ -306,4 +225,31 @@ impl Client {
             None,
         );
     }
+}
+
+/// Send a write until its outcome is known, at most `WRITE_ATTEMPTS`
+/// times, every attempt with the same idempotency key: the registry
+/// applies it once, and a repeat is answered as the first attempt was
+/// (including a refusal, which is then final for that key).
+async fn with_retries<T, F, Fut>(attempt: F) -> Outcome
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let mut outcome = Outcome::Unknown;
+    for n in 0..WRITE_ATTEMPTS {
+        if n > 0 {
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+        outcome = match attempt().await {
+            Ok(_) => return Outcome::Ok,
+            // A refusal: nothing changed, and nothing will under this key.
+            Err(e) if e.status().is_some_and(|s| s.is_client_error()) => return Outcome::Failed,
+            // Never connected: not applied by this attempt, but an
+            // earlier one may still be in flight.
+            Err(e) if n == 0 && e.never_sent() => Outcome::Failed,
+            Err(_) => Outcome::Unknown,
+        };
+    }
+    outcome
 }

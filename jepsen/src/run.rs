@@ -104,8 +104,7 @@ pub async fn run(cfg: &RunConfig) -> std::io::Result<Verdict> {
     let bases: Vec<String> = cluster.nodes.iter().map(|n| n.url("")).collect();
     let client = |process: u64, region: usize| Client {
         process,
-        base: bases[region].clone(),
-        http: http.clone(),
+        oci: crate::client::oci_client(http.clone(), &bases[region]),
         start,
         keys: cfg.keys,
         // 0: as fast as the cluster answers.

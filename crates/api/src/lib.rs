@@ -3,10 +3,20 @@
 //! Adding a field: give it `#[serde(default)]`, so an older CLI or server
 //! keeps understanding the other side.
 
+mod cluster;
+mod identities;
 mod registries;
 mod repositories;
 
+pub use cluster::{FenceRequest, FenceState, MemberChanged, NewMember};
+pub use identities::{
+    Access, Credential, CredentialChange, NewPrincipal, NewToken, Principal, PrincipalChange,
+    PrincipalSecret, RoleChange, RoleChanged, RoleGrant, ScopeMap, ScopeRule, SigningKey, Token,
+    TokenChange, TokenSecrets,
+};
 pub use registries::{
     CreatedRegistry, Deleted, Location, NameCheck, NewRegistry, Registry, RegistryChange, Replica,
 };
-pub use repositories::{Manifest, Region, Removed, Repository, Tag};
+pub use repositories::{
+    ImageChild, ImageDetail, Layer, Manifest, Region, Removed, Repository, Tag,
+};

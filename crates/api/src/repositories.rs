@@ -66,3 +66,43 @@ pub struct Region {
     #[serde(default)]
     pub blobs_lost: u64,
 }
+
+/// `GET /images?image=R:T|R@D`: one image (or index) in detail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layer {
+    pub digest: String,
+    pub size: u64,
+    #[serde(default)]
+    pub media_type: Option<String>,
+    /// Regions holding a verified copy (with `replication=true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageChild {
+    pub digest: String,
+    #[serde(default)]
+    pub media_type: Option<String>,
+    #[serde(default)]
+    pub platform: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageDetail {
+    pub repository: String,
+    pub digest: String,
+    pub media_type: String,
+    pub manifest_size: u64,
+    /// Config plus layers (0 for an index).
+    pub image_size: u64,
+    pub created_ms: u64,
+    #[serde(default)]
+    pub artifact_type: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub layers: Vec<Layer>,
+    #[serde(default)]
+    pub manifests: Vec<ImageChild>,
+}

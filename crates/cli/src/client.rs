@@ -147,10 +147,10 @@ impl Client {
         .await
     }
 
-    pub async fn post<T: DeserializeOwned>(
+    pub async fn post<T: DeserializeOwned, B: serde::Serialize + ?Sized>(
         &self,
         path: &str,
-        body: &serde_json::Value,
+        body: &B,
     ) -> Result<T, NodeError> {
         self.send(
             self.http
@@ -161,12 +161,12 @@ impl Client {
     }
 
     /// A request with a JSON body (POST, PUT, PATCH).
-    pub async fn send_json<T: DeserializeOwned>(
+    pub async fn send_json<T: DeserializeOwned, B: serde::Serialize + ?Sized>(
         &self,
         method: reqwest::Method,
         path: &str,
         query: &[(&str, String)],
-        body: &serde_json::Value,
+        body: &B,
     ) -> Result<T, NodeError> {
         self.send(
             self.http

@@ -4,7 +4,13 @@
 
 use clap::{Args, Subcommand};
 use reqwest::Method;
+use serde::Serialize;
 use serde_json::{json, Value};
+use wharf_api::{
+    Access, Credential, CredentialChange, Deleted, NewPrincipal, NewToken, Principal,
+    PrincipalChange, PrincipalSecret, RoleChange, RoleChanged, ScopeMap, ScopeRule, SigningKey,
+    Token, TokenChange, TokenSecrets,
+};
 
 use super::client::{Client, Connection};
 use super::output::{self, Format};
@@ -172,9 +178,15 @@ fn days_from_now(days: u64) -> u64 {
     now_ms() + days * 86_400_000
 }
 
-fn print_one(format: Format, v: &Value) {
+fn to_value(v: &impl Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// One answer: pretty JSON, or a FIELD/VALUE table.
+fn print_one(format: Format, answer: &impl Serialize) {
+    let v = to_value(answer);
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
         _ => {
             if let Some(obj) = v.as_object() {
                 let rows: Vec<Value> = obj
@@ -187,14 +199,18 @@ fn print_one(format: Format, v: &Value) {
     }
 }
 
-fn with_times(rows: Vec<Value>) -> Vec<Value> {
-    rows.into_iter()
-        .map(|mut r| {
+/// Rows for a table: each answer as JSON, with its times readable.
+fn rows_with_times<T: Serialize>(items: &[T], edit: impl Fn(&T, &mut Value)) -> Vec<Value> {
+    items
+        .iter()
+        .map(|item| {
+            let mut r = to_value(item);
             for (ms, text) in [("created_ms", "created"), ("expiry_ms", "expires")] {
                 if let Some(t) = r[ms].as_u64() {
                     r[text] = json!(output::time(t));
                 }
             }
+            edit(item, &mut r);
             r
         })
         .collect()
@@ -202,26 +218,20 @@ fn with_times(rows: Vec<Value>) -> Vec<Value> {
 
 pub async fn user(args: IdentityArgs<UserVerb>) -> Result<(), NodeError> {
     let c = Client::new(&args.conn)?;
-    let v: Value = match args.verb {
+    let answer: PrincipalSecret = match args.verb {
         UserVerb::List => {
-            let rows: Vec<Value> = c.get("/users", &[]).await?;
-            let rows: Vec<Value> = with_times(rows)
-                .into_iter()
-                .map(|mut r| {
-                    let roles: Vec<String> = r["roles"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|a| {
-                            let scope = a["scope"].as_str().unwrap_or("");
-                            let scope = if scope.is_empty() { "*" } else { scope };
-                            format!("{}@{scope}", a["role"].as_str().unwrap_or(""))
-                        })
-                        .collect();
-                    r["roles"] = json!(roles);
-                    r
-                })
-                .collect();
+            let list: Vec<Principal> = c.get("/users", &[]).await?;
+            let rows = rows_with_times(&list, |p, r| {
+                let roles: Vec<String> = p
+                    .roles
+                    .iter()
+                    .map(|g| {
+                        let scope = if g.scope.is_empty() { "*" } else { &g.scope };
+                        format!("{}@{scope}", g.role)
+                    })
+                    .collect();
+                r["roles"] = json!(roles);
+            });
             output::print(
                 args.output,
                 &rows,
@@ -240,10 +250,11 @@ pub async fn user(args: IdentityArgs<UserVerb>) -> Result<(), NodeError> {
             kind,
             new_password,
         } => {
-            let mut body = json!({"name": name, "kind": kind});
-            if let Some(p) = new_password {
-                body["password"] = json!(p);
-            }
+            let body = NewPrincipal {
+                name,
+                kind: Some(kind),
+                password: new_password,
+            };
             c.send_json(Method::POST, "/users", &[], &body).await?
         }
         UserVerb::Update {
@@ -252,22 +263,40 @@ pub async fn user(args: IdentityArgs<UserVerb>) -> Result<(), NodeError> {
             new_password,
             regenerate,
         } => {
-            let body =
-                json!({"enabled": enabled, "password": new_password, "regenerate": regenerate});
+            let body = PrincipalChange {
+                enabled,
+                password: new_password,
+                regenerate,
+            };
             c.send_json(Method::PATCH, &format!("/users/{name}"), &[], &body)
                 .await?
         }
-        UserVerb::Delete { name } => c.delete(&format!("/users/{name}"), &[]).await?,
+        UserVerb::Delete { name } => {
+            let d: Deleted = c.delete(&format!("/users/{name}"), &[]).await?;
+            return print_deleted(args.output, &d);
+        }
     };
-    print_one(args.output, &v);
+    print_one(args.output, &answer);
+    Ok(())
+}
+
+fn print_deleted(format: Format, d: &Deleted) -> Result<(), NodeError> {
+    match format {
+        Format::Json => print_one(format, d),
+        _ => println!("Deleted {}.", d.deleted),
+    }
     Ok(())
 }
 
 pub async fn role(args: IdentityArgs<RoleVerb>) -> Result<(), NodeError> {
     let c = Client::new(&args.conn)?;
-    let v: Value = match args.verb {
+    let answer: RoleChanged = match args.verb {
         RoleVerb::Assign(r) => {
-            let body = json!({"principal": r.principal, "role": r.role, "scope": r.scope});
+            let body = RoleChange {
+                principal: r.principal,
+                role: r.role,
+                scope: r.scope,
+            };
             c.send_json(Method::POST, "/roles", &[], &body).await?
         }
         RoleVerb::Remove(r) => {
@@ -282,11 +311,11 @@ pub async fn role(args: IdentityArgs<RoleVerb>) -> Result<(), NodeError> {
             .await?
         }
     };
-    print_one(args.output, &v);
+    print_one(args.output, &answer);
     Ok(())
 }
 
-fn scope_map_body(s: &ScopeMapSpec) -> Result<Value, NodeError> {
+fn scope_map_body(s: &ScopeMapSpec) -> Result<ScopeMap, NodeError> {
     let rules = s
         .rules
         .iter()
@@ -294,42 +323,33 @@ fn scope_map_body(s: &ScopeMapSpec) -> Result<Value, NodeError> {
             let (repo, actions) = r.split_once('=').ok_or_else(|| {
                 NodeError::Config(format!("--repository {r:?}: expected REPOSITORY=ACTIONS"))
             })?;
-            Ok(json!({"repository": repo, "actions": actions.split(',').collect::<Vec<_>>()}))
+            Ok(ScopeRule {
+                repository: repo.to_string(),
+                actions: actions.split(',').map(str::to_string).collect(),
+            })
         })
         .collect::<Result<Vec<_>, NodeError>>()?;
-    Ok(json!({"name": s.name, "description": s.description, "rules": rules}))
+    Ok(ScopeMap {
+        name: s.name.clone(),
+        description: s.description.clone(),
+        rules,
+        created_ms: 0,
+    })
 }
 
 pub async fn scope_map(args: IdentityArgs<ScopeMapVerb>) -> Result<(), NodeError> {
     let c = Client::new(&args.conn)?;
-    let v: Value = match args.verb {
+    let answer: ScopeMap = match args.verb {
         ScopeMapVerb::List => {
-            let rows: Vec<Value> = c.get("/scope-maps", &[]).await?;
-            let rows: Vec<Value> = with_times(rows)
-                .into_iter()
-                .map(|mut r| {
-                    let rules: Vec<String> = r["rules"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|x| {
-                            let acts: Vec<&str> = x["actions"]
-                                .as_array()
-                                .into_iter()
-                                .flatten()
-                                .filter_map(Value::as_str)
-                                .collect();
-                            format!(
-                                "{}={}",
-                                x["repository"].as_str().unwrap_or(""),
-                                acts.join("+")
-                            )
-                        })
-                        .collect();
-                    r["rules"] = json!(rules);
-                    r
-                })
-                .collect();
+            let list: Vec<ScopeMap> = c.get("/scope-maps", &[]).await?;
+            let rows = rows_with_times(&list, |m, r| {
+                let rules: Vec<String> = m
+                    .rules
+                    .iter()
+                    .map(|x| format!("{}={}", x.repository, x.actions.join("+")))
+                    .collect();
+                r["rules"] = json!(rules);
+            });
             output::print(
                 args.output,
                 &rows,
@@ -354,20 +374,23 @@ pub async fn scope_map(args: IdentityArgs<ScopeMapVerb>) -> Result<(), NodeError
             )
             .await?
         }
-        ScopeMapVerb::Delete { name } => c.delete(&format!("/scope-maps/{name}"), &[]).await?,
+        ScopeMapVerb::Delete { name } => {
+            let d: Deleted = c.delete(&format!("/scope-maps/{name}"), &[]).await?;
+            return print_deleted(args.output, &d);
+        }
     };
-    print_one(args.output, &v);
+    print_one(args.output, &answer);
     Ok(())
 }
 
 pub async fn token(args: IdentityArgs<TokenVerb>) -> Result<(), NodeError> {
     let c = Client::new(&args.conn)?;
-    let v: Value = match args.verb {
+    let answer: TokenSecrets = match args.verb {
         TokenVerb::List => {
-            let rows: Vec<Value> = c.get("/tokens", &[]).await?;
+            let list: Vec<Token> = c.get("/tokens", &[]).await?;
             output::print(
                 args.output,
-                &with_times(rows),
+                &rows_with_times(&list, |_, _| {}),
                 &[
                     ("NAME", "name"),
                     ("SCOPE MAP", "scope_map"),
@@ -385,12 +408,12 @@ pub async fn token(args: IdentityArgs<TokenVerb>) -> Result<(), NodeError> {
             expire_days,
             disabled,
         } => {
-            let body = json!({
-                "name": name,
-                "scope_map": scope_map,
-                "expiry_ms": expire_days.map(days_from_now),
-                "enabled": !disabled,
-            });
+            let body = NewToken {
+                name,
+                scope_map,
+                expiry_ms: expire_days.map(days_from_now),
+                enabled: Some(!disabled),
+            };
             c.send_json(Method::POST, "/tokens", &[], &body).await?
         }
         TokenVerb::Update {
@@ -400,70 +423,69 @@ pub async fn token(args: IdentityArgs<TokenVerb>) -> Result<(), NodeError> {
             expire_days,
             regenerate,
         } => {
-            let body = json!({
-                "enabled": enabled,
-                "scope_map": scope_map,
-                "expiry_ms": expire_days.map(|d| if d == 0 { 0 } else { days_from_now(d) }),
-                "regenerate": regenerate,
-            });
+            let body = TokenChange {
+                enabled,
+                scope_map,
+                expiry_ms: expire_days.map(|d| if d == 0 { 0 } else { days_from_now(d) }),
+                regenerate,
+            };
             c.send_json(Method::PATCH, &format!("/tokens/{name}"), &[], &body)
                 .await?
         }
-        TokenVerb::Delete { name } => c.delete(&format!("/tokens/{name}"), &[]).await?,
+        TokenVerb::Delete { name } => {
+            let d: Deleted = c.delete(&format!("/tokens/{name}"), &[]).await?;
+            return print_deleted(args.output, &d);
+        }
     };
-    print_one(args.output, &v);
+    print_one(args.output, &answer);
     Ok(())
 }
 
 pub async fn credential(args: IdentityArgs<CredentialVerb>) -> Result<(), NodeError> {
     let c = Client::new(&args.conn)?;
-    let v: Value = match args.verb {
-        CredentialVerb::Show => c.get("/credential", &[]).await?,
-        CredentialVerb::Renew { password_name } => {
-            c.send_json(
-                Method::PATCH,
-                "/credential",
-                &[],
-                &json!({"renew": password_name}),
-            )
-            .await?
-        }
-        CredentialVerb::Enable | CredentialVerb::Disable => {
-            let on = matches!(args.verb, CredentialVerb::Enable);
-            c.send_json(Method::PATCH, "/credential", &[], &json!({"enabled": on}))
+    let change = match args.verb {
+        CredentialVerb::Show => None,
+        CredentialVerb::Renew { password_name } => Some(CredentialChange {
+            renew: Some(password_name),
+            ..Default::default()
+        }),
+        CredentialVerb::Enable | CredentialVerb::Disable => Some(CredentialChange {
+            enabled: Some(matches!(args.verb, CredentialVerb::Enable)),
+            ..Default::default()
+        }),
+    };
+    let answer: Credential = match change {
+        None => c.get("/credential", &[]).await?,
+        Some(body) => {
+            c.send_json(Method::PATCH, "/credential", &[], &body)
                 .await?
         }
     };
-    print_one(args.output, &v);
+    print_one(args.output, &answer);
     Ok(())
 }
 
 pub async fn signing_key(args: IdentityArgs<SigningKeyVerb>) -> Result<(), NodeError> {
     let c = Client::new(&args.conn)?;
-    let v: Value = match args.verb {
+    let answer: SigningKey = match args.verb {
         SigningKeyVerb::Rotate => {
             c.send_json(Method::POST, "/signing-keys/rotate", &[], &json!({}))
                 .await?
         }
     };
-    print_one(args.output, &v);
+    print_one(args.output, &answer);
     Ok(())
 }
 
 pub async fn access(args: IdentityArgs<AccessVerb>) -> Result<(), NodeError> {
     let c = Client::new(&args.conn)?;
-    let v: Value = match args.verb {
+    let answer: Access = match args.verb {
         AccessVerb::Show => c.get("/access", &[]).await?,
         AccessVerb::Set { anonymous_pull } => {
-            c.send_json(
-                Method::PUT,
-                "/access",
-                &[],
-                &json!({"anonymous_pull": anonymous_pull}),
-            )
-            .await?
+            c.send_json(Method::PUT, "/access", &[], &Access { anonymous_pull })
+                .await?
         }
     };
-    print_one(args.output, &v);
+    print_one(args.output, &answer);
     Ok(())
 }

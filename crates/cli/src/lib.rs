@@ -17,14 +17,5 @@ pub use error::CliError;
 
 /// An HTTP client that also trusts `ca_file` (a cluster with its own CA).
 pub fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, CliError> {
-    let mut b = reqwest::Client::builder();
-    if let Some(p) = ca_file {
-        let pem =
-            std::fs::read(p).map_err(|e| CliError::Config(format!("tls: {}: {e}", p.display())))?;
-        let cert = reqwest::Certificate::from_pem(&pem)
-            .map_err(|e| CliError::Config(format!("tls: {}: {e}", p.display())))?;
-        b = b.add_root_certificate(cert);
-    }
-    b.build()
-        .map_err(|e| CliError::Config(format!("tls: HTTP client: {e}")))
+    wharf_client::http_client(ca_file).map_err(|e| CliError::Config(e.to_string()))
 }

@@ -129,24 +129,22 @@ pub async fn run(args: RegistryArgs) -> Result<(), NodeError> {
             owner_password,
             admin_enabled,
         } => {
-            let v: Value = client
+            let created: wharf_api::CreatedRegistry = client
                 .post(
                     "/registries",
-                    &json!({
-                        "name": name,
-                        "sku": sku,
-                        "owner": owner,
-                        "owner_password": owner_password,
-                        "admin_enabled": admin_enabled,
-                    }),
+                    &wharf_api::NewRegistry {
+                        name,
+                        sku: Some(sku),
+                        owner: Some(owner.clone()),
+                        owner_password,
+                        admin_enabled,
+                    },
                 )
                 .await?;
-            if let (Some(pw), false) =
-                (v["owner_password"].as_str(), matches!(format, Format::Json))
-            {
+            if let (Some(pw), false) = (&created.owner_password, matches!(format, Format::Json)) {
                 eprintln!("Owner {owner}'s password (shown once): {pw}");
             }
-            show(v);
+            show(to_value(&created));
         }
         Verb::Show { name } => {
             let r: wharf_api::Registry = client.get(&format!("/registries/{name}"), &[]).await?;

@@ -3,7 +3,7 @@
 //! replication`); without, the regions of the cluster (its members).
 
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::client::{Client, Connection};
 use super::output::{self, Format};
@@ -76,11 +76,12 @@ const REPLICA_COLUMNS: &[(&str, &str)] = &[
     ("EXPLICIT", "explicit"),
 ];
 
+fn to_value(v: &impl serde::Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
 fn print_replicas(format: Format, rows: Vec<wharf_api::Replica>) {
-    let rows: Vec<Value> = rows
-        .iter()
-        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
-        .collect();
+    let rows: Vec<Value> = rows.iter().map(to_value).collect();
     match format {
         Format::Json => println!("{}", Value::Array(rows)),
         _ => output::print(format, &rows, REPLICA_COLUMNS),
@@ -100,10 +101,7 @@ pub async fn run(args: ReplicationArgs) -> Result<(), NodeError> {
         }
         Verb::List { registry: None } => {
             let rows: Vec<wharf_api::Region> = client.get("/replications", &[]).await?;
-            let rows: Vec<Value> = rows
-                .iter()
-                .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
-                .collect();
+            let rows: Vec<Value> = rows.iter().map(to_value).collect();
             output::print(
                 args.output,
                 &rows,
@@ -141,20 +139,20 @@ pub async fn run(args: ReplicationArgs) -> Result<(), NodeError> {
             ..
         } => {
             eprintln!("Adding region {region} (node {node_id}); it catches up before it votes...");
-            let v: Value = client
+            let v: wharf_api::MemberChanged = client
                 .post(
                     "/replications",
-                    &json!({
-                        "region": region,
-                        "node_id": node_id,
-                        "grpc": grpc,
-                        "http": http,
-                        "catch_up_timeout_s": catch_up_timeout_s,
-                    }),
+                    &wharf_api::NewMember {
+                        region: region.clone(),
+                        node_id,
+                        grpc,
+                        http,
+                        catch_up_timeout_s: Some(catch_up_timeout_s),
+                    },
                 )
                 .await?;
             match args.output {
-                Format::Json => println!("{v}"),
+                Format::Json => println!("{}", to_value(&v)),
                 _ => println!("Region {region} added as a voter."),
             }
         }
@@ -181,11 +179,11 @@ pub async fn run(args: ReplicationArgs) -> Result<(), NodeError> {
             region: Some(region),
             ..
         } => {
-            let v: Value = client
+            let v: wharf_api::MemberChanged = client
                 .delete("/replications", &[("region", region.clone())])
                 .await?;
             match args.output {
-                Format::Json => println!("{v}"),
+                Format::Json => println!("{}", to_value(&v)),
                 _ => println!("Region {region} removed."),
             }
         }

@@ -163,18 +163,19 @@ pub async fn run(args: RepositoryArgs) -> Result<(), NodeError> {
             output::print(out, &with_times(rows), &cols);
         }
         Verb::Show { image, replication } => {
-            let v: Value = client
+            let detail: wharf_api::ImageDetail = client
                 .get(
                     "/images",
                     &[("image", image), ("replication", replication.to_string())],
                 )
                 .await?;
+            let v = serde_json::to_value(&detail).unwrap_or(Value::Null);
             match out {
                 Format::Json => {
                     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
                 }
                 _ => {
-                    let row = with_times(vec![v.clone()]);
+                    let row = with_times(vec![v]);
                     output::print(
                         out,
                         &row,
@@ -186,7 +187,7 @@ pub async fn run(args: RepositoryArgs) -> Result<(), NodeError> {
                             ("TAGS", "tags"),
                         ],
                     );
-                    let layers = v["layers"].as_array().cloned().unwrap_or_default();
+                    let layers = values(&detail.layers);
                     if !layers.is_empty() {
                         println!();
                         let mut cols = vec![
@@ -199,7 +200,7 @@ pub async fn run(args: RepositoryArgs) -> Result<(), NodeError> {
                         }
                         output::print(out, &layers, &cols);
                     }
-                    let children = v["manifests"].as_array().cloned().unwrap_or_default();
+                    let children = values(&detail.manifests);
                     if !children.is_empty() {
                         println!();
                         output::print(
@@ -260,10 +261,10 @@ pub async fn run(args: RepositoryArgs) -> Result<(), NodeError> {
                 eprintln!("Nothing deleted.");
                 return Ok(());
             }
-            let v: Value = client.delete(path, &[q]).await?;
+            let r: wharf_api::Removed = client.delete(path, &[q]).await?;
             match out {
-                Format::Json => println!("{v}"),
-                _ => println!("Deleted {what} ({} items).", v["removed"]),
+                Format::Json => println!("{}", serde_json::to_value(&r).unwrap_or(Value::Null)),
+                _ => println!("Deleted {what} ({} items).", r.removed),
             }
         }
     }

@@ -15,3 +15,9 @@ pub enum NodeError {
     #[error(transparent)]
     Cli(#[from] wharf_cli::CliError),
 }
+
+impl From<wharf_config::ConfigError> for NodeError {
+    fn from(e: wharf_config::ConfigError) -> Self {
+        NodeError::Config(e.0)
+    }
+}

@@ -4,7 +4,7 @@
 mod api;
 mod bootstrap;
 use wharf_cli as cli;
-mod config;
+use wharf_config as config;
 mod directory;
 mod error;
 mod fence;

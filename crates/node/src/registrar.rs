@@ -12,7 +12,7 @@ use crate::state::{now_ms, App};
 
 /// How long an uploaded blob waits for its manifest to register it, by
 /// default (`uploads.link_grace_ms`).
-pub const GRACE_MS: u64 = 500;
+pub const GRACE_MS: u64 = wharf_config::LINK_GRACE_MS;
 /// How often pending links are looked at.
 const TICK_MS: u64 = 200;
 /// By then, a blob acknowledged by any live node is linked in the metadata

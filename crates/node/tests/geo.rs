@@ -242,25 +242,12 @@ async fn a_region_down_during_a_push_gets_every_layer_when_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_region_installs_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Cluster::start(dir.path(), 3, "reads = \"linearizable\"");
-    // Lower the snapshot threshold (the [raft] table is last in the
-    // generated config), then restart every node so it applies.
-    for n in c.nodes.iter_mut() {
-        let path = n.dir.join("wharf.toml");
-        let cfg = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(
-            &path,
-            cfg + "snapshot_after_entries = 10\nlogs_kept_after_snapshot = 2\n",
-        )
-        .unwrap();
-        n.stop();
-    }
-    for n in c.nodes.iter_mut() {
-        n.relaunch();
-    }
-    for n in c.nodes.iter_mut() {
-        n.wait_ready();
-    }
+    // A low snapshot threshold, so that a few pushes compact the log.
+    let mut c = Cluster::start(
+        dir.path(),
+        3,
+        "reads = \"linearizable\"\n[raft]\nsnapshot_after_entries = 10\nlogs_kept_after_snapshot = 2\n",
+    );
     let leader = c.leader();
     let lagging = (leader + 1) % 3;
     let writer = (leader + 2) % 3;
@@ -405,6 +392,7 @@ async fn replications_are_listed_added_and_removed() {
     .unwrap();
     assert!(!s["voters"].as_array().unwrap().contains(&4.into()), "{s}");
     // Started, the same create completes.
+    let args = args.into_iter().map(Into::into).collect();
     let mut fourth = common::Node::launch(&ndir, http, grpc, args);
     wharf_json(
         &endpoint,

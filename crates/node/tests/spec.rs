@@ -832,7 +832,7 @@ async fn large_blob_streams_with_bounded_memory() {
         d,
         "download is byte-exact"
     );
-    let pid = n.child.as_ref().unwrap().id();
+    let pid = n.pid();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let hwm_kb: u64 = status
         .lines()

@@ -235,6 +235,7 @@ async fn a_release_0_1_data_directory_upgrades_in_place_and_loses_nothing() {
         "--grpc-listen".into(),
         format!("127.0.0.1:{grpc}"),
     ];
+    let args = args.into_iter().map(Into::into).collect();
     let mut second = Node::launch(&ndir, http, grpc, args);
     run(std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
         .envs(common::owner_env())

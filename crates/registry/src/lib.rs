@@ -8,11 +8,13 @@
 mod blobs;
 mod copies;
 mod error;
+mod identities;
 mod push;
 mod service;
 
 pub use copies::AckPolicy;
 pub use error::ServiceError;
+pub use identities::{check_admin_slot, kind_name, role_name, SIGNING_KEYS_KEPT};
 pub use push::{ManifestPush, Pushed};
 pub use service::{envelope, new_request_id, split_pending_key, Handle, Service};
 

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use serde::Deserialize;
-use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use wharf_api::{FenceRequest, FenceState};
 
 use super::client::{Client, Connection};
 use super::output::Format;
@@ -173,7 +173,7 @@ async fn lift(conn: &Connection, region: &str) -> Result<(), NodeError> {
         .iter()
         .find(|r| r.region == region)
         .ok_or_else(|| NodeError::Api(format!("no region named {region}")))?;
-    let _: Value = client_at(conn, &row.endpoint)?
+    let _: FenceState = client_at(conn, &row.endpoint)?
         .delete("/fence", &[])
         .await?;
     Ok(())
@@ -324,7 +324,7 @@ async fn catch_up(
 
 /// Does the region refuse clients? (It must, while fenced.)
 async fn answers_unavailable(probe: &Probe, base: &str) -> bool {
-    let req = probe.request(reqwest::Method::GET, format!("{base}/v2/"));
+    let req = probe.client(base).request(reqwest::Method::GET, "/v2/");
     matches!(req.send().await, Ok(r) if r.status().as_u16() == 503)
 }
 
@@ -396,7 +396,7 @@ async fn outage(conn: &Connection, args: &OutageArgs, format: Format) -> Result<
     check_preconditions(&rows, &target, args.force)?;
     let target_client = client_at(conn, &target.endpoint)?;
     // Fails now (not half-way) if these credentials may not fence.
-    let _: Value = target_client.get("/fence", &[]).await?;
+    let _: FenceState = target_client.get("/fence", &[]).await?;
     let survivors: Vec<RegionRow> = rows
         .iter()
         .filter(|r| r.region != target.region && r.health == "ok")
@@ -468,12 +468,14 @@ async fn outage(conn: &Connection, args: &OutageArgs, format: Format) -> Result<
         ),
     );
     let fence_at_ms = probe.ms();
-    let fenced: Result<Value, NodeError> = target_client
+    let fenced: Result<FenceState, NodeError> = target_client
         .send_json(
             reqwest::Method::PUT,
             "/fence",
             &[],
-            &json!({"seconds": args.fence_s + FENCE_MARGIN_S}),
+            &FenceRequest {
+                seconds: args.fence_s + FENCE_MARGIN_S,
+            },
         )
         .await;
     if let Err(e) = fenced {
@@ -484,7 +486,7 @@ async fn outage(conn: &Connection, args: &OutageArgs, format: Format) -> Result<
     let held = hold(Duration::from_secs(args.fence_s)).await;
     // Whatever happened, bring the region back (the fence would expire
     // by itself, later).
-    let mut lifted: Result<Value, NodeError> = Err(NodeError::Api("not tried".into()));
+    let mut lifted: Result<FenceState, NodeError> = Err(NodeError::Api("not tried".into()));
     for _ in 0..10 {
         lifted = target_client.delete("/fence", &[]).await;
         if lifted.is_ok() {
@@ -517,7 +519,7 @@ async fn outage(conn: &Connection, args: &OutageArgs, format: Format) -> Result<
         }
     };
     if !args.keep {
-        let removed: Result<Value, NodeError> = survivor_clients[0]
+        let removed: Result<wharf_api::Removed, NodeError> = survivor_clients[0]
             .delete("/repositories", &[("repository", args.repository.clone())])
             .await;
         if let Err(e) = removed {

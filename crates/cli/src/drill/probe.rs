@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use serde::Serialize;
 use tokio::sync::watch;
+use wharf_client::OciClient;
 use wharf_oci::Digest;
 
 /// Longest a single probe request may take before it counts as failed.
@@ -64,14 +65,6 @@ impl Probe {
         self.t0.elapsed().as_millis() as u64
     }
 
-    pub fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
-        let req = self.http.request(method, url).timeout(REQUEST_TIMEOUT);
-        match &self.login {
-            Some((u, p)) => req.basic_auth(u, Some(p)),
-            None => req,
-        }
-    }
-
     fn record(&self, region: &str, kind: Kind, start_ms: u64, result: &Result<(), String>) {
         let op = Op {
             region: region.to_string(),
@@ -95,21 +88,13 @@ impl Probe {
             .clone()
     }
 
-    async fn upload(&self, base: &str, bytes: Vec<u8>) -> Result<Digest, String> {
-        let digest = Digest::sha256_of(&bytes);
-        let url = format!(
-            "{base}/v2/{}/blobs/uploads/?digest={digest}",
-            self.repository
-        );
-        let resp = self
-            .request(reqwest::Method::POST, url)
-            .header("content-type", "application/octet-stream")
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|e| format!("blob upload: {e}"))?;
-        expect(resp, 201, "blob upload").await?;
-        Ok(digest)
+    /// A client of the region at `base`, as this probe.
+    pub fn client(&self, base: &str) -> OciClient {
+        let c = OciClient::new(self.http.clone(), base).with_timeout(REQUEST_TIMEOUT);
+        match &self.login {
+            Some((u, p)) => c.with_login(u, p),
+            None => c,
+        }
     }
 
     /// Push one image (a config and a random layer) tagged `tag` through
@@ -124,38 +109,16 @@ impl Probe {
             "rootfs": {"type": "layers", "diff_ids": []},
         }))
         .map_err(|e| e.to_string())?;
-        let (config_size, layer_size) = (config.len(), layer.len());
-        let config_digest = self.upload(base, config).await?;
-        let layer_digest = self.upload(base, layer).await?;
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest.to_string(),
-                "size": config_size,
-            },
-            "layers": [{
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": layer_digest.to_string(),
-                "size": layer_size,
-            }],
-        }))
-        .map_err(|e| e.to_string())?;
-        let url = format!("{base}/v2/{}/manifests/{tag}", self.repository);
-        let resp = self
-            .request(reqwest::Method::PUT, url)
-            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-            .body(manifest.clone())
-            .send()
+        let pushed = self
+            .client(base)
+            .push_image(&self.repository, tag, config, vec![layer])
             .await
-            .map_err(|e| format!("manifest push: {e}"))?;
-        expect(resp, 201, "manifest push").await?;
+            .map_err(|e| e.to_string())?;
         Ok(Image {
             region: region.to_string(),
             tag: tag.to_string(),
-            manifest,
-            blobs: vec![config_digest, layer_digest],
+            manifest: pushed.manifest,
+            blobs: pushed.blobs,
             acked_ms: self.ms(),
         })
     }
@@ -163,17 +126,11 @@ impl Probe {
     /// Pull `image` through the region at `base`: the manifest must be the
     /// bytes pushed, and every blob must match its digest.
     pub async fn pull(&self, base: &str, image: &Image) -> Result<(), String> {
-        let url = format!("{base}/v2/{}/manifests/{}", self.repository, image.tag);
-        let resp = self
-            .request(reqwest::Method::GET, url)
-            .header(
-                "accept",
-                "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
-            )
-            .send()
+        let client = self.client(base);
+        let body = client
+            .get_manifest(&self.repository, &image.tag)
             .await
-            .map_err(|e| format!("manifest pull: {e}"))?;
-        let body = expect(resp, 200, "manifest pull").await?;
+            .map_err(|e| e.to_string())?;
         if body != image.manifest {
             return Err(format!(
                 "manifest {} differs from the one pushed",
@@ -181,38 +138,13 @@ impl Probe {
             ));
         }
         for digest in &image.blobs {
-            let url = format!("{base}/v2/{}/blobs/{digest}", self.repository);
-            let resp = self
-                .request(reqwest::Method::GET, url)
-                .send()
+            client
+                .get_blob(&self.repository, digest)
                 .await
-                .map_err(|e| format!("blob pull: {e}"))?;
-            let bytes = expect(resp, 200, "blob pull").await?;
-            if Digest::sha256_of(&bytes) != *digest {
-                return Err(format!("blob {digest}: bytes do not match the digest"));
-            }
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }
-}
-
-/// The body of a response with the expected status, or why not.
-async fn expect(resp: reqwest::Response, status: u16, what: &str) -> Result<Vec<u8>, String> {
-    let got = resp.status().as_u16();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| format!("{what}: reading the answer: {e}"))?;
-    if got != status {
-        let text = String::from_utf8_lossy(&body);
-        let text = text.trim();
-        return Err(format!(
-            "{what}: HTTP {got}{}{}",
-            if text.is_empty() { "" } else { ": " },
-            &text[..text.len().min(200)]
-        ));
-    }
-    Ok(body.to_vec())
 }
 
 /// Where a probe runs: a region and its endpoint.

@@ -5,7 +5,7 @@
 
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
+use wharf_api::{FenceRequest, FenceState};
 use wharf_oci::ErrorCode;
 
 use crate::http::access::Caller;
@@ -14,20 +14,6 @@ use crate::tenant::Tenant;
 
 /// Longest fence one request may set: a day.
 const MAX_FENCE_S: u64 = 86_400;
-
-#[derive(Deserialize)]
-pub struct FenceRequest {
-    /// How long the fence holds unless lifted earlier.
-    pub seconds: u64,
-}
-
-#[derive(Serialize)]
-pub struct FenceState {
-    pub region: String,
-    pub node_id: u64,
-    pub fenced: bool,
-    pub until_unix_ms: Option<u64>,
-}
 
 fn state(app: &Tenant) -> FenceState {
     let until = app.consensus.fence().until();

@@ -8,9 +8,8 @@ use wharf_auth::Action;
 use crate::http::access::Caller;
 use crate::tenant::Tenant;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
-use wharf_meta::Command;
 use wharf_oci::{media, validate_repository, ErrorCode, Reference};
 
 use super::repositories::Removed;
@@ -39,37 +38,7 @@ pub fn parse_image(image: &str) -> ApiResult<(String, Reference)> {
     Ok((repo.to_string(), Reference::parse(reference)?))
 }
 
-#[derive(Serialize)]
-pub struct Layer {
-    pub digest: String,
-    pub size: u64,
-    pub media_type: Option<String>,
-    /// Regions holding a verified copy (with `replication=true`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub regions: Option<Vec<String>>,
-}
-
-#[derive(Serialize)]
-pub struct Child {
-    pub digest: String,
-    pub media_type: Option<String>,
-    pub platform: Option<String>,
-}
-
-#[derive(Serialize)]
-pub struct ImageDetail {
-    pub repository: String,
-    pub digest: String,
-    pub media_type: String,
-    pub manifest_size: u64,
-    /// Config plus layers (0 for an index).
-    pub image_size: u64,
-    pub created_ms: u64,
-    pub artifact_type: Option<String>,
-    pub tags: Vec<String>,
-    pub layers: Vec<Layer>,
-    pub manifests: Vec<Child>,
-}
+pub use wharf_api::{ImageChild as Child, ImageDetail, Layer};
 
 fn str_field(v: &Value, k: &str) -> Option<String> {
     v.get(k).and_then(Value::as_str).map(str::to_string)
@@ -171,20 +140,18 @@ pub async fn delete(
 ) -> ApiResult<Json<Removed>> {
     let (repo, reference) = parse_image(&q.image)?;
     caller.require(&app, &repo, Action::Delete)?;
-    let cmd = match reference {
-        Reference::Digest(d) => Command::DeleteManifest {
-            repo,
-            digest: d.to_string(),
-        },
-        Reference::Tag(t) => Command::DeleteTag { repo, tag: t },
-    };
-    let removed = app.write(cmd).await.map_err(|e| match e.code {
-        ErrorCode::ManifestUnknown => ApiError::new(
-            ErrorCode::ManifestUnknown,
-            format!("image {} not found", q.image),
-        ),
-        _ => e,
-    })?;
+    let removed = app
+        .registry()
+        .delete_reference(&repo, &reference.to_string(), None)
+        .await
+        .map_err(ApiError::from)
+        .map_err(|e| match e.code {
+            ErrorCode::ManifestUnknown => ApiError::new(
+                ErrorCode::ManifestUnknown,
+                format!("image {} not found", q.image),
+            ),
+            _ => e,
+        })?;
     Ok(Json(Removed { removed }))
 }
 

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use wharf_api::{MemberChanged, NewMember};
 use wharf_consensus::{NodeInfo, Status};
 use wharf_meta::Command;
 use wharf_oci::ErrorCode;
@@ -109,19 +110,6 @@ pub async fn list(
 }
 
 #[derive(Deserialize, Serialize)]
-pub struct NewRegion {
-    pub node_id: u64,
-    pub region: String,
-    /// host:port of the new node's peer gRPC server.
-    pub grpc: String,
-    /// Base URL of the new node's HTTP API.
-    pub http: String,
-    /// How long it may take to catch up before it votes (default 120 s).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub catch_up_timeout_s: Option<u64>,
-}
-
-#[derive(Deserialize, Serialize)]
 pub struct RegionQuery {
     pub region: String,
 }
@@ -132,8 +120,8 @@ async fn on_leader(
     headers: &HeaderMap,
     method: reqwest::Method,
     path_and_query: &str,
-    body: Option<&NewRegion>,
-) -> ApiResult<Option<Json<serde_json::Value>>> {
+    body: Option<&NewMember>,
+) -> ApiResult<Option<Json<MemberChanged>>> {
     if app.consensus.is_leader() {
         return Ok(None);
     }
@@ -164,15 +152,22 @@ async fn on_leader(
             StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
         ));
     }
-    Ok(Some(Json(v)))
+    let answer = serde_json::from_value(v).map_err(|e| {
+        ApiError::new(
+            ErrorCode::Unavailable,
+            format!("the leader's answer to a membership change: {e}"),
+        )
+        .with_status(StatusCode::BAD_GATEWAY)
+    })?;
+    Ok(Some(Json(answer)))
 }
 
 pub async fn create(
     Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    Json(req): Json<NewRegion>,
-) -> ApiResult<Json<serde_json::Value>> {
+    Json(req): Json<NewMember>,
+) -> ApiResult<Json<MemberChanged>> {
     caller.require_owner()?;
     if let Some(answer) = on_leader(
         &app,
@@ -218,9 +213,12 @@ pub async fn create(
             Duration::from_secs(req.catch_up_timeout_s.unwrap_or(JOIN_CATCH_UP_S)),
         )
         .await?;
-    Ok(Json(
-        serde_json::json!({"region": req.region, "node_id": req.node_id, "role": "voter"}),
-    ))
+    Ok(Json(MemberChanged {
+        region: req.region,
+        node_id: req.node_id,
+        role: Some("voter".into()),
+        removed: false,
+    }))
 }
 
 pub async fn delete(
@@ -228,7 +226,7 @@ pub async fn delete(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(q): Query<RegionQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<MemberChanged>> {
     caller.require_owner()?;
     let path = format!(
         "/replications?{}",
@@ -260,7 +258,10 @@ pub async fn delete(
         region: q.region.clone(),
     })
     .await?;
-    Ok(Json(
-        serde_json::json!({"region": q.region, "node_id": id, "removed": true}),
-    ))
+    Ok(Json(MemberChanged {
+        region: q.region,
+        node_id: id,
+        role: None,
+        removed: true,
+    }))
 }

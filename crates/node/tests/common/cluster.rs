@@ -1,56 +1,39 @@
-//! A multi-region cluster of real `wharf serve` processes, one per region.
+//! A multi-region cluster of real `wharf serve` processes, one per region,
+//! laid out and configured by the shared launcher (`wharf-launcher`).
 #![allow(dead_code)]
 
 use std::path::Path;
 
-use super::{free_port, Node};
+use wharf_launcher::{Plan, REGION_NAMES};
 
-pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
+use super::Node;
+
+pub const REGIONS: [&str; 3] = [REGION_NAMES[0], REGION_NAMES[1], REGION_NAMES[2]];
 
 pub struct Cluster {
     pub nodes: Vec<Node>,
 }
 
 impl Cluster {
-    /// Start `n` regions under `dir`; `extra_toml` is appended to every
-    /// node's configuration (top-level keys first, then tables).
+    /// Start `n` regions under `dir`; `extra_toml` is laid over every
+    /// node's generated configuration (`ServeConfig::overlay`).
     pub fn start(dir: &Path, n: usize, extra_toml: &str) -> Cluster {
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-        let mut peers = String::new();
-        for (i, (http, grpc)) in ports.iter().enumerate() {
-            peers.push_str(&format!(
-                "[[peers]]\nid = {}\nregion = \"{}\"\ngrpc = \"127.0.0.1:{grpc}\"\nhttp = \"http://127.0.0.1:{http}\"\n",
-                i + 1,
-                REGIONS[i]
-            ));
-        }
-        // Every node of a cluster holds the same cluster key.
-        let key = dir.join("cluster.key");
-        let hex: String = (0..32)
-            .map(|_| format!("{:02x}", rand::random::<u8>()))
+        let extra = extra_toml.to_string();
+        let plan = Plan::new(Path::new(env!("CARGO_BIN_EXE_wharf")), dir, n)
+            .env("WHARF_BOOTSTRAP_PASSWORD", super::OWNER_PASSWORD)
+            .tune(move |_, c| {
+                c.raft.heartbeat_ms = 100;
+                c.raft.election_timeout_min_ms = 500;
+                c.raft.election_timeout_max_ms = 1000;
+                *c = c.overlay(&extra).map_err(std::io::Error::other)?;
+                Ok(())
+            });
+        let launched = wharf_launcher::Cluster::start(plan).unwrap();
+        let mut nodes: Vec<Node> = launched
+            .into_members()
+            .into_iter()
+            .map(Node::from)
             .collect();
-        std::fs::write(&key, hex).unwrap();
-        let mut nodes = Vec::new();
-        for (i, (http, grpc)) in ports.iter().enumerate() {
-            let ndir = dir.join(format!("node-{}", i + 1));
-            std::fs::create_dir_all(&ndir).unwrap();
-            let cfg = format!(
-                "node_id = {}\nregion = \"{}\"\ndata_dir = \"{}\"\nhttp_listen = \"127.0.0.1:{http}\"\ngrpc_listen = \"127.0.0.1:{grpc}\"\nbootstrap = {}\n{extra_toml}\n{peers}\n[auth]\ncluster_key_file = \"{}\"\n[raft]\nheartbeat_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n",
-                i + 1,
-                REGIONS[i],
-                ndir.join("data").display(),
-                i == 0,
-                key.display()
-            );
-            let path = ndir.join("wharf.toml");
-            std::fs::write(&path, cfg).unwrap();
-            let args = vec![
-                "serve".into(),
-                "--config".into(),
-                path.display().to_string(),
-            ];
-            nodes.push(Node::launch(&ndir, *http, *grpc, args));
-        }
         for n in nodes.iter_mut() {
             n.wait_ready();
         }
@@ -61,7 +44,7 @@ impl Cluster {
     pub fn leader(&self) -> usize {
         for _ in 0..100 {
             for n in &self.nodes {
-                if n.child.is_none() {
+                if !n.running() {
                     continue;
                 }
                 let out = super::curl_owner(&n.url("/api/v1/status"))

@@ -4,12 +4,13 @@
 pub mod cluster;
 pub mod registry;
 
-use std::net::TcpListener;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
+use wharf_launcher::Process;
 
 /// The registry owner every test node is bootstrapped with.
 pub const OWNER: &str = "owner";
@@ -70,23 +71,30 @@ pub fn containers_login(dir: &Path, addrs: &[String]) -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    wharf_launcher::free_port().unwrap()
 }
 
 pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
+/// One `wharf` process (a launcher `Process`) with its ports and directory.
 pub struct Node {
     pub dir: PathBuf,
     pub http_port: u16,
     pub grpc_port: u16,
-    pub child: Option<Child>,
-    args: Vec<String>,
+    process: Process,
+}
+
+impl From<wharf_launcher::Member> for Node {
+    fn from(m: wharf_launcher::Member) -> Node {
+        Node {
+            dir: m.dir,
+            http_port: m.http,
+            grpc_port: m.grpc,
+            process: m.process,
+        }
+    }
 }
 
 impl Node {
@@ -97,49 +105,46 @@ impl Node {
 
     pub fn start_with(dir: &Path, extra: &[&str]) -> Node {
         let (http_port, grpc_port) = (free_port(), free_port());
-        let mut args: Vec<String> = vec![
-            "serve".into(),
-            "--data-dir".into(),
-            dir.join("data").display().to_string(),
-        ];
-        args.extend(["--http-listen".into(), format!("127.0.0.1:{http_port}")]);
-        args.extend(["--grpc-listen".into(), format!("127.0.0.1:{grpc_port}")]);
-        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut args: Vec<OsString> =
+            vec!["serve".into(), "--data-dir".into(), dir.join("data").into()];
+        args.extend([
+            "--http-listen".into(),
+            format!("127.0.0.1:{http_port}").into(),
+        ]);
+        args.extend([
+            "--grpc-listen".into(),
+            format!("127.0.0.1:{grpc_port}").into(),
+        ]);
+        args.extend(extra.iter().map(OsString::from));
         let mut n = Node::launch(dir, http_port, grpc_port, args);
         n.wait_ready();
         n
     }
 
-    /// Spawn `wharf <args>` without waiting for it to be ready (members of
-    /// a new multi-node cluster only become ready together).
-    pub fn launch(dir: &Path, http_port: u16, grpc_port: u16, args: Vec<String>) -> Node {
+    /// Spawn `wharf <args>` without waiting for it to be ready.
+    pub fn launch(dir: &Path, http_port: u16, grpc_port: u16, args: Vec<OsString>) -> Node {
+        let process = Process::new(
+            Path::new(env!("CARGO_BIN_EXE_wharf")),
+            args,
+            dir.join(wharf_launcher::LOG_FILE),
+        )
+        .env("WHARF_BOOTSTRAP_PASSWORD", OWNER_PASSWORD);
         let mut n = Node {
             dir: dir.to_path_buf(),
             http_port,
             grpc_port,
-            child: None,
-            args,
+            process,
         };
-        n.spawn();
+        n.process.spawn().expect("spawn wharf serve");
         n
     }
 
-    fn spawn(&mut self) {
-        std::fs::create_dir_all(&self.dir).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("node.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(&self.args)
-            .env("WHARF_BOOTSTRAP_PASSWORD", OWNER_PASSWORD)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn wharf serve");
-        self.child = Some(child);
+    pub fn running(&self) -> bool {
+        self.process.running()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid().expect("running")
     }
 
     pub fn addr(&self) -> String {
@@ -151,13 +156,13 @@ impl Node {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+        std::fs::read_to_string(self.process.log()).unwrap_or_default()
     }
 
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            if let Some(status) = self.process.exited() {
                 panic!("wharf exited with {status}:\n{}", self.log());
             }
             // Ready (a leader, and the identities have arrived), then the
@@ -181,37 +186,27 @@ impl Node {
 
     /// kill -9: no chance to flush anything.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().ok();
-            c.wait().ok();
-        }
+        self.process.kill();
     }
 
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
-        unsafe {
-            libc::kill(c.id() as i32, libc::SIGTERM);
-        }
-        c.wait().unwrap()
+        assert!(self.running(), "running");
+        self.process
+            .terminate(Duration::from_secs(60))
+            .expect("exited within a minute of SIGTERM")
     }
 
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "stop or kill first");
-        self.spawn();
+        assert!(!self.running(), "stop or kill first");
+        self.process.spawn().expect("spawn wharf serve");
         self.wait_ready();
     }
 
     /// Restart without waiting (a node that cannot reach a quorum yet).
     pub fn relaunch(&mut self) {
-        assert!(self.child.is_none(), "stop or kill first");
-        self.spawn();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
+        assert!(!self.running(), "stop or kill first");
+        self.process.spawn().expect("spawn wharf serve");
     }
 }
 

@@ -1,21 +1,21 @@
 //! A thin OCI client over reqwest for spec-level tests.
 #![allow(dead_code)]
 
-use reqwest::{Method, Response, StatusCode};
-use serde_json::{json, Value};
+use reqwest::{Method, Response};
+use serde_json::Value;
+use wharf_client::{image_manifest, OciClient};
 
 use super::sha256;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const OCI_CONFIG: &str = wharf_client::OCI_CONFIG;
+pub const OCI_LAYER: &str = wharf_client::OCI_LAYER;
 
+/// The shared OCI client (`wharf-client`), with panicking helpers for
+/// tests; `req` gives raw responses for tests that assert on the wire.
 pub struct Reg {
-    pub base: String,
-    pub http: reqwest::Client,
-    /// Basic credentials sent with every request (None: anonymous).
-    pub login: Option<(String, String)>,
+    pub client: OciClient,
 }
 
 impl Reg {
@@ -26,34 +26,23 @@ impl Reg {
 
     pub fn with_login(addr: &str, user: &str, password: &str) -> Reg {
         Reg {
-            login: Some((user.into(), password.into())),
-            ..Reg::anonymous(addr)
+            client: Reg::anonymous(addr).client.with_login(user, password),
         }
     }
 
     /// A client that sends no credentials.
     pub fn anonymous(addr: &str) -> Reg {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
         Reg {
-            base: format!("http://{addr}"),
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            login: None,
+            client: OciClient::new(http, format!("http://{addr}")),
         }
     }
 
     pub fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let url = if path.starts_with("http") {
-            path.to_string()
-        } else {
-            format!("{}{path}", self.base)
-        };
-        let r = self.http.request(method, url);
-        match &self.login {
-            Some((u, p)) => r.basic_auth(u, Some(p)),
-            None => r,
-        }
+        self.client.request(method, path)
     }
 
     pub async fn get(&self, path: &str) -> Response {
@@ -62,41 +51,20 @@ impl Reg {
 
     /// Monolithic upload; returns the digest.
     pub async fn blob(&self, repo: &str, bytes: &[u8]) -> String {
-        let d = sha256(bytes);
-        let r = self
-            .req(
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
-            )
-            .body(bytes.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            r.status(),
-            StatusCode::CREATED,
-            "{}",
-            r.text().await.unwrap()
-        );
-        d
+        let d = self.client.upload(repo, bytes.to_vec()).await.unwrap();
+        assert_eq!(d.to_string(), sha256(bytes));
+        d.to_string()
     }
 
     /// An image manifest with a config and the given layers, all uploaded.
     pub async fn image(&self, repo: &str, layers: &[&[u8]]) -> Vec<u8> {
         let config = br#"{"architecture":"amd64","os":"linux"}"#;
-        let cd = self.blob(repo, config).await;
+        let cd = self.client.upload(repo, config.to_vec()).await.unwrap();
         let mut ls = Vec::new();
         for l in layers {
-            let d = self.blob(repo, l).await;
-            ls.push(json!({"mediaType": OCI_LAYER, "digest": d, "size": l.len()}));
+            ls.push((self.client.upload(repo, l.to_vec()).await.unwrap(), l.len()));
         }
-        serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": config.len()},
-            "layers": ls,
-        }))
-        .unwrap()
+        image_manifest((&cd, config.len()), &ls)
     }
 
     pub async fn put_manifest(

@@ -8,7 +8,14 @@ use serde::{Deserialize, Serialize};
 use wharf_blobstore::StoreLimits;
 use wharf_consensus::{Peer, RaftTimings};
 
-use crate::error::NodeError;
+/// A configuration that cannot be read or does not make sense.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// How long an uploaded blob waits for its manifest to link it before it
+/// is registered on its own (the default of `uploads.link_grace_ms`).
+pub const LINK_GRACE_MS: u64 = 500;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -43,7 +50,7 @@ impl Default for UploadConfig {
             body_idle_timeout_s: d.body_idle_timeout.as_secs(),
             session_expiry_s: d.session_expiry.as_secs(),
             blob_max_bytes: d.blob_max_bytes,
-            link_grace_ms: crate::registrar::GRACE_MS,
+            link_grace_ms: LINK_GRACE_MS,
             ack_regions: 1,
             ack_timeout_ms: 30_000,
         }
@@ -248,14 +255,25 @@ impl Default for ServeConfig {
 }
 
 impl ServeConfig {
-    pub fn load(path: &std::path::Path) -> Result<ServeConfig, NodeError> {
+    pub fn load(path: &std::path::Path) -> Result<ServeConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
     }
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// This configuration with the keys of `toml` laid over it (tables
+    /// merged key by key), checked as a whole: how a launcher applies a
+    /// caller's settings to the configuration it generated.
+    pub fn overlay(&self, toml: &str) -> Result<ServeConfig, ConfigError> {
+        let over: toml::Table = toml::from_str(toml).map_err(|e| ConfigError(e.to_string()))?;
+        let mut base = toml::Table::try_from(self).map_err(|e| ConfigError(e.to_string()))?;
+        merge(&mut base, over);
+        base.try_into()
+            .map_err(|e: toml::de::Error| ConfigError(e.to_string()))
     }
 
     /// This node as its peers see it.
@@ -281,29 +299,27 @@ impl ServeConfig {
             .unwrap_or_else(|| self.data_dir.join("cluster.key"))
     }
 
-    pub fn validate(&self) -> Result<(), NodeError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
-            return Err(NodeError::Config(
+            return Err(ConfigError(
                 "tls: cert_file and key_file go together".into(),
             ));
         }
         if self.tls.peer_mtls && (!self.tls.https() || self.tls.ca_file.is_none()) {
-            return Err(NodeError::Config(
+            return Err(ConfigError(
                 "tls.peer_mtls needs cert_file, key_file and ca_file".into(),
             ));
         }
         if self.auth.login_burst == 0 || self.auth.access_token_ttl_s == 0 {
-            return Err(NodeError::Config(
+            return Err(ConfigError(
                 "auth: login_burst and access_token_ttl_s must be 1 or more".into(),
             ));
         }
         if self.uploads.ack_regions == 0 {
-            return Err(NodeError::Config(
-                "uploads.ack_regions must be 1 or more".into(),
-            ));
+            return Err(ConfigError("uploads.ack_regions must be 1 or more".into()));
         }
         if self.node_id == 0 {
-            return Err(NodeError::Config("node_id must be 1 or more".into()));
+            return Err(ConfigError("node_id must be 1 or more".into()));
         }
         if self.region.is_empty()
             || !self
@@ -311,25 +327,34 @@ impl ServeConfig {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         {
-            return Err(NodeError::Config(format!(
+            return Err(ConfigError(format!(
                 "region {:?} must be letters, digits and '-'",
                 self.region
             )));
         }
         if !self.peers.is_empty() && !self.peers.iter().any(|p| p.id == self.node_id) {
-            return Err(NodeError::Config(
-                "peers must include this node's own id".into(),
-            ));
+            return Err(ConfigError("peers must include this node's own id".into()));
         }
         if self.raft.election_timeout_min_ms <= self.raft.heartbeat_ms
             || self.raft.election_timeout_max_ms <= self.raft.election_timeout_min_ms
         {
-            return Err(NodeError::Config(
+            return Err(ConfigError(
                 "raft: need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms"
                     .into(),
             ));
         }
         Ok(())
+    }
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
     }
 }
 
@@ -351,6 +376,26 @@ mod tests {
             partial.raft.election_timeout_min_ms,
             RaftTimings::default().election_timeout_min_ms
         );
+    }
+
+    #[test]
+    fn an_overlay_changes_only_the_keys_it_names() {
+        let base = ServeConfig {
+            region: "eu-west".into(),
+            ..ServeConfig::default()
+        };
+        let c = base
+            .overlay("reads = \"linearizable\"\n[raft]\nheartbeat_ms = 100\n")
+            .unwrap();
+        assert_eq!(c.region, "eu-west");
+        assert_eq!(c.reads, ReadConsistency::Linearizable);
+        assert_eq!(c.raft.heartbeat_ms, 100);
+        assert_eq!(
+            c.raft.election_timeout_min_ms,
+            base.raft.election_timeout_min_ms
+        );
+        assert!(base.overlay("no_such_key = 1").is_err());
+        assert!(base.overlay("[raft]\nheartbeat_ms = \"fast\"").is_err());
     }
 
     #[test]
