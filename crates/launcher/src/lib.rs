@@ -21,9 +21,24 @@ pub const LOG_FILE: &str = "wharf.log";
 /// The cluster key every node of a launched cluster shares, in its directory.
 pub const CLUSTER_KEY_FILE: &str = "cluster.key";
 
-/// A free TCP port on loopback (bound and released: another process may
-/// take it in between, which a test then sees as a start failure).
+/// A free TCP port on loopback for a server to listen on. It is drawn at
+/// random below the kernel's ephemeral range: a port from bind(0) is one
+/// the kernel also hands to outgoing connections (every HTTP or gRPC
+/// client of the tests), which then take it before the server binds it.
+/// Bound and released here: another process may still take it in between,
+/// which is rare at random.
 pub fn free_port() -> std::io::Result<u16> {
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, first_ephemeral.max(10_001));
+    for _ in 0..200 {
+        let port = rand::Rng::gen_range(&mut rand::thread_rng(), low..high);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -46,5 +61,20 @@ where
             return None;
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_ports_are_bindable_and_outside_the_ephemeral_range() {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap_or_else(|_| "32768 60999".into());
+        let first: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
+        for _ in 0..20 {
+            let p = super::free_port().unwrap();
+            assert!(p < first, "{p} is one outgoing connections may take");
+            std::net::TcpListener::bind(("127.0.0.1", p)).unwrap();
+        }
     }
 }
