@@ -4,11 +4,13 @@
 //! keeps understanding the other side.
 
 mod cluster;
+mod gc;
 mod identities;
 mod registries;
 mod repositories;
 
 pub use cluster::{FenceRequest, FenceState, MemberChanged, NewMember};
+pub use gc::{GcRegionFreed, GcRegionStatus, GcReport, GcRequest, GcRunSummary, GcStatus};
 pub use identities::{
     Access, Credential, CredentialChange, NewPrincipal, NewToken, Principal, PrincipalChange,
     PrincipalSecret, RoleChange, RoleChanged, RoleGrant, ScopeMap, ScopeRule, SigningKey, Token,

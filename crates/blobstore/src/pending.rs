@@ -132,6 +132,11 @@ impl Pending {
         }
     }
 
+    /// Whether any repository's entry names `digest`.
+    pub fn has_digest(&self, digest: &str) -> bool {
+        self.lock().keys().any(|(_, d)| d == digest)
+    }
+
     pub fn repositories(&self) -> std::collections::BTreeSet<String> {
         self.lock().keys().map(|(r, _)| r.clone()).collect()
     }

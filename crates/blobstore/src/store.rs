@@ -51,6 +51,21 @@ pub struct BlobStore {
     sessions: Mutex<HashMap<String, SessionRef>>,
     /// Uploaded and acknowledged, not yet linked in the metadata.
     pending: Arc<Pending>,
+    /// Held around every rename into `blobs/` and every GC removal from
+    /// it, so a removal decided on a file's age never deletes a copy that
+    /// an upload or the mover put in place meanwhile.
+    commits: Arc<Mutex<()>>,
+}
+
+/// What `remove_if_idle` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Deleted; its size.
+    Removed(u64),
+    /// There was no such file.
+    Missing,
+    /// Written (or rewritten) less than the idle time ago: kept.
+    Recent,
 }
 
 fn now_ms() -> u64 {
@@ -90,6 +105,7 @@ impl BlobStore {
             limits,
             sessions: Mutex::new(HashMap::new()),
             pending: Arc::new(Pending::open(root)?),
+            commits: Arc::new(Mutex::new(())),
         };
         store.recover()?;
         Ok(store)
@@ -226,9 +242,11 @@ impl BlobStore {
     pub async fn adopt(&self, digest: &Digest, received: &Path) -> Result<(), BlobError> {
         let target = blob_path(&self.root, digest);
         let received = received.to_path_buf();
+        let commits = self.commits.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let parent = target.parent().expect("blob paths have a parent");
             std::fs::create_dir_all(parent)?;
+            let _held = commits.lock().unwrap_or_else(|p| p.into_inner());
             std::fs::rename(&received, &target)?;
             sync_dir(parent)
         })
@@ -418,15 +436,19 @@ impl BlobStore {
             });
         }
         let target = blob_path(&self.root, digest);
+        let commits = self.commits.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let parent = target.parent().expect("blob paths have a parent");
             std::fs::create_dir_all(parent)?;
-            if !target.exists() {
-                // The data was fsynced when appended; the rename is made
-                // durable by syncing the directory it lands in.
+            // Even over an existing copy (the same bytes): the file is then
+            // as new as this upload, which GC's age guard relies on. The
+            // data was fsynced when appended; the rename is made durable by
+            // syncing the directory it lands in.
+            {
+                let _held = commits.lock().unwrap_or_else(|p| p.into_inner());
                 std::fs::rename(&data, &target)?;
-                sync_dir(parent)?;
             }
+            sync_dir(parent)?;
             std::fs::remove_dir_all(&dir)
         })
         .await
@@ -447,6 +469,65 @@ impl BlobStore {
             self.cancel(&info.id, repo).await.ok();
         }
         result
+    }
+
+    /// Delete the stored copy of `digest` unless it was written less than
+    /// `idle` ago (garbage collection's sweep of this region).
+    pub async fn remove_if_idle(
+        &self,
+        digest: &Digest,
+        idle: std::time::Duration,
+    ) -> Result<Removal, BlobError> {
+        let target = blob_path(&self.root, digest);
+        let commits = self.commits.clone();
+        let removal = tokio::task::spawn_blocking(move || -> std::io::Result<Removal> {
+            let _held = commits.lock().unwrap_or_else(|p| p.into_inner());
+            let meta = match std::fs::metadata(&target) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Removal::Missing),
+                Err(e) => return Err(e),
+            };
+            // A clock step backwards makes a file look new: kept, which is safe.
+            let age = meta.modified()?.elapsed().unwrap_or_default();
+            if age < idle {
+                return Ok(Removal::Recent);
+            }
+            std::fs::remove_file(&target)?;
+            if let Some(parent) = target.parent() {
+                sync_dir(parent)?;
+            }
+            Ok(Removal::Removed(meta.len()))
+        })
+        .await
+        .map_err(blocking_err)??;
+        Ok(removal)
+    }
+
+    /// Mark the stored copy of `digest` as just written (a mount links it
+    /// anew), so GC's age guard keeps it; its size, or None if absent.
+    pub async fn touch(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {
+        let target = blob_path(&self.root, digest);
+        let commits = self.commits.clone();
+        let size = tokio::task::spawn_blocking(move || -> std::io::Result<Option<u64>> {
+            let _held = commits.lock().unwrap_or_else(|p| p.into_inner());
+            match std::fs::File::options().append(true).open(&target) {
+                Ok(f) => {
+                    f.set_modified(SystemTime::now())?;
+                    Ok(Some(f.metadata()?.len()))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+        .map_err(blocking_err)??;
+        Ok(size)
+    }
+
+    /// Whether an acknowledged upload of `digest` (into any repository)
+    /// waits to be linked in the metadata.
+    pub fn is_pending(&self, digest: &Digest) -> bool {
+        self.pending.has_digest(digest.as_str())
     }
 
     pub async fn cancel(&self, id: &str, repo: &str) -> Result<(), BlobError> {

@@ -203,3 +203,57 @@ async fn pending_links_are_durable_until_removed() {
     assert_eq!(store.pending_count(), 1);
     assert_eq!(store.pending("c", &d), Some(1));
 }
+
+/// Age a stored blob by `secs` (as if written that long ago).
+fn age(store: &BlobStore, d: &Digest, secs: u64) {
+    let f = std::fs::File::options()
+        .append(true)
+        .open(store.blob_path(d))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(secs))
+        .unwrap();
+}
+
+// GC's sweep deletes a freed copy only when nothing wrote it within the
+// idle time: an upload of the same bytes, or a mount's touch, keeps it.
+#[tokio::test]
+async fn a_gc_removal_spares_a_copy_written_or_touched_since() {
+    use wharf_blobstore::Removal;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), StoreLimits::default());
+    let idle = Duration::from_secs(60);
+    let d = Digest::sha256_of(b"layer");
+    store.put("a", &d, body(&[b"layer"])).await.unwrap();
+    assert_eq!(
+        store.remove_if_idle(&d, idle).await.unwrap(),
+        Removal::Recent
+    );
+    age(&store, &d, 120);
+    // Uploaded again (a new push of the same layer): young again.
+    store.put("b", &d, body(&[b"layer"])).await.unwrap();
+    assert_eq!(
+        store.remove_if_idle(&d, idle).await.unwrap(),
+        Removal::Recent
+    );
+    age(&store, &d, 120);
+    // Mounted: touched, young again.
+    assert_eq!(store.touch(&d).await.unwrap(), Some(5));
+    assert_eq!(
+        store.remove_if_idle(&d, idle).await.unwrap(),
+        Removal::Recent
+    );
+    age(&store, &d, 120);
+    assert_eq!(
+        store.remove_if_idle(&d, idle).await.unwrap(),
+        Removal::Removed(5)
+    );
+    assert!(store.stat(&d).await.unwrap().is_none());
+    assert_eq!(
+        store.remove_if_idle(&d, idle).await.unwrap(),
+        Removal::Missing
+    );
+    assert_eq!(store.touch(&d).await.unwrap(), None);
+    // A pending link names the digest, whatever its repository.
+    store.add_pending("some/repo", &d, 5).await.unwrap();
+    assert!(store.is_pending(&d));
+}

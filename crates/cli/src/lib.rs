@@ -6,6 +6,7 @@ mod error;
 
 pub mod client;
 pub mod drill;
+pub mod gc;
 pub mod identity;
 pub mod login;
 pub mod output;

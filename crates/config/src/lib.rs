@@ -91,6 +91,34 @@ impl Default for MoverConfig {
     }
 }
 
+/// Online garbage collection (see the README's "Garbage collection").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcConfig {
+    /// A blob link no manifest references is collected only after nothing
+    /// named it for this long; a freed file younger than this is kept.
+    /// Longer than an upload session lives, and than a push takes.
+    pub grace_s: u64,
+    /// A mark stands this long before the sweep: pushes in flight that
+    /// name a marked blob revive it meanwhile.
+    pub hold_s: u64,
+    /// The leader runs a collection this often; 0: only `wharf gc run`.
+    pub interval_s: u64,
+    /// Each region deletes freed files this often.
+    pub sweep_interval_s: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            grace_s: 3600,
+            hold_s: 10,
+            interval_s: 3600,
+            sweep_interval_s: 5,
+        }
+    }
+}
+
 /// How manifest, tag and blob-link reads are answered.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -225,6 +253,7 @@ pub struct ServeConfig {
     pub raft: RaftTimings,
     pub uploads: UploadConfig,
     pub mover: MoverConfig,
+    pub gc: GcConfig,
     pub auth: AuthSettings,
     pub tls: TlsSettings,
 }
@@ -248,6 +277,7 @@ impl Default for ServeConfig {
             raft: RaftTimings::default(),
             uploads: UploadConfig::default(),
             mover: MoverConfig::default(),
+            gc: GcConfig::default(),
             auth: AuthSettings::default(),
             tls: TlsSettings::default(),
         }
@@ -314,6 +344,9 @@ impl ServeConfig {
             return Err(ConfigError(
                 "auth: login_burst and access_token_ttl_s must be 1 or more".into(),
             ));
+        }
+        if self.gc.sweep_interval_s == 0 {
+            return Err(ConfigError("gc.sweep_interval_s must be 1 or more".into()));
         }
         if self.uploads.ack_regions == 0 {
             return Err(ConfigError("uploads.ack_regions must be 1 or more".into()));

@@ -88,6 +88,8 @@ pub enum Command {
     /// Create, change or delete a registry (cluster-wide: the envelope's
     /// registry is not the one addressed).
     Registry(crate::tenancy::RegistryCommand),
+    /// Garbage collection: marks, sweeps, a region's deleted files.
+    Gc(crate::gc::GcCommand),
 }
 
 /// The meaning of commands this release writes. Bump it when a command's
@@ -152,6 +154,11 @@ pub enum Response {
     Refused(ApplyError),
     /// Number of items a change changed (0: it was already so).
     Changed(u64),
+    /// A GC sweep: links removed, and the blobs that lost their last link.
+    Freed {
+        links: u64,
+        blobs: Vec<crate::gc::FreedBlob>,
+    },
 }
 
 impl Response {
@@ -159,6 +166,7 @@ impl Response {
         match self {
             Response::Ok => Ok(0),
             Response::Removed(n) | Response::Changed(n) => Ok(n),
+            Response::Freed { links, .. } => Ok(links),
             Response::Refused(e) => Err(e),
         }
     }

@@ -27,8 +27,11 @@ pub const CF_REGISTRIES: &str = "registries";
 /// the blob: which registries' replica sets decide where a blob belongs.
 pub const CF_BLOB_LINKS: &str = "blob_links";
 
+/// Files regions are to delete: `region \0 digest` (see `gc`).
+pub const CF_SWEEPS: &str = "sweeps";
+
 /// Every column family; snapshots name them (see `snapshot`).
-pub const ALL_CFS: [&str; 12] = [
+pub const ALL_CFS: [&str; 13] = [
     CF_REPOS,
     CF_MANIFESTS,
     CF_TAGS,
@@ -41,6 +44,7 @@ pub const ALL_CFS: [&str; 12] = [
     CF_REQUESTS,
     CF_REGISTRIES,
     CF_BLOB_LINKS,
+    CF_SWEEPS,
 ];
 
 /// Column families whose keys start with a registry's prefix.

@@ -8,6 +8,7 @@
 pub mod codec;
 mod command;
 mod error;
+mod gc;
 mod identity;
 mod identity_store;
 mod keys;
@@ -25,6 +26,7 @@ pub const DEFAULT_REGISTRY: &str = "default";
 
 pub use command::{BlobRef, Command, Envelope, PutManifest, Response, COMMAND_VERSION};
 pub use error::{ApplyError, StoreError};
+pub use gc::{FreedBlob, GcCommand, GcRun, LinkRecord, RegionSweeps, SweepRecord};
 pub use identity::{
     AccessSettings, AdminChange, AdminRecord, IdentityCommand, PrincipalChange, PrincipalKind,
     PrincipalRecord, Role, RoleAssignment, ScopeMapRecord, ScopeRule, SigningKeyRecord,

@@ -92,10 +92,12 @@ impl<'a> Registry<'a> {
     // ---- apply ----------------------------------------------------------
 
     /// Apply a command addressed to this registry into `batch`.
+    /// Apply `cmd`; `at_ms` is the proposer's clock from the envelope.
     pub(crate) fn apply(
         &self,
         batch: &mut WriteBatch,
         cmd: &Command,
+        at_ms: u64,
     ) -> Result<Response, StoreError> {
         match cmd {
             Command::PutManifest(p) => self.put_manifest(batch, p),
@@ -110,11 +112,12 @@ impl<'a> Registry<'a> {
             Command::BlobsReplicated { region, blobs } => {
                 self.store.blobs_replicated(batch, region, blobs)
             }
-            Command::UnlinkBlob { repo, digest } => self.unlink_blob(batch, repo, digest),
-            Command::DeleteRepository { repo } => self.delete_repository(batch, repo),
+            Command::UnlinkBlob { repo, digest } => self.unlink_blob(batch, repo, digest, at_ms),
+            Command::DeleteRepository { repo } => self.delete_repository(batch, repo, at_ms),
             Command::Identity(c) => self.apply_identity(batch, c),
             Command::ForgetRegion { region } => self.store.forget_region(batch, region),
-            Command::Registry(c) => self.store.apply_registry(batch, c),
+            Command::Registry(c) => self.store.apply_registry(at_ms, batch, c),
+            Command::Gc(c) => self.store.apply_gc(batch, self, c),
         }
     }
 
@@ -149,10 +152,28 @@ impl<'a> Registry<'a> {
         }
         for b in &p.blobs {
             let linking_now = p.new_links.iter().any(|n| n.digest == b.digest);
-            if !linking_now && !self.exists(CF_REPO_BLOBS, &self.key(&[&p.repo, &b.digest]))? {
+            if linking_now {
+                continue;
+            }
+            let link_key = self.key(&[&p.repo, &b.digest]);
+            let Some(raw) = self
+                .store
+                .db()
+                .get_pinned_cf(self.cf(CF_REPO_BLOBS), &link_key)?
+            else {
                 return Ok(Response::Refused(ApplyError::ManifestBlobUnknown(
                     b.digest.clone(),
                 )));
+            };
+            // Named again while marked: the mark is cleared and the grace
+            // starts over (a re-reference always wins over a GC run).
+            let link = crate::gc::decode_link(&raw)?;
+            if link.marked_ms.is_some() {
+                let revived = crate::gc::LinkRecord {
+                    linked_ms: p.now_ms.max(link.linked_ms),
+                    marked_ms: None,
+                };
+                batch.put_cf(self.cf(CF_REPO_BLOBS), &link_key, encode(&revived));
             }
         }
         for c in &p.children {
@@ -273,6 +294,12 @@ impl<'a> Registry<'a> {
         for (digest, size) in unique {
             let link_key = self.key(&[repo, digest]);
             let newly_linked = !self.exists(CF_REPO_BLOBS, &link_key)?;
+            // Linked (again): unmarked, and the grace starts over.
+            let touched = crate::gc::LinkRecord {
+                linked_ms: now_ms,
+                marked_ms: None,
+            };
+            batch.put_cf(self.cf(CF_REPO_BLOBS), &link_key, encode(&touched));
             let mut record = self
                 .get::<BlobRecord>(CF_BLOBS, digest.as_bytes())?
                 .unwrap_or(BlobRecord {
@@ -284,7 +311,6 @@ impl<'a> Registry<'a> {
             add_region(&mut record, region);
             if newly_linked {
                 record.links += 1;
-                batch.put_cf(self.cf(CF_REPO_BLOBS), &link_key, []);
                 self.store.add_registry_link(batch, &self.name, digest, 1)?;
             }
             batch.put_cf(self.cf(CF_BLOBS), digest.as_bytes(), encode(&record));
@@ -298,13 +324,14 @@ impl<'a> Registry<'a> {
         batch: &mut WriteBatch,
         repo: &str,
         digest: &str,
+        at_ms: u64,
     ) -> Result<Response, StoreError> {
         let link_key = self.key(&[repo, digest]);
         if !self.exists(CF_REPO_BLOBS, &link_key)? {
             return Ok(Response::Refused(ApplyError::BlobUnknown));
         }
         batch.delete_cf(self.cf(CF_REPO_BLOBS), &link_key);
-        self.store.drop_link(batch, &self.name, digest, 1)?;
+        self.store.drop_link(batch, &self.name, digest, 1, at_ms)?;
         Ok(Response::Removed(1))
     }
 
@@ -312,6 +339,7 @@ impl<'a> Registry<'a> {
         &self,
         batch: &mut WriteBatch,
         repo: &str,
+        at_ms: u64,
     ) -> Result<Response, StoreError> {
         let key = self.key(&[repo]);
         if !self.exists(CF_REPOS, &key)? {
@@ -323,7 +351,10 @@ impl<'a> Registry<'a> {
             for (k, _) in self.scan(cf, &prefix, None, usize::MAX)? {
                 batch.delete_cf(self.cf(cf), &k);
                 match cf {
-                    CF_REPO_BLOBS => self.store.drop_link(batch, &self.name, &last_part(&k), 1)?,
+                    CF_REPO_BLOBS => {
+                        self.store
+                            .drop_link(batch, &self.name, &last_part(&k), 1, at_ms)?;
+                    }
                     CF_MANIFESTS | CF_TAGS => removed += 1,
                     _ => {}
                 }
@@ -693,7 +724,11 @@ mod tests {
             s.r().tag("a", "v").unwrap().is_some(),
             "a sibling prefix survives"
         );
-        assert_eq!(s.blob(&digest('b')).unwrap().unwrap().links, 0);
+        assert!(
+            s.blob(&digest('b')).unwrap().is_none(),
+            "its last link gone, the blob is freed"
+        );
+        assert_eq!(s.0.sweeps_for("r1", 10).unwrap()[0].0, digest('b'));
         let again = s
             .apply(&Command::DeleteRepository { repo: "a/b".into() }, &[])
             .unwrap();

@@ -182,7 +182,9 @@ impl MetaStore {
             self.db.write(batch)?;
             return Ok(first);
         }
-        let response = self.registry(&env.registry).apply(&mut batch, &env.cmd)?;
+        let response = self
+            .registry(&env.registry)
+            .apply(&mut batch, &env.cmd, env.at_ms)?;
         if matches!(response, Response::Refused(_)) {
             // A refused command changes nothing but the applied index.
             batch = WriteBatch::default();
@@ -209,10 +211,14 @@ impl MetaStore {
         blobs: &[BlobRef],
     ) -> Result<Response, StoreError> {
         for b in blobs {
-            if let Some(mut record) = self.get::<BlobRecord>(CF_BLOBS, b.digest.as_bytes())? {
-                if add_region(&mut record, region) {
-                    batch.put_cf(self.cf(CF_BLOBS), b.digest.as_bytes(), encode(&record));
+            match self.get::<BlobRecord>(CF_BLOBS, b.digest.as_bytes())? {
+                Some(mut record) => {
+                    if add_region(&mut record, region) {
+                        batch.put_cf(self.cf(CF_BLOBS), b.digest.as_bytes(), encode(&record));
+                    }
                 }
+                // Freed while it was being copied: the copy is garbage.
+                None => self.sweep_orphan(batch, region, &b.digest, b.size),
             }
         }
         Ok(Response::Ok)
@@ -239,18 +245,26 @@ impl MetaStore {
     /// `count` fewer repositories of `registry` link `digest`. Called at
     /// most once per (digest, registry) in one batch: it reads the
     /// counts from the store, not from the batch.
+    /// The blob is freed (see `gc`) when that was its last link.
     pub(crate) fn drop_link(
         &self,
         batch: &mut WriteBatch,
         registry: &str,
         digest: &str,
         count: u64,
-    ) -> Result<(), StoreError> {
+        now_ms: u64,
+    ) -> Result<Option<crate::gc::FreedBlob>, StoreError> {
+        let mut freed = None;
         if let Some(mut record) = self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())? {
             record.links = record.links.saturating_sub(count);
-            batch.put_cf(self.cf(CF_BLOBS), digest.as_bytes(), encode(&record));
+            if record.links == 0 {
+                freed = Some(self.free_blob(batch, digest, &record, now_ms));
+            } else {
+                batch.put_cf(self.cf(CF_BLOBS), digest.as_bytes(), encode(&record));
+            }
         }
-        self.add_registry_link(batch, registry, digest, -(count as i64))
+        self.add_registry_link(batch, registry, digest, -(count as i64))?;
+        Ok(freed)
     }
 
     /// Change how many repositories of `registry` link `digest` by `delta`

@@ -94,6 +94,7 @@ pub enum RegistryCommand {
 impl MetaStore {
     pub(crate) fn apply_registry(
         &self,
+        now_ms: u64,
         batch: &mut WriteBatch,
         cmd: &RegistryCommand,
     ) -> Result<Response, StoreError> {
@@ -178,7 +179,7 @@ impl MetaStore {
                     }
                 }
                 for (digest, n) in links {
-                    self.drop_link(batch, &name, &digest, n)?;
+                    self.drop_link(batch, &name, &digest, n, now_ms)?;
                 }
                 batch.delete_cf(self.cf(CF_REGISTRIES), name.as_bytes());
                 Ok(Response::Removed(removed))
@@ -315,7 +316,10 @@ mod tests {
         assert!(s.registry_record("teamone").unwrap().is_none());
         assert!(one.principal("teamone-owner").unwrap().is_none());
         assert!(one.repositories(None, 10).unwrap().is_empty());
-        assert_eq!(s.blob(&d).unwrap().unwrap().links, 0, "both links dropped");
+        assert!(
+            s.blob(&d).unwrap().is_none(),
+            "both links dropped at once, and the blob freed"
+        );
         assert!(s.registries_linking(&d).unwrap().is_empty());
         assert!(
             two.principal("teamtwo-owner").unwrap().is_some(),

@@ -8,6 +8,7 @@ use wharf_config as config;
 mod directory;
 mod error;
 mod fence;
+mod gc;
 mod http;
 mod metrics;
 mod proxy;
@@ -69,6 +70,8 @@ enum Command {
     Access(cli::identity::IdentityArgs<cli::identity::AccessVerb>),
     /// Failover drills against a running cluster (region-outage).
     Drill(cli::drill::DrillArgs),
+    /// Garbage collection: run now (or a dry run), and its status per region.
+    Gc(cli::gc::GcArgs),
 }
 
 #[derive(clap::Args)]
@@ -185,6 +188,7 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
         Command::Repository(args) => Ok(cli::repository::run(args).await?),
         Command::Replication(args) => Ok(cli::replication::run(args).await?),
         Command::Registry(args) => Ok(cli::registry::run(args).await?),
+        Command::Gc(args) => Ok(cli::gc::run(args).await?),
         Command::Login(args) => Ok(cli::login::run(args).await?),
         Command::User(args) => Ok(cli::identity::user(args).await?),
         Command::Role(args) => Ok(cli::identity::role(args).await?),

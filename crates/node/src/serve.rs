@@ -165,7 +165,29 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         auth_realm: cfg.auth.realm.clone(),
         scheme: if cfg.tls.https() { "https" } else { "http" },
         http: crate::tls::http_client(cfg.tls.ca_file.as_deref())?,
+        gc: wharf_gc::GcSettings {
+            grace: Duration::from_secs(cfg.gc.grace_s),
+            hold: Duration::from_secs(cfg.gc.hold_s),
+        },
     });
+    tasks.spawn(
+        "gc sweeper",
+        crate::gc::sweeper(
+            app.clone(),
+            Duration::from_secs(cfg.gc.sweep_interval_s),
+            tasks.stop(),
+        ),
+    );
+    if cfg.gc.interval_s > 0 {
+        tasks.spawn(
+            "gc scheduler",
+            crate::gc::scheduler(
+                app.clone(),
+                Duration::from_secs(cfg.gc.interval_s),
+                tasks.stop(),
+            ),
+        );
+    }
     if cfg.bootstrap {
         tasks.spawn(
             "bootstrap",

@@ -29,6 +29,11 @@ impl Stop {
         let _ = self.0.wait_for(|stopping| *stopping).await;
     }
 
+    /// Whether the node is stopping.
+    pub fn stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+
     /// The receiver itself, for crates that take a `watch` (the mover).
     pub fn receiver(&self) -> watch::Receiver<bool> {
         self.0.clone()

@@ -32,6 +32,8 @@ pub struct AppState {
     pub scheme: &'static str,
     /// For calls to peers' HTTP APIs (trusts the cluster CA).
     pub http: reqwest::Client,
+    /// Garbage collection's grace and hold (runs on demand use them too).
+    pub gc: wharf_gc::GcSettings,
 }
 
 pub type App = Arc<AppState>;

@@ -7,20 +7,11 @@ use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
 use common::registry::{header, Reg, OCI_MANIFEST};
-use common::{oci_layout, owner_creds, random_bytes, run, sha256, skopeo};
+use common::{eventually, oci_layout, owner_creds, random_bytes, run, sha256, skopeo, wharf_json};
 use reqwest::{Method, StatusCode};
 
 fn regs(c: &Cluster) -> Vec<Reg> {
     c.nodes.iter().map(|n| Reg::new(&n.addr())).collect()
-}
-
-/// Poll `check` until it holds or `secs` pass.
-async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check() {
-        assert!(Instant::now() < deadline, "not within {secs} s: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 // Promise 4: a push acknowledged in one region is pullable, byte-exact, in
@@ -275,14 +266,6 @@ async fn a_lagging_region_installs_a_snapshot() {
         "expected catch-up by snapshot:\n{}",
         c.nodes[lagging].log()
     );
-}
-
-fn wharf_json(endpoint: &str, args: &[&str]) -> serde_json::Value {
-    let out = run(std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .envs(common::owner_env())
-        .args(args)
-        .args(["--endpoint", endpoint, "-o", "json"]));
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 // Replications as a user sees them: list with health, role, lag and blobs

@@ -43,8 +43,9 @@ impl Handle {
             return Ok(None);
         };
         // Only a blob held in this region is mounted at once; otherwise
-        // the client uploads it, which is no slower.
-        if self.service.blobs.stat(digest).await?.is_none() {
+        // the client uploads it, which is no slower. Touched, so that a GC
+        // sweep of an older copy keeps it until the new link is registered.
+        if self.service.blobs.touch(digest).await?.is_none() {
             return Ok(None);
         }
         self.link_uploaded(repo, digest, size).await?;

@@ -143,6 +143,16 @@ impl Handle {
         Ok(self.service.consensus.write(env).await?.into_result()?)
     }
 
+    /// Propose a command under a fresh request id; the state machine's
+    /// whole answer (a refusal is an error).
+    pub async fn propose(&self, cmd: Command) -> ServiceResult<wharf_meta::Response> {
+        let env = envelope(&self.name, cmd, None);
+        match self.service.consensus.write(env).await? {
+            wharf_meta::Response::Refused(e) => Err(e.into()),
+            r => Ok(r),
+        }
+    }
+
     /// Resolve a tag or digest to a manifest of `repo`.
     pub async fn manifest(
         &self,

@@ -3,6 +3,7 @@
 //! operator sees includes every write acknowledged before the request.
 
 mod fence;
+mod gc;
 mod identities;
 mod images;
 mod registries;
@@ -82,6 +83,8 @@ pub fn router() -> Router<App> {
                 .patch(registries::update)
                 .delete(registries::delete),
         )
+        .route("/gc", get(gc::status))
+        .route("/gc/runs", post(gc::run))
         .route(
             "/replications",
             get(replications::list)

@@ -24,7 +24,7 @@ fn bad(msg: impl Into<String>) -> ApiError {
 }
 
 /// Only the operator: an owner of the default registry, through it.
-async fn operator(app: &Tenant, caller: &Caller) -> ApiResult<()> {
+pub(crate) async fn operator(app: &Tenant, caller: &Caller) -> ApiResult<()> {
     caller.require_owner()?;
     if app.name() != DEFAULT_REGISTRY {
         return Err(ApiError::new(

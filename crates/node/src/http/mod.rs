@@ -131,6 +131,13 @@ async fn readyz(State(app): State<App>) -> Response {
 
 async fn metrics(State(app): State<App>) -> Response {
     let s = app.consensus.status();
+    let meta = app.consensus.meta();
+    let gc = meta.region_sweeps(&app.region).unwrap_or_default();
+    let gc_pending = meta
+        .sweeps_pending()
+        .ok()
+        .and_then(|p| p.get(&app.region).copied())
+        .unwrap_or(0);
     let gauges = [
         ("wharf_raft_term", "Current Raft term", s.term),
         (
@@ -188,6 +195,21 @@ async fn metrics(State(app): State<App>) -> Response {
             "wharf_upload_sessions",
             "Upload sessions in progress",
             app.blobs.sessions_in_progress() as u64,
+        ),
+        (
+            "wharf_gc_files_deleted_total",
+            "Freed blob files this region's sweeper deleted",
+            gc.files_deleted,
+        ),
+        (
+            "wharf_gc_bytes_freed_total",
+            "Bytes this region's sweeper freed",
+            gc.bytes_freed,
+        ),
+        (
+            "wharf_gc_sweeps_pending",
+            "Freed blob files this region has yet to delete",
+            gc_pending,
         ),
     ];
     let mut text = app.metrics.render(&gauges);

@@ -312,3 +312,22 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
     rand::thread_rng().fill_bytes(&mut v);
     v
 }
+
+/// Poll `check` until it holds or `secs` pass (a condition with a bound,
+/// never a fixed sleep and a hope).
+pub async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < deadline, "not within {secs} s: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `wharf ARGS --endpoint E -o json` as the owner; its parsed answer.
+pub fn wharf_json(endpoint: &str, args: &[&str]) -> serde_json::Value {
+    let out = run(Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .envs(owner_env())
+        .args(args)
+        .args(["--endpoint", endpoint, "-o", "json"]));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}

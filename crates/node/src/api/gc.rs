@@ -1,0 +1,102 @@
+//! `POST /api/v1/gc/runs` and `GET /api/v1/gc`: collect garbage now, and
+//! what collection has done. The operator collects any registry (or all);
+//! a registry's owner collects that registry, through its login server.
+
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use wharf_api::{GcRegionFreed, GcRegionStatus, GcReport, GcRequest, GcRunSummary, GcStatus};
+use wharf_meta::{GcRun, DEFAULT_REGISTRY};
+use wharf_oci::ErrorCode;
+
+use crate::http::access::Caller;
+use crate::http::error::{ApiError, ApiResult};
+use crate::tenant::Tenant;
+
+fn summary(r: GcRun) -> GcRunSummary {
+    GcRunSummary {
+        id: r.id,
+        registry: r.registry,
+        started_ms: r.started_ms,
+        finished_ms: r.finished_ms,
+        links_marked: r.links_marked,
+        links_removed: r.links_removed,
+        blobs_freed: r.blobs_freed,
+        bytes_freed: r.bytes_freed,
+    }
+}
+
+pub async fn run(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<GcRequest>,
+) -> ApiResult<Json<GcReport>> {
+    caller.require_owner()?;
+    let only = match (app.name(), req.registry) {
+        (DEFAULT_REGISTRY, named) => named.map(|n| n.to_ascii_lowercase()),
+        (mine, Some(n)) if !n.eq_ignore_ascii_case(mine) => {
+            return Err(ApiError::new(
+                ErrorCode::Denied,
+                format!("an owner of {mine} collects {mine} only; the operator collects {n}"),
+            ))
+        }
+        (mine, _) => Some(mine.to_string()),
+    };
+    app.consensus.read_barrier().await?;
+    if let Some(name) = &only {
+        if app.consensus.meta().registry_record(name)?.is_none() {
+            return Err(
+                ApiError::new(ErrorCode::NameUnknown, format!("no registry named {name}"))
+                    .with_status(StatusCode::NOT_FOUND),
+            );
+        }
+    }
+    let report = wharf_gc::run(&app.service, only.as_deref(), app.gc, req.dry_run).await?;
+    Ok(Json(GcReport {
+        run: summary(report.run),
+        dry_run: report.dry_run,
+        regions: report
+            .regions
+            .into_iter()
+            .map(|(region, f)| GcRegionFreed {
+                region,
+                blobs: f.blobs,
+                bytes: f.bytes,
+            })
+            .collect(),
+    }))
+}
+
+pub async fn status(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<GcStatus>> {
+    super::registries::operator(&app, &caller).await?;
+    let meta = app.consensus.meta();
+    let pending = meta.sweeps_pending()?;
+    let mut regions: Vec<String> = app
+        .consensus
+        .members()
+        .into_iter()
+        .map(|(_, n)| n.region)
+        .chain(pending.keys().cloned())
+        .collect();
+    regions.sort();
+    regions.dedup();
+    let regions = regions
+        .into_iter()
+        .map(|region| {
+            let s = meta.region_sweeps(&region)?;
+            Ok(GcRegionStatus {
+                sweeps_pending: pending.get(&region).copied().unwrap_or(0),
+                files_deleted: s.files_deleted,
+                bytes_freed: s.bytes_freed,
+                files_kept: s.files_kept,
+                last_sweep_ms: s.last_ms,
+                region,
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let mut runs: Vec<GcRunSummary> = meta.gc_runs()?.into_iter().map(summary).collect();
+    runs.reverse();
+    Ok(Json(GcStatus { runs, regions }))
+}
