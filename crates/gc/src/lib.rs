@@ -24,10 +24,11 @@ use wharf_meta::{Command, FreedBlob, GcCommand, GcRun, Response, DEFAULT_REGISTR
 use wharf_oci::Digest;
 use wharf_registry::{Handle, Service, ServiceResult};
 
-/// Digests per proposed command, bounding an entry's size.
-const BATCH: usize = 256;
+/// Digests per proposed command: small, so a push waiting behind one GC
+/// entry waits little (and an entry's size is bounded).
+const BATCH: usize = 64;
 /// Freed files a sweeper looks at per pass.
-const SWEEP_BATCH: usize = 256;
+const SWEEP_BATCH: usize = 64;
 
 #[derive(Debug, Clone, Copy)]
 pub struct GcSettings {
@@ -64,6 +65,15 @@ impl Report {
             r.bytes += freed.size;
         }
     }
+}
+
+/// Propose `cmd` and then rest as long as it took: GC takes at most half
+/// of the write path, and pushes keep their latency while it runs.
+async fn paced(handle: &Handle, cmd: Command) -> ServiceResult<Response> {
+    let started = std::time::Instant::now();
+    let answer = handle.propose(cmd).await?;
+    tokio::time::sleep(started.elapsed()).await;
+    Ok(answer)
 }
 
 /// One repository's candidates, as the planner sees them now.
@@ -161,14 +171,16 @@ pub async fn run(
         for plan in repos {
             any_marked |= !plan.marked.is_empty();
             for chunk in plan.to_mark.chunks(BATCH) {
-                let marked = handle
-                    .propose(Command::Gc(GcCommand::Mark {
+                let marked = paced(
+                    handle,
+                    Command::Gc(GcCommand::Mark {
                         repo: plan.repo.clone(),
                         digests: chunk.to_vec(),
                         grace_ms,
                         now_ms: now_unix_ms(),
-                    }))
-                    .await?;
+                    }),
+                )
+                .await?;
                 if let Response::Changed(n) = marked {
                     report.run.links_marked += n;
                     any_marked |= n > 0;
@@ -183,14 +195,16 @@ pub async fn run(
         for (handle, _) in &plans {
             for plan in plan_registry(handle, now_unix_ms(), grace_ms)? {
                 for chunk in plan.marked.chunks(BATCH) {
-                    let swept = handle
-                        .propose(Command::Gc(GcCommand::Sweep {
+                    let swept = paced(
+                        handle,
+                        Command::Gc(GcCommand::Sweep {
                             repo: plan.repo.clone(),
                             digests: chunk.to_vec(),
                             hold_ms,
                             now_ms: now_unix_ms(),
-                        }))
-                        .await?;
+                        }),
+                    )
+                    .await?;
                     if let Response::Freed { links, blobs } = swept {
                         report.run.links_removed += links;
                         blobs.iter().for_each(|b| report.add(b));
@@ -218,12 +232,14 @@ async fn free_unlinked(service: &Arc<Service>, report: &mut Report) -> ServiceRe
         if unlinked.is_empty() {
             return Ok(());
         }
-        let freed = handle
-            .propose(Command::Gc(GcCommand::FreeUnlinked {
+        let freed = paced(
+            &handle,
+            Command::Gc(GcCommand::FreeUnlinked {
                 digests: unlinked.into_iter().map(|(d, _)| d).collect(),
                 now_ms: now_unix_ms(),
-            }))
-            .await?;
+            }),
+        )
+        .await?;
         match freed {
             Response::Freed { blobs, .. } if !blobs.is_empty() => {
                 blobs.iter().for_each(|b| report.add(b))
@@ -278,6 +294,7 @@ pub struct Swept {
 
 /// Delete the files this region is to delete, and report them.
 pub async fn sweep_once(service: &Arc<Service>, grace: Duration) -> ServiceResult<Swept> {
+    let started = std::time::Instant::now();
     let meta = service.consensus.meta();
     let entries = meta.sweeps_for(&service.region, SWEEP_BATCH)?;
     let mut out = Swept::default();
@@ -321,5 +338,8 @@ pub async fn sweep_once(service: &Arc<Service>, grace: Duration) -> ServiceResul
             }))
             .await?;
     }
+    // Rest as long as the pass took: deletions and their fsyncs take at
+    // most half of the disk from the pushes beside them.
+    tokio::time::sleep(started.elapsed()).await;
     Ok(out)
 }
