@@ -119,10 +119,6 @@ impl Tenant {
         self.reg.name()
     }
 
-    pub fn app(&self) -> &App {
-        &self.app
-    }
-
     /// The registry's service handle: pushes, deletes, lookups.
     pub fn registry(&self) -> &Handle {
         &self.reg

@@ -11,11 +11,13 @@ mod error;
 mod identities;
 mod push;
 mod service;
+mod tenancy;
 
 pub use copies::AckPolicy;
 pub use error::ServiceError;
 pub use identities::{check_admin_slot, kind_name, role_name, SIGNING_KEYS_KEPT};
 pub use push::{ManifestPush, Pushed};
 pub use service::{envelope, new_request_id, split_pending_key, Handle, Service};
+pub use tenancy::{parse_sku, NewRegistry};
 
 pub type ServiceResult<T> = Result<T, ServiceError>;

@@ -8,20 +8,13 @@ use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
-use wharf_auth::secret;
-use wharf_meta::{
-    Command, IdentityCommand, RegistryCommand, RegistryRecord, Sku, DEFAULT_REGISTRY,
-};
+use wharf_meta::{RegistryRecord, Sku, DEFAULT_REGISTRY};
 use wharf_oci::{ErrorCode, RegistryName};
 
 use crate::http::access::Caller;
 use crate::http::error::{ApiError, ApiResult};
 use crate::state::now_ms;
 use crate::tenant::Tenant;
-
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorCode::Unsupported, msg).with_status(StatusCode::BAD_REQUEST)
-}
 
 /// Only the operator: an owner of the default registry, through it.
 pub(crate) async fn operator(app: &Tenant, caller: &Caller) -> ApiResult<()> {
@@ -51,7 +44,7 @@ fn row(app: &Tenant, r: &RegistryRecord) -> wharf_api::Registry {
 }
 
 fn parse_sku(s: &str) -> ApiResult<Sku> {
-    Sku::parse(s).ok_or_else(|| bad(format!("sku {s:?}: basic, standard or premium")))
+    Ok(wharf_registry::parse_sku(s)?)
 }
 
 pub async fn list(
@@ -104,66 +97,28 @@ pub async fn check_name(
     Ok(Json(answer))
 }
 
-/// Enable or disable `registry`'s admin account (both passwords are made
-/// the first time).
-async fn set_admin(app: &Tenant, registry: &str, enabled: bool) -> ApiResult<()> {
-    let change = app.auth.admin_change(Some(enabled), None);
-    Tenant::new(app.app().clone(), registry.to_string())
-        .write(Command::Identity(Box::new(IdentityCommand::UpdateAdmin(
-            change,
-        ))))
-        .await?;
-    Ok(())
-}
-
 pub async fn create(
     Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Json(req): Json<wharf_api::NewRegistry>,
 ) -> ApiResult<(StatusCode, Json<wharf_api::CreatedRegistry>)> {
     operator(&app, &caller).await?;
-    let name = RegistryName::parse(&req.name)?;
     let sku = parse_sku(req.sku.as_deref().unwrap_or("standard"))?;
     let owner = req.owner.unwrap_or_else(|| "owner".to_string());
-    let (password, shown) = match req.owner_password {
-        Some(p) => {
-            secret::check_password_strength(&p).map_err(|e| bad(e.to_string()))?;
-            (p, None)
-        }
-        None => {
-            let p = secret::new_secret();
-            (p.clone(), Some(p))
-        }
-    };
-    let now = now_ms();
-    let record = RegistryRecord {
-        name: name.as_str().to_string(),
-        sku,
-        created_ms: now,
-        replicas: Vec::new(),
-    };
-    let cmd = app
-        .auth
-        .create_registry_command(record.clone(), &owner, &password, now)
-        .map_err(ApiError::internal)?;
-    app.write(Command::Registry(cmd)).await?;
-    let created = Tenant::new(app.app().clone(), name.as_str().to_string());
-    if req.admin_enabled {
-        let mut change = wharf_meta::AdminChange {
-            enabled: Some(true),
-            ..Default::default()
-        };
-        for slot in 0..2u8 {
-            change
-                .fill_empty
-                .push((slot, app.auth.new_admin_password(usize::from(slot))));
-        }
-        created
-            .write(Command::Identity(Box::new(IdentityCommand::UpdateAdmin(
-                change,
-            ))))
-            .await?;
-    }
+    let (record, shown) = app
+        .service
+        .create_registry(
+            &app.auth,
+            wharf_registry::NewRegistry {
+                name: &req.name,
+                sku,
+                owner: &owner,
+                owner_password: req.owner_password,
+                admin_enabled: req.admin_enabled,
+            },
+            now_ms(),
+        )
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(wharf_api::CreatedRegistry {
@@ -183,19 +138,11 @@ pub async fn update(
 ) -> ApiResult<Json<wharf_api::Registry>> {
     operator(&app, &caller).await?;
     let sku = req.sku.as_deref().map(parse_sku).transpose()?;
-    let name = name.to_ascii_lowercase();
-    record(&app, &name)?;
-    if sku.is_some() {
-        app.write(Command::Registry(RegistryCommand::Update {
-            name: name.clone(),
-            sku,
-        }))
+    let record = app
+        .service
+        .update_registry(&app.auth, &name, sku, req.admin_enabled)
         .await?;
-    }
-    if let Some(enabled) = req.admin_enabled {
-        set_admin(&app, &name, enabled).await?;
-    }
-    Ok(Json(row(&app, &record(&app, &name)?)))
+    Ok(Json(row(&app, &record)))
 }
 
 pub async fn delete(
@@ -204,11 +151,7 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> ApiResult<Json<wharf_api::Deleted>> {
     operator(&app, &caller).await?;
-    let removed = app
-        .write(Command::Registry(RegistryCommand::Delete {
-            name: name.clone(),
-        }))
-        .await?;
+    let removed = app.service.delete_registry(&name).await?;
     Ok(Json(wharf_api::Deleted {
         deleted: name,
         repositories: removed,
@@ -275,29 +218,8 @@ async fn set_replica(
 ) -> ApiResult<Json<Vec<wharf_api::Replica>>> {
     let name = name.to_ascii_lowercase();
     operator_or_owner(app, caller, &name).await?;
-    let known = app
-        .consensus
-        .members()
-        .into_iter()
-        .any(|(_, n)| n.region == location);
-    if add && !known {
-        return Err(bad(format!(
-            "{location:?} is not a region of this cluster (wharf replication list shows them)"
-        )));
-    }
-    let current = record(app, &name)?;
-    if !add && current.replicas.len() == 1 && current.replicas[0] == location {
-        return Err(bad(
-            "a registry keeps at least one replica region: add another first",
-        ));
-    }
-    app.write(Command::Registry(RegistryCommand::SetReplica {
-        name: name.clone(),
-        region: location.to_string(),
-        add,
-    }))
-    .await?;
-    Ok(Json(replica_rows(app, &record(app, &name)?)))
+    let record = app.service.set_replica(&name, location, add).await?;
+    Ok(Json(replica_rows(app, &record)))
 }
 
 pub async fn create_replication(
