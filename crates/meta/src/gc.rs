@@ -308,10 +308,15 @@ impl MetaStore {
             .collect()
     }
 
-    /// Sweep entries pending, per region.
+    /// Sweep entries pending, per region (one pass over `sweeps`, keys only
+    /// kept in memory as counts).
     pub fn sweeps_pending(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         let mut out = BTreeMap::new();
-        for (k, _) in self.scan(CF_SWEEPS, b"", None, usize::MAX)? {
+        for item in self
+            .db()
+            .iterator_cf(self.cf(CF_SWEEPS), rocksdb::IteratorMode::Start)
+        {
+            let (k, _) = item?;
             let region = k.split(|&b| b == 0).next().unwrap_or_default();
             *out.entry(String::from_utf8_lossy(region).into_owned())
                 .or_default() += 1;
@@ -319,10 +324,29 @@ impl MetaStore {
         Ok(out)
     }
 
-    /// Blobs of the index no repository links (at most `limit`).
+    /// Sweep entries `region` has yet to do (its own key range only).
+    pub fn sweeps_pending_in(&self, region: &str) -> Result<u64, StoreError> {
+        let prefix = sweep_key(region, "");
+        let mut n = 0;
+        let from = rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward);
+        for item in self.db().iterator_cf(self.cf(CF_SWEEPS), from) {
+            if !item?.0.starts_with(&prefix) {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Blobs of the index no repository links (at most `limit`), read as
+    /// the index is walked rather than loaded whole.
     pub fn unlinked_blobs(&self, limit: usize) -> Result<Vec<(String, BlobRecord)>, StoreError> {
         let mut out = Vec::new();
-        for (k, v) in self.scan(CF_BLOBS, b"", None, usize::MAX)? {
+        for item in self
+            .db()
+            .iterator_cf(self.cf(CF_BLOBS), rocksdb::IteratorMode::Start)
+        {
+            let (k, v) = item?;
             let record: BlobRecord = decode(CF_BLOBS, &v)?;
             if record.links == 0 {
                 out.push((String::from_utf8_lossy(&k).into_owned(), record));
@@ -499,6 +523,12 @@ mod tests {
         assert_eq!(s.sweeps_for("r1", 10).unwrap()[0].0, unused);
         assert_eq!(s.sweeps_for("r2", 10).unwrap().len(), 1);
         assert_eq!(s.sweeps_pending().unwrap().get("r1"), Some(&1));
+        assert_eq!(s.sweeps_pending_in("r1").unwrap(), 1);
+        assert_eq!(
+            s.sweeps_pending_in("r").unwrap(),
+            0,
+            "a prefix is not a region"
+        );
 
         // A region reports its deletions; its entries go, its totals grow.
         let swept = GcCommand::Swept {

@@ -153,7 +153,13 @@ async fn a_release_0_1_data_directory_upgrades_in_place_and_loses_nothing() {
     );
     assert_release_0_1_data(&node, &expected).await;
 
-    // A real client pulls the old image byte-exact.
+    // Garbage collection reads the links the previous releases wrote
+    // (without GC's link time) and keeps everything an image uses.
+    let gc = common::wharf_json(&node.url(""), &["gc", "run"]);
+    assert!(gc["id"].as_str().is_some(), "{gc}");
+    assert_release_0_1_data(&node, &expected).await;
+
+    // A real client pulls the old image byte-exact (after that GC run).
     let repo = expected["image"]["repo"].as_str().unwrap();
     let out = dir.path().join("pulled");
     run(skopeo().args([

@@ -133,11 +133,7 @@ async fn metrics(State(app): State<App>) -> Response {
     let s = app.consensus.status();
     let meta = app.consensus.meta();
     let gc = meta.region_sweeps(&app.region).unwrap_or_default();
-    let gc_pending = meta
-        .sweeps_pending()
-        .ok()
-        .and_then(|p| p.get(&app.region).copied())
-        .unwrap_or(0);
+    let gc_pending = meta.sweeps_pending_in(&app.region).unwrap_or(0);
     let gauges = [
         ("wharf_raft_term", "Current Raft term", s.term),
         (
