@@ -3,6 +3,10 @@
 //! Adding a field: give it `#[serde(default)]`, so an older CLI or server
 //! keeps understanding the other side.
 
+/// The header naming the registry a management request addresses (the
+/// CLI's `--registry N`), where its host does not.
+pub const REGISTRY_HEADER: &str = "wharf-registry";
+
 mod cluster;
 mod gc;
 mod identities;
@@ -20,5 +24,6 @@ pub use registries::{
     CreatedRegistry, Deleted, Location, NameCheck, NewRegistry, Registry, RegistryChange, Replica,
 };
 pub use repositories::{
-    ImageChild, ImageDetail, Layer, Manifest, Region, Removed, Repository, Tag,
+    Attributes, AttributesChange, ImageChild, ImageDetail, Layer, Manifest, Region, Removed,
+    Repository, Tag,
 };

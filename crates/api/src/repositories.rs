@@ -2,7 +2,55 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One repository, as `wharf repository list` shows it.
+fn yes() -> bool {
+    true
+}
+
+/// The locks of a repository, tag or manifest (the cloud CLI's
+/// `changeableAttributes`); all enabled when nothing is locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attributes {
+    #[serde(default = "yes")]
+    pub write_enabled: bool,
+    #[serde(default = "yes")]
+    pub delete_enabled: bool,
+    #[serde(default = "yes")]
+    pub read_enabled: bool,
+    #[serde(default = "yes")]
+    pub list_enabled: bool,
+}
+
+impl Default for Attributes {
+    fn default() -> Attributes {
+        Attributes {
+            write_enabled: true,
+            delete_enabled: true,
+            read_enabled: true,
+            list_enabled: true,
+        }
+    }
+}
+
+/// `PATCH /repositories`: lock or unlock a repository, or (with `image`,
+/// a tag or a digest) one tag or manifest of it. Only the flags given
+/// change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AttributesChange {
+    pub repository: String,
+    /// A tag or a digest of the repository; none: the repository.
+    #[serde(default)]
+    pub reference: Option<String>,
+    #[serde(default)]
+    pub write_enabled: Option<bool>,
+    #[serde(default)]
+    pub delete_enabled: Option<bool>,
+    #[serde(default)]
+    pub read_enabled: Option<bool>,
+    #[serde(default)]
+    pub list_enabled: Option<bool>,
+}
+
+/// One repository, as `wharf repository list` and `show` show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Repository {
     pub name: String,
@@ -10,6 +58,8 @@ pub struct Repository {
     pub updated_ms: u64,
     pub tag_count: usize,
     pub manifest_count: usize,
+    #[serde(default)]
+    pub attributes: Attributes,
 }
 
 /// One tag of a repository.
@@ -22,6 +72,8 @@ pub struct Tag {
     pub media_type: Option<String>,
     #[serde(default)]
     pub manifest_size: Option<u64>,
+    #[serde(default)]
+    pub attributes: Attributes,
 }
 
 /// One manifest of a repository, with the tags pointing at it.
@@ -35,6 +87,8 @@ pub struct Manifest {
     pub artifact_type: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    #[serde(default)]
+    pub attributes: Attributes,
 }
 
 /// How many items a delete removed.
@@ -105,4 +159,10 @@ pub struct ImageDetail {
     pub layers: Vec<Layer>,
     #[serde(default)]
     pub manifests: Vec<ImageChild>,
+    /// The manifest's locks.
+    #[serde(default)]
+    pub attributes: Attributes,
+    /// The locks of the tag it was named by (`show --image R:T`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_attributes: Option<Attributes>,
 }

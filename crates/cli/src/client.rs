@@ -75,6 +75,8 @@ pub struct Client {
     base: String,
     http: reqwest::Client,
     login: Option<(String, String)>,
+    /// The registry addressed (`--registry`); none: the endpoint's.
+    registry: Option<String>,
 }
 
 /// Turn an error answer (the OCI error JSON shape) into one readable line.
@@ -101,7 +103,14 @@ impl Client {
             base: conn.endpoint.trim_end_matches('/').to_string(),
             http: crate::http_client(conn.cacert.as_deref())?,
             login: conn.login()?,
+            registry: None,
         })
+    }
+
+    /// Address registry `name` (none: the one the endpoint's host names).
+    pub fn for_registry(mut self, name: Option<String>) -> Client {
+        self.registry = name;
+        self
     }
 
     async fn send<T: DeserializeOwned>(
@@ -110,6 +119,10 @@ impl Client {
     ) -> Result<T, NodeError> {
         let req = match &self.login {
             Some((u, p)) => req.basic_auth(u, Some(p)),
+            None => req,
+        };
+        let req = match &self.registry {
+            Some(name) => req.header(wharf_api::REGISTRY_HEADER, name),
             None => req,
         };
         let resp = req

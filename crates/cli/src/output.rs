@@ -20,20 +20,25 @@ fn cell(v: &Value) -> String {
     }
 }
 
+/// A row's field; `a.b` names field `b` of object `a`.
+fn field<'v>(row: &'v Value, name: &str) -> &'v Value {
+    name.split('.').fold(row, |v, part| &v[part])
+}
+
 /// Print `rows` (JSON objects) with the given columns: (header, field).
 pub fn print(format: Format, rows: &[Value], columns: &[(&str, &str)]) {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(rows).unwrap_or_default()),
         Format::Tsv => {
             for r in rows {
-                let line: Vec<String> = columns.iter().map(|(_, f)| cell(&r[*f])).collect();
+                let line: Vec<String> = columns.iter().map(|(_, f)| cell(field(r, f))).collect();
                 println!("{}", line.join("\t"));
             }
         }
         Format::Table => {
             let cells: Vec<Vec<String>> = rows
                 .iter()
-                .map(|r| columns.iter().map(|(_, f)| cell(&r[*f])).collect())
+                .map(|r| columns.iter().map(|(_, f)| cell(field(r, f))).collect())
                 .collect();
             let widths: Vec<usize> = columns
                 .iter()

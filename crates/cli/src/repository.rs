@@ -16,6 +16,10 @@ pub struct RepositoryArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Format::Table, global = true)]
     output: Format,
+    /// The registry (default: the one the endpoint's host names, else the
+    /// default registry).
+    #[arg(long, global = true)]
+    registry: Option<String>,
     #[command(subcommand)]
     verb: Verb,
 }
@@ -51,11 +55,18 @@ enum Verb {
         #[arg(long, value_enum)]
         orderby: Option<OrderBy>,
     },
-    /// Show one image: digest, sizes, media type, created, layers.
+    /// Show one image (digest, sizes, media type, created, layers, locks)
+    /// or, with --repository, one repository and its locks.
     Show {
         /// REPO:TAG or REPO@DIGEST.
+        #[arg(
+            long,
+            conflicts_with = "repository",
+            required_unless_present = "repository"
+        )]
+        image: Option<String>,
         #[arg(long)]
-        image: String,
+        repository: Option<String>,
         /// Show which regions hold each blob of the image.
         #[arg(long)]
         replication: bool,
@@ -69,6 +80,32 @@ enum Verb {
         untagged: bool,
         #[arg(long, value_enum)]
         orderby: Option<OrderBy>,
+    },
+    /// Lock or unlock a repository, or one tag or manifest of it: a
+    /// refused write is 403 DENIED naming the lock, in every region from
+    /// the next request on. Only the flags given change.
+    #[command(after_help = "Examples:\n  \
+        wharf repository update --repository app --write-enabled false\n  \
+        wharf repository update --image app:v1 --delete-enabled false\n  \
+        wharf repository update --image app@sha256:... --read-enabled false")]
+    Update {
+        #[arg(long, conflicts_with = "image", required_unless_present = "image")]
+        repository: Option<String>,
+        /// REPO:TAG or REPO@DIGEST.
+        #[arg(long)]
+        image: Option<String>,
+        /// Pushes (repository), moving the tag, deleting; false implies no deletes.
+        #[arg(long, action = clap::ArgAction::Set)]
+        write_enabled: Option<bool>,
+        /// Deleting (the repository: anything in it).
+        #[arg(long, action = clap::ArgAction::Set)]
+        delete_enabled: Option<bool>,
+        /// Pulling.
+        #[arg(long, action = clap::ArgAction::Set)]
+        read_enabled: Option<bool>,
+        /// Being listed in tags/list and the catalog.
+        #[arg(long, action = clap::ArgAction::Set)]
+        list_enabled: Option<bool>,
     },
     /// Delete an image (REPO:TAG untags; REPO@DIGEST removes the manifest
     /// and all its tags) or a whole repository.
@@ -86,6 +123,14 @@ enum Verb {
         yes: bool,
     },
 }
+
+/// The columns of a row's locks.
+const LOCK_COLUMNS: [(&str, &str); 4] = [
+    ("WRITE", "attributes.write_enabled"),
+    ("DELETE", "attributes.delete_enabled"),
+    ("READ", "attributes.read_enabled"),
+    ("LIST", "attributes.list_enabled"),
+];
 
 /// Replace every `*_ms` field by an RFC 3339 `*` field for display.
 fn with_times(mut rows: Vec<Value>) -> Vec<Value> {
@@ -121,7 +166,7 @@ pub(crate) fn confirm(what: &str) -> Result<bool, NodeError> {
 }
 
 pub async fn run(args: RepositoryArgs) -> Result<(), NodeError> {
-    let client = Client::new(&args.conn)?;
+    let client = Client::new(&args.conn)?.for_registry(args.registry);
     let out = args.output;
     match args.verb {
         Verb::List => {
@@ -159,10 +204,38 @@ pub async fn run(args: RepositoryArgs) -> Result<(), NodeError> {
                     ("MEDIA TYPE", "media_type"),
                     ("MANIFEST SIZE", "manifest_size"),
                 ]);
+                cols.extend(LOCK_COLUMNS);
             }
             output::print(out, &with_times(rows), &cols);
         }
-        Verb::Show { image, replication } => {
+        Verb::Show {
+            image: None,
+            repository: Some(repository),
+            ..
+        } => {
+            let row: wharf_api::Repository = client
+                .get("/repositories/show", &[("repository", repository)])
+                .await?;
+            let mut cols = vec![
+                ("NAME", "name"),
+                ("TAGS", "tag_count"),
+                ("MANIFESTS", "manifest_count"),
+                ("CREATED", "created"),
+                ("UPDATED", "updated"),
+            ];
+            cols.extend(LOCK_COLUMNS);
+            output::print(out, &with_times(values(&[row])), &cols);
+        }
+        Verb::Show {
+            image: None,
+            repository: None,
+            ..
+        } => return Err(NodeError::Config("give --image or --repository".into())),
+        Verb::Show {
+            image: Some(image),
+            replication,
+            ..
+        } => {
             let detail: wharf_api::ImageDetail = client
                 .get(
                     "/images",
@@ -176,17 +249,21 @@ pub async fn run(args: RepositoryArgs) -> Result<(), NodeError> {
                 }
                 _ => {
                     let row = with_times(vec![v]);
-                    output::print(
-                        out,
-                        &row,
-                        &[
-                            ("DIGEST", "digest"),
-                            ("MEDIA TYPE", "media_type"),
-                            ("SIZE", "image_size"),
-                            ("CREATED", "created"),
-                            ("TAGS", "tags"),
-                        ],
-                    );
+                    let mut cols = vec![
+                        ("DIGEST", "digest"),
+                        ("MEDIA TYPE", "media_type"),
+                        ("SIZE", "image_size"),
+                        ("CREATED", "created"),
+                        ("TAGS", "tags"),
+                    ];
+                    cols.extend(LOCK_COLUMNS);
+                    output::print(out, &row, &cols);
+                    if let Some(t) = &detail.tag_attributes {
+                        println!(
+                            "\ntag locks: write {} delete {} read {} list {}",
+                            t.write_enabled, t.delete_enabled, t.read_enabled, t.list_enabled
+                        );
+                    }
                     let layers = values(&detail.layers);
                     if !layers.is_empty() {
                         println!();
@@ -240,6 +317,49 @@ pub async fn run(args: RepositoryArgs) -> Result<(), NodeError> {
                     ("CREATED", "created"),
                 ],
             );
+        }
+        Verb::Update {
+            repository,
+            image,
+            write_enabled,
+            delete_enabled,
+            read_enabled,
+            list_enabled,
+        } => {
+            let (repository, reference) = match (image, repository) {
+                (Some(i), _) => {
+                    let (r, reference) = wharf_oci::split_image(&i);
+                    (r.to_string(), Some(reference.to_string()))
+                }
+                (None, Some(r)) => (r, None),
+                (None, None) => {
+                    return Err(NodeError::Config("give --repository or --image".into()))
+                }
+            };
+            let change = wharf_api::AttributesChange {
+                repository,
+                reference,
+                write_enabled,
+                delete_enabled,
+                read_enabled,
+                list_enabled,
+            };
+            if change.write_enabled.is_none()
+                && change.delete_enabled.is_none()
+                && change.read_enabled.is_none()
+                && change.list_enabled.is_none()
+            {
+                return Err(NodeError::Config(
+                    "nothing to change: give --write-enabled, --delete-enabled, \
+                     --read-enabled or --list-enabled"
+                        .into(),
+                ));
+            }
+            let now: wharf_api::Attributes = client
+                .send_json(reqwest::Method::PATCH, "/repositories", &[], &change)
+                .await?;
+            let row = serde_json::json!({ "attributes": now });
+            output::print(out, &[row], &LOCK_COLUMNS);
         }
         Verb::Delete {
             image,

@@ -90,6 +90,13 @@ pub enum Command {
     Registry(crate::tenancy::RegistryCommand),
     /// Garbage collection: marks, sweeps, a region's deleted files.
     Gc(crate::gc::GcCommand),
+    /// Change the locks of a repository, a tag or a manifest: only the
+    /// flags `change` names.
+    UpdateAttributes {
+        repo: String,
+        target: crate::locks::LockTarget,
+        change: crate::locks::AttributeChange,
+    },
 }
 
 /// The meaning of commands this release writes. Bump it when a command's

@@ -30,6 +30,10 @@ pub enum ApplyError {
     DefaultRegistry,
     #[error("invalid registry name {0:?}: 5 to 50 letters and digits")]
     RegistryNameInvalid(String),
+    /// A lock refused the write; names the lock ("tag app:v1 has
+    /// write-enabled false").
+    #[error("locked: {0}")]
+    Locked(String),
 }
 
 /// Failures of the local store itself (disk, corruption).

@@ -52,13 +52,94 @@ fn reencode<T: DeserializeOwned + Serialize>(
     Ok(encode(&record))
 }
 
+/// Decode a 0.1 value as its frozen layout `T` (bincode is positional: a
+/// record that gained fields since cannot read it) and encode it as the
+/// current record `R`.
+fn upgrade<T: DeserializeOwned, R: Serialize + From<T>>(
+    cf: &'static str,
+    v: &[u8],
+) -> Result<Vec<u8>, StoreError> {
+    let record: T = bincode::deserialize(v).map_err(|e| corrupt(cf, e))?;
+    Ok(encode(&R::from(record)))
+}
+
+/// The 0.1 layouts of records that have gained fields since.
+mod v01 {
+    use serde::Deserialize;
+
+    use crate::command::BlobRef;
+    use crate::locks::Attributes;
+    use crate::records::{ManifestRecord, RepoRecord, TagRecord};
+
+    #[derive(Deserialize)]
+    pub struct Repo {
+        created_ms: u64,
+        updated_ms: u64,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Manifest {
+        media_type: String,
+        #[serde(with = "serde_bytes")]
+        raw: Vec<u8>,
+        created_ms: u64,
+        blobs: Vec<BlobRef>,
+        children: Vec<String>,
+        subject: Option<String>,
+        artifact_type: Option<String>,
+        annotations_json: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Tag {
+        digest: String,
+        updated_ms: u64,
+    }
+
+    impl From<Repo> for RepoRecord {
+        fn from(r: Repo) -> RepoRecord {
+            RepoRecord {
+                created_ms: r.created_ms,
+                updated_ms: r.updated_ms,
+                attributes: Attributes::default(),
+            }
+        }
+    }
+
+    impl From<Manifest> for ManifestRecord {
+        fn from(m: Manifest) -> ManifestRecord {
+            ManifestRecord {
+                media_type: m.media_type,
+                raw: m.raw,
+                created_ms: m.created_ms,
+                blobs: m.blobs,
+                children: m.children,
+                subject: m.subject,
+                artifact_type: m.artifact_type,
+                annotations_json: m.annotations_json,
+                attributes: Attributes::default(),
+            }
+        }
+    }
+
+    impl From<Tag> for TagRecord {
+        fn from(t: Tag) -> TagRecord {
+            TagRecord {
+                digest: t.digest,
+                updated_ms: t.updated_ms,
+                attributes: Attributes::default(),
+            }
+        }
+    }
+}
+
 /// The current encoding of one 0.1 record of `cf` under `key`.
 fn convert(cf: &'static str, key: &[u8], v: &[u8]) -> Result<Vec<u8>, StoreError> {
     let starts = |kind: &str| key.starts_with(format!("{kind}\0").as_bytes());
     match cf {
-        CF_REPOS => reencode::<RepoRecord>(cf, v),
-        CF_MANIFESTS => reencode::<ManifestRecord>(cf, v),
-        CF_TAGS => reencode::<TagRecord>(cf, v),
+        CF_REPOS => upgrade::<v01::Repo, RepoRecord>(cf, v),
+        CF_MANIFESTS => upgrade::<v01::Manifest, ManifestRecord>(cf, v),
+        CF_TAGS => upgrade::<v01::Tag, TagRecord>(cf, v),
         CF_REFERRERS => reencode::<ReferrerRecord>(cf, v),
         CF_BLOBS => reencode::<BlobRecord>(cf, v),
         // Index entries: the key is the data, the value is empty.

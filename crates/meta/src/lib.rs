@@ -13,6 +13,7 @@ mod identity;
 mod identity_store;
 mod keys;
 mod legacy;
+mod locks;
 mod records;
 mod repo;
 mod requests;
@@ -32,6 +33,7 @@ pub use identity::{
     PrincipalRecord, Role, RoleAssignment, ScopeMapRecord, ScopeRule, SigningKeyRecord,
     TokenChange, TokenRecord,
 };
+pub use locks::{AttributeChange, Attributes, LockTarget};
 pub use records::{BlobRecord, ManifestRecord, ReferrerRecord, RepoRecord, TagRecord};
 pub use repo::Registry;
 pub use requests::{REQUEST_ID_MAX_BYTES, REQUEST_ID_TTL_MS};

@@ -1,11 +1,15 @@
 use serde::{Deserialize, Serialize};
 
 use crate::command::BlobRef;
+use crate::locks::Attributes;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoRecord {
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// Locks (absent before locks existed: unlocked).
+    #[serde(default)]
+    pub attributes: Attributes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,12 +23,16 @@ pub struct ManifestRecord {
     pub subject: Option<String>,
     pub artifact_type: Option<String>,
     pub annotations_json: Option<String>,
+    #[serde(default)]
+    pub attributes: Attributes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagRecord {
     pub digest: String,
     pub updated_ms: u64,
+    #[serde(default)]
+    pub attributes: Attributes,
 }
 
 /// Cluster-wide blob index entry.

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::command::{BlobRef, Command, PutManifest, Response};
 use crate::error::{ApplyError, StoreError};
 use crate::keys::*;
+use crate::locks::{AttributeChange, Attributes, LockTarget};
 use crate::records::*;
 use crate::store::{add_region, encode, KeyValue, ManifestSummary, MetaStore};
 
@@ -118,7 +119,89 @@ impl<'a> Registry<'a> {
             Command::ForgetRegion { region } => self.store.forget_region(batch, region),
             Command::Registry(c) => self.store.apply_registry(at_ms, batch, c),
             Command::Gc(c) => self.store.apply_gc(batch, self, c),
+            Command::UpdateAttributes {
+                repo,
+                target,
+                change,
+            } => self.update_attributes(batch, repo, target, change),
         }
+    }
+
+    /// The locks of `repo` (unlocked if it does not exist yet).
+    pub fn repository_attributes(&self, repo: &str) -> Result<Attributes, StoreError> {
+        Ok(self
+            .repository(repo)?
+            .map(|r| r.attributes)
+            .unwrap_or_default())
+    }
+
+    fn update_attributes(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+        target: &LockTarget,
+        change: &AttributeChange,
+    ) -> Result<Response, StoreError> {
+        fn changed(c: bool) -> Response {
+            Response::Changed(u64::from(c))
+        }
+        match target {
+            LockTarget::Repository => {
+                let key = self.key(&[repo]);
+                let Some(mut r) = self.get::<RepoRecord>(CF_REPOS, &key)? else {
+                    return Ok(Response::Refused(ApplyError::NameUnknown));
+                };
+                let c;
+                (r.attributes, c) = r.attributes.with(change);
+                batch.put_cf(self.cf(CF_REPOS), key, encode(&r));
+                Ok(changed(c))
+            }
+            LockTarget::Tag(tag) => {
+                let key = self.key(&[repo, tag]);
+                let Some(mut t) = self.get::<TagRecord>(CF_TAGS, &key)? else {
+                    return Ok(Response::Refused(ApplyError::TagUnknown));
+                };
+                let c;
+                (t.attributes, c) = t.attributes.with(change);
+                batch.put_cf(self.cf(CF_TAGS), key, encode(&t));
+                Ok(changed(c))
+            }
+            LockTarget::Manifest(digest) => {
+                let key = self.key(&[repo, digest]);
+                let Some(mut m) = self.get::<ManifestRecord>(CF_MANIFESTS, &key)? else {
+                    return Ok(Response::Refused(ApplyError::ManifestUnknown));
+                };
+                let c;
+                (m.attributes, c) = m.attributes.with(change);
+                batch.put_cf(self.cf(CF_MANIFESTS), key, encode(&m));
+                Ok(changed(c))
+            }
+        }
+    }
+
+    /// The lock, if any, that refuses deleting the manifest `digest` of
+    /// `repo` (`record`): its own or a tag's naming it.
+    fn manifest_delete_lock(
+        &self,
+        repo: &str,
+        digest: &str,
+        record: &ManifestRecord,
+    ) -> Result<Result<(), ApplyError>, StoreError> {
+        let own = record
+            .attributes
+            .check_delete(&format!("manifest {repo}@{digest}"));
+        if own.is_err() {
+            return Ok(own);
+        }
+        for tag in self.tags_of(repo, digest)? {
+            if let Some(t) = self.tag(repo, &tag)? {
+                let lock = t.attributes.check_delete(&format!("tag {repo}:{tag}"));
+                if lock.is_err() {
+                    return Ok(lock);
+                }
+            }
+        }
+        Ok(Ok(()))
     }
 
     fn touch_repo(
@@ -130,12 +213,13 @@ impl<'a> Registry<'a> {
         let key = self.key(&[repo]);
         let record = match self.get::<RepoRecord>(CF_REPOS, &key)? {
             Some(r) => RepoRecord {
-                created_ms: r.created_ms,
                 updated_ms: now_ms.max(r.updated_ms),
+                ..r
             },
             None => RepoRecord {
                 created_ms: now_ms,
                 updated_ms: now_ms,
+                attributes: Attributes::default(),
             },
         };
         batch.put_cf(self.cf(CF_REPOS), key, encode(&record));
@@ -147,6 +231,23 @@ impl<'a> Registry<'a> {
         batch: &mut WriteBatch,
         p: &PutManifest,
     ) -> Result<Response, StoreError> {
+        if let Err(e) = self
+            .repository_attributes(&p.repo)?
+            .check_write(&format!("repository {}", p.repo))
+        {
+            return Ok(Response::Refused(e));
+        }
+        if let Some(tag) = &p.tag {
+            // Pushing the same manifest under a locked tag again changes
+            // nothing, so a retried push is not refused.
+            if let Some(t) = self.tag(&p.repo, tag)? {
+                if t.digest != p.digest {
+                    if let Err(e) = t.attributes.check_write(&format!("tag {}:{tag}", p.repo)) {
+                        return Ok(Response::Refused(e));
+                    }
+                }
+            }
+        }
         if !p.new_links.is_empty() {
             self.link_blobs(batch, &p.repo, &p.region, &p.new_links, p.now_ms)?;
         }
@@ -184,9 +285,9 @@ impl<'a> Registry<'a> {
             }
         }
         let key = self.key(&[&p.repo, &p.digest]);
-        let created_ms = match self.get::<ManifestRecord>(CF_MANIFESTS, &key)? {
-            Some(existing) => existing.created_ms,
-            None => p.now_ms,
+        let (created_ms, attributes) = match self.get::<ManifestRecord>(CF_MANIFESTS, &key)? {
+            Some(existing) => (existing.created_ms, existing.attributes),
+            None => (p.now_ms, Attributes::default()),
         };
         let record = ManifestRecord {
             media_type: p.media_type.clone(),
@@ -197,6 +298,7 @@ impl<'a> Registry<'a> {
             subject: p.subject.clone(),
             artifact_type: p.artifact_type.clone(),
             annotations_json: p.annotations_json.clone(),
+            attributes,
         };
         batch.put_cf(self.cf(CF_MANIFESTS), &key, encode(&record));
         if let Some(subject) = &p.subject {
@@ -228,14 +330,17 @@ impl<'a> Registry<'a> {
         now_ms: u64,
     ) -> Result<(), StoreError> {
         let tag_key = self.key(&[repo, tag]);
+        let mut attributes = Attributes::default();
         if let Some(old) = self.get::<TagRecord>(CF_TAGS, &tag_key)? {
             if old.digest != digest {
                 batch.delete_cf(self.cf(CF_DIGEST_TAGS), self.key(&[repo, &old.digest, tag]));
             }
+            attributes = old.attributes;
         }
         let record = TagRecord {
             digest: digest.to_string(),
             updated_ms: now_ms,
+            attributes,
         };
         batch.put_cf(self.cf(CF_TAGS), &tag_key, encode(&record));
         batch.put_cf(self.cf(CF_DIGEST_TAGS), self.key(&[repo, digest, tag]), []);
@@ -252,6 +357,15 @@ impl<'a> Registry<'a> {
         let Some(record) = self.get::<ManifestRecord>(CF_MANIFESTS, &key)? else {
             return Ok(Response::Refused(ApplyError::ManifestUnknown));
         };
+        let mut locked = self
+            .repository_attributes(repo)?
+            .check_delete(&format!("repository {repo}"));
+        if locked.is_ok() {
+            locked = self.manifest_delete_lock(repo, digest, &record)?;
+        }
+        if let Err(e) = locked {
+            return Ok(Response::Refused(e));
+        }
         batch.delete_cf(self.cf(CF_MANIFESTS), &key);
         if let Some(subject) = &record.subject {
             batch.delete_cf(self.cf(CF_REFERRERS), self.key(&[repo, subject, digest]));
@@ -276,6 +390,13 @@ impl<'a> Registry<'a> {
         let Some(old) = self.get::<TagRecord>(CF_TAGS, &tag_key)? else {
             return Ok(Response::Refused(ApplyError::TagUnknown));
         };
+        let locked = self
+            .repository_attributes(repo)?
+            .check_delete(&format!("repository {repo}"))
+            .and_then(|()| old.attributes.check_delete(&format!("tag {repo}:{tag}")));
+        if let Err(e) = locked {
+            return Ok(Response::Refused(e));
+        }
         batch.delete_cf(self.cf(CF_TAGS), &tag_key);
         batch.delete_cf(self.cf(CF_DIGEST_TAGS), self.key(&[repo, &old.digest, tag]));
         Ok(Response::Removed(1))
@@ -330,6 +451,12 @@ impl<'a> Registry<'a> {
         if !self.exists(CF_REPO_BLOBS, &link_key)? {
             return Ok(Response::Refused(ApplyError::BlobUnknown));
         }
+        if let Err(e) = self
+            .repository_attributes(repo)?
+            .check_delete(&format!("repository {repo}"))
+        {
+            return Ok(Response::Refused(e));
+        }
         batch.delete_cf(self.cf(CF_REPO_BLOBS), &link_key);
         self.store.drop_link(batch, &self.name, digest, 1, at_ms)?;
         Ok(Response::Removed(1))
@@ -342,10 +469,23 @@ impl<'a> Registry<'a> {
         at_ms: u64,
     ) -> Result<Response, StoreError> {
         let key = self.key(&[repo]);
-        if !self.exists(CF_REPOS, &key)? {
+        let Some(record) = self.get::<RepoRecord>(CF_REPOS, &key)? else {
             return Ok(Response::Refused(ApplyError::NameUnknown));
-        }
+        };
         let prefix = self.repo_prefix(repo);
+        let mut locked = record
+            .attributes
+            .check_delete(&format!("repository {repo}"));
+        for (k, v) in self.scan(CF_MANIFESTS, &prefix, None, usize::MAX)? {
+            if locked.is_err() {
+                break;
+            }
+            let m: ManifestRecord = crate::store::decode(CF_MANIFESTS, &v)?;
+            locked = self.manifest_delete_lock(repo, &last_part(&k), &m)?;
+        }
+        if let Err(e) = locked {
+            return Ok(Response::Refused(e));
+        }
         let mut removed = 0;
         for cf in REPO_SCOPED_CFS {
             for (k, _) in self.scan(cf, &prefix, None, usize::MAX)? {
@@ -399,6 +539,65 @@ impl<'a> Registry<'a> {
             .into_iter()
             .map(|(k, v)| Ok((last_part(&k), crate::store::decode(CF_TAGS, &v)?)))
             .collect()
+    }
+
+    /// The tags of `repo` that tags/list shows (neither the tag nor its
+    /// manifest has `list_enabled = false`), after `last`, at most `n`.
+    pub fn listed_tags(
+        &self,
+        repo: &str,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        let mut cursor = last.map(str::to_string);
+        let batch_len = n.clamp(1, 1000);
+        while out.len() < n {
+            let batch = self.tags(repo, cursor.as_deref(), batch_len)?;
+            let exhausted = batch.len() < batch_len;
+            for (name, t) in batch {
+                cursor = Some(name.clone());
+                let listed = t.attributes.list_enabled
+                    && self
+                        .manifest(repo, &t.digest)?
+                        .is_none_or(|m| m.attributes.list_enabled);
+                if listed && out.len() < n {
+                    out.push(name);
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The lock, if any, that refuses pulling manifest `digest` of `repo`,
+    /// reached through `tag` (or by digest).
+    pub fn read_lock(
+        &self,
+        repo: &str,
+        tag: Option<&str>,
+        manifest: &ManifestRecord,
+        digest: &str,
+    ) -> Result<Option<ApplyError>, StoreError> {
+        let locked =
+            |what: String| Some(ApplyError::Locked(format!("{what} has read-enabled false")));
+        if !self.repository_attributes(repo)?.read_enabled {
+            return Ok(locked(format!("repository {repo}")));
+        }
+        if let Some(tag) = tag {
+            if self
+                .tag(repo, tag)?
+                .is_some_and(|t| !t.attributes.read_enabled)
+            {
+                return Ok(locked(format!("tag {repo}:{tag}")));
+            }
+        }
+        if !manifest.attributes.read_enabled {
+            return Ok(locked(format!("manifest {repo}@{digest}")));
+        }
+        Ok(None)
     }
 
     /// Repository names in lexical order, after `last`, at most `n`.
@@ -455,6 +654,7 @@ impl<'a> Registry<'a> {
                 size: record.raw.len() as u64,
                 created_ms: record.created_ms,
                 artifact_type: record.artifact_type,
+                attributes: record.attributes,
                 digest,
             });
         }
@@ -795,6 +995,156 @@ mod tests {
         assert_eq!(s.blob(&digest('2')).unwrap().unwrap().regions, vec!["r1"]);
         assert_eq!(s.blobs_missing_in("r2", 10).unwrap().len(), 2);
         assert!(s.blobs_missing_in("r1", 10).unwrap().is_empty());
+    }
+
+    fn lock(repo: &str, target: LockTarget, change: AttributeChange) -> Command {
+        Command::UpdateAttributes {
+            repo: repo.into(),
+            target,
+            change,
+        }
+    }
+
+    fn refused_by_lock(r: Response) -> String {
+        match r {
+            Response::Refused(ApplyError::Locked(what)) => what,
+            other => panic!("expected a lock refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn locks_refuse_writes_when_applied_and_only_what_they_name() {
+        let (_d, s) = store();
+        let (m1, m2) = (digest('1'), digest('2'));
+        s.apply(&put("a", &m1, Some("v1"), &[], None), &[]).unwrap();
+        s.apply(&put("a", &m1, Some("keep"), &[], None), &[])
+            .unwrap();
+        let no_write = AttributeChange {
+            write_enabled: Some(false),
+            ..Default::default()
+        };
+        // A tag lock: the tag cannot move or go, nor its manifest.
+        let r = s
+            .apply(&lock("a", LockTarget::Tag("v1".into()), no_write), &[])
+            .unwrap();
+        assert_eq!(r, Response::Changed(1));
+        let moved = s.apply(&put("a", &m2, Some("v1"), &[], None), &[]).unwrap();
+        assert_eq!(refused_by_lock(moved), "tag a:v1 has write-enabled false");
+        assert_eq!(
+            s.apply(&put("a", &m1, Some("v1"), &[], None), &[]).unwrap(),
+            Response::Ok,
+            "pushing the same manifest again under a locked tag changes nothing"
+        );
+        let del = Command::DeleteManifest {
+            repo: "a".into(),
+            digest: m1.clone(),
+        };
+        refused_by_lock(s.apply(&del, &[]).unwrap());
+        refused_by_lock(
+            s.apply(&Command::DeleteRepository { repo: "a".into() }, &[])
+                .unwrap(),
+        );
+        let untag = |t: &str| Command::DeleteTag {
+            repo: "a".into(),
+            tag: t.into(),
+        };
+        refused_by_lock(s.apply(&untag("v1"), &[]).unwrap());
+        assert_eq!(s.apply(&untag("keep"), &[]).unwrap(), Response::Removed(1));
+        assert_eq!(s.r().tag("a", "v1").unwrap().unwrap().digest, m1);
+
+        // A delete lock on a tag stays with it when it moves.
+        let no_delete = AttributeChange {
+            write_enabled: Some(true),
+            delete_enabled: Some(false),
+            ..Default::default()
+        };
+        s.apply(&lock("a", LockTarget::Tag("v1".into()), no_delete), &[])
+            .unwrap();
+        assert_eq!(
+            s.apply(&put("a", &m2, Some("v1"), &[], None), &[]).unwrap(),
+            Response::Ok
+        );
+        assert_eq!(
+            refused_by_lock(s.apply(&untag("v1"), &[]).unwrap()),
+            "tag a:v1 has delete-enabled false"
+        );
+
+        // A manifest lock: only deleting the manifest is refused.
+        s.apply(&lock("a", LockTarget::Manifest(m1.clone()), no_delete), &[])
+            .unwrap();
+        assert_eq!(
+            s.apply(&put("a", &m1, Some("again"), &[], None), &[])
+                .unwrap(),
+            Response::Ok
+        );
+        assert!(
+            !s.r()
+                .manifest("a", &m1)
+                .unwrap()
+                .unwrap()
+                .attributes
+                .delete_enabled,
+            "a push of the same manifest keeps its locks"
+        );
+        s.apply(&untag("again"), &[]).unwrap();
+        assert!(refused_by_lock(s.apply(&del, &[]).unwrap()).starts_with("manifest a@"));
+
+        // A repository write lock: every push and delete in it.
+        s.apply(&lock("a", LockTarget::Repository, no_write), &[])
+            .unwrap();
+        let pushed = s.apply(&put("a", &digest('3'), Some("new"), &[], None), &[]);
+        assert_eq!(
+            refused_by_lock(pushed.unwrap()),
+            "repository a has write-enabled false"
+        );
+        assert!(s.r().manifest("a", &digest('3')).unwrap().is_none());
+        s.apply(&put("b", &digest('3'), Some("new"), &[], None), &[])
+            .unwrap();
+        let unlock = AttributeChange {
+            write_enabled: Some(true),
+            ..Default::default()
+        };
+        s.apply(&lock("a", LockTarget::Repository, unlock), &[])
+            .unwrap();
+        assert_eq!(
+            s.apply(&put("a", &digest('3'), Some("new"), &[], None), &[])
+                .unwrap(),
+            Response::Ok
+        );
+        let missing = s.apply(&lock("a", LockTarget::Tag("nope".into()), unlock), &[]);
+        assert_eq!(missing.unwrap(), Response::Refused(ApplyError::TagUnknown));
+    }
+
+    #[test]
+    fn list_and_read_locks_are_answered_from_the_records() {
+        let (_d, s) = store();
+        for (t, d) in [("a", '1'), ("b", '2'), ("c", '1'), ("d", '3')] {
+            s.apply(&put("r", &digest(d), Some(t), &[], None), &[])
+                .unwrap();
+        }
+        let hide = AttributeChange {
+            list_enabled: Some(false),
+            read_enabled: Some(false),
+            ..Default::default()
+        };
+        s.apply(&lock("r", LockTarget::Tag("b".into()), hide), &[])
+            .unwrap();
+        s.apply(&lock("r", LockTarget::Manifest(digest('1')), hide), &[])
+            .unwrap();
+        assert_eq!(s.r().listed_tags("r", None, 10).unwrap(), ["d"]);
+        assert!(s.r().listed_tags("r", Some("d"), 10).unwrap().is_empty());
+        let m2 = s.r().manifest("r", &digest('2')).unwrap().unwrap();
+        let by_tag = s.r().read_lock("r", Some("b"), &m2, &digest('2')).unwrap();
+        assert_eq!(
+            by_tag,
+            Some(ApplyError::Locked("tag r:b has read-enabled false".into()))
+        );
+        assert_eq!(s.r().read_lock("r", None, &m2, &digest('2')).unwrap(), None);
+        let m3 = s.r().manifest("r", &digest('3')).unwrap().unwrap();
+        assert_eq!(
+            s.r().read_lock("r", Some("d"), &m3, &digest('3')).unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub struct ManifestSummary {
     pub created_ms: u64,
     pub artifact_type: Option<String>,
     pub tags: Vec<String>,
+    pub attributes: crate::locks::Attributes,
 }
 
 /// Record `region` as a holder; false when it already was one.

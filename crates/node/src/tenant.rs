@@ -67,7 +67,34 @@ pub async fn resolve(State(app): State<App>, mut req: Request, next: Next) -> Re
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or("")
         .to_string();
-    let (name, replicas) = match registry_of_host(&host, app.registry_domain.as_deref()) {
+    // The admin CLI's `--registry N` names the registry in a header, as
+    // the host would (which the CLI cannot know): the management API only.
+    let named = req
+        .headers()
+        .get(wharf_api::REGISTRY_HEADER)
+        .filter(|_| req.uri().path().starts_with("/api/"))
+        .map(|h| RegistryName::parse(h.to_str().unwrap_or("")).map_err(|_| format!("{h:?}")));
+    let addressed = match (
+        named,
+        registry_of_host(&host, app.registry_domain.as_deref()),
+    ) {
+        (Some(Ok(a)), Some(Ok(b))) if a.as_str() != b.as_str() => {
+            return ApiError::new(
+                ErrorCode::Denied,
+                format!(
+                    "the host names registry {b} but {h} names {a}",
+                    a = a.as_str(),
+                    b = b.as_str(),
+                    h = wharf_api::REGISTRY_HEADER
+                ),
+            )
+            .with_status(StatusCode::BAD_REQUEST)
+            .into_response()
+        }
+        (Some(n), _) => Some(n),
+        (None, h) => h,
+    };
+    let (name, replicas) = match addressed {
         None => (DEFAULT_REGISTRY.to_string(), Vec::new()),
         Some(Ok(n)) => match app.consensus.meta().registry_record(n.as_str()) {
             Ok(Some(r)) => (r.name, r.replicas),

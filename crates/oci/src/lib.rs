@@ -11,4 +11,6 @@ pub mod name;
 pub use digest::{Digest, DigestError, Hasher};
 pub use error::ErrorCode;
 pub use manifest::{Descriptor, ManifestError, ParsedManifest};
-pub use name::{validate_repository, validate_tag, NameError, Reference, RegistryName};
+pub use name::{
+    split_image, validate_repository, validate_tag, NameError, Reference, RegistryName,
+};

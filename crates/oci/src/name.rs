@@ -127,6 +127,20 @@ impl Reference {
     }
 }
 
+/// Split an image name, `repo:tag` or `repo@digest`, into its repository
+/// and reference (unchecked); a bare `repo` means `repo:latest`. A `:`
+/// before the last `/` belongs to a registry host, not a tag.
+pub fn split_image(image: &str) -> (&str, &str) {
+    if let Some((repo, digest)) = image.split_once('@') {
+        return (repo, digest);
+    }
+    let slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[slash..].rfind(':') {
+        Some(i) => (&image[..slash + i], &image[slash + i + 1..]),
+        None => (image, "latest"),
+    }
+}
+
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -139,6 +153,14 @@ impl fmt::Display for Reference {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_split_into_repository_and_reference() {
+        assert_eq!(split_image("team/app:v1"), ("team/app", "v1"));
+        assert_eq!(split_image("team/app"), ("team/app", "latest"));
+        assert_eq!(split_image("app@sha256:ab"), ("app", "sha256:ab"));
+        assert_eq!(split_image("host:5000/app"), ("host:5000/app", "latest"));
+    }
 
     #[test]
     fn accepts_names_of_the_spec_grammar() {

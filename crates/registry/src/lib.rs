@@ -9,6 +9,7 @@ mod blobs;
 mod copies;
 mod error;
 mod identities;
+mod locks;
 mod push;
 mod service;
 mod tenancy;

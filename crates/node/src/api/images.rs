@@ -25,15 +25,7 @@ pub struct ImageQuery {
 
 /// Split `repo:tag` / `repo@digest` (a bare `repo` means `repo:latest`).
 pub fn parse_image(image: &str) -> ApiResult<(String, Reference)> {
-    let (repo, reference) = if let Some((r, d)) = image.split_once('@') {
-        (r, d)
-    } else {
-        let slash = image.rfind('/').map_or(0, |i| i + 1);
-        match image[slash..].rfind(':') {
-            Some(i) => (&image[..slash + i], &image[slash + i + 1..]),
-            None => (image, "latest"),
-        }
-    };
+    let (repo, reference) = wharf_oci::split_image(image);
     validate_repository(repo)?;
     Ok((repo.to_string(), Reference::parse(reference)?))
 }
@@ -52,6 +44,13 @@ pub async fn show(
     let (repo, reference) = parse_image(&q.image)?;
     caller.require(&app, &repo, Action::Pull)?;
     let (digest, record) = app.manifest(&repo, &reference).await?;
+    let tag_attributes = match &reference {
+        Reference::Tag(t) => app
+            .meta()
+            .tag(&repo, t)?
+            .map(|t| super::repositories::attributes(t.attributes)),
+        Reference::Digest(_) => None,
+    };
     let doc: Value = serde_json::from_slice(&record.raw).unwrap_or(Value::Null);
     let layers = doc
         .get("layers")
@@ -128,6 +127,8 @@ pub async fn show(
         digest,
         layers,
         manifests,
+        attributes: super::repositories::attributes(record.attributes),
+        tag_attributes,
     }))
 }
 

@@ -20,8 +20,11 @@ pub fn router() -> Router<App> {
         .route("/status", get(repositories::status))
         .route(
             "/repositories",
-            get(repositories::list).delete(repositories::delete),
+            get(repositories::list)
+                .patch(repositories::update)
+                .delete(repositories::delete),
         )
+        .route("/repositories/show", get(repositories::show))
         .route("/repositories/tags", get(repositories::tags))
         .route("/repositories/manifests", get(repositories::manifests))
         .route("/images", get(images::show).delete(images::delete))

@@ -21,6 +21,31 @@ pub async fn status(
 
 pub use wharf_api::Repository as RepositoryRow;
 
+/// The wire form of stored locks.
+pub fn attributes(a: wharf_meta::Attributes) -> wharf_api::Attributes {
+    wharf_api::Attributes {
+        write_enabled: a.write_enabled,
+        delete_enabled: a.delete_enabled,
+        read_enabled: a.read_enabled,
+        list_enabled: a.list_enabled,
+    }
+}
+
+fn repository_row(
+    m: &wharf_meta::Registry<'_>,
+    name: String,
+    r: wharf_meta::RepoRecord,
+) -> ApiResult<RepositoryRow> {
+    Ok(RepositoryRow {
+        tag_count: m.tags(&name, None, usize::MAX)?.len(),
+        manifest_count: m.manifests(&name)?.len(),
+        created_ms: r.created_ms,
+        updated_ms: r.updated_ms,
+        attributes: attributes(r.attributes),
+        name,
+    })
+}
+
 /// Repositories listed in one answer, at most.
 const LIST_MAX: usize = 100_000;
 
@@ -37,13 +62,7 @@ pub async fn list(
         if !caller.subject.may_see(&name, &access) {
             continue;
         }
-        rows.push(RepositoryRow {
-            tag_count: m.tags(&name, None, usize::MAX)?.len(),
-            manifest_count: m.manifests(&name)?.len(),
-            created_ms: r.created_ms,
-            updated_ms: r.updated_ms,
-            name,
-        });
+        rows.push(repository_row(&m, name, r)?);
     }
     Ok(Json(rows))
 }
@@ -93,6 +112,7 @@ pub async fn tags(
             manifest_size: manifest.as_ref().map(|r| r.raw.len() as u64),
             digest: t.digest,
             updated_ms: t.updated_ms,
+            attributes: attributes(t.attributes),
         });
     }
     order(&mut rows, q.orderby.as_deref(), |r| r.updated_ms)?;
@@ -127,6 +147,7 @@ fn manifest_row(s: ManifestSummary) -> wharf_api::Manifest {
         created_ms: s.created_ms,
         artifact_type: s.artifact_type,
         tags: s.tags,
+        attributes: attributes(s.attributes),
     }
 }
 
@@ -143,4 +164,65 @@ pub async fn delete(
         })
         .await?;
     Ok(Json(Removed { removed }))
+}
+
+#[derive(Deserialize)]
+pub struct ShowQuery {
+    pub repository: String,
+}
+
+/// `wharf repository show --repository R`: one repository with its locks.
+pub async fn show(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ShowQuery>,
+) -> ApiResult<Json<RepositoryRow>> {
+    validate_repository(&q.repository)?;
+    caller.require(&app, &q.repository, Action::MetadataRead)?;
+    app.require_repository(&q.repository).await?;
+    let m = app.meta();
+    let Some(r) = m.repository(&q.repository)? else {
+        return Err(wharf_meta::ApplyError::NameUnknown.into());
+    };
+    Ok(Json(repository_row(&m, q.repository, r)?))
+}
+
+/// `wharf repository update`: lock or unlock a repository, tag or
+/// manifest; answers its locks as they are now.
+pub async fn update(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Json(change): Json<wharf_api::AttributesChange>,
+) -> ApiResult<Json<wharf_api::Attributes>> {
+    validate_repository(&change.repository)?;
+    caller.require(&app, &change.repository, Action::MetadataWrite)?;
+    let repo = change.repository.as_str();
+    app.registry()
+        .update_attributes(
+            repo,
+            change.reference.as_deref(),
+            wharf_meta::AttributeChange {
+                write_enabled: change.write_enabled,
+                delete_enabled: change.delete_enabled,
+                read_enabled: change.read_enabled,
+                list_enabled: change.list_enabled,
+            },
+        )
+        .await?;
+    // Applied on this node by now (a write returns after the local apply).
+    let m = app.meta();
+    let reference = change
+        .reference
+        .as_deref()
+        .map(wharf_oci::Reference::parse)
+        .transpose()?;
+    let now = match reference {
+        None => Some(m.repository_attributes(repo)?),
+        Some(wharf_oci::Reference::Tag(t)) => m.tag(repo, &t)?.map(|t| t.attributes),
+        Some(wharf_oci::Reference::Digest(d)) => {
+            m.manifest(repo, d.as_str())?.map(|r| r.attributes)
+        }
+    }
+    .unwrap_or_default();
+    Ok(Json(attributes(now)))
 }

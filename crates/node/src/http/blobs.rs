@@ -33,6 +33,7 @@ pub async fn get(
     let Some(linked_size) = app.blob_in_repo(name, &digest).await? else {
         return Err(blob_unknown(&digest));
     };
+    app.registry().check_blob_read(name, &digest)?;
     let local = app.blobs.open_blob(&digest).await?;
     let size = local.as_ref().map_or(linked_size, |(_, len)| *len);
     let (status, start, len) = match headers::byte_range(req_headers, size) {

@@ -32,7 +32,13 @@ pub async fn list_repositories(app: &Tenant, caller: &Caller, uri: &Uri) -> ApiR
         let Some((last, _)) = batch.last() else { break };
         cursor = Some(last.clone());
         let exhausted = batch.len() < want;
-        names.extend(batch.into_iter().map(|(n, _)| n).filter(visible));
+        names.extend(
+            batch
+                .into_iter()
+                .filter(|(_, r)| r.attributes.list_enabled)
+                .map(|(n, _)| n)
+                .filter(visible),
+        );
         if exhausted {
             break;
         }
@@ -45,7 +51,12 @@ pub async fn list_repositories(app: &Tenant, caller: &Caller, uri: &Uri) -> ApiR
             .pending_repositories()
             .into_iter()
             .filter(after)
-            .filter(visible),
+            .filter(visible)
+            .filter(|n| {
+                app.meta()
+                    .repository_attributes(n)
+                    .map_or(true, |a| a.list_enabled)
+            }),
     );
     names.sort();
     names.dedup();
@@ -58,12 +69,10 @@ pub async fn list_tags(app: &Tenant, name: &str, uri: &Uri) -> ApiResult<Respons
     validate_repository(name)?;
     let page = pagination::parse(uri)?;
     app.require_repository(name).await?;
+    // Tags (and manifests) with list-enabled false are left out.
     let tags = app
         .meta()
-        .tags(name, page.last.as_deref(), page.n.saturating_add(1))?
-        .into_iter()
-        .map(|(t, _)| t)
-        .collect();
+        .listed_tags(name, page.last.as_deref(), page.n.saturating_add(1))?;
     let (tags, link) = pagination::finish(tags, &page, &format!("/v2/{name}/tags/list"));
     Ok(listing(json!({ "name": name, "tags": tags }), link))
 }

@@ -30,7 +30,7 @@ pub async fn get(
             format!("manifest {reference} unknown in {name}: not a valid tag or digest"),
         )
     })?;
-    let (digest, record) = app.manifest(name, &reference).await?;
+    let (digest, record) = app.registry().pull_manifest(name, &reference).await?;
     let builder = Response::builder()
         .status(StatusCode::OK)
         .header("content-type", &record.media_type)

@@ -77,6 +77,7 @@ fn declared_length(h: &HeaderMap) -> Option<u64> {
 
 pub async fn start(app: &Tenant, caller: &Caller, name: &str, req: Request) -> ApiResult<Response> {
     validate_repository(name)?;
+    app.registry().check_upload(name)?;
     let q = query(&req)?;
     // A mount needs pull rights on the source: without them it is just a
     // new upload (the spec's fallback), revealing nothing about `from`.
