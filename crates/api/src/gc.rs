@@ -31,6 +31,12 @@ pub struct GcRunSummary {
     /// however many regions held them).
     pub blobs_freed: u64,
     pub bytes_freed: u64,
+    /// Untagged manifests retention deleted (would delete).
+    #[serde(default)]
+    pub manifests_expired: u64,
+    /// Recycle-bin entries purged.
+    #[serde(default)]
+    pub bin_purged: u64,
 }
 
 /// What a run frees in one region (its sweeper deletes the files).
@@ -50,6 +56,9 @@ pub struct GcReport {
     pub dry_run: bool,
     #[serde(default)]
     pub regions: Vec<GcRegionFreed>,
+    /// A dry run: `registry/repo@digest` of what retention would delete.
+    #[serde(default)]
+    pub expired: Vec<String>,
 }
 
 /// A region's sweeper, as `wharf gc status` shows it.

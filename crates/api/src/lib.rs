@@ -24,6 +24,6 @@ pub use registries::{
     CreatedRegistry, Deleted, Location, NameCheck, NewRegistry, Registry, RegistryChange, Replica,
 };
 pub use repositories::{
-    Attributes, AttributesChange, ImageChild, ImageDetail, Layer, Manifest, Region, Removed,
-    Repository, Tag,
+    Attributes, AttributesChange, DayPolicy, DeletedManifest, ImageChild, ImageDetail, Layer,
+    Manifest, Policies, PolicyChange, Region, Removed, Repository, RestoreRequest, Restored, Tag,
 };

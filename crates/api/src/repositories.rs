@@ -166,3 +166,57 @@ pub struct ImageDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag_attributes: Option<Attributes>,
 }
+
+/// A retention or soft-delete policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayPolicy {
+    pub enabled: bool,
+    pub days: u32,
+}
+
+/// `GET /policies`: a registry's data-lifecycle policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policies {
+    pub retention: DayPolicy,
+    pub soft_delete: DayPolicy,
+}
+
+/// `PATCH /policies`: change one policy; only what is given changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyChange {
+    /// "retention" or "soft-delete".
+    pub policy: String,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub days: Option<u32>,
+}
+
+/// One manifest (or its deleted tags) in the recycle bin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedManifest {
+    pub repository: String,
+    pub digest: String,
+    /// False: only tags of it were deleted; the manifest is still there.
+    pub manifest_deleted: bool,
+    #[serde(default)]
+    pub media_type: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub deleted_ms: u64,
+    /// Purged by the first GC run after this.
+    pub purge_ms: u64,
+}
+
+/// `POST /deleted/restore`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreRequest {
+    /// REPO:TAG or REPO@DIGEST.
+    pub image: String,
+}
+
+/// How many manifests and tags a restore put back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restored {
+    pub restored: u64,
+}

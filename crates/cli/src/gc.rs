@@ -81,6 +81,21 @@ pub async fn run(args: GcArgs) -> Result<(), CliError> {
                 r.run.blobs_freed,
                 size(r.run.bytes_freed)
             );
+            if r.run.manifests_expired > 0 || r.run.bin_purged > 0 {
+                let verb = if r.dry_run { "would delete" } else { "deleted" };
+                println!(
+                    "retention {verb} {} untagged manifest(s); {} recycle-bin entr(ies) purged{}.",
+                    r.run.manifests_expired,
+                    r.run.bin_purged,
+                    if r.dry_run { " (would be)" } else { "" }
+                );
+                for image in &r.expired {
+                    println!("  {image}");
+                }
+                if r.dry_run && r.run.manifests_expired > 0 {
+                    println!("  (their blobs are counted by the run that deletes them)");
+                }
+            }
             let rows: Vec<Value> = r
                 .regions
                 .iter()

@@ -8,6 +8,7 @@ pub mod client;
 pub mod drill;
 pub mod gc;
 pub mod identity;
+pub mod lifecycle;
 pub mod login;
 pub mod output;
 pub mod registry;

@@ -45,6 +45,8 @@ impl OrderBy {
 enum Verb {
     /// List repositories.
     List,
+    /// Repositories with manifests or tags in the recycle bin (soft delete).
+    ListDeleted,
     /// List the tags of a repository.
     ShowTags {
         #[arg(long)]
@@ -182,6 +184,14 @@ pub async fn run(args: RepositoryArgs) -> Result<(), NodeError> {
                     ("UPDATED", "updated"),
                 ],
             );
+        }
+        Verb::ListDeleted => {
+            let names: Vec<String> = client.get("/deleted/repositories", &[]).await?;
+            let rows: Vec<Value> = names
+                .iter()
+                .map(|n| serde_json::json!({ "name": n }))
+                .collect();
+            output::print(out, &rows, &[("NAME", "name")]);
         }
         Verb::ShowTags {
             repository,

@@ -13,6 +13,8 @@
 //!   is younger than the grace period (an upload, a mount or a copy put it
 //!   there meanwhile), then reports what it did with `Swept`.
 
+mod policies;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +28,7 @@ use wharf_registry::{Handle, Service, ServiceResult};
 
 /// Digests per proposed command: small, so a push waiting behind one GC
 /// entry waits little (and an entry's size is bounded).
-const BATCH: usize = 64;
+pub(crate) const BATCH: usize = 64;
 /// Freed files a sweeper looks at per pass.
 const SWEEP_BATCH: usize = 64;
 
@@ -53,6 +55,9 @@ pub struct Report {
     pub dry_run: bool,
     /// Per region: the files its sweeper is to delete.
     pub regions: BTreeMap<String, RegionFreed>,
+    /// A dry run: `registry/repo@digest` of the manifests retention
+    /// would delete (the first thousand).
+    pub expired: Vec<String>,
 }
 
 impl Report {
@@ -69,7 +74,7 @@ impl Report {
 
 /// Propose `cmd` and then rest as long as it took: GC takes at most half
 /// of the write path, and pushes keep their latency while it runs.
-async fn paced(handle: &Handle, cmd: Command) -> ServiceResult<Response> {
+pub(crate) async fn paced(handle: &Handle, cmd: Command) -> ServiceResult<Response> {
     let started = std::time::Instant::now();
     let answer = handle.propose(cmd).await?;
     tokio::time::sleep(started.elapsed()).await;
@@ -90,10 +95,12 @@ fn plan_registry(handle: &Handle, now_ms: u64, grace_ms: u64) -> ServiceResult<V
     let mut plans = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = meta.repositories(after.as_deref(), 1000)?;
-        let Some((last, _)) = page.last() else { break };
+        // Repositories that link blobs, deleted ones included (their
+        // links outlive them while a recycle bin needs them).
+        let page = meta.linked_repositories(after.as_deref(), 1000)?;
+        let Some(last) = page.last() else { break };
         after = Some(last.clone());
-        for (repo, _) in page {
+        for repo in page {
             let referenced = meta.referenced_blobs(&repo)?;
             let mut plan = RepoPlan {
                 repo: repo.clone(),
@@ -153,6 +160,9 @@ pub async fn run(
     };
     let grace_ms = settings.grace.as_millis() as u64;
     let names = registries(service, only)?;
+    for name in &names {
+        policies::apply(&service.registry(name), &mut report, dry_run).await?;
+    }
     let mut plans = Vec::new();
     for name in &names {
         let handle = service.registry(name);

@@ -97,6 +97,8 @@ pub enum Command {
         target: crate::locks::LockTarget,
         change: crate::locks::AttributeChange,
     },
+    /// Retention, the recycle bin's purge, restores.
+    Lifecycle(crate::lifecycle::LifecycleCommand),
 }
 
 /// The meaning of commands this release writes. Bump it when a command's

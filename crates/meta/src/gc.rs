@@ -78,6 +78,12 @@ pub struct GcRun {
     pub links_removed: u64,
     pub blobs_freed: u64,
     pub bytes_freed: u64,
+    /// Untagged manifests retention deleted.
+    #[serde(default)]
+    pub manifests_expired: u64,
+    /// Recycle-bin entries purged.
+    #[serde(default)]
+    pub bin_purged: u64,
 }
 
 /// What a region's sweeper has done, in total.
@@ -360,7 +366,8 @@ impl MetaStore {
 }
 
 impl Registry<'_> {
-    /// Every blob some manifest of `repo` names (config and layers).
+    /// Every blob some manifest of `repo` names (config and layers),
+    /// live or in the recycle bin (a restore needs them).
     pub fn referenced_blobs(&self, repo: &str) -> Result<BTreeSet<String>, StoreError> {
         let mut prefix = self.key(&[repo]);
         prefix.push(0);
@@ -368,6 +375,11 @@ impl Registry<'_> {
         for (_, v) in self.scan(CF_MANIFESTS, &prefix, None, usize::MAX)? {
             let m: crate::records::ManifestRecord = decode(CF_MANIFESTS, &v)?;
             out.extend(m.blobs.into_iter().map(|b| b.digest));
+        }
+        for (_, entry) in self.bin(repo)? {
+            if let Some(m) = entry.manifest {
+                out.extend(m.blobs.into_iter().map(|b| b.digest));
+            }
         }
         Ok(out)
     }

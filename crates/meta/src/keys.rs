@@ -30,8 +30,12 @@ pub const CF_BLOB_LINKS: &str = "blob_links";
 /// Files regions are to delete: `region \0 digest` (see `gc`).
 pub const CF_SWEEPS: &str = "sweeps";
 
+/// The recycle bin of soft delete: `registry \0 repo \0 digest` (see
+/// `lifecycle`).
+pub const CF_DELETED: &str = "deleted";
+
 /// Every column family; snapshots name them (see `snapshot`).
-pub const ALL_CFS: [&str; 13] = [
+pub const ALL_CFS: [&str; 14] = [
     CF_REPOS,
     CF_MANIFESTS,
     CF_TAGS,
@@ -45,10 +49,11 @@ pub const ALL_CFS: [&str; 13] = [
     CF_REGISTRIES,
     CF_BLOB_LINKS,
     CF_SWEEPS,
+    CF_DELETED,
 ];
 
 /// Column families whose keys start with a registry's prefix.
-pub const REGISTRY_SCOPED_CFS: [&str; 7] = [
+pub const REGISTRY_SCOPED_CFS: [&str; 8] = [
     CF_REPOS,
     CF_MANIFESTS,
     CF_TAGS,
@@ -56,6 +61,7 @@ pub const REGISTRY_SCOPED_CFS: [&str; 7] = [
     CF_REFERRERS,
     CF_REPO_BLOBS,
     CF_AUTH,
+    CF_DELETED,
 ];
 
 pub const AUTH_PRINCIPAL: &str = "p";

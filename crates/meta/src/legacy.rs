@@ -118,6 +118,7 @@ mod v01 {
                 artifact_type: m.artifact_type,
                 annotations_json: m.annotations_json,
                 attributes: Attributes::default(),
+                untagged_ms: None,
             }
         }
     }

@@ -13,6 +13,7 @@ mod identity;
 mod identity_store;
 mod keys;
 mod legacy;
+mod lifecycle;
 mod locks;
 mod records;
 mod repo;
@@ -32,6 +33,9 @@ pub use identity::{
     AccessSettings, AdminChange, AdminRecord, IdentityCommand, PrincipalChange, PrincipalKind,
     PrincipalRecord, Role, RoleAssignment, ScopeMapRecord, ScopeRule, SigningKeyRecord,
     TokenChange, TokenRecord,
+};
+pub use lifecycle::{
+    BinEntry, DayPolicy, DeletedTag, LifecycleCommand, Policies, PolicyKind, DAY_MS,
 };
 pub use locks::{AttributeChange, Attributes, LockTarget};
 pub use records::{BlobRecord, ManifestRecord, ReferrerRecord, RepoRecord, TagRecord};

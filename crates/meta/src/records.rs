@@ -25,6 +25,10 @@ pub struct ManifestRecord {
     pub annotations_json: Option<String>,
     #[serde(default)]
     pub attributes: Attributes,
+    /// Since when no tag names it (command time); `None`: tagged, or
+    /// written before this was recorded.
+    #[serde(default)]
+    pub untagged_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -102,8 +102,10 @@ impl<'a> Registry<'a> {
     ) -> Result<Response, StoreError> {
         match cmd {
             Command::PutManifest(p) => self.put_manifest(batch, p),
-            Command::DeleteManifest { repo, digest } => self.delete_manifest(batch, repo, digest),
-            Command::DeleteTag { repo, tag } => self.delete_tag(batch, repo, tag),
+            Command::DeleteManifest { repo, digest } => {
+                self.delete_manifest(batch, repo, digest, at_ms)
+            }
+            Command::DeleteTag { repo, tag } => self.delete_tag(batch, repo, tag, at_ms),
             Command::LinkBlobs {
                 repo,
                 region,
@@ -124,6 +126,7 @@ impl<'a> Registry<'a> {
                 target,
                 change,
             } => self.update_attributes(batch, repo, target, change),
+            Command::Lifecycle(c) => self.apply_lifecycle(batch, c),
         }
     }
 
@@ -204,7 +207,7 @@ impl<'a> Registry<'a> {
         Ok(Ok(()))
     }
 
-    fn touch_repo(
+    pub(crate) fn touch_repo(
         &self,
         batch: &mut WriteBatch,
         repo: &str,
@@ -285,9 +288,18 @@ impl<'a> Registry<'a> {
             }
         }
         let key = self.key(&[&p.repo, &p.digest]);
-        let (created_ms, attributes) = match self.get::<ManifestRecord>(CF_MANIFESTS, &key)? {
-            Some(existing) => (existing.created_ms, existing.attributes),
-            None => (p.now_ms, Attributes::default()),
+        let existing = self.get::<ManifestRecord>(CF_MANIFESTS, &key)?;
+        let (created_ms, attributes) = existing
+            .as_ref()
+            .map_or((p.now_ms, Attributes::default()), |e| {
+                (e.created_ms, e.attributes)
+            });
+        // Tagged now: not untagged. Pushed by digest: untagged from now if
+        // new, as it was if not.
+        let untagged_ms = match (&p.tag, &existing) {
+            (Some(_), _) => None,
+            (None, Some(e)) => e.untagged_ms,
+            (None, None) => Some(p.now_ms),
         };
         let record = ManifestRecord {
             media_type: p.media_type.clone(),
@@ -299,21 +311,9 @@ impl<'a> Registry<'a> {
             artifact_type: p.artifact_type.clone(),
             annotations_json: p.annotations_json.clone(),
             attributes,
+            untagged_ms,
         };
-        batch.put_cf(self.cf(CF_MANIFESTS), &key, encode(&record));
-        if let Some(subject) = &p.subject {
-            let referrer = ReferrerRecord {
-                media_type: p.media_type.clone(),
-                size: p.raw.len() as u64,
-                artifact_type: p.artifact_type.clone(),
-                annotations_json: p.annotations_json.clone(),
-            };
-            batch.put_cf(
-                self.cf(CF_REFERRERS),
-                self.key(&[&p.repo, subject, &p.digest]),
-                encode(&referrer),
-            );
-        }
+        self.write_manifest(batch, &p.repo, &p.digest, &record);
         if let Some(tag) = &p.tag {
             self.point_tag(batch, &p.repo, tag, &p.digest, p.now_ms)?;
         }
@@ -321,7 +321,57 @@ impl<'a> Registry<'a> {
         Ok(Response::Ok)
     }
 
-    fn point_tag(
+    /// Store a manifest record and its referrers-index entry.
+    pub(crate) fn write_manifest(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+        digest: &str,
+        record: &ManifestRecord,
+    ) {
+        batch.put_cf(
+            self.cf(CF_MANIFESTS),
+            self.key(&[repo, digest]),
+            encode(record),
+        );
+        if let Some(subject) = &record.subject {
+            let referrer = ReferrerRecord {
+                media_type: record.media_type.clone(),
+                size: record.raw.len() as u64,
+                artifact_type: record.artifact_type.clone(),
+                annotations_json: record.annotations_json.clone(),
+            };
+            batch.put_cf(
+                self.cf(CF_REFERRERS),
+                self.key(&[repo, subject, digest]),
+                encode(&referrer),
+            );
+        }
+    }
+
+    /// `tag` of `repo` no longer names `digest`: if no other tag does,
+    /// the manifest is untagged from `now_ms` (retention counts from then).
+    fn lost_tag(
+        &self,
+        batch: &mut WriteBatch,
+        repo: &str,
+        digest: &str,
+        tag: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        if self.tags_of(repo, digest)?.iter().any(|t| t != tag) {
+            return Ok(());
+        }
+        let key = self.key(&[repo, digest]);
+        if let Some(mut m) = self.get::<ManifestRecord>(CF_MANIFESTS, &key)? {
+            m.untagged_ms = Some(now_ms);
+            batch.put_cf(self.cf(CF_MANIFESTS), key, encode(&m));
+        }
+        Ok(())
+    }
+
+    /// Point `tag` at `digest` (whose own record the caller keeps right).
+    pub(crate) fn point_tag(
         &self,
         batch: &mut WriteBatch,
         repo: &str,
@@ -334,6 +384,7 @@ impl<'a> Registry<'a> {
         if let Some(old) = self.get::<TagRecord>(CF_TAGS, &tag_key)? {
             if old.digest != digest {
                 batch.delete_cf(self.cf(CF_DIGEST_TAGS), self.key(&[repo, &old.digest, tag]));
+                self.lost_tag(batch, repo, &old.digest, tag, now_ms)?;
             }
             attributes = old.attributes;
         }
@@ -347,11 +398,14 @@ impl<'a> Registry<'a> {
         Ok(())
     }
 
-    fn delete_manifest(
+    /// Delete a manifest with every tag naming it (into the bin, with
+    /// soft delete on).
+    pub(crate) fn delete_manifest(
         &self,
         batch: &mut WriteBatch,
         repo: &str,
         digest: &str,
+        at_ms: u64,
     ) -> Result<Response, StoreError> {
         let key = self.key(&[repo, digest]);
         let Some(record) = self.get::<ManifestRecord>(CF_MANIFESTS, &key)? else {
@@ -377,6 +431,10 @@ impl<'a> Registry<'a> {
             batch.delete_cf(self.cf(CF_DIGEST_TAGS), k);
             batch.delete_cf(self.cf(CF_TAGS), self.key(&[repo, &last_part(k)]));
         }
+        if self.policies()?.soft_delete.enabled {
+            let names: Vec<String> = tags.iter().map(|(k, _)| last_part(k)).collect();
+            self.put_in_bin(batch, repo, digest, Some(record), &names, at_ms)?;
+        }
         Ok(Response::Removed(1 + tags.len() as u64))
     }
 
@@ -385,6 +443,7 @@ impl<'a> Registry<'a> {
         batch: &mut WriteBatch,
         repo: &str,
         tag: &str,
+        at_ms: u64,
     ) -> Result<Response, StoreError> {
         let tag_key = self.key(&[repo, tag]);
         let Some(old) = self.get::<TagRecord>(CF_TAGS, &tag_key)? else {
@@ -399,6 +458,10 @@ impl<'a> Registry<'a> {
         }
         batch.delete_cf(self.cf(CF_TAGS), &tag_key);
         batch.delete_cf(self.cf(CF_DIGEST_TAGS), self.key(&[repo, &old.digest, tag]));
+        self.lost_tag(batch, repo, &old.digest, tag, at_ms)?;
+        if self.policies()?.soft_delete.enabled {
+            self.put_in_bin(batch, repo, &old.digest, None, &[tag.to_string()], at_ms)?;
+        }
         Ok(Response::Removed(1))
     }
 
@@ -486,8 +549,23 @@ impl<'a> Registry<'a> {
         if let Err(e) = locked {
             return Ok(Response::Refused(e));
         }
+        // With soft delete, every manifest goes to the bin with its tags,
+        // and the blob links stay: the bin's manifests still reference
+        // them, and GC takes them once the bin is purged.
+        let soft = self.policies()?.soft_delete;
+        if soft.enabled {
+            for (k, v) in self.scan(CF_MANIFESTS, &prefix, None, usize::MAX)? {
+                let digest = last_part(&k);
+                let m: ManifestRecord = crate::store::decode(CF_MANIFESTS, &v)?;
+                let tags = self.tags_of(repo, &digest)?;
+                self.put_in_bin(batch, repo, &digest, Some(m), &tags, at_ms)?;
+            }
+        }
         let mut removed = 0;
         for cf in REPO_SCOPED_CFS {
+            if soft.enabled && cf == CF_REPO_BLOBS {
+                continue;
+            }
             for (k, _) in self.scan(cf, &prefix, None, usize::MAX)? {
                 batch.delete_cf(self.cf(cf), &k);
                 match cf {
@@ -598,6 +676,50 @@ impl<'a> Registry<'a> {
             return Ok(locked(format!("manifest {repo}@{digest}")));
         }
         Ok(None)
+    }
+
+    /// Repositories with a key in `cf` (whose keys are `registry \0 repo
+    /// \0 ...`), after `last`, at most `n`: one seek per repository.
+    pub(crate) fn distinct_repositories(
+        &self,
+        cf: &'static str,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut it = self.store.db().raw_iterator_cf(self.cf(cf));
+        // Every key of repository R sorts before `R \x01`.
+        let past = |repo: &str| {
+            let mut k = self.key(&[repo]);
+            k.push(1);
+            k
+        };
+        match last {
+            Some(l) => it.seek(past(l)),
+            None => it.seek(&self.prefix),
+        }
+        let mut out = Vec::new();
+        while out.len() < n && it.valid() {
+            let Some(key) = it.key() else { break };
+            let Some(rest) = key.strip_prefix(self.prefix.as_slice()) else {
+                break;
+            };
+            let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+            let repo = String::from_utf8_lossy(&rest[..end]).into_owned();
+            it.seek(past(&repo));
+            out.push(repo);
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// Repositories that link blobs (including deleted ones whose links a
+    /// bin still needs), after `last`, at most `n`: what GC walks.
+    pub fn linked_repositories(
+        &self,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.distinct_repositories(CF_REPO_BLOBS, last, n)
     }
 
     /// Repository names in lexical order, after `last`, at most `n`.

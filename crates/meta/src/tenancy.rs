@@ -54,6 +54,9 @@ pub struct RegistryRecord {
     /// Regions that hold this registry's blobs; empty: every region.
     #[serde(default)]
     pub replicas: Vec<String>,
+    /// Retention and soft delete (absent: both off).
+    #[serde(default)]
+    pub policies: crate::lifecycle::Policies,
 }
 
 impl RegistryRecord {
@@ -64,6 +67,7 @@ impl RegistryRecord {
             sku: Sku::Premium,
             created_ms: 0,
             replicas: Vec::new(),
+            policies: Default::default(),
         }
     }
 }
@@ -88,6 +92,13 @@ pub enum RegistryCommand {
         name: String,
         region: String,
         add: bool,
+    },
+    /// Change a retention or soft-delete policy: only what is named.
+    SetPolicy {
+        name: String,
+        policy: crate::lifecycle::PolicyKind,
+        enabled: Option<bool>,
+        days: Option<u32>,
     },
 }
 
@@ -146,6 +157,33 @@ impl MetaStore {
                     }
                     _ => return Ok(Response::Changed(0)),
                 }
+                batch.put_cf(
+                    self.cf(CF_REGISTRIES),
+                    record.name.as_bytes(),
+                    encode(&record),
+                );
+                Ok(Response::Changed(1))
+            }
+            RegistryCommand::SetPolicy {
+                name,
+                policy,
+                enabled,
+                days,
+            } => {
+                let Some(mut record) = self.registry_record(name)? else {
+                    return Ok(Response::Refused(ApplyError::RegistryUnknown(name.clone())));
+                };
+                let p = match policy {
+                    crate::lifecycle::PolicyKind::Retention => &mut record.policies.retention,
+                    crate::lifecycle::PolicyKind::SoftDelete => &mut record.policies.soft_delete,
+                };
+                let before = *p;
+                p.enabled = enabled.unwrap_or(p.enabled);
+                p.days = days.unwrap_or(p.days);
+                if *p == before {
+                    return Ok(Response::Changed(0));
+                }
+                p.changed_ms = now_ms;
                 batch.put_cf(
                     self.cf(CF_REGISTRIES),
                     record.name.as_bytes(),
@@ -240,6 +278,7 @@ mod tests {
                 sku: Sku::Standard,
                 created_ms: 5,
                 replicas: vec![],
+                policies: Default::default(),
             },
             owner: owner(&format!("{}-owner", name.to_lowercase())),
             signing_key: SigningKeyRecord {

@@ -72,6 +72,10 @@ enum Command {
     Drill(cli::drill::DrillArgs),
     /// Garbage collection: run now (or a dry run), and its status per region.
     Gc(cli::gc::GcArgs),
+    /// A registry's policies: retention of untagged manifests, soft delete.
+    Config(cli::lifecycle::ConfigArgs),
+    /// Deleted manifests: list the recycle bin, restore.
+    Manifest(cli::lifecycle::ManifestArgs),
 }
 
 #[derive(clap::Args)]
@@ -189,6 +193,8 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
         Command::Replication(args) => Ok(cli::replication::run(args).await?),
         Command::Registry(args) => Ok(cli::registry::run(args).await?),
         Command::Gc(args) => Ok(cli::gc::run(args).await?),
+        Command::Config(args) => Ok(cli::lifecycle::config(args).await?),
+        Command::Manifest(args) => Ok(cli::lifecycle::manifest(args).await?),
         Command::Login(args) => Ok(cli::login::run(args).await?),
         Command::User(args) => Ok(cli::identity::user(args).await?),
         Command::Role(args) => Ok(cli::identity::role(args).await?),

@@ -68,6 +68,7 @@ impl Service {
             sku: req.sku,
             created_ms: now_ms,
             replicas: Vec::new(),
+            policies: Default::default(),
         };
         let cmd = auth
             .create_registry_command(record.clone(), req.owner, &password, now_ms)

@@ -22,6 +22,8 @@ fn summary(r: GcRun) -> GcRunSummary {
         links_removed: r.links_removed,
         blobs_freed: r.blobs_freed,
         bytes_freed: r.bytes_freed,
+        manifests_expired: r.manifests_expired,
+        bin_purged: r.bin_purged,
     }
 }
 
@@ -63,6 +65,7 @@ pub async fn run(
                 bytes: f.bytes,
             })
             .collect(),
+        expired: report.expired,
     }))
 }
 

@@ -6,6 +6,7 @@ mod fence;
 mod gc;
 mod identities;
 mod images;
+mod lifecycle;
 mod registries;
 mod replications;
 mod repositories;
@@ -86,6 +87,16 @@ pub fn router() -> Router<App> {
                 .patch(registries::update)
                 .delete(registries::delete),
         )
+        .route(
+            "/policies",
+            get(lifecycle::show_policies).patch(lifecycle::update_policy),
+        )
+        .route("/deleted", get(lifecycle::list_deleted))
+        .route(
+            "/deleted/repositories",
+            get(lifecycle::list_deleted_repositories),
+        )
+        .route("/deleted/restore", post(lifecycle::restore))
         .route("/gc", get(gc::status))
         .route("/gc/runs", post(gc::run))
         .route(

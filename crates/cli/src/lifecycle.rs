@@ -1,0 +1,191 @@
+//! `wharf config retention|soft-delete update|show` and `wharf manifest
+//! list-deleted|restore`: a registry's data-lifecycle policies and its
+//! recycle bin, with the cloud CLI's verbs and flags.
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::Value;
+
+use super::client::{Client, Connection};
+use super::output::{self, Format};
+use crate::CliError;
+
+#[derive(Args)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[arg(long, short, value_enum, default_value_t = Format::Table, global = true)]
+    output: Format,
+    /// The registry (default: the one the endpoint's host names, else the
+    /// default registry).
+    #[arg(long, global = true)]
+    registry: Option<String>,
+    #[command(subcommand)]
+    policy: PolicyVerb,
+}
+
+#[derive(Subcommand)]
+enum PolicyVerb {
+    /// Delete untagged manifests (of every media type) this many days
+    /// after they lost their last tag, at each GC run. Index children,
+    /// referrers of a present subject and delete-locked manifests stay.
+    Retention {
+        #[command(subcommand)]
+        verb: Verb,
+    },
+    /// Deleted manifests and tags go to a recycle bin for this many days
+    /// (restorable in every region), then are purged by a GC run.
+    SoftDelete {
+        #[command(subcommand)]
+        verb: Verb,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Status {
+    Enabled,
+    Disabled,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Change the policy; only what is given changes.
+    Update {
+        #[arg(long, value_enum)]
+        status: Option<Status>,
+        /// Retention: 0 to 365 (0: at the next GC run). Soft delete: 1 to 90.
+        #[arg(long)]
+        days: Option<u32>,
+    },
+    /// Show the policy.
+    Show,
+}
+
+fn print_policy(out: Format, p: &wharf_api::DayPolicy) {
+    let row = serde_json::json!({
+        "status": if p.enabled { "enabled" } else { "disabled" },
+        "days": p.days,
+    });
+    output::print(out, &[row], &[("STATUS", "status"), ("DAYS", "days")]);
+}
+
+pub async fn config(args: ConfigArgs) -> Result<(), CliError> {
+    let client = Client::new(&args.conn)?.for_registry(args.registry);
+    let (name, verb) = match args.policy {
+        PolicyVerb::Retention { verb } => ("retention", verb),
+        PolicyVerb::SoftDelete { verb } => ("soft-delete", verb),
+    };
+    let policies: wharf_api::Policies = match verb {
+        Verb::Show => client.get("/policies", &[]).await?,
+        Verb::Update { status, days } => {
+            if status.is_none() && days.is_none() {
+                return Err(CliError::Config(
+                    "nothing to change: give --status or --days".into(),
+                ));
+            }
+            let change = wharf_api::PolicyChange {
+                policy: name.to_string(),
+                enabled: status.map(|s| matches!(s, Status::Enabled)),
+                days,
+            };
+            client
+                .send_json(reqwest::Method::PATCH, "/policies", &[], &change)
+                .await?
+        }
+    };
+    let p = match name {
+        "retention" => policies.retention,
+        _ => policies.soft_delete,
+    };
+    print_policy(args.output, &p);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ManifestArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[arg(long, short, value_enum, default_value_t = Format::Table, global = true)]
+    output: Format,
+    /// The registry (default: the one the endpoint's host names, else the
+    /// default registry).
+    #[arg(long, global = true)]
+    registry: Option<String>,
+    #[command(subcommand)]
+    verb: ManifestVerb,
+}
+
+#[derive(Subcommand)]
+enum ManifestVerb {
+    /// Manifests and tags of a repository in the recycle bin.
+    ListDeleted {
+        #[arg(long)]
+        repository: String,
+    },
+    /// Put a deleted manifest back (REPO@DIGEST, with its deleted tags
+    /// that name nothing else now) or a deleted tag (REPO:TAG, with its
+    /// manifest), in every region at once.
+    Restore {
+        #[arg(long)]
+        image: String,
+    },
+}
+
+/// Rows of deleted manifests, as `list-deleted` prints them.
+fn print_deleted(out: Format, rows: &[wharf_api::DeletedManifest]) {
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+            v["deleted"] = Value::String(output::time(r.deleted_ms));
+            v["purge"] = Value::String(output::time(r.purge_ms));
+            v["what"] = Value::String(
+                if r.manifest_deleted {
+                    "manifest"
+                } else {
+                    "tags"
+                }
+                .into(),
+            );
+            v
+        })
+        .collect();
+    output::print(
+        out,
+        &rows,
+        &[
+            ("DIGEST", "digest"),
+            ("DELETED", "what"),
+            ("TAGS", "tags"),
+            ("MEDIA TYPE", "media_type"),
+            ("DELETED AT", "deleted"),
+            ("PURGED AFTER", "purge"),
+        ],
+    );
+}
+
+pub async fn manifest(args: ManifestArgs) -> Result<(), CliError> {
+    let client = Client::new(&args.conn)?.for_registry(args.registry);
+    match args.verb {
+        ManifestVerb::ListDeleted { repository } => {
+            let rows: Vec<wharf_api::DeletedManifest> = client
+                .get("/deleted", &[("repository", repository)])
+                .await?;
+            print_deleted(args.output, &rows);
+        }
+        ManifestVerb::Restore { image } => {
+            let r: wharf_api::Restored = client
+                .post(
+                    "/deleted/restore",
+                    &wharf_api::RestoreRequest {
+                        image: image.clone(),
+                    },
+                )
+                .await?;
+            match args.output {
+                Format::Json => println!("{}", serde_json::to_value(&r).unwrap_or(Value::Null)),
+                _ => println!("Restored {image} ({} items).", r.restored),
+            }
+        }
+    }
+    Ok(())
+}
