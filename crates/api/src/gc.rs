@@ -34,6 +34,9 @@ pub struct GcRunSummary {
     /// Untagged manifests retention deleted (would delete).
     #[serde(default)]
     pub manifests_expired: u64,
+    /// Tags keep policies deleted (would delete).
+    #[serde(default)]
+    pub tags_expired: u64,
     /// Recycle-bin entries purged.
     #[serde(default)]
     pub bin_purged: u64,

@@ -24,6 +24,7 @@ pub use registries::{
     CreatedRegistry, Deleted, Location, NameCheck, NewRegistry, Registry, RegistryChange, Replica,
 };
 pub use repositories::{
-    Attributes, AttributesChange, DayPolicy, DeletedManifest, ImageChild, ImageDetail, Layer,
-    Manifest, Policies, PolicyChange, Region, Removed, Repository, RestoreRequest, Restored, Tag,
+    Attributes, AttributesChange, DayPolicy, DeletedManifest, ImageChild, ImageDetail, KeepRule,
+    Layer, Manifest, Policies, PolicyChange, Region, Removed, Repository, RestoreRequest, Restored,
+    Tag,
 };

@@ -74,6 +74,10 @@ pub struct Tag {
     pub manifest_size: Option<u64>,
     #[serde(default)]
     pub attributes: Attributes,
+    /// The last pull by this tag the cluster recorded (nodes report pulls
+    /// every `gc.pulls_flush_s`).
+    #[serde(default)]
+    pub pulled_ms: Option<u64>,
 }
 
 /// One manifest of a repository, with the tags pointing at it.
@@ -174,11 +178,25 @@ pub struct DayPolicy {
     pub days: u32,
 }
 
+/// A keep policy: tags of repositories matching `pattern` go when not
+/// among the `keep_last` newest and untouched (not pushed, not pulled)
+/// for `untouched_days` — every condition given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeepRule {
+    pub pattern: String,
+    #[serde(default)]
+    pub keep_last: Option<u32>,
+    #[serde(default)]
+    pub untouched_days: Option<u32>,
+}
+
 /// `GET /policies`: a registry's data-lifecycle policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policies {
     pub retention: DayPolicy,
     pub soft_delete: DayPolicy,
+    #[serde(default)]
+    pub keep: Vec<KeepRule>,
 }
 
 /// `PATCH /policies`: change one policy; only what is given changes.

@@ -214,7 +214,7 @@ impl Authority {
         now_ms: u64,
     ) -> Result<RegistryCommand, AuthError> {
         Ok(RegistryCommand::Create {
-            record,
+            record: Box::new(record),
             owner: owner_record(owner, password, now_ms)?,
             signing_key: self.new_signing_key(now_ms),
         })

@@ -30,7 +30,7 @@ enum PolicyVerb {
     /// referrers of a present subject and delete-locked manifests stay.
     Retention {
         #[command(subcommand)]
-        verb: Verb,
+        verb: RetentionVerb,
     },
     /// Deleted manifests and tags go to a recycle bin for this many days
     /// (restorable in every region), then are purged by a GC run.
@@ -47,12 +47,58 @@ enum Status {
 }
 
 #[derive(Subcommand)]
+enum RetentionVerb {
+    /// Change the policy; only what is given changes.
+    Update {
+        #[arg(long, value_enum)]
+        status: Option<Status>,
+        /// 0 to 365 (0: at the next GC run).
+        #[arg(long)]
+        days: Option<u32>,
+    },
+    /// Show the policy and its keep policies.
+    Show,
+    /// Keep policies by repository pattern, applied at each GC run while
+    /// retention is enabled: a tag goes when it is not among the
+    /// --keep-last newest AND was neither pushed nor pulled for
+    /// --untouched-days (every condition given). Locked tags stay.
+    Keep {
+        #[command(subcommand)]
+        verb: KeepVerb,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeepVerb {
+    /// Add a keep policy (or replace the one of that pattern).
+    #[command(after_help = "Examples:\n  \
+        wharf config retention keep add --repository 'team/*' --keep-last 10\n  \
+        wharf config retention keep add --repository app --untouched-days 30")]
+    Add {
+        /// "*", "team/*" or one repository.
+        #[arg(long)]
+        repository: String,
+        /// Keep this many most recently pushed tags.
+        #[arg(long)]
+        keep_last: Option<u32>,
+        /// Let go of tags neither pushed nor pulled for this many days.
+        #[arg(long)]
+        untouched_days: Option<u32>,
+    },
+    List,
+    Remove {
+        #[arg(long)]
+        repository: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Verb {
     /// Change the policy; only what is given changes.
     Update {
         #[arg(long, value_enum)]
         status: Option<Status>,
-        /// Retention: 0 to 365 (0: at the next GC run). Soft delete: 1 to 90.
+        /// 1 to 90.
         #[arg(long)]
         days: Option<u32>,
     },
@@ -68,10 +114,63 @@ fn print_policy(out: Format, p: &wharf_api::DayPolicy) {
     output::print(out, &[row], &[("STATUS", "status"), ("DAYS", "days")]);
 }
 
+fn print_keep(out: Format, rules: &[wharf_api::KeepRule]) {
+    let rows: Vec<Value> = rules
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+        .collect();
+    output::print(
+        out,
+        &rows,
+        &[
+            ("REPOSITORY", "pattern"),
+            ("KEEP LAST", "keep_last"),
+            ("UNTOUCHED DAYS", "untouched_days"),
+        ],
+    );
+}
+
 pub async fn config(args: ConfigArgs) -> Result<(), CliError> {
     let client = Client::new(&args.conn)?.for_registry(args.registry);
     let (name, verb) = match args.policy {
-        PolicyVerb::Retention { verb } => ("retention", verb),
+        PolicyVerb::Retention { verb } => match verb {
+            RetentionVerb::Update { status, days } => ("retention", Verb::Update { status, days }),
+            RetentionVerb::Show => {
+                let p: wharf_api::Policies = client.get("/policies", &[]).await?;
+                print_policy(args.output, &p.retention);
+                if !p.keep.is_empty() && !matches!(args.output, Format::Json) {
+                    println!();
+                    print_keep(args.output, &p.keep);
+                }
+                return Ok(());
+            }
+            RetentionVerb::Keep { verb } => {
+                let p: wharf_api::Policies = match verb {
+                    KeepVerb::List => client.get("/policies", &[]).await?,
+                    KeepVerb::Add {
+                        repository,
+                        keep_last,
+                        untouched_days,
+                    } => {
+                        let rule = wharf_api::KeepRule {
+                            pattern: repository,
+                            keep_last,
+                            untouched_days,
+                        };
+                        client
+                            .send_json(reqwest::Method::PUT, "/policies/keep", &[], &rule)
+                            .await?
+                    }
+                    KeepVerb::Remove { repository } => {
+                        client
+                            .delete("/policies/keep", &[("pattern", repository)])
+                            .await?
+                    }
+                };
+                print_keep(args.output, &p.keep);
+                return Ok(());
+            }
+        },
         PolicyVerb::SoftDelete { verb } => ("soft-delete", verb),
     };
     let policies: wharf_api::Policies = match verb {

@@ -106,6 +106,9 @@ pub struct GcConfig {
     pub interval_s: u64,
     /// Each region deletes freed files this often.
     pub sweep_interval_s: u64,
+    /// Each node writes the last-pull times it saw (for keep policies)
+    /// this often, in one command per registry.
+    pub pulls_flush_s: u64,
 }
 
 impl Default for GcConfig {
@@ -115,6 +118,7 @@ impl Default for GcConfig {
             hold_s: 10,
             interval_s: 3600,
             sweep_interval_s: 5,
+            pulls_flush_s: 60,
         }
     }
 }

@@ -1,10 +1,11 @@
-//! A run's first step: each registry's retention and recycle-bin purge,
+//! A run's first step: each registry's retention (untagged manifests,
+//! then keep policies' tags) and recycle-bin purge,
 //! before any link is marked, so the blobs of what retention deletes are
 //! collected by the same run. Every decision is checked again when its
 //! command applies (see `wharf_meta`'s `lifecycle` module).
 
 use wharf_consensus::now_unix_ms;
-use wharf_meta::{Command, LifecycleCommand, Response};
+use wharf_meta::{Command, LifecycleCommand, Response, TagExpiry};
 use wharf_registry::{Handle, ServiceResult};
 
 use crate::{paced, Report, BATCH};
@@ -14,6 +15,8 @@ const LISTED_MAX: usize = 1_000;
 
 /// What the policies of one registry take now, read from this node's state.
 struct Due {
+    /// (repository, tags keep policies let go, the latest pull that does)
+    tags: Vec<(String, Vec<TagExpiry>, Option<u64>)>,
     /// (repository, digests retention deletes)
     expired: Vec<(String, Vec<String>)>,
     /// (repository, bin entries past their period)
@@ -25,6 +28,7 @@ fn due(handle: &Handle, now_ms: u64) -> ServiceResult<Due> {
     let meta = handle.meta();
     let policies = meta.policies()?;
     let mut out = Due {
+        tags: Vec::new(),
         expired: Vec::new(),
         purged: Vec::new(),
         cutoff_ms: now_ms.saturating_sub(policies.retention.period_ms()),
@@ -36,6 +40,15 @@ fn due(handle: &Handle, now_ms: u64) -> ServiceResult<Due> {
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
             for (repo, _) in page {
+                let rules: Vec<_> = policies
+                    .keep
+                    .iter()
+                    .filter(|r| wharf_auth::scope_matches(&r.pattern, &repo))
+                    .collect();
+                let (tags, pulled_before) = meta.expired_tags(&repo, &rules, now_ms)?;
+                if !tags.is_empty() {
+                    out.tags.push((repo.clone(), tags, pulled_before));
+                }
                 let digests = meta.expired_manifests(&repo, now_ms, usize::MAX)?;
                 if !digests.is_empty() {
                     out.expired.push((repo, digests));
@@ -70,6 +83,16 @@ pub(crate) async fn apply(
     let now_ms = now_unix_ms();
     let due = due(handle, now_ms)?;
     if dry_run {
+        for (repo, tags, _) in &due.tags {
+            report.run.tags_expired += tags.len() as u64;
+            for t in tags {
+                if report.expired.len() < LISTED_MAX {
+                    report
+                        .expired
+                        .push(format!("{}/{repo}:{}", handle.name(), t.tag));
+                }
+            }
+        }
         for (repo, digests) in &due.expired {
             report.run.manifests_expired += digests.len() as u64;
             for d in digests {
@@ -80,6 +103,20 @@ pub(crate) async fn apply(
         }
         report.run.bin_purged += due.purged.iter().map(|(_, d)| d.len() as u64).sum::<u64>();
         return Ok(());
+    }
+    // Tags first: a manifest they leave untagged is retention's at a
+    // later run, once its own period has passed.
+    for (repo, tags, pulled_before_ms) in due.tags {
+        for chunk in tags.chunks(BATCH) {
+            let cmd = Command::Lifecycle(LifecycleCommand::ExpireTags {
+                repo: repo.clone(),
+                tags: chunk.to_vec(),
+                pulled_before_ms,
+            });
+            if let Response::Removed(n) = paced(handle, cmd).await? {
+                report.run.tags_expired += n;
+            }
+        }
     }
     for (repo, digests) in due.expired {
         for chunk in digests.chunks(BATCH) {

@@ -81,6 +81,9 @@ pub struct GcRun {
     /// Untagged manifests retention deleted.
     #[serde(default)]
     pub manifests_expired: u64,
+    /// Tags keep policies deleted.
+    #[serde(default)]
+    pub tags_expired: u64,
     /// Recycle-bin entries purged.
     #[serde(default)]
     pub bin_purged: u64,

@@ -129,6 +129,7 @@ mod v01 {
                 digest: t.digest,
                 updated_ms: t.updated_ms,
                 attributes: Attributes::default(),
+                pulled_ms: None,
             }
         }
     }

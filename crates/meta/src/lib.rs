@@ -35,7 +35,8 @@ pub use identity::{
     TokenChange, TokenRecord,
 };
 pub use lifecycle::{
-    BinEntry, DayPolicy, DeletedTag, LifecycleCommand, Policies, PolicyKind, DAY_MS,
+    BinEntry, DayPolicy, DeletedTag, KeepRule, LifecycleCommand, Policies, PolicyKind, Pull,
+    TagExpiry, DAY_MS,
 };
 pub use locks::{AttributeChange, Attributes, LockTarget};
 pub use records::{BlobRecord, ManifestRecord, ReferrerRecord, RepoRecord, TagRecord};

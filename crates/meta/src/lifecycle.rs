@@ -64,13 +64,78 @@ impl DayPolicy {
     }
 }
 
+/// A keep policy for the tags of repositories matching `pattern` ("*",
+/// "team/*" or one repository): a tag goes when every condition given says
+/// so — it is not among the `keep_last` most recently pushed, and it was
+/// neither pushed nor pulled for `untouched_days`. Where several rules
+/// match a repository, a tag any of them keeps stays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeepRule {
+    pub pattern: String,
+    #[serde(default)]
+    pub keep_last: Option<u32>,
+    #[serde(default)]
+    pub untouched_days: Option<u32>,
+}
+
 /// A registry's data-lifecycle policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Policies {
     #[serde(default)]
     pub retention: DayPolicy,
     #[serde(default)]
     pub soft_delete: DayPolicy,
+    /// Keep policies by repository pattern (applied while retention is
+    /// enabled), one per pattern.
+    #[serde(default)]
+    pub keep: Vec<KeepRule>,
+}
+
+impl KeepRule {
+    /// Whether this rule lets a tag go: `rank` among its repository's tags
+    /// by push time (0: the newest), last pushed and pulled at the times
+    /// given. A rule with no condition keeps everything.
+    pub fn lets_go(
+        &self,
+        rank: usize,
+        updated_ms: u64,
+        pulled_ms: Option<u64>,
+        now_ms: u64,
+    ) -> bool {
+        if self.keep_last.is_none() && self.untouched_days.is_none() {
+            return false;
+        }
+        let beyond = self.keep_last.is_none_or(|n| rank >= n as usize);
+        let touched = updated_ms.max(pulled_ms.unwrap_or(0));
+        let stale = self
+            .untouched_days
+            .is_none_or(|d| touched.saturating_add(u64::from(d) * DAY_MS) <= now_ms);
+        beyond && stale
+    }
+
+    /// The latest pull time that still lets a tag go, if the rule looks at
+    /// pulls.
+    pub fn pulled_before(&self, now_ms: u64) -> Option<u64> {
+        self.untouched_days
+            .map(|d| now_ms.saturating_sub(u64::from(d) * DAY_MS))
+    }
+}
+
+/// A tag a keep policy lets go, as the planner saw it: the command deletes
+/// it only if it still names `digest` and was not pushed since.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagExpiry {
+    pub tag: String,
+    pub digest: String,
+    pub updated_ms: u64,
+}
+
+/// Pulls of a tag seen by one node, reported in a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pull {
+    pub repo: String,
+    pub tag: String,
+    pub at_ms: u64,
 }
 
 /// Which policy a change addresses.
@@ -117,6 +182,18 @@ pub enum LifecycleCommand {
         digests: Vec<String>,
         now_ms: u64,
     },
+    /// Keep policies: delete these tags of `repo`, each only if it is
+    /// unchanged since planned and (with `pulled_before_ms`) not pulled
+    /// after that time.
+    ExpireTags {
+        repo: String,
+        tags: Vec<TagExpiry>,
+        #[serde(default)]
+        pulled_before_ms: Option<u64>,
+    },
+    /// Last-pull times a node gathered (one command per node and flush,
+    /// never one per pull); a time only ever moves forward.
+    RecordPulls { pulls: Vec<Pull> },
     /// Put a manifest (by digest) or a tag back from the bin, in every
     /// region at once.
     Restore {
@@ -283,6 +360,41 @@ impl Registry<'_> {
         Ok(out)
     }
 
+    /// Tags of `repo` that the keep `rules` (those matching it) let go now:
+    /// every rule lets each go. With the latest pull time that lets them go.
+    pub fn expired_tags(
+        &self,
+        repo: &str,
+        rules: &[&KeepRule],
+        now_ms: u64,
+    ) -> Result<(Vec<TagExpiry>, Option<u64>), StoreError> {
+        let repo_locks = self.repository_attributes(repo)?;
+        if rules.is_empty() || !repo_locks.write_enabled || !repo_locks.delete_enabled {
+            return Ok((Vec::new(), None));
+        }
+        let mut tags = self.tags(repo, None, usize::MAX)?;
+        tags.sort_by(|a, b| b.1.updated_ms.cmp(&a.1.updated_ms).then(a.0.cmp(&b.0)));
+        let out = tags
+            .into_iter()
+            .enumerate()
+            .filter(|(rank, (_, t))| {
+                // A locked tag keeps its rank: the newest N count it.
+                t.attributes.write_enabled
+                    && t.attributes.delete_enabled
+                    && rules
+                        .iter()
+                        .all(|r| r.lets_go(*rank, t.updated_ms, t.pulled_ms, now_ms))
+            })
+            .map(|(_, (tag, t))| TagExpiry {
+                tag,
+                digest: t.digest,
+                updated_ms: t.updated_ms,
+            })
+            .collect();
+        let pulled_before = rules.iter().filter_map(|r| r.pulled_before(now_ms)).min();
+        Ok((out, pulled_before))
+    }
+
     /// Bin entries of `repo` whose period has passed by `now_ms`.
     pub fn purgeable(&self, repo: &str, now_ms: u64) -> Result<Vec<String>, StoreError> {
         Ok(self
@@ -297,6 +409,7 @@ impl Registry<'_> {
         &self,
         batch: &mut WriteBatch,
         cmd: &LifecycleCommand,
+        at_ms: u64,
     ) -> Result<Response, StoreError> {
         match cmd {
             LifecycleCommand::Expire {
@@ -340,6 +453,52 @@ impl Registry<'_> {
                     }
                 }
                 Ok(Response::Removed(purged))
+            }
+            LifecycleCommand::ExpireTags {
+                repo,
+                tags,
+                pulled_before_ms,
+            } => {
+                let mut removed = 0;
+                let mut seen = BTreeSet::new();
+                for t in tags {
+                    if !seen.insert(t.tag.as_str()) {
+                        continue;
+                    }
+                    let Some(now) = self.tag(repo, &t.tag)? else {
+                        continue;
+                    };
+                    let unchanged = now.digest == t.digest && now.updated_ms == t.updated_ms;
+                    let unpulled =
+                        pulled_before_ms.is_none_or(|before| now.pulled_ms.unwrap_or(0) <= before);
+                    if unchanged && unpulled {
+                        // A client's delete, locks and bin included (the
+                        // command's time is the envelope's).
+                        if let Response::Removed(n) = self.delete_tag(batch, repo, &t.tag, at_ms)? {
+                            removed += n;
+                        }
+                    }
+                }
+                Ok(Response::Removed(removed))
+            }
+            LifecycleCommand::RecordPulls { pulls } => {
+                let mut latest: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
+                for p in pulls {
+                    let at = latest.entry((p.repo.as_str(), p.tag.as_str())).or_default();
+                    *at = (*at).max(p.at_ms);
+                }
+                let mut changed = 0;
+                for ((repo, tag), at) in latest {
+                    let key = self.key(&[repo, tag]);
+                    if let Some(mut t) = self.get::<crate::records::TagRecord>(CF_TAGS, &key)? {
+                        if t.pulled_ms.is_none_or(|p| p < at) {
+                            t.pulled_ms = Some(at);
+                            batch.put_cf(self.cf(CF_TAGS), key, encode(&t));
+                            changed += 1;
+                        }
+                    }
+                }
+                Ok(Response::Changed(changed))
             }
             LifecycleCommand::Restore {
                 repo,
@@ -675,5 +834,68 @@ mod tests {
             !r.referenced_blobs("app").unwrap().contains(&d('b')),
             "purged: the links are garbage for GC now"
         );
+    }
+
+    #[test]
+    fn keep_policies_let_go_only_what_every_rule_lets_go_and_recheck_when_applied() {
+        let both = KeepRule {
+            pattern: "*".into(),
+            keep_last: Some(2),
+            untouched_days: Some(10),
+        };
+        let old = NOW - 11 * DAY_MS;
+        assert!(both.lets_go(2, old, None, NOW));
+        assert!(!both.lets_go(1, old, None, NOW), "among the newest two");
+        assert!(
+            !both.lets_go(2, old, Some(NOW - DAY_MS), NOW),
+            "pulled lately"
+        );
+        assert!(!both.lets_go(2, NOW - DAY_MS, None, NOW), "pushed lately");
+        let nothing = KeepRule {
+            pattern: "*".into(),
+            keep_last: None,
+            untouched_days: None,
+        };
+        assert!(!nothing.lets_go(99, 0, None, NOW));
+
+        let (_d, s) = store();
+        let r = s.registry(DEFAULT_REGISTRY);
+        for (i, t) in ["t1", "t2", "t3", "t4"].iter().enumerate() {
+            push(&s, &d('1'), Some(t), &[], None, NOW + i as u64);
+        }
+        let newest_two = KeepRule {
+            pattern: "*".into(),
+            keep_last: Some(2),
+            untouched_days: None,
+        };
+        let (tags, before) = r.expired_tags("app", &[&newest_two], NOW + 10).unwrap();
+        let names: Vec<_> = tags.iter().map(|t| t.tag.as_str()).collect();
+        assert_eq!(names, ["t2", "t1"]);
+        assert_eq!(before, None);
+        // Pulls move a tag's time forward only.
+        let pulls = |at| {
+            Command::Lifecycle(LifecycleCommand::RecordPulls {
+                pulls: vec![Pull {
+                    repo: "app".into(),
+                    tag: "t1".into(),
+                    at_ms: at,
+                }],
+            })
+        };
+        assert_eq!(apply(&s, pulls(NOW + 50), NOW), Response::Changed(1));
+        assert_eq!(apply(&s, pulls(NOW + 20), NOW), Response::Changed(0));
+        assert_eq!(
+            r.tag("app", "t1").unwrap().unwrap().pulled_ms,
+            Some(NOW + 50)
+        );
+        // t2 re-pushed after the plan, t1 pulled after the cutoff: both stay.
+        push(&s, &d('2'), Some("t2"), &[], None, NOW + 30);
+        let cmd = Command::Lifecycle(LifecycleCommand::ExpireTags {
+            repo: "app".into(),
+            tags,
+            pulled_before_ms: Some(NOW + 40),
+        });
+        assert_eq!(apply(&s, cmd, NOW + 60), Response::Removed(0));
+        assert!(r.tag("app", "t1").unwrap().is_some() && r.tag("app", "t2").unwrap().is_some());
     }
 }

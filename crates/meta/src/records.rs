@@ -37,6 +37,10 @@ pub struct TagRecord {
     pub updated_ms: u64,
     #[serde(default)]
     pub attributes: Attributes,
+    /// The last pull by this tag a node reported (in batches, so up to a
+    /// flush interval late); `None`: never, or before this was recorded.
+    #[serde(default)]
+    pub pulled_ms: Option<u64>,
 }
 
 /// Cluster-wide blob index entry.

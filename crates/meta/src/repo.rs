@@ -126,7 +126,7 @@ impl<'a> Registry<'a> {
                 target,
                 change,
             } => self.update_attributes(batch, repo, target, change),
-            Command::Lifecycle(c) => self.apply_lifecycle(batch, c),
+            Command::Lifecycle(c) => self.apply_lifecycle(batch, c, at_ms),
         }
     }
 
@@ -381,7 +381,9 @@ impl<'a> Registry<'a> {
     ) -> Result<(), StoreError> {
         let tag_key = self.key(&[repo, tag]);
         let mut attributes = Attributes::default();
+        let mut pulled_ms = None;
         if let Some(old) = self.get::<TagRecord>(CF_TAGS, &tag_key)? {
+            pulled_ms = old.pulled_ms;
             if old.digest != digest {
                 batch.delete_cf(self.cf(CF_DIGEST_TAGS), self.key(&[repo, &old.digest, tag]));
                 self.lost_tag(batch, repo, &old.digest, tag, now_ms)?;
@@ -392,6 +394,7 @@ impl<'a> Registry<'a> {
             digest: digest.to_string(),
             updated_ms: now_ms,
             attributes,
+            pulled_ms,
         };
         batch.put_cf(self.cf(CF_TAGS), &tag_key, encode(&record));
         batch.put_cf(self.cf(CF_DIGEST_TAGS), self.key(&[repo, digest, tag]), []);
@@ -438,7 +441,7 @@ impl<'a> Registry<'a> {
         Ok(Response::Removed(1 + tags.len() as u64))
     }
 
-    fn delete_tag(
+    pub(crate) fn delete_tag(
         &self,
         batch: &mut WriteBatch,
         repo: &str,

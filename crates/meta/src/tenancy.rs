@@ -78,7 +78,8 @@ pub enum RegistryCommand {
     /// Create a registry with its first owner and signing key; refused
     /// when the name is taken (in any case).
     Create {
-        record: RegistryRecord,
+        /// Boxed: much larger than the other variants (same encoding).
+        record: Box<RegistryRecord>,
         owner: PrincipalRecord,
         signing_key: SigningKeyRecord,
     },
@@ -100,6 +101,13 @@ pub enum RegistryCommand {
         enabled: Option<bool>,
         days: Option<u32>,
     },
+    /// Add a keep rule, or replace the one with the same pattern.
+    PutKeepRule {
+        name: String,
+        rule: crate::lifecycle::KeepRule,
+    },
+    /// Remove the keep rule of `pattern`.
+    RemoveKeepRule { name: String, pattern: String },
 }
 
 impl MetaStore {
@@ -191,6 +199,39 @@ impl MetaStore {
                 );
                 Ok(Response::Changed(1))
             }
+            RegistryCommand::PutKeepRule { name, rule } => {
+                let Some(mut record) = self.registry_record(name)? else {
+                    return Ok(Response::Refused(ApplyError::RegistryUnknown(name.clone())));
+                };
+                let keep = &mut record.policies.keep;
+                match keep.iter_mut().find(|r| r.pattern == rule.pattern) {
+                    Some(existing) if existing == rule => return Ok(Response::Changed(0)),
+                    Some(existing) => *existing = rule.clone(),
+                    None => keep.push(rule.clone()),
+                }
+                batch.put_cf(
+                    self.cf(CF_REGISTRIES),
+                    record.name.as_bytes(),
+                    encode(&record),
+                );
+                Ok(Response::Changed(1))
+            }
+            RegistryCommand::RemoveKeepRule { name, pattern } => {
+                let Some(mut record) = self.registry_record(name)? else {
+                    return Ok(Response::Refused(ApplyError::RegistryUnknown(name.clone())));
+                };
+                let before = record.policies.keep.len();
+                record.policies.keep.retain(|r| r.pattern != *pattern);
+                if record.policies.keep.len() == before {
+                    return Ok(Response::Changed(0));
+                }
+                batch.put_cf(
+                    self.cf(CF_REGISTRIES),
+                    record.name.as_bytes(),
+                    encode(&record),
+                );
+                Ok(Response::Changed(1))
+            }
             RegistryCommand::Delete { name } => {
                 let name = name.to_ascii_lowercase();
                 if name == DEFAULT_REGISTRY {
@@ -273,13 +314,13 @@ mod tests {
 
     fn create(name: &str) -> Envelope {
         let cmd = Command::Registry(RegistryCommand::Create {
-            record: RegistryRecord {
+            record: Box::new(RegistryRecord {
                 name: name.into(),
                 sku: Sku::Standard,
                 created_ms: 5,
                 replicas: vec![],
                 policies: Default::default(),
-            },
+            }),
             owner: owner(&format!("{}-owner", name.to_lowercase())),
             signing_key: SigningKeyRecord {
                 kid: format!("{name}-key"),

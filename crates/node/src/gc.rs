@@ -73,3 +73,33 @@ pub async fn scheduler(app: App, every: Duration, mut stop: Stop) {
         }
     }
 }
+
+/// Write the pull times this node saw every `every` (and once more when
+/// the node stops).
+pub async fn pull_flusher(app: App, every: Duration, mut stop: Stop) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.wait() => true,
+        };
+        // When stopping, a cluster without quorum does not hold the node.
+        let bound = if stopping {
+            Duration::from_secs(2)
+        } else {
+            every
+        };
+        match tokio::time::timeout(bound, app.service.flush_pulls()).await {
+            Ok(Ok(n)) if n > 0 => tracing::debug!(tags = n, "recorded pull times"),
+            Ok(Ok(_)) => {}
+            // Kept in memory for the next flush.
+            Ok(Err(e)) => tracing::debug!(error = %e, "recording pull times postponed"),
+            Err(_) => tracing::debug!("recording pull times timed out"),
+        }
+        if stopping {
+            return;
+        }
+    }
+}

@@ -159,6 +159,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
                 timeout: Duration::from_millis(cfg.uploads.ack_timeout_ms),
             },
             registration_window: Duration::from_millis(crate::registrar::WINDOW_MS),
+            pulls: Default::default(),
         }),
         metrics: Metrics::default(),
         auth: wharf_auth::Authority::new(cfg.auth.auth_config(), cluster_key),
@@ -175,6 +176,14 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         crate::gc::sweeper(
             app.clone(),
             Duration::from_secs(cfg.gc.sweep_interval_s),
+            tasks.stop(),
+        ),
+    );
+    tasks.spawn(
+        "pull times",
+        crate::gc::pull_flusher(
+            app.clone(),
+            Duration::from_secs(cfg.gc.pulls_flush_s.max(1)),
             tasks.stop(),
         ),
     );

@@ -2,7 +2,8 @@
 //! with days 0 an untagged image disappears in every region at the next GC
 //! run while a delete-locked one and an index's child stay; a deleted image
 //! waits in the recycle bin (GC keeps its blobs), is listed, and restored
-//! through another region pulls byte-exact.
+//! through another region pulls byte-exact; a keep policy lets go of the
+//! tags beyond the newest N (never a locked one), and pulls are recorded.
 
 mod common;
 
@@ -11,7 +12,8 @@ use common::registry::{Reg, OCI_INDEX, OCI_MANIFEST};
 use common::{eventually, random_bytes, run, sha256, wharf_json};
 use reqwest::{Method, StatusCode};
 
-const GC: &str = "[gc]\ngrace_s = 1\nhold_s = 1\ninterval_s = 0\nsweep_interval_s = 1\n";
+const GC: &str =
+    "[gc]\ngrace_s = 1\nhold_s = 1\ninterval_s = 0\nsweep_interval_s = 1\npulls_flush_s = 1\n";
 
 fn layers_of(manifest: &[u8]) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_slice(manifest).unwrap();
@@ -338,4 +340,165 @@ async fn a_soft_deleted_image_is_restored_through_another_region_byte_exact() {
         .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("nothing deleted to restore"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_policy_lets_go_of_old_tags_and_pulls_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 3, GC);
+    let r: Vec<Reg> = c.nodes.iter().map(|n| Reg::new(&n.addr())).collect();
+    let endpoint = c.nodes[0].url("");
+    let m = r[0].image("keep/app", &[&random_bytes(30_000)]).await;
+    for t in ["t1", "t2", "t3", "t4"] {
+        assert_eq!(
+            r[0].put_manifest("keep/app", t, OCI_MANIFEST, &m)
+                .await
+                .status(),
+            201
+        );
+        // Push times are milliseconds: keep them apart.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        r[0].put_manifest(
+            "other",
+            "t1",
+            OCI_MANIFEST,
+            &r[0].image("other", &[b"x"]).await
+        )
+        .await
+        .status(),
+        201
+    );
+    wharf_json(
+        &endpoint,
+        &[
+            "repository",
+            "update",
+            "--image",
+            "keep/app:t1",
+            "--delete-enabled",
+            "false",
+        ],
+    );
+    wharf_json(
+        &endpoint,
+        &[
+            "config",
+            "retention",
+            "update",
+            "--status",
+            "enabled",
+            "--days",
+            "30",
+        ],
+    );
+    let rules = wharf_json(
+        &endpoint,
+        &[
+            "config",
+            "retention",
+            "keep",
+            "add",
+            "--repository",
+            "keep/*",
+            "--keep-last",
+            "2",
+        ],
+    );
+    assert_eq!(rules[0]["pattern"], "keep/*", "{rules}");
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .envs(common::owner_env())
+        .args([
+            "config",
+            "retention",
+            "keep",
+            "add",
+            "--repository",
+            "x",
+            "--endpoint",
+            &endpoint,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !bad.status.success(),
+        "a keep policy with no condition is refused"
+    );
+
+    let dry = wharf_json(&endpoint, &["gc", "run", "--dry-run"]);
+    assert_eq!(
+        dry["expired"],
+        serde_json::json!(["default/keep/app:t2"]),
+        "{dry}"
+    );
+    let done = wharf_json(&endpoint, &["gc", "run"]);
+    assert_eq!(done["tags_expired"], 1, "{done}");
+    // Listed through each region (an admin listing is not a pull).
+    for (i, reg) in r.iter().enumerate() {
+        until(reg, "/v2/keep/app/manifests/t2", StatusCode::NOT_FOUND).await;
+        let tags = wharf_json(
+            &c.nodes[i].url(""),
+            &["repository", "show-tags", "--repository", "keep/app"],
+        );
+        let names: Vec<&str> = tags
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["t1", "t3", "t4"], "{tags}");
+    }
+    let other = wharf_json(
+        &endpoint,
+        &["repository", "show-tags", "--repository", "other"],
+    );
+    assert_eq!(
+        other[0]["name"], "t1",
+        "a repository no policy matches keeps its tags"
+    );
+
+    // A pull through region 2 reaches the tag's record within a flush.
+    assert_eq!(status(&r[1], "/v2/keep/app/manifests/t3").await, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let tags = wharf_json(
+            &endpoint,
+            &["repository", "show-tags", "--repository", "keep/app"],
+        );
+        let t3 = tags
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "t3")
+            .cloned()
+            .unwrap();
+        if t3["pulled_ms"].as_u64().is_some() {
+            assert!(tags
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["name"] == "t4")
+                .unwrap()["pulled_ms"]
+                .is_null());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pull was never recorded: {tags}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let removed = wharf_json(
+        &endpoint,
+        &[
+            "config",
+            "retention",
+            "keep",
+            "remove",
+            "--repository",
+            "keep/*",
+        ],
+    );
+    assert_eq!(removed, serde_json::json!([]), "{removed}");
 }

@@ -3,7 +3,7 @@
 //! `wharf_meta`'s `lifecycle` module).
 
 use wharf_consensus::now_unix_ms;
-use wharf_meta::{Command, LifecycleCommand, PolicyKind, RegistryCommand};
+use wharf_meta::{Command, KeepRule, LifecycleCommand, PolicyKind, RegistryCommand};
 use wharf_oci::{validate_repository, ErrorCode, Reference};
 
 use crate::{Handle, ServiceError, ServiceResult};
@@ -55,6 +55,53 @@ impl Handle {
             days,
         }))
         .await
+    }
+
+    /// Add a keep policy for repositories matching `rule.pattern`, or
+    /// replace the one with that pattern.
+    pub async fn put_keep_rule(&self, rule: KeepRule) -> ServiceResult<u64> {
+        wharf_auth::validate_pattern(&rule.pattern)
+            .map_err(|e| bad_request(format!("repository pattern: {e}")))?;
+        if rule.keep_last.is_none() && rule.untouched_days.is_none() {
+            return Err(bad_request(
+                "a keep policy needs keep-last, untouched-days or both".into(),
+            ));
+        }
+        if rule.keep_last == Some(0) {
+            return Err(bad_request(
+                "keep-last must be at least 1 (0 would delete every tag)".into(),
+            ));
+        }
+        if let Some(d) = rule.untouched_days {
+            if !(1..=3650).contains(&d) {
+                return Err(bad_request(format!(
+                    "untouched-days must be 1 to 3650, not {d}"
+                )));
+            }
+        }
+        self.write(Command::Registry(RegistryCommand::PutKeepRule {
+            name: self.name().to_string(),
+            rule,
+        }))
+        .await
+    }
+
+    /// Remove the keep policy of `pattern`.
+    pub async fn remove_keep_rule(&self, pattern: &str) -> ServiceResult<u64> {
+        let removed = self
+            .write(Command::Registry(RegistryCommand::RemoveKeepRule {
+                name: self.name().to_string(),
+                pattern: pattern.to_string(),
+            }))
+            .await?;
+        if removed == 0 {
+            return Err(ServiceError::Spec {
+                code: ErrorCode::NameUnknown,
+                message: format!("no keep policy for {pattern:?}"),
+                status: Some(404),
+            });
+        }
+        Ok(removed)
     }
 
     /// Restore `reference` (a tag or a digest) of `repo` from the bin, in

@@ -3,6 +3,7 @@
 //! a node makes against its own applied state. The binding write checks
 //! are the state machine's (see `wharf_meta::locks`).
 
+use wharf_consensus::now_unix_ms;
 use wharf_meta::{AttributeChange, Command, LockTarget, ManifestRecord};
 use wharf_oci::{validate_repository, Digest, ErrorCode, Reference};
 
@@ -42,7 +43,7 @@ impl Handle {
 
     /// A manifest for a pull: resolved as `manifest` does, then refused
     /// (403 DENIED) if the repository, the tag or the manifest is
-    /// read-locked.
+    /// read-locked; the pull is logged for keep policies.
     pub async fn pull_manifest(
         &self,
         repo: &str,
@@ -56,6 +57,10 @@ impl Handle {
         if let Some(lock) = self.meta().read_lock(repo, tag, &record, &digest)? {
             return Err(lock.into());
         }
+        let reference = tag.unwrap_or(&digest);
+        self.service
+            .pulls
+            .record(self.name(), repo, reference, now_unix_ms());
         Ok((digest, record))
     }
 

@@ -24,6 +24,8 @@ pub struct Service {
     /// By then a blob acknowledged by any live node is linked in the
     /// metadata (its uploader's registration window).
     pub registration_window: std::time::Duration,
+    /// Pulls by tag since the last flush (for keep policies).
+    pub pulls: crate::pulls::PullLog,
 }
 
 /// One registry, as a request (or a background task) addresses it.

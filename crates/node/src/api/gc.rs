@@ -23,6 +23,7 @@ fn summary(r: GcRun) -> GcRunSummary {
         blobs_freed: r.blobs_freed,
         bytes_freed: r.bytes_freed,
         manifests_expired: r.manifests_expired,
+        tags_expired: r.tags_expired,
         bin_purged: r.bin_purged,
     }
 }

@@ -25,6 +25,15 @@ fn policies_of(app: &Tenant) -> ApiResult<wharf_api::Policies> {
     Ok(wharf_api::Policies {
         retention: day_policy(p.retention),
         soft_delete: day_policy(p.soft_delete),
+        keep: p
+            .keep
+            .into_iter()
+            .map(|r| wharf_api::KeepRule {
+                pattern: r.pattern,
+                keep_last: r.keep_last,
+                untouched_days: r.untouched_days,
+            })
+            .collect(),
     })
 }
 
@@ -57,6 +66,37 @@ pub async fn update_policy(
     app.registry()
         .set_policy(kind, change.enabled, change.days)
         .await?;
+    Ok(Json(policies_of(&app)?))
+}
+
+pub async fn put_keep_rule(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Json(rule): Json<wharf_api::KeepRule>,
+) -> ApiResult<Json<wharf_api::Policies>> {
+    caller.require_owner()?;
+    app.registry()
+        .put_keep_rule(wharf_meta::KeepRule {
+            pattern: rule.pattern,
+            keep_last: rule.keep_last,
+            untouched_days: rule.untouched_days,
+        })
+        .await?;
+    Ok(Json(policies_of(&app)?))
+}
+
+#[derive(Deserialize)]
+pub struct PatternQuery {
+    pub pattern: String,
+}
+
+pub async fn remove_keep_rule(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<PatternQuery>,
+) -> ApiResult<Json<wharf_api::Policies>> {
+    caller.require_owner()?;
+    app.registry().remove_keep_rule(&q.pattern).await?;
     Ok(Json(policies_of(&app)?))
 }
 

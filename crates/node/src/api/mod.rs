@@ -91,6 +91,10 @@ pub fn router() -> Router<App> {
             "/policies",
             get(lifecycle::show_policies).patch(lifecycle::update_policy),
         )
+        .route(
+            "/policies/keep",
+            axum::routing::put(lifecycle::put_keep_rule).delete(lifecycle::remove_keep_rule),
+        )
         .route("/deleted", get(lifecycle::list_deleted))
         .route(
             "/deleted/repositories",

@@ -113,6 +113,7 @@ pub async fn tags(
             digest: t.digest,
             updated_ms: t.updated_ms,
             attributes: attributes(t.attributes),
+            pulled_ms: t.pulled_ms,
         });
     }
     order(&mut rows, q.orderby.as_deref(), |r| r.updated_ms)?;
