@@ -87,3 +87,34 @@ pub struct GcStatus {
     pub runs: Vec<GcRunSummary>,
     pub regions: Vec<GcRegionStatus>,
 }
+
+/// A corrupt (or missing) copy a region found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorruptFinding {
+    pub digest: String,
+    /// What the copy hashed to ("missing": no file).
+    pub actual: String,
+    /// "scrub" or "read".
+    #[serde(default)]
+    pub found_by: String,
+    pub at_ms: u64,
+}
+
+/// A region's scrub, as `wharf scrub status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubRegionStatus {
+    pub region: String,
+    pub blobs_verified: u64,
+    pub bytes_verified: u64,
+    pub passes: u64,
+    pub last_pass_ms: u64,
+    pub corrupt_found: u64,
+    #[serde(default)]
+    pub recent: Vec<CorruptFinding>,
+}
+
+/// `GET /scrub`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubStatus {
+    pub regions: Vec<ScrubRegionStatus>,
+}

@@ -14,7 +14,10 @@ mod registries;
 mod repositories;
 
 pub use cluster::{FenceRequest, FenceState, MemberChanged, NewMember};
-pub use gc::{GcRegionFreed, GcRegionStatus, GcReport, GcRequest, GcRunSummary, GcStatus};
+pub use gc::{
+    CorruptFinding, GcRegionFreed, GcRegionStatus, GcReport, GcRequest, GcRunSummary, GcStatus,
+    ScrubRegionStatus, ScrubStatus,
+};
 pub use identities::{
     Access, Credential, CredentialChange, NewPrincipal, NewToken, Principal, PrincipalChange,
     PrincipalSecret, RoleChange, RoleChanged, RoleGrant, ScopeMap, ScopeRule, SigningKey, Token,

@@ -26,6 +26,18 @@ pub fn incoming_path(root: &Path, digest: &Digest) -> PathBuf {
         .join(format!("{}-{}", digest.algorithm().name(), digest.hex()))
 }
 
+/// Copies that failed verification, kept for an operator to inspect:
+/// `quarantine/<algorithm>-<hex>.<unix ms>`.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+pub fn quarantine_path(root: &Path, digest: &Digest, at_ms: u64) -> PathBuf {
+    root.join(QUARANTINE_DIR).join(format!(
+        "{}-{}.{at_ms}",
+        digest.algorithm().name(),
+        digest.hex()
+    ))
+}
+
 pub fn session_dir(root: &Path, id: &str) -> PathBuf {
     root.join(UPLOADS_DIR).join(id)
 }

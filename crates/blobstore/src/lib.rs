@@ -14,4 +14,4 @@ mod writer;
 
 pub use error::BlobError;
 pub use session::SessionInfo;
-pub use store::{BlobStore, Removal, StoreLimits};
+pub use store::{BlobStore, FileId, Removal, StoreLimits};

@@ -57,6 +57,24 @@ pub struct BlobStore {
     commits: Arc<Mutex<()>>,
 }
 
+/// Which file a path named when it was opened (device and inode), so a
+/// decision about its content applies to that file only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    pub fn of(m: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    }
+}
+
 /// What `remove_if_idle` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removal {
@@ -169,19 +187,31 @@ impl BlobStore {
         }
     }
 
+    /// Open a locally held blob for reading, with its size and identity
+    /// (for `quarantine`).
+    pub async fn open_identified(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<(tokio::fs::File, u64, FileId)>, BlobError> {
+        match tokio::fs::File::open(blob_path(&self.root, digest)).await {
+            Ok(f) => {
+                let m = f.metadata().await?;
+                Ok(Some((f, m.len(), FileId::of(&m))))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Open a locally held blob for reading, with its size.
     pub async fn open_blob(
         &self,
         digest: &Digest,
     ) -> Result<Option<(tokio::fs::File, u64)>, BlobError> {
-        match tokio::fs::File::open(blob_path(&self.root, digest)).await {
-            Ok(f) => {
-                let len = f.metadata().await?.len();
-                Ok(Some((f, len)))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self
+            .open_identified(digest)
+            .await?
+            .map(|(f, len, _)| (f, len)))
     }
 
     // ---- links awaiting registration -------------------------------------
@@ -501,6 +531,40 @@ impl BlobStore {
         .await
         .map_err(blocking_err)??;
         Ok(removal)
+    }
+
+    /// Move the stored copy of `digest` to the quarantine, if it is still
+    /// the file `seen` (the one found corrupt: not a good copy an upload
+    /// or the mover put in place since). Returns where it went.
+    pub async fn quarantine(
+        &self,
+        digest: &Digest,
+        seen: FileId,
+        at_ms: u64,
+    ) -> Result<Option<PathBuf>, BlobError> {
+        let target = blob_path(&self.root, digest);
+        let to = layout::quarantine_path(&self.root, digest, at_ms);
+        let commits = self.commits.clone();
+        let moved = tokio::task::spawn_blocking(move || -> std::io::Result<Option<PathBuf>> {
+            let _held = commits.lock().unwrap_or_else(|p| p.into_inner());
+            match std::fs::metadata(&target) {
+                Ok(m) if FileId::of(&m) == seen => {}
+                Ok(_) => return Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            let dir = to.parent().expect("quarantine paths have a parent");
+            std::fs::create_dir_all(dir)?;
+            std::fs::rename(&target, &to)?;
+            sync_dir(dir)?;
+            if let Some(parent) = target.parent() {
+                sync_dir(parent)?;
+            }
+            Ok(Some(to))
+        })
+        .await
+        .map_err(blocking_err)??;
+        Ok(moved)
     }
 
     /// Mark the stored copy of `digest` as just written (a mount links it

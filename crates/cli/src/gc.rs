@@ -184,3 +184,82 @@ mod tests {
         assert_eq!(super::size(3 << 30), "3.0 GiB");
     }
 }
+
+#[derive(Args)]
+pub struct ScrubArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Format::Table, global = true)]
+    output: Format,
+    #[command(subcommand)]
+    verb: ScrubVerb,
+}
+
+#[derive(Subcommand)]
+enum ScrubVerb {
+    /// Per region: blobs and bytes verified, passes, corrupt copies found
+    /// (moved to the store's quarantine/ and replaced from a healthy region).
+    Status,
+}
+
+pub async fn scrub(args: ScrubArgs) -> Result<(), CliError> {
+    let client = Client::new(&args.conn)?;
+    let ScrubVerb::Status = args.verb;
+    let s: wharf_api::ScrubStatus = client.get("/scrub", &[]).await?;
+    if matches!(args.output, Format::Json) {
+        println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+        return Ok(());
+    }
+    let rows: Vec<Value> = s
+        .regions
+        .iter()
+        .map(|r| {
+            let mut v = to_value(r);
+            v["verified"] = json!(size(r.bytes_verified));
+            v["last"] = json!(if r.last_pass_ms == 0 {
+                "-".to_string()
+            } else {
+                output::time(r.last_pass_ms)
+            });
+            v
+        })
+        .collect();
+    output::print(
+        args.output,
+        &rows,
+        &[
+            ("REGION", "region"),
+            ("BLOBS", "blobs_verified"),
+            ("VERIFIED", "verified"),
+            ("PASSES", "passes"),
+            ("LAST PASS", "last"),
+            ("CORRUPT", "corrupt_found"),
+        ],
+    );
+    let found: Vec<Value> = s
+        .regions
+        .iter()
+        .flat_map(|r| {
+            r.recent.iter().map(|c| {
+                json!({"region": r.region, "digest": c.digest, "actual": c.actual,
+                       "found_by": c.found_by, "at": output::time(c.at_ms)})
+            })
+        })
+        .collect();
+    if !found.is_empty() {
+        println!();
+        output::print(
+            args.output,
+            &found,
+            &[
+                ("REGION", "region"),
+                ("BLOB", "digest"),
+                ("HASHED TO", "actual"),
+                ("FOUND BY", "found_by"),
+                ("AT", "at"),
+            ],
+        );
+    }
+    Ok(())
+}

@@ -123,6 +123,35 @@ impl Default for GcConfig {
     }
 }
 
+/// Scrub: verifying stored blobs against their digests (see the README's
+/// "Scrub").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrubConfig {
+    /// The background pass reads at most this much per second; 0: no
+    /// background pass.
+    pub mib_per_s: u64,
+    /// Pause between two passes over every blob the region holds.
+    pub interval_s: u64,
+    /// Whole reads of blobs up to this size are verified before their
+    /// first byte is sent (a bad copy is replaced, the client served).
+    pub verify_below_bytes: u64,
+    /// Whole reads of larger blobs are hashed as they stream, and end with
+    /// an error rather than complete with a corrupt byte.
+    pub verify_reads: bool,
+}
+
+impl Default for ScrubConfig {
+    fn default() -> Self {
+        ScrubConfig {
+            mib_per_s: 20,
+            interval_s: 86_400,
+            verify_below_bytes: 1 << 20,
+            verify_reads: true,
+        }
+    }
+}
+
 /// How manifest, tag and blob-link reads are answered.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -258,6 +287,7 @@ pub struct ServeConfig {
     pub uploads: UploadConfig,
     pub mover: MoverConfig,
     pub gc: GcConfig,
+    pub scrub: ScrubConfig,
     pub auth: AuthSettings,
     pub tls: TlsSettings,
 }
@@ -282,6 +312,7 @@ impl Default for ServeConfig {
             uploads: UploadConfig::default(),
             mover: MoverConfig::default(),
             gc: GcConfig::default(),
+            scrub: ScrubConfig::default(),
             auth: AuthSettings::default(),
             tls: TlsSettings::default(),
         }

@@ -99,6 +99,8 @@ pub enum Command {
     },
     /// Retention, the recycle bin's purge, restores.
     Lifecycle(crate::lifecycle::LifecycleCommand),
+    /// A region's scrub: a corrupt copy found, progress.
+    Scrub(crate::scrub::ScrubCommand),
 }
 
 /// The meaning of commands this release writes. Bump it when a command's

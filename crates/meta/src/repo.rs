@@ -127,6 +127,7 @@ impl<'a> Registry<'a> {
                 change,
             } => self.update_attributes(batch, repo, target, change),
             Command::Lifecycle(c) => self.apply_lifecycle(batch, c, at_ms),
+            Command::Scrub(c) => self.store.apply_scrub(batch, c),
         }
     }
 

@@ -157,6 +157,7 @@ impl<D: Directory> Fetcher<D> {
             partial: self.blobs.incoming_path(digest),
             final_path: self.blobs.blob_path(digest),
             state,
+            restarts: Default::default(),
         });
         inflight.insert(digest.clone(), t.clone());
         drop(inflight);
@@ -225,7 +226,8 @@ impl<D: Directory> Fetcher<D> {
                 .await
                 .map_err(io_err)?
                 .map_err(io_err)?;
-        t.state.send_replace(TransferState::Running(offset));
+        t.state
+            .send_replace(TransferState::Running(visible(offset, size)));
 
         let channel = self.channel(&h.addr)?;
         let mut client =
@@ -272,14 +274,17 @@ impl<D: Directory> Fetcher<D> {
             .map_err(io_err)?;
             offset += n;
             self.stats.bytes_moved.fetch_add(n, Ordering::Relaxed);
-            t.state.send_replace(TransferState::Running(offset));
+            t.state
+                .send_replace(TransferState::Running(visible(offset, size)));
         }
         if offset != size {
             return Err(format!("stream ended at {offset} of {size} bytes"));
         }
         let actual = hasher.finish();
         if actual != t.digest {
-            // A corrupt copy is never kept; the next attempt starts over.
+            // A corrupt copy is never kept; the next attempt starts over,
+            // and readers of this one give up (they may hold its bytes).
+            t.restarts.fetch_add(1, Ordering::AcqRel);
             let _ = tokio::fs::remove_file(&t.partial).await;
             return Err(format!("content hashes to {actual}"));
         }
@@ -291,6 +296,16 @@ impl<D: Directory> Fetcher<D> {
             .adopt(&t.digest, &t.partial)
             .await
             .map_err(io_err)
+    }
+}
+
+/// How much of a transfer readers may read: all it holds but the last
+/// byte, which waits for the digest check (readers see `Done`).
+fn visible(offset: u64, size: u64) -> u64 {
+    if offset >= size {
+        size.saturating_sub(1)
+    } else {
+        offset
     }
 }
 

@@ -23,6 +23,9 @@ pub enum TransferState {
 
 struct Reader {
     t: Arc<Transfer>,
+    /// `t.restarts` when this reader started: bytes of an attempt that
+    /// turned out corrupt must not be followed by another attempt's.
+    restarts: u64,
     rx: watch::Receiver<TransferState>,
     file: Option<tokio::fs::File>,
     pos: u64,
@@ -37,6 +40,8 @@ pub struct Transfer {
     /// Where the blob lives once done.
     pub(crate) final_path: PathBuf,
     pub(crate) state: watch::Sender<TransferState>,
+    /// Attempts thrown away because what arrived did not match the digest.
+    pub(crate) restarts: std::sync::atomic::AtomicU64,
 }
 
 impl Transfer {
@@ -69,13 +74,15 @@ impl Transfer {
 
     /// Bytes `start..start+len` of the blob, served as they arrive
     /// (stream-through): a reader waits for the bytes it needs, never for
-    /// the whole blob.
+    /// the whole blob. The last byte is released only once the whole blob
+    /// matched its digest, so a corrupt copy never completes a read.
     pub fn stream(
         self: &Arc<Self>,
         start: u64,
         len: u64,
     ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
         let reader = Reader {
+            restarts: self.restarts.load(std::sync::atomic::Ordering::Acquire),
             rx: self.state.subscribe(),
             t: self.clone(),
             file: None,
@@ -107,6 +114,11 @@ impl Reader {
                         return Err(std::io::Error::other(format!("transfer failed: {e}")))
                     }
                 };
+                if r.t.restarts.load(std::sync::atomic::Ordering::Acquire) != r.restarts {
+                    return Err(std::io::Error::other(
+                        "a region sent a corrupt copy; the read is abandoned",
+                    ));
+                }
                 if available > r.pos {
                     if r.file.is_none() {
                         let mut f = r.t.open().await?;

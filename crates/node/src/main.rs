@@ -14,6 +14,7 @@ mod metrics;
 mod proxy;
 mod registrar;
 mod request_id;
+mod scrub;
 mod serve;
 mod shutdown;
 mod state;
@@ -76,6 +77,8 @@ enum Command {
     Config(cli::lifecycle::ConfigArgs),
     /// Deleted manifests: list the recycle bin, restore.
     Manifest(cli::lifecycle::ManifestArgs),
+    /// Scrub: what each region verified of its stored blobs, and found corrupt.
+    Scrub(cli::gc::ScrubArgs),
 }
 
 #[derive(clap::Args)]
@@ -195,6 +198,7 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
         Command::Gc(args) => Ok(cli::gc::run(args).await?),
         Command::Config(args) => Ok(cli::lifecycle::config(args).await?),
         Command::Manifest(args) => Ok(cli::lifecycle::manifest(args).await?),
+        Command::Scrub(args) => Ok(cli::gc::scrub(args).await?),
         Command::Login(args) => Ok(cli::login::run(args).await?),
         Command::User(args) => Ok(cli::identity::user(args).await?),
         Command::Role(args) => Ok(cli::identity::role(args).await?),

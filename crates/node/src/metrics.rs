@@ -13,6 +13,9 @@ pub struct Metrics {
     pub manifests_pushed: AtomicU64,
     pub auth_failures: AtomicU64,
     pub auth_throttled: AtomicU64,
+    pub scrub_bytes_verified: AtomicU64,
+    /// Corrupt (or missing) copies found, by scrub or while serving.
+    pub scrub_corrupt: AtomicU64,
 }
 
 impl Metrics {
@@ -49,6 +52,16 @@ impl Metrics {
                 "wharf_blob_bytes_received_total",
                 "Blob bytes stored from uploads",
                 &self.blob_bytes_received,
+            ),
+            (
+                "wharf_scrub_bytes_verified_total",
+                "Stored blob bytes the background scrub verified",
+                &self.scrub_bytes_verified,
+            ),
+            (
+                "wharf_scrub_corrupt_total",
+                "Corrupt or missing blob copies found (scrub or serving) and quarantined",
+                &self.scrub_corrupt,
             ),
             (
                 "wharf_manifests_pushed_total",

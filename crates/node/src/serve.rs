@@ -170,7 +170,19 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
             grace: Duration::from_secs(cfg.gc.grace_s),
             hold: Duration::from_secs(cfg.gc.hold_s),
         },
+        scrub: cfg.scrub.clone(),
     });
+    if cfg.scrub.mib_per_s > 0 {
+        tasks.spawn(
+            "scrub",
+            crate::scrub::scrubber(
+                app.clone(),
+                cfg.scrub.mib_per_s.saturating_mul(1 << 20),
+                Duration::from_secs(cfg.scrub.interval_s),
+                tasks.stop(),
+            ),
+        );
+    }
     tasks.spawn(
         "gc sweeper",
         crate::gc::sweeper(

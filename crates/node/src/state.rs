@@ -34,6 +34,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Garbage collection's grace and hold (runs on demand use them too).
     pub gc: wharf_gc::GcSettings,
+    /// How reads verify what they serve (and the background scrub's pace).
+    pub scrub: wharf_config::ScrubConfig,
 }
 
 pub type App = Arc<AppState>;

@@ -77,16 +77,7 @@ pub async fn status(
     super::registries::operator(&app, &caller).await?;
     let meta = app.consensus.meta();
     let pending = meta.sweeps_pending()?;
-    let mut regions: Vec<String> = app
-        .consensus
-        .members()
-        .into_iter()
-        .map(|(_, n)| n.region)
-        .chain(pending.keys().cloned())
-        .collect();
-    regions.sort();
-    regions.dedup();
-    let regions = regions
+    let regions = regions(&app, pending.keys().cloned())
         .into_iter()
         .map(|region| {
             let s = meta.region_sweeps(&region)?;
@@ -103,4 +94,52 @@ pub async fn status(
     let mut runs: Vec<GcRunSummary> = meta.gc_runs()?.into_iter().map(summary).collect();
     runs.reverse();
     Ok(Json(GcStatus { runs, regions }))
+}
+
+/// The cluster's regions, and `also` (regions that left but have work).
+fn regions(app: &Tenant, also: impl Iterator<Item = String>) -> Vec<String> {
+    let mut regions: Vec<String> = app
+        .consensus
+        .members()
+        .into_iter()
+        .map(|(_, n)| n.region)
+        .chain(also)
+        .collect();
+    regions.sort();
+    regions.dedup();
+    regions
+}
+
+/// `wharf scrub status`: what each region's scrub verified and found.
+pub async fn scrub_status(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<wharf_api::ScrubStatus>> {
+    super::registries::operator(&app, &caller).await?;
+    let meta = app.consensus.meta();
+    let regions = regions(&app, std::iter::empty())
+        .into_iter()
+        .map(|region| {
+            let s = meta.region_scrub(&region)?;
+            Ok(wharf_api::ScrubRegionStatus {
+                region,
+                blobs_verified: s.blobs_verified,
+                bytes_verified: s.bytes_verified,
+                passes: s.passes,
+                last_pass_ms: s.last_pass_ms,
+                corrupt_found: s.corrupt_found,
+                recent: s
+                    .recent
+                    .into_iter()
+                    .map(|c| wharf_api::CorruptFinding {
+                        digest: c.digest,
+                        actual: c.actual,
+                        found_by: c.found_by,
+                        at_ms: c.at_ms,
+                    })
+                    .collect(),
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(wharf_api::ScrubStatus { regions }))
 }

@@ -103,6 +103,7 @@ pub fn router() -> Router<App> {
         .route("/deleted/restore", post(lifecycle::restore))
         .route("/gc", get(gc::status))
         .route("/gc/runs", post(gc::run))
+        .route("/scrub", get(gc::scrub_status))
         .route(
             "/replications",
             get(replications::list)

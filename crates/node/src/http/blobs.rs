@@ -34,8 +34,8 @@ pub async fn get(
         return Err(blob_unknown(&digest));
     };
     app.registry().check_blob_read(name, &digest)?;
-    let local = app.blobs.open_blob(&digest).await?;
-    let size = local.as_ref().map_or(linked_size, |(_, len)| *len);
+    let local = app.blobs.open_identified(&digest).await?;
+    let size = local.as_ref().map_or(linked_size, |(_, len, _)| *len);
     let (status, start, len) = match headers::byte_range(req_headers, size) {
         ByteRange::Whole => (StatusCode::OK, 0, size),
         ByteRange::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
@@ -47,9 +47,35 @@ pub async fn get(
                 .into_response())
         }
     };
+    let whole = status == StatusCode::OK;
     let body = match (with_body, local) {
         (false, _) => Body::empty(),
-        (true, Some((mut file, _))) => {
+        // Small enough to check before the first byte: a bad copy is
+        // condemned and the client served from another region.
+        (true, Some((file, _, id))) if whole && size <= app.scrub.verify_below_bytes => {
+            match read_verified(file, &digest)
+                .await
+                .map_err(ApiError::internal)?
+            {
+                Ok(bytes) => Body::from(bytes),
+                Err(actual) => {
+                    // Out of the store before the fetch looks for a local copy.
+                    wharf_scrub::quarantine(&app.service, &digest, &actual, id, "read").await?;
+                    report_later(app, &digest, &actual);
+                    fetch_on_demand(app, &digest, size, start, len)?
+                }
+            }
+        }
+        (true, Some((file, _, id))) if whole && app.scrub.verify_reads => {
+            let stream = ReaderStream::with_capacity(file, READ_CHUNK_BYTES);
+            let (app2, d) = (app.clone(), digest.clone());
+            Body::from_stream(wharf_scrub::verifying(
+                stream,
+                digest.clone(),
+                move |actual| condemn_later(&app2, &d, actual, id),
+            ))
+        }
+        (true, Some((mut file, _, _))) => {
             if start > 0 {
                 file.seek(std::io::SeekFrom::Start(start))
                     .await
@@ -68,6 +94,53 @@ pub async fn get(
     blob_response(status, &digest, start, len, size)
         .body(body)
         .map_err(ApiError::internal)
+}
+
+/// Read a (small) local copy whole and check it: its bytes, or what it
+/// hashes to instead of `digest`.
+async fn read_verified(
+    mut file: tokio::fs::File,
+    digest: &Digest,
+) -> std::io::Result<Result<bytes::Bytes, Digest>> {
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf).await?;
+    let algorithm = digest.algorithm();
+    let (buf, actual) = tokio::task::spawn_blocking(move || {
+        let mut h = wharf_oci::Hasher::new(algorithm);
+        h.update(&buf);
+        (buf, h.finish())
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    Ok(if actual == *digest {
+        Ok(bytes::Bytes::from(buf))
+    } else {
+        Err(actual)
+    })
+}
+
+/// This region's copy of `digest` (the file `id`) hashed to `actual`:
+/// quarantine it and tell the cluster, off the request's path.
+fn condemn_later(app: &Tenant, digest: &Digest, actual: Digest, id: wharf_blobstore::FileId) {
+    Metrics::add(&app.metrics.scrub_corrupt, 1);
+    let (service, digest) = (app.service.clone(), digest.clone());
+    tokio::spawn(async move {
+        if let Err(e) = wharf_scrub::condemn(&service, &digest, Some((&actual, id)), "read").await {
+            tracing::warn!(%digest, error = %e, "reporting a corrupt copy failed; the scrub will find it again");
+        }
+    });
+}
+
+/// Tell the cluster, off the request's path, that this region's copy of
+/// `digest` (already quarantined) hashed to `actual`.
+fn report_later(app: &Tenant, digest: &Digest, actual: &Digest) {
+    Metrics::add(&app.metrics.scrub_corrupt, 1);
+    let (service, digest, actual) = (app.service.clone(), digest.clone(), actual.to_string());
+    tokio::spawn(async move {
+        if let Err(e) = wharf_scrub::report(&service, &digest, &actual, "read").await {
+            tracing::warn!(%digest, error = %e, "reporting a corrupt copy failed");
+        }
+    });
 }
 
 /// Linked in the metadata but not held in this region: stream it from the

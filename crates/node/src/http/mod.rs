@@ -134,6 +134,7 @@ async fn metrics(State(app): State<App>) -> Response {
     let meta = app.consensus.meta();
     let gc = meta.region_sweeps(&app.region).unwrap_or_default();
     let gc_pending = meta.sweeps_pending_in(&app.region).unwrap_or(0);
+    let scrub = meta.region_scrub(&app.region).unwrap_or_default();
     let gauges = [
         ("wharf_raft_term", "Current Raft term", s.term),
         (
@@ -206,6 +207,16 @@ async fn metrics(State(app): State<App>) -> Response {
             "wharf_gc_sweeps_pending",
             "Freed blob files this region has yet to delete",
             gc_pending,
+        ),
+        (
+            "wharf_scrub_passes_total",
+            "Passes the scrub made over every blob this region holds",
+            scrub.passes,
+        ),
+        (
+            "wharf_scrub_last_pass_timestamp_ms",
+            "When this region's last scrub pass finished (0: never)",
+            scrub.last_pass_ms,
         ),
     ];
     let mut text = app.metrics.render(&gauges);
