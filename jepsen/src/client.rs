@@ -231,7 +231,7 @@ impl Client {
 /// times, every attempt with the same idempotency key: the registry
 /// applies it once, and a repeat is answered as the first attempt was
 /// (including a refusal, which is then final for that key).
-async fn with_retries<T, F, Fut>(attempt: F) -> Outcome
+pub(crate) async fn with_retries<T, F, Fut>(attempt: F) -> Outcome
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, ClientError>>,

@@ -52,6 +52,14 @@ impl Cluster {
                 c.mover.rescan_s = 1;
                 c.mover.concurrency = 16;
                 c.uploads.ack_regions = 2;
+                // The GC race (`--gc`): seconds of grace, runs driven by
+                // the harness; a fast scrub for the corrupt nemesis.
+                c.gc.grace_s = 2;
+                c.gc.hold_s = 1;
+                c.gc.interval_s = 0;
+                c.gc.sweep_interval_s = 1;
+                c.scrub.mib_per_s = 64;
+                c.scrub.interval_s = 2;
                 Ok(())
             });
         plan.links = Some(LinkSpec::default());

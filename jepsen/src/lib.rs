@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod gc;
 pub mod history;
 pub mod linearizable;
 pub mod nemesis;

@@ -29,12 +29,12 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     rate: u32,
     /// Faults to draw from: kill, pause, isolate-leader, isolate, split,
-    /// bridge, slow, lossy, flap, wipe, silence (or "none": clients only, e.g. to
-    /// measure).
+    /// bridge, slow, lossy, flap, wipe, silence, corrupt (or "none": clients
+    /// only, e.g. to measure).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "kill,pause,isolate-leader,isolate,split,bridge,slow,lossy,flap,wipe,silence"
+        default_value = "kill,pause,isolate-leader,isolate,split,bridge,slow,lossy,flap,wipe,silence,corrupt"
     )]
     faults: Vec<String>,
     /// How long each fault lasts, in seconds.
@@ -46,6 +46,12 @@ struct Args {
     /// Results directory (history, nemesis timeline, verdict).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also race garbage collection: GC clients push images sharing
+    /// layers, delete manifests and tags, mount across repositories, while
+    /// collections run back to back (grace 2 s); checked: every image
+    /// tagged at the end has every blob in every region.
+    #[arg(long)]
+    gc: bool,
 }
 
 fn main() {
@@ -78,6 +84,7 @@ fn main() {
         fault_for: Duration::from_secs(a.fault_s),
         quiet_for: Duration::from_secs(a.quiet_s),
         out: out.clone(),
+        gc: a.gc,
     };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

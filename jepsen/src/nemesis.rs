@@ -31,6 +31,8 @@ pub enum Fault {
     Flap,
     Wipe,
     Silence,
+    /// One byte flipped in one stored blob of one region (the disk lies).
+    Corrupt,
 }
 
 /// A region behind a slow line: 150 ms one way (300 ms round trips on top
@@ -50,7 +52,7 @@ const LOSSY: LinkSpec = LinkSpec {
 const FLAP_MS: std::ops::Range<u64> = 200..800;
 
 impl Fault {
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 12] = [
         Fault::Kill,
         Fault::Pause,
         Fault::IsolateLeader,
@@ -62,6 +64,7 @@ impl Fault {
         Fault::Flap,
         Fault::Wipe,
         Fault::Silence,
+        Fault::Corrupt,
     ];
 
     pub fn parse(s: &str) -> Option<Fault> {
@@ -81,6 +84,7 @@ impl Fault {
             Fault::Flap => "flap",
             Fault::Wipe => "wipe",
             Fault::Silence => "silence",
+            Fault::Corrupt => "corrupt",
         }
     }
 }
@@ -246,6 +250,17 @@ impl Nemesis {
                     self.log("heal network".into());
                     cluster.heal();
                 }
+                Fault::Corrupt => {
+                    match flip_a_stored_byte(&cluster.nodes[victim].dir) {
+                        Some(what) => self.log(format!(
+                            "flip one byte of {what} in node {}'s store",
+                            victim + 1
+                        )),
+                        None => self.log(format!("node {} stores no blob yet", victim + 1)),
+                    }
+                    // Nothing to heal: the scrub or a whole read finds it.
+                    tokio::time::sleep(self.fault_for).await;
+                }
                 Fault::Flap => {
                     self.log(format!("flap the links of node {}", victim + 1));
                     let end = Instant::now() + self.fault_for;
@@ -282,4 +297,38 @@ impl Nemesis {
             .iter()
             .any(|(from, to)| at_ms >= *from && at_ms <= to + grace_ms)
     }
+}
+
+/// Flip one byte in the middle of a stored blob of the node at `dir`,
+/// chosen at random; which blob, if it found one.
+fn flip_a_stored_byte(dir: &std::path::Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let root = dir.join("data/blobs/blobs/sha256");
+    let mut files = Vec::new();
+    for fan in std::fs::read_dir(&root).ok()?.flatten() {
+        for f in std::fs::read_dir(fan.path()).ok()?.flatten() {
+            files.push(f.path());
+        }
+    }
+    let path = files.get(rand::thread_rng().gen_range(0..files.len().max(1)))?;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .ok()?;
+    let len = f.metadata().ok()?.len();
+    if len == 0 {
+        return None;
+    }
+    let at = len / 2;
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).ok()?;
+    f.read_exact(&mut b).ok()?;
+    f.seek(SeekFrom::Start(at)).ok()?;
+    f.write_all(&[b[0] ^ 0x01]).ok()?;
+    f.sync_all().ok()?;
+    Some(format!(
+        "sha256:{} (at byte {at})",
+        path.file_name()?.to_string_lossy()
+    ))
 }

@@ -30,6 +30,8 @@ pub struct RunConfig {
     pub quiet_for: Duration,
     /// Where the cluster's data and the results go.
     pub out: PathBuf,
+    /// Run the GC race beside the register clients (see `gc`).
+    pub gc: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -48,6 +50,9 @@ pub struct Verdict {
 /// After a fault heals, how long the cluster may take to serve again (a
 /// restarted node recovering, an election) before unavailability counts.
 const FAULT_GRACE_MS: u64 = 5_000;
+/// After draining, how long a corrupted copy may take to be found by the
+/// scrub (a pass every 2 s) and copied back by the mover.
+const SETTLE: Duration = Duration::from_secs(120);
 
 fn sha(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(b)))
@@ -124,6 +129,27 @@ pub async fn run(cfg: &RunConfig) -> std::io::Result<Verdict> {
             }));
         }
     }
+    let gc_record = Arc::new(Mutex::new(crate::gc::GcRecord::default()));
+    if cfg.gc {
+        let pool = crate::gc::pool();
+        for (r, base) in bases.iter().enumerate() {
+            let oci = crate::client::oci_client(http.clone(), base);
+            tasks.push(tokio::spawn(crate::gc::client(
+                (500 + r) as u64,
+                oci,
+                pool.clone(),
+                gc_record.clone(),
+                Duration::from_millis(100),
+                until,
+            )));
+        }
+        tasks.push(tokio::spawn(crate::gc::collector(
+            http.clone(),
+            bases.clone(),
+            gc_record.clone(),
+            until,
+        )));
+    }
     let mut nemesis = Nemesis::new(cfg.faults.clone(), cfg.fault_for, cfg.quiet_for, start);
     let healed = nemesis.run(&mut cluster, until).await;
     eprintln!("[run] faults over; waiting for clients to finish");
@@ -157,6 +183,7 @@ pub async fn run(cfg: &RunConfig) -> std::io::Result<Verdict> {
         .acked
         .clone();
     let mut missing = Vec::new();
+    let settle_until = Instant::now() + SETTLE;
     for a in &acked {
         for n in &cluster.nodes {
             let m = http
@@ -181,9 +208,15 @@ pub async fn run(cfg: &RunConfig) -> std::io::Result<Verdict> {
                 .join("data/blobs/blobs/sha256")
                 .join(&hexd[..2])
                 .join(hexd);
-            match std::fs::read(&file) {
-                Ok(b) if b == a.config && sha(&b) == a.config_digest => {}
-                _ => missing.push(format!("blob {} in {}'s store", a.config_digest, n.region)),
+            // A copy the corrupt nemesis flipped may still be on its way
+            // back (scrub, then the mover): allowed a bounded settle.
+            let good =
+                || std::fs::read(&file).is_ok_and(|b| b == a.config && sha(&b) == a.config_digest);
+            while !good() && Instant::now() < settle_until {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            if !good() {
+                missing.push(format!("blob {} in {}'s store", a.config_digest, n.region));
             }
         }
     }
@@ -205,6 +238,50 @@ pub async fn run(cfg: &RunConfig) -> std::io::Result<Verdict> {
     }
     for m in missing.iter().take(20) {
         reasons.push(format!("acknowledged but missing: {m}"));
+    }
+
+    let flipped = nemesis
+        .timeline
+        .iter()
+        .filter(|e| e.action.starts_with("flip one byte"))
+        .count();
+    if flipped > 0 {
+        let found = http
+            .get(cluster.nodes[0].url("/api/v1/scrub"))
+            .basic_auth(USER, Some(PASSWORD))
+            .send()
+            .await;
+        let found = match found {
+            Ok(r) => r.json::<serde_json::Value>().await.ok(),
+            Err(_) => None,
+        };
+        let (corrupt, passes) = found
+            .as_ref()
+            .and_then(|v| v["regions"].as_array())
+            .map(|rs| {
+                rs.iter().fold((0, 0), |(c, p), r| {
+                    (
+                        c + r["corrupt_found"].as_u64().unwrap_or(0),
+                        p + r["passes"].as_u64().unwrap_or(0),
+                    )
+                })
+            })
+            .unwrap_or_default();
+        // A flipped copy may also be gone before it is found (freed by
+        // GC, a wiped disk): the stores' checks above are the verdict.
+        checks.insert(
+            "scrub".into(),
+            format!(
+                "{flipped} stored bytes flipped; the regions found {corrupt} corrupt copies \
+                 (quarantined, copied back) in {passes} scrub passes"
+            ),
+        );
+    }
+    if cfg.gc {
+        eprintln!("[run] checking the images GC raced against");
+        let (summary, gc_reasons) = crate::gc::check(&cluster, &gc_record, SETTLE).await;
+        checks.insert("gc".into(), summary);
+        reasons.extend(gc_reasons);
     }
 
     // Every byte served matches its digest (blobs fetched after reads,

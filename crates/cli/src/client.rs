@@ -71,6 +71,27 @@ impl Connection {
     }
 }
 
+/// Where, as whom and in which registry, for the verbs that address one
+/// registry's contents; with the output format.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RegistryTarget {
+    #[command(flatten)]
+    pub conn: Connection,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = crate::output::Format::Table, global = true)]
+    pub output: crate::output::Format,
+    /// The registry (default: the one the endpoint's host names, else the
+    /// default registry).
+    #[arg(long, global = true)]
+    pub registry: Option<String>,
+}
+
+impl RegistryTarget {
+    pub fn client(&self) -> Result<Client, NodeError> {
+        Ok(Client::new(&self.conn)?.for_registry(self.registry.clone()))
+    }
+}
+
 pub struct Client {
     base: String,
     http: reqwest::Client,

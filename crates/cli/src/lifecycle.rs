@@ -5,20 +5,14 @@
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
 
-use super::client::{Client, Connection};
+use super::client::RegistryTarget;
 use super::output::{self, Format};
 use crate::CliError;
 
 #[derive(Args)]
 pub struct ConfigArgs {
     #[command(flatten)]
-    conn: Connection,
-    #[arg(long, short, value_enum, default_value_t = Format::Table, global = true)]
-    output: Format,
-    /// The registry (default: the one the endpoint's host names, else the
-    /// default registry).
-    #[arg(long, global = true)]
-    registry: Option<String>,
+    target: RegistryTarget,
     #[command(subcommand)]
     policy: PolicyVerb,
 }
@@ -131,16 +125,17 @@ fn print_keep(out: Format, rules: &[wharf_api::KeepRule]) {
 }
 
 pub async fn config(args: ConfigArgs) -> Result<(), CliError> {
-    let client = Client::new(&args.conn)?.for_registry(args.registry);
+    let client = args.target.client()?;
+    let out = args.target.output;
     let (name, verb) = match args.policy {
         PolicyVerb::Retention { verb } => match verb {
             RetentionVerb::Update { status, days } => ("retention", Verb::Update { status, days }),
             RetentionVerb::Show => {
                 let p: wharf_api::Policies = client.get("/policies", &[]).await?;
-                print_policy(args.output, &p.retention);
-                if !p.keep.is_empty() && !matches!(args.output, Format::Json) {
+                print_policy(out, &p.retention);
+                if !p.keep.is_empty() && !matches!(out, Format::Json) {
                     println!();
-                    print_keep(args.output, &p.keep);
+                    print_keep(out, &p.keep);
                 }
                 return Ok(());
             }
@@ -167,7 +162,7 @@ pub async fn config(args: ConfigArgs) -> Result<(), CliError> {
                             .await?
                     }
                 };
-                print_keep(args.output, &p.keep);
+                print_keep(out, &p.keep);
                 return Ok(());
             }
         },
@@ -195,20 +190,14 @@ pub async fn config(args: ConfigArgs) -> Result<(), CliError> {
         "retention" => policies.retention,
         _ => policies.soft_delete,
     };
-    print_policy(args.output, &p);
+    print_policy(out, &p);
     Ok(())
 }
 
 #[derive(Args)]
 pub struct ManifestArgs {
     #[command(flatten)]
-    conn: Connection,
-    #[arg(long, short, value_enum, default_value_t = Format::Table, global = true)]
-    output: Format,
-    /// The registry (default: the one the endpoint's host names, else the
-    /// default registry).
-    #[arg(long, global = true)]
-    registry: Option<String>,
+    target: RegistryTarget,
     #[command(subcommand)]
     verb: ManifestVerb,
 }
@@ -263,13 +252,14 @@ fn print_deleted(out: Format, rows: &[wharf_api::DeletedManifest]) {
 }
 
 pub async fn manifest(args: ManifestArgs) -> Result<(), CliError> {
-    let client = Client::new(&args.conn)?.for_registry(args.registry);
+    let client = args.target.client()?;
+    let out = args.target.output;
     match args.verb {
         ManifestVerb::ListDeleted { repository } => {
             let rows: Vec<wharf_api::DeletedManifest> = client
                 .get("/deleted", &[("repository", repository)])
                 .await?;
-            print_deleted(args.output, &rows);
+            print_deleted(out, &rows);
         }
         ManifestVerb::Restore { image } => {
             let r: wharf_api::Restored = client
@@ -280,7 +270,7 @@ pub async fn manifest(args: ManifestArgs) -> Result<(), CliError> {
                     },
                 )
                 .await?;
-            match args.output {
+            match out {
                 Format::Json => println!("{}", serde_json::to_value(&r).unwrap_or(Value::Null)),
                 _ => println!("Restored {image} ({} items).", r.restored),
             }

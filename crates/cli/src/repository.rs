@@ -5,21 +5,14 @@ use std::io::{BufRead, Write};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use super::client::{Client, Connection};
+use super::client::RegistryTarget;
 use super::output::{self, Format};
 use crate::CliError as NodeError;
 
 #[derive(Args)]
 pub struct RepositoryArgs {
     #[command(flatten)]
-    conn: Connection,
-    /// Output format.
-    #[arg(long, short, value_enum, default_value_t = Format::Table, global = true)]
-    output: Format,
-    /// The registry (default: the one the endpoint's host names, else the
-    /// default registry).
-    #[arg(long, global = true)]
-    registry: Option<String>,
+    target: RegistryTarget,
     #[command(subcommand)]
     verb: Verb,
 }
@@ -168,8 +161,8 @@ pub(crate) fn confirm(what: &str) -> Result<bool, NodeError> {
 }
 
 pub async fn run(args: RepositoryArgs) -> Result<(), NodeError> {
-    let client = Client::new(&args.conn)?.for_registry(args.registry);
-    let out = args.output;
+    let client = args.target.client()?;
+    let out = args.target.output;
     match args.verb {
         Verb::List => {
             let rows: Vec<wharf_api::Repository> = client.get("/repositories", &[]).await?;

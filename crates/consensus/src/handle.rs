@@ -435,6 +435,13 @@ impl Consensus {
                 Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
                     f.leader_id.zip(f.leader_node)
                 }
+                // This leader's heartbeat round missed a quorum (a new
+                // term starting, a follower slow to answer): a read is safe
+                // to ask again until the deadline.
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
+                    tracing::debug!(error = %e, "read-index: no quorum this round; asking again");
+                    None
+                }
                 Ok(Err(e)) => return Err(ConsensusError::Unavailable(e.to_string())),
             };
             if let Some((id, node)) = leader {

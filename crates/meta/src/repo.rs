@@ -146,41 +146,53 @@ impl<'a> Registry<'a> {
         target: &LockTarget,
         change: &AttributeChange,
     ) -> Result<Response, StoreError> {
-        fn changed(c: bool) -> Response {
-            Response::Changed(u64::from(c))
-        }
         match target {
-            LockTarget::Repository => {
-                let key = self.key(&[repo]);
-                let Some(mut r) = self.get::<RepoRecord>(CF_REPOS, &key)? else {
-                    return Ok(Response::Refused(ApplyError::NameUnknown));
-                };
-                let c;
-                (r.attributes, c) = r.attributes.with(change);
-                batch.put_cf(self.cf(CF_REPOS), key, encode(&r));
-                Ok(changed(c))
-            }
-            LockTarget::Tag(tag) => {
-                let key = self.key(&[repo, tag]);
-                let Some(mut t) = self.get::<TagRecord>(CF_TAGS, &key)? else {
-                    return Ok(Response::Refused(ApplyError::TagUnknown));
-                };
-                let c;
-                (t.attributes, c) = t.attributes.with(change);
-                batch.put_cf(self.cf(CF_TAGS), key, encode(&t));
-                Ok(changed(c))
-            }
-            LockTarget::Manifest(digest) => {
-                let key = self.key(&[repo, digest]);
-                let Some(mut m) = self.get::<ManifestRecord>(CF_MANIFESTS, &key)? else {
-                    return Ok(Response::Refused(ApplyError::ManifestUnknown));
-                };
-                let c;
-                (m.attributes, c) = m.attributes.with(change);
-                batch.put_cf(self.cf(CF_MANIFESTS), key, encode(&m));
-                Ok(changed(c))
-            }
+            LockTarget::Repository => self.change_attributes::<RepoRecord>(
+                batch,
+                CF_REPOS,
+                self.key(&[repo]),
+                ApplyError::NameUnknown,
+                |r| &mut r.attributes,
+                change,
+            ),
+            LockTarget::Tag(tag) => self.change_attributes::<TagRecord>(
+                batch,
+                CF_TAGS,
+                self.key(&[repo, tag]),
+                ApplyError::TagUnknown,
+                |t| &mut t.attributes,
+                change,
+            ),
+            LockTarget::Manifest(digest) => self.change_attributes::<ManifestRecord>(
+                batch,
+                CF_MANIFESTS,
+                self.key(&[repo, digest]),
+                ApplyError::ManifestUnknown,
+                |m| &mut m.attributes,
+                change,
+            ),
         }
+    }
+
+    /// Apply `change` to the attributes of the record at `key` of `cf`
+    /// (`unknown` when there is none): how many records changed.
+    fn change_attributes<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        batch: &mut WriteBatch,
+        cf: &'static str,
+        key: Vec<u8>,
+        unknown: ApplyError,
+        attributes: impl Fn(&mut T) -> &mut Attributes,
+        change: &AttributeChange,
+    ) -> Result<Response, StoreError> {
+        let Some(mut record) = self.get::<T>(cf, &key)? else {
+            return Ok(Response::Refused(unknown));
+        };
+        let a = attributes(&mut record);
+        let changed;
+        (*a, changed) = a.with(change);
+        batch.put_cf(self.cf(cf), key, encode(&record));
+        Ok(Response::Changed(u64::from(changed)))
     }
 
     /// The lock, if any, that refuses deleting the manifest `digest` of

@@ -154,33 +154,23 @@ impl MetaStore {
                 Ok(Response::Ok)
             }
             RegistryCommand::SetReplica { name, region, add } => {
-                let Some(mut record) = self.registry_record(name)? else {
-                    return Ok(Response::Refused(ApplyError::RegistryUnknown(name.clone())));
-                };
-                let at = record.replicas.binary_search(region);
-                match (add, at) {
-                    (true, Err(pos)) => record.replicas.insert(pos, region.clone()),
-                    (false, Ok(pos)) => {
-                        record.replicas.remove(pos);
+                self.change_registry(batch, name, |record| {
+                    match (add, record.replicas.binary_search(region)) {
+                        (true, Err(pos)) => record.replicas.insert(pos, region.clone()),
+                        (false, Ok(pos)) => {
+                            record.replicas.remove(pos);
+                        }
+                        _ => return false,
                     }
-                    _ => return Ok(Response::Changed(0)),
-                }
-                batch.put_cf(
-                    self.cf(CF_REGISTRIES),
-                    record.name.as_bytes(),
-                    encode(&record),
-                );
-                Ok(Response::Changed(1))
+                    true
+                })
             }
             RegistryCommand::SetPolicy {
                 name,
                 policy,
                 enabled,
                 days,
-            } => {
-                let Some(mut record) = self.registry_record(name)? else {
-                    return Ok(Response::Refused(ApplyError::RegistryUnknown(name.clone())));
-                };
+            } => self.change_registry(batch, name, |record| {
                 let p = match policy {
                     crate::lifecycle::PolicyKind::Retention => &mut record.policies.retention,
                     crate::lifecycle::PolicyKind::SoftDelete => &mut record.policies.soft_delete,
@@ -189,48 +179,28 @@ impl MetaStore {
                 p.enabled = enabled.unwrap_or(p.enabled);
                 p.days = days.unwrap_or(p.days);
                 if *p == before {
-                    return Ok(Response::Changed(0));
+                    return false;
                 }
                 p.changed_ms = now_ms;
-                batch.put_cf(
-                    self.cf(CF_REGISTRIES),
-                    record.name.as_bytes(),
-                    encode(&record),
-                );
-                Ok(Response::Changed(1))
-            }
+                true
+            }),
             RegistryCommand::PutKeepRule { name, rule } => {
-                let Some(mut record) = self.registry_record(name)? else {
-                    return Ok(Response::Refused(ApplyError::RegistryUnknown(name.clone())));
-                };
-                let keep = &mut record.policies.keep;
-                match keep.iter_mut().find(|r| r.pattern == rule.pattern) {
-                    Some(existing) if existing == rule => return Ok(Response::Changed(0)),
-                    Some(existing) => *existing = rule.clone(),
-                    None => keep.push(rule.clone()),
-                }
-                batch.put_cf(
-                    self.cf(CF_REGISTRIES),
-                    record.name.as_bytes(),
-                    encode(&record),
-                );
-                Ok(Response::Changed(1))
+                self.change_registry(batch, name, |record| {
+                    let keep = &mut record.policies.keep;
+                    match keep.iter_mut().find(|r| r.pattern == rule.pattern) {
+                        Some(existing) if existing == rule => return false,
+                        Some(existing) => *existing = rule.clone(),
+                        None => keep.push(rule.clone()),
+                    }
+                    true
+                })
             }
             RegistryCommand::RemoveKeepRule { name, pattern } => {
-                let Some(mut record) = self.registry_record(name)? else {
-                    return Ok(Response::Refused(ApplyError::RegistryUnknown(name.clone())));
-                };
-                let before = record.policies.keep.len();
-                record.policies.keep.retain(|r| r.pattern != *pattern);
-                if record.policies.keep.len() == before {
-                    return Ok(Response::Changed(0));
-                }
-                batch.put_cf(
-                    self.cf(CF_REGISTRIES),
-                    record.name.as_bytes(),
-                    encode(&record),
-                );
-                Ok(Response::Changed(1))
+                self.change_registry(batch, name, |record| {
+                    let before = record.policies.keep.len();
+                    record.policies.keep.retain(|r| r.pattern != *pattern);
+                    record.policies.keep.len() != before
+                })
             }
             RegistryCommand::Delete { name } => {
                 let name = name.to_ascii_lowercase();
@@ -264,6 +234,31 @@ impl MetaStore {
                 Ok(Response::Removed(removed))
             }
         }
+    }
+
+    /// Change registry `name`'s record with `f` (which says whether it
+    /// changed anything): `Changed(1)` and the record written, or
+    /// `Changed(0)` and nothing written.
+    fn change_registry(
+        &self,
+        batch: &mut WriteBatch,
+        name: &str,
+        f: impl FnOnce(&mut RegistryRecord) -> bool,
+    ) -> Result<Response, StoreError> {
+        let Some(mut record) = self.registry_record(name)? else {
+            return Ok(Response::Refused(ApplyError::RegistryUnknown(
+                name.to_string(),
+            )));
+        };
+        if !f(&mut record) {
+            return Ok(Response::Changed(0));
+        }
+        batch.put_cf(
+            self.cf(CF_REGISTRIES),
+            record.name.as_bytes(),
+            encode(&record),
+        );
+        Ok(Response::Changed(1))
     }
 
     /// A registry's record; the default registry always has one.

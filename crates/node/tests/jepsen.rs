@@ -1,9 +1,11 @@
 //! The short fault-injection run of CI: three regions as real processes,
 //! clients in every region pushing, moving, deleting and reading tags while
 //! the nemesis kills, pauses, isolates, splits, bridges, slows, loses and
-//! flaps links, and wipes a region's disk; then every promise is
-//! checked (linearizable tags, every acknowledged push byte-exact in every
-//! region after the mover drains, regions converged). Longer runs:
+//! flaps links, wipes a region's disk and flips a stored byte, and while
+//! garbage collection races pushes that reuse layers, deletes and mounts;
+//! then every promise is checked (linearizable tags, every acknowledged
+//! push byte-exact in every region after the mover drains, every image
+//! still tagged whole in every region, regions converged). Longer runs:
 //! `jepsen/README.md`.
 
 use std::time::Duration;
@@ -18,7 +20,7 @@ async fn a_short_run_under_mixed_faults_keeps_every_promise() {
         wharf: env!("CARGO_BIN_EXE_wharf").into(),
         regions: 3,
         // Every kind of fault once (they are drawn in rounds).
-        duration: Duration::from_secs(95),
+        duration: Duration::from_secs(105),
         clients_per_region: 2,
         keys: 4,
         rate: 5,
@@ -26,6 +28,7 @@ async fn a_short_run_under_mixed_faults_keeps_every_promise() {
         fault_for: Duration::from_secs(4),
         quiet_for: Duration::from_secs(3),
         out: dir.path().join("run"),
+        gc: true,
     };
     let v = run(&cfg).await.expect("the run completes");
     let report = std::fs::read_to_string(dir.path().join("run/verdict.md")).unwrap();

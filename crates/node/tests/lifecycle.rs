@@ -8,22 +8,12 @@
 mod common;
 
 use common::cluster::Cluster;
-use common::registry::{Reg, OCI_INDEX, OCI_MANIFEST};
+use common::registry::{layers_of, Reg, OCI_INDEX, OCI_MANIFEST};
 use common::{eventually, random_bytes, run, sha256, wharf_json};
 use reqwest::{Method, StatusCode};
 
 const GC: &str =
     "[gc]\ngrace_s = 1\nhold_s = 1\ninterval_s = 0\nsweep_interval_s = 1\npulls_flush_s = 1\n";
-
-fn layers_of(manifest: &[u8]) -> Vec<String> {
-    let v: serde_json::Value = serde_json::from_slice(manifest).unwrap();
-    v["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect()
-}
 
 async fn status(r: &Reg, path: &str) -> StatusCode {
     r.get(path).await.status()

@@ -6,25 +6,14 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::cluster::Cluster;
-use common::registry::{Reg, OCI_MANIFEST};
+use common::registry::{layers_of, Reg, OCI_MANIFEST};
 use common::{eventually, random_bytes, sha256, wharf_json};
-
-fn blob_file(c: &Cluster, i: usize, digest: &str) -> PathBuf {
-    let hex = &digest[7..];
-    c.nodes[i]
-        .dir
-        .join("data/blobs/blobs/sha256")
-        .join(&hex[..2])
-        .join(hex)
-}
 
 /// Flip one byte in the middle of region `i`'s copy of `digest`, in place.
 fn flip_byte(c: &Cluster, i: usize, digest: &str) {
     use std::io::{Read, Seek, SeekFrom, Write};
-    let path = blob_file(c, i, digest);
+    let path = c.blob_file(i, digest);
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -41,23 +30,13 @@ fn flip_byte(c: &Cluster, i: usize, digest: &str) {
 
 /// Whether region `i` holds a copy of `digest` that matches it.
 fn holds_good(c: &Cluster, i: usize, digest: &str) -> bool {
-    std::fs::read(blob_file(c, i, digest)).is_ok_and(|b| sha256(&b) == digest)
+    std::fs::read(c.blob_file(i, digest)).is_ok_and(|b| sha256(&b) == digest)
 }
 
 fn quarantined(c: &Cluster, i: usize) -> usize {
     std::fs::read_dir(c.nodes[i].dir.join("data/blobs/quarantine"))
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-fn layers_of(manifest: &[u8]) -> Vec<String> {
-    let v: serde_json::Value = serde_json::from_slice(manifest).unwrap();
-    v["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// Push an image with the given layers through region 1; wait until

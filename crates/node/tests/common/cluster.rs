@@ -61,14 +61,18 @@ impl Cluster {
         panic!("no leader");
     }
 
-    /// Whether region `i` holds `digest` in its local blob store.
-    pub fn holds(&self, i: usize, digest: &str) -> bool {
+    /// Where region `i` keeps its copy of `digest`.
+    pub fn blob_file(&self, i: usize, digest: &str) -> std::path::PathBuf {
         let hex = &digest[7..];
         self.nodes[i]
             .dir
             .join("data/blobs/blobs/sha256")
             .join(&hex[..2])
             .join(hex)
-            .exists()
+    }
+
+    /// Whether region `i` holds `digest` in its local blob store.
+    pub fn holds(&self, i: usize, digest: &str) -> bool {
+        self.blob_file(i, digest).exists()
     }
 }

@@ -83,6 +83,19 @@ impl Reg {
     }
 }
 
+/// The layer digests an image manifest names.
+pub fn layers_of(manifest: &[u8]) -> Vec<String> {
+    let v: Value = serde_json::from_slice(manifest).unwrap_or(Value::Null);
+    v["layers"]
+        .as_array()
+        .map(|ls| {
+            ls.iter()
+                .filter_map(|l| l["digest"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The first error code of a spec error body.
 pub async fn error_code(r: Response) -> String {
     let v: Value = r.json().await.unwrap_or(Value::Null);
