@@ -522,10 +522,11 @@ impl BlobStore {
             if age < idle {
                 return Ok(Removal::Recent);
             }
+            // No fsync of the directory: a deletion a crash undoes leaves
+            // a file the index no longer names (space, not correctness: an
+            // upload of it renames over it), and one directory fsync per
+            // freed file was what pushes waited behind while GC swept.
             std::fs::remove_file(&target)?;
-            if let Some(parent) = target.parent() {
-                sync_dir(parent)?;
-            }
             Ok(Removal::Removed(meta.len()))
         })
         .await
