@@ -199,7 +199,14 @@ impl<D: Directory> Fetcher<D> {
         let mut last = String::from("no region holds this blob");
         let mut pause = self.limits.backoff;
         for round in 0..self.limits.attempts {
-            for h in self.ordered_holders(&t.digest) {
+            let holders = self.ordered_holders(&t.digest);
+            // Nobody to ask (freed by GC since it was queued, or lost):
+            // waiting out the backoff would only hold a transfer slot
+            // that the rest of the backlog needs. A rescan asks again.
+            if holders.is_empty() {
+                return Err(last);
+            }
+            for h in holders {
                 match self.copy_from(&h, t, priority).await {
                     Ok(()) => return Ok(()),
                     Err(e) => {
