@@ -426,6 +426,7 @@ impl Consensus {
     pub async fn read_barrier(&self) -> Result<(), ConsensusError> {
         self.refuse_if_fenced()?;
         let deadline = self.deadline();
+        let mut last: Option<String> = None;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt = tokio::time::timeout(remaining, self.raft.ensure_linearizable()).await;
@@ -440,6 +441,7 @@ impl Consensus {
                 // to ask again until the deadline.
                 Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
                     tracing::debug!(error = %e, "read-index: no quorum this round; asking again");
+                    last = Some(e.to_string());
                     None
                 }
                 Ok(Err(e)) => return Err(ConsensusError::Unavailable(e.to_string())),
@@ -457,13 +459,18 @@ impl Consensus {
                     match reply {
                         Ok(index) => return self.wait_applied(index, deadline).await,
                         Err(ForwardError::NotLeader(_)) => {}
-                        Err(ForwardError::Failed(e)) => return Err(ConsensusError::Unavailable(e)),
+                        // The leader's round missed a quorum (as above, on
+                        // its side): a read is safe to ask again.
+                        Err(ForwardError::Failed(e)) => {
+                            tracing::debug!(error = %e, "read-index at the leader failed; asking again");
+                            last = Some(e);
+                        }
                     }
                 }
             }
             if Instant::now() >= deadline {
                 return Err(ConsensusError::Unavailable(
-                    "no leader for read-index".into(),
+                    last.unwrap_or_else(|| "no leader for read-index".into()),
                 ));
             }
             tokio::time::sleep(Duration::from_millis(NO_LEADER_RETRY_MS)).await;
