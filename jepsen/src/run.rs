@@ -68,19 +68,30 @@ async fn drained(cluster: &Cluster, stall: Duration) -> Result<(), String> {
     let mut fewest = u64::MAX;
     loop {
         let mut left = None;
-        if let Ok(r) = http
+        // Why the answer was not a count, for the log of a failed drain.
+        let mut trouble = String::new();
+        match http
             .get(cluster.nodes[0].url("/api/v1/replications"))
             .basic_auth(USER, Some(PASSWORD))
+            .timeout(Duration::from_secs(30))
             .send()
             .await
         {
-            if let Ok(rows) = r.json::<serde_json::Value>().await {
-                left = rows.as_array().map(|rs| {
-                    rs.iter()
-                        .map(|r| r["blobs_to_copy"].as_u64().unwrap_or(u64::MAX))
-                        .sum::<u64>()
-                });
+            Ok(r) => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                match serde_json::from_str::<serde_json::Value>(&body) {
+                    Ok(rows) if status.is_success() => {
+                        left = rows.as_array().map(|rs| {
+                            rs.iter()
+                                .map(|r| r["blobs_to_copy"].as_u64().unwrap_or(u64::MAX))
+                                .sum::<u64>()
+                        });
+                    }
+                    _ => trouble = format!(": HTTP {status}: {:.300}", body),
+                }
             }
+            Err(e) => trouble = format!(": {e}"),
         }
         if left == Some(0) {
             return Ok(());
@@ -89,10 +100,10 @@ async fn drained(cluster: &Cluster, stall: Duration) -> Result<(), String> {
             fewest = n;
             deadline = Instant::now() + stall;
         }
-        eprintln!("[run] blobs still to copy, all regions: {left:?}");
+        eprintln!("[run] blobs still to copy, all regions: {left:?}{trouble}");
         if Instant::now() > deadline {
             return Err(format!(
-                "the mover made no progress for {stall:?} ({left:?} blobs left)"
+                "the mover made no progress for {stall:?} ({left:?} blobs left{trouble})"
             ));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

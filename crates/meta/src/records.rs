@@ -51,8 +51,8 @@ pub struct BlobRecord {
     pub regions: Vec<String>,
     /// Number of repositories linking the blob.
     pub links: u64,
-    /// When the blob was first registered (orders the mover's backlog:
-    /// newest pushes first).
+    /// When the blob was first registered (orders the mover's backlog
+    /// among blobs with as many holders: newest pushes first).
     pub registered_ms: u64,
 }
 

@@ -1074,6 +1074,51 @@ mod tests {
     }
 
     #[test]
+    fn the_missing_list_puts_blobs_with_fewest_holders_first() {
+        let (_d, s) = store();
+        let linked = |d: &str, region: &str, now_ms: u64| Command::LinkBlobs {
+            repo: "a".into(),
+            region: region.into(),
+            blobs: vec![BlobRef {
+                digest: d.into(),
+                size: 3,
+            }],
+            now_ms,
+        };
+        let held = |d: &str, region: &str| Command::BlobsReplicated {
+            region: region.into(),
+            blobs: vec![BlobRef {
+                digest: d.into(),
+                size: 3,
+            }],
+        };
+        // '1' is the oldest and only r1 holds it; '2' is newer and held
+        // twice; '3' is the newest and its only holder's disk was lost.
+        s.apply(&linked(&digest('1'), "r1", 1), &[]).unwrap();
+        s.apply(&linked(&digest('2'), "r1", 2), &[]).unwrap();
+        s.apply(&held(&digest('2'), "r2"), &[]).unwrap();
+        s.apply(&linked(&digest('3'), "r4", 3), &[]).unwrap();
+        s.apply(
+            &Command::ForgetRegion {
+                region: "r4".into(),
+            },
+            &[],
+        )
+        .unwrap();
+        let missing: Vec<_> = s
+            .blobs_missing_in("r3", 10)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.0)
+            .collect();
+        assert_eq!(
+            missing,
+            vec![digest('1'), digest('2'), digest('3')],
+            "one holder before two, and a blob nobody holds last"
+        );
+    }
+
+    #[test]
     fn replicated_blobs_leave_the_missing_list_of_their_region() {
         let (_d, s) = store();
         s.apply(&link("a", &digest('1')), &[]).unwrap();

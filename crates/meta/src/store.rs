@@ -325,8 +325,13 @@ impl MetaStore {
     // ---- queries of the cluster-wide blob index ---------------------------
 
     /// Linked blobs that `region` does not hold yet and should (a registry
-    /// linking them is replicated there), newest first, at most `limit`
-    /// (the mover's work list, rebuilt from state after a restart).
+    /// linking them is replicated there), at most `limit`: the mover's work
+    /// list, rebuilt from state after a restart. Fewest holders first, so
+    /// the copies closest to being lost are made first (after a wiped disk
+    /// a blob held by one region is one more failure from gone, and must
+    /// not wait behind fresh pushes that two regions hold); among equals,
+    /// newest first. Blobs no region holds come last: nothing can copy
+    /// them until a client uploads them again.
     pub fn blobs_missing_in(
         &self,
         region: &str,
@@ -349,10 +354,13 @@ impl MetaStore {
                 }
             }
         }
-        out.sort_by(|a, b| {
-            b.1.registered_ms
-                .cmp(&a.1.registered_ms)
-                .then_with(|| a.0.cmp(&b.0))
+        out.sort_by_cached_key(|(digest, r)| {
+            (
+                r.regions.is_empty(),
+                r.regions.len(),
+                std::cmp::Reverse(r.registered_ms),
+                digest.clone(),
+            )
         });
         out.truncate(limit);
         Ok(out)

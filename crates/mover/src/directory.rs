@@ -16,8 +16,10 @@ pub struct Holder {
 pub trait Directory: Send + Sync + 'static {
     /// Nodes of other regions holding `digest`.
     fn holders(&self, digest: &Digest) -> Vec<Holder>;
-    /// Blobs this region should hold but does not, newest first.
+    /// Blobs this region should hold but does not and another region
+    /// holds, most urgent first (fewest holders, then newest).
     fn missing(&self, limit: usize) -> Vec<(Digest, u64)>;
-    /// Record that this region now holds a verified copy.
-    fn report(&self, digest: Digest, size: u64) -> impl Future<Output = Result<(), String>> + Send;
+    /// Record that this region now holds verified copies of `blobs`
+    /// (digest, size), in one write.
+    fn report(&self, blobs: Vec<(Digest, u64)>) -> impl Future<Output = Result<(), String>> + Send;
 }

@@ -19,6 +19,7 @@ use wharf_oci::{Digest, Hasher};
 use crate::directory::{Directory, Holder};
 use crate::pb::blob_transfer_client::BlobTransferClient;
 use crate::pb::FetchRequest;
+use crate::recorder::Recorder;
 use crate::server::MESSAGE_MAX_BYTES;
 use crate::transfer::{Transfer, TransferState};
 use wharf_netem::RateLimiter;
@@ -68,6 +69,9 @@ pub struct Fetcher<D> {
     /// Observed time to first byte per region, to try the nearest first.
     latency: Mutex<HashMap<String, Duration>>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Copies made and not yet in the blob index (`run_recorder` writes
+    /// them).
+    recorder: Recorder,
     pub stats: FetcherStats,
 }
 
@@ -92,12 +96,17 @@ impl<D: Directory> Fetcher<D> {
             inflight: Mutex::new(HashMap::new()),
             latency: Mutex::new(HashMap::new()),
             channels: Mutex::new(HashMap::new()),
+            recorder: Recorder::default(),
             stats: FetcherStats::default(),
         })
     }
 
     pub fn directory(&self) -> &D {
         &self.dir
+    }
+
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
     }
 
     fn lock_inflight(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Transfer>>> {
@@ -167,11 +176,11 @@ impl<D: Directory> Fetcher<D> {
             let result = me.copy(&job, priority).await;
             match &result {
                 Ok(()) => {
+                    // Pending in the recorder before it leaves the
+                    // in-flight map: a scan never sees it as neither.
+                    me.recorder.add(job.digest.clone(), job.size);
                     job.state.send_replace(TransferState::Done);
                     me.stats.blobs_moved.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = me.dir.report(job.digest.clone(), job.size).await {
-                        tracing::warn!(digest = %job.digest, error = %e, "could not record the copy; the replicator will retry");
-                    }
                 }
                 Err(e) => {
                     me.stats.failures.fetch_add(1, Ordering::Relaxed);

@@ -7,6 +7,7 @@
 
 mod directory;
 mod fetcher;
+mod recorder;
 mod replicator;
 mod server;
 mod transfer;
@@ -17,6 +18,7 @@ pub mod pb {
 
 pub use directory::{Directory, Holder};
 pub use fetcher::{FetchLimits, Fetcher, FetcherStats, Priority};
+pub use recorder::{run_recorder, Recorder};
 pub use replicator::{run_replicator, ReplicatorConfig};
 pub use server::service;
 pub use transfer::{Transfer, TransferState};

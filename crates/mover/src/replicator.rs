@@ -1,7 +1,7 @@
-//! The background mover: copies every blob this region lacks, newest
-//! pushes first, with bounded concurrency. Its work list is recomputed from
-//! the replicated blob index, so nothing queued only in memory is lost on
-//! a restart.
+//! The background mover: copies every blob this region lacks, those with
+//! the fewest holders first, with bounded concurrency. Its work list is
+//! recomputed from the replicated blob index, so nothing queued only in
+//! memory is lost on a restart.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +41,12 @@ impl Default for ReplicatorConfig {
 /// turn into a scan each.
 const SCAN_SPACING_MS: u64 = 200;
 
+/// How long one scan's list keeps feeding transfer slots as they free up.
+/// Older than this, it is scanned again: what became urgent since (blobs
+/// a lost disk left with one holder) goes to the front, and what was done
+/// meanwhile drops out.
+const LIST_MAX_AGE: Duration = Duration::from_secs(2);
+
 /// How long a stopping replicator waits for its transfers in flight; one
 /// cut short resumes from its partial file at the next start.
 const STOP_DRAIN: Duration = Duration::from_secs(4);
@@ -58,23 +64,32 @@ pub async fn run_replicator<D: Directory>(
     // Blobs started recently are not started again until their cooldown
     // ends: a failing blob is retried, but not in a tight loop.
     let mut cooldown: HashMap<Digest, Instant> = HashMap::new();
-    loop {
+    'scans: loop {
         let wants = fetcher.dir.missing(cfg.scan_limit);
+        let scanned = Instant::now();
         queue_depth.store(wants.len() as u64, Ordering::Relaxed);
         cooldown.retain(|_, until| *until > Instant::now());
+        let mut stale = false;
         for (digest, size) in wants {
-            if fetcher.is_inflight(&digest) || cooldown.contains_key(&digest) {
+            if fetcher.is_inflight(&digest)
+                || fetcher.recorder().is_pending(&digest)
+                || cooldown.contains_key(&digest)
+            {
                 continue;
             }
-            // Held but not recorded (a crash between rename and report).
+            // Held but not recorded (a crash between rename and record).
             if matches!(fetcher.blobs.stat(&digest).await, Ok(Some(_))) {
-                if let Err(e) = fetcher.dir.report(digest.clone(), size).await {
-                    tracing::debug!(%digest, error = %e, "recording a held blob");
-                }
+                fetcher.recorder().add(digest, size);
                 continue;
             }
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                break; // all workers busy: the rest waits for the next scan
+            // Wait for a slot rather than for the next scan: a scan costs a
+            // pass over the blob index, a slot frees up in one transfer.
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break 'scans,
+                },
+                _ = stop.wait_for(|s| *s) => break 'scans,
             };
             let t = fetcher.fetch(&digest, size, Priority::Background);
             cooldown.insert(digest, Instant::now() + cfg.retry_after);
@@ -82,6 +97,13 @@ pub async fn run_replicator<D: Directory>(
                 let _ = t.finished().await;
                 drop(permit);
             });
+            if scanned.elapsed() >= LIST_MAX_AGE {
+                stale = true;
+                break;
+            }
+        }
+        if stale {
+            continue; // more work waits: scan again at once
         }
         // Space scans out first: changes applied meanwhile are not missed
         // (the watch remembers them), and an idle mover reacts at once.

@@ -39,8 +39,11 @@ impl Directory for NodeDirectory {
             return Vec::new();
         }
         match self.consensus.meta().blobs_missing_in(&self.region, limit) {
+            // A blob no region holds cannot be copied (`wharf replication
+            // list` counts it as lost); it only would take a slot.
             Ok(list) => list
                 .into_iter()
+                .filter(|(_, r)| !r.regions.is_empty())
                 .filter_map(|(d, r)| d.parse().ok().map(|d| (d, r.size)))
                 .collect(),
             Err(e) => {
@@ -50,16 +53,19 @@ impl Directory for NodeDirectory {
         }
     }
 
-    async fn report(&self, digest: Digest, size: u64) -> Result<(), String> {
+    async fn report(&self, blobs: Vec<(Digest, u64)>) -> Result<(), String> {
         self.consensus
             .write(crate::tenant::envelope(
                 wharf_meta::DEFAULT_REGISTRY,
                 Command::BlobsReplicated {
                     region: self.region.clone(),
-                    blobs: vec![BlobRef {
-                        digest: digest.to_string(),
-                        size,
-                    }],
+                    blobs: blobs
+                        .into_iter()
+                        .map(|(digest, size)| BlobRef {
+                            digest: digest.to_string(),
+                            size,
+                        })
+                        .collect(),
                 },
                 None,
             ))

@@ -7,7 +7,7 @@ use std::time::Duration;
 use wharf_blobstore::BlobStore;
 use wharf_consensus::{Consensus, ConsensusConfig};
 
-use wharf_mover::{run_replicator, FetchLimits, Fetcher, ReplicatorConfig};
+use wharf_mover::{run_recorder, run_replicator, FetchLimits, Fetcher, ReplicatorConfig};
 
 use crate::config::ServeConfig;
 use crate::directory::NodeDirectory;
@@ -124,6 +124,11 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
     );
     let mover_queue = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Shutdown::new();
+    // Copies by the replicator and by on-demand fetches alike.
+    tasks.spawn(
+        "recorder",
+        run_recorder(fetcher.clone(), tasks.stop().receiver()),
+    );
     // concurrency = 0: no background copies; blobs arrive on demand only.
     if cfg.mover.concurrency > 0 {
         tasks.spawn(
@@ -169,6 +174,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         gc: wharf_gc::GcSettings {
             grace: Duration::from_secs(cfg.gc.grace_s),
             hold: Duration::from_secs(cfg.gc.hold_s),
+            pace: wharf_gc::Pace::new(cfg.gc.share_pct),
         },
         scrub: cfg.scrub.clone(),
     });

@@ -173,6 +173,11 @@ async fn metrics(State(app): State<App>) -> Response {
             app.fetcher.inflight() as u64,
         ),
         (
+            "wharf_mover_copies_unrecorded",
+            "Blobs copied into this region and not yet recorded in the blob index",
+            app.fetcher.recorder().pending() as u64,
+        ),
+        (
             "wharf_mover_bytes_moved_total",
             "Blob bytes copied into this region from other regions",
             app.fetcher
