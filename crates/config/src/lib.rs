@@ -109,6 +109,10 @@ pub struct GcConfig {
     /// Each node writes the last-pull times it saw (for keep policies)
     /// this often, in one command per registry.
     pub pulls_flush_s: u64,
+    /// Percent of the time GC's steps (its proposed commands, the
+    /// sweeper's passes) may take; it rests the remainder, so pushes
+    /// queued behind it wait little. 1 to 100 (100: no rest).
+    pub share_pct: u32,
 }
 
 impl Default for GcConfig {
@@ -119,6 +123,7 @@ impl Default for GcConfig {
             interval_s: 3600,
             sweep_interval_s: 5,
             pulls_flush_s: 60,
+            share_pct: 25,
         }
     }
 }
@@ -382,6 +387,9 @@ impl ServeConfig {
         }
         if self.gc.sweep_interval_s == 0 {
             return Err(ConfigError("gc.sweep_interval_s must be 1 or more".into()));
+        }
+        if !(1..=100).contains(&self.gc.share_pct) {
+            return Err(ConfigError("gc.share_pct must be 1 to 100".into()));
         }
         if self.uploads.ack_regions == 0 {
             return Err(ConfigError("uploads.ack_regions must be 1 or more".into()));

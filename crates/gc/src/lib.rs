@@ -39,6 +39,31 @@ pub struct GcSettings {
     pub grace: Duration,
     /// How long a mark stands before a sweep removes the link.
     pub hold: Duration,
+    /// How much of the write path and of the disk GC may take.
+    pub pace: Pace,
+}
+
+/// GC's share of the time: after each step (a proposed command, a sweeper
+/// pass) it rests so that steps take at most `share_pct` percent of the
+/// time. Pushes queue behind a GC entry in the Raft log and behind the
+/// sweeper's deletions on the disk; resting leaves them most of both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    share_pct: u32,
+}
+
+impl Pace {
+    /// `share_pct` is clamped to 1..=100 (100: no rest).
+    pub fn new(share_pct: u32) -> Pace {
+        Pace {
+            share_pct: share_pct.clamp(1, 100),
+        }
+    }
+
+    /// The rest owed after a step that took `took`.
+    pub fn rest_after(self, took: Duration) -> Duration {
+        took.mul_f64(f64::from(100 - self.share_pct) / f64::from(self.share_pct))
+    }
 }
 
 /// What one region frees (or would free, in a dry run).
@@ -72,12 +97,12 @@ impl Report {
     }
 }
 
-/// Propose `cmd` and then rest as long as it took: GC takes at most half
-/// of the write path, and pushes keep their latency while it runs.
-pub(crate) async fn paced(handle: &Handle, cmd: Command) -> ServiceResult<Response> {
+/// Propose `cmd` and then rest as `pace` says, so that pushes keep their
+/// latency while GC runs.
+pub(crate) async fn paced(handle: &Handle, pace: Pace, cmd: Command) -> ServiceResult<Response> {
     let started = std::time::Instant::now();
     let answer = handle.propose(cmd).await?;
-    tokio::time::sleep(started.elapsed()).await;
+    tokio::time::sleep(pace.rest_after(started.elapsed())).await;
     Ok(answer)
 }
 
@@ -161,7 +186,7 @@ pub async fn run(
     let grace_ms = settings.grace.as_millis() as u64;
     let names = registries(service, only)?;
     for name in &names {
-        policies::apply(&service.registry(name), &mut report, dry_run).await?;
+        policies::apply(&service.registry(name), settings.pace, &mut report, dry_run).await?;
     }
     let mut plans = Vec::new();
     for name in &names {
@@ -183,6 +208,7 @@ pub async fn run(
             for chunk in plan.to_mark.chunks(BATCH) {
                 let marked = paced(
                     handle,
+                    settings.pace,
                     Command::Gc(GcCommand::Mark {
                         repo: plan.repo.clone(),
                         digests: chunk.to_vec(),
@@ -207,6 +233,7 @@ pub async fn run(
                 for chunk in plan.marked.chunks(BATCH) {
                     let swept = paced(
                         handle,
+                        settings.pace,
                         Command::Gc(GcCommand::Sweep {
                             repo: plan.repo.clone(),
                             digests: chunk.to_vec(),
@@ -224,7 +251,7 @@ pub async fn run(
         }
     }
     if only.is_none() {
-        free_unlinked(service, &mut report).await?;
+        free_unlinked(service, settings.pace, &mut report).await?;
     }
     report.run.finished_ms = now_unix_ms();
     service
@@ -235,7 +262,11 @@ pub async fn run(
 }
 
 /// Blobs left in the index with no link by releases before online GC.
-async fn free_unlinked(service: &Arc<Service>, report: &mut Report) -> ServiceResult<()> {
+async fn free_unlinked(
+    service: &Arc<Service>,
+    pace: Pace,
+    report: &mut Report,
+) -> ServiceResult<()> {
     let handle = service.registry(DEFAULT_REGISTRY);
     loop {
         let unlinked = service.consensus.meta().unlinked_blobs(BATCH)?;
@@ -244,6 +275,7 @@ async fn free_unlinked(service: &Arc<Service>, report: &mut Report) -> ServiceRe
         }
         let freed = paced(
             &handle,
+            pace,
             Command::Gc(GcCommand::FreeUnlinked {
                 digests: unlinked.into_iter().map(|(d, _)| d).collect(),
                 now_ms: now_unix_ms(),
@@ -303,7 +335,8 @@ pub struct Swept {
 }
 
 /// Delete the files this region is to delete, and report them.
-pub async fn sweep_once(service: &Arc<Service>, grace: Duration) -> ServiceResult<Swept> {
+pub async fn sweep_once(service: &Arc<Service>, settings: &GcSettings) -> ServiceResult<Swept> {
+    let grace = settings.grace;
     let started = std::time::Instant::now();
     let meta = service.consensus.meta();
     let entries = meta.sweeps_for(&service.region, SWEEP_BATCH)?;
@@ -348,8 +381,8 @@ pub async fn sweep_once(service: &Arc<Service>, grace: Duration) -> ServiceResul
             }))
             .await?;
     }
-    // Rest as long as the pass took: deletions and their fsyncs take at
-    // most half of the disk from the pushes beside them.
-    tokio::time::sleep(started.elapsed()).await;
+    // Deletions and their journal writes leave the pushes beside them
+    // most of the disk.
+    tokio::time::sleep(settings.pace.rest_after(started.elapsed())).await;
     Ok(out)
 }

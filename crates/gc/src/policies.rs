@@ -8,7 +8,7 @@ use wharf_consensus::now_unix_ms;
 use wharf_meta::{Command, LifecycleCommand, Response, TagExpiry};
 use wharf_registry::{Handle, ServiceResult};
 
-use crate::{paced, Report, BATCH};
+use crate::{paced, Pace, Report, BATCH};
 
 /// Manifests a dry run names at most (the count is always whole).
 const LISTED_MAX: usize = 1_000;
@@ -77,6 +77,7 @@ fn due(handle: &Handle, now_ms: u64) -> ServiceResult<Due> {
 /// only counts, and names what retention would delete).
 pub(crate) async fn apply(
     handle: &Handle,
+    pace: Pace,
     report: &mut Report,
     dry_run: bool,
 ) -> ServiceResult<()> {
@@ -113,7 +114,7 @@ pub(crate) async fn apply(
                 tags: chunk.to_vec(),
                 pulled_before_ms,
             });
-            if let Response::Removed(n) = paced(handle, cmd).await? {
+            if let Response::Removed(n) = paced(handle, pace, cmd).await? {
                 report.run.tags_expired += n;
             }
         }
@@ -126,7 +127,7 @@ pub(crate) async fn apply(
                 untagged_before_ms: due.cutoff_ms,
                 now_ms: now_unix_ms(),
             });
-            if let Response::Removed(n) = paced(handle, cmd).await? {
+            if let Response::Removed(n) = paced(handle, pace, cmd).await? {
                 report.run.manifests_expired += n;
             }
         }
@@ -138,7 +139,7 @@ pub(crate) async fn apply(
                 digests: chunk.to_vec(),
                 now_ms: now_unix_ms(),
             });
-            if let Response::Removed(n) = paced(handle, cmd).await? {
+            if let Response::Removed(n) = paced(handle, pace, cmd).await? {
                 report.run.bin_purged += n;
             }
         }

@@ -18,7 +18,7 @@ pub async fn sweeper(app: App, every: Duration, mut stop: Stop) {
         }
         // Passes until nothing more is ready, so a large GC drains fast.
         loop {
-            match wharf_gc::sweep_once(&app.service, app.gc.grace).await {
+            match wharf_gc::sweep_once(&app.service, &app.gc).await {
                 Ok(s) if s.files + s.kept > 0 => {
                     tracing::info!(
                         files = s.files,
