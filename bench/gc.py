@@ -20,6 +20,10 @@ WORK = os.path.join(ROOT, "bench", "work-gc")
 QUICK = "--quick" in sys.argv
 BLOBS = int(os.environ.get("BLOBS", 5_000 if QUICK else 100_000))
 PUSHES = 50 if QUICK else 200
+# Idle pushes: enough that their p99 is not one or two samples.
+IDLE_PUSHES = 100 if QUICK else 1000
+# GC's share of the time (gc.share_pct); empty: the node's default.
+SHARE = os.environ.get("GC_SHARE_PCT", "")
 REPOS = 100
 PORT = 7501
 PW = "bench-owner-password"
@@ -90,7 +94,8 @@ def main():
     with open(cfg, "w") as f:
         f.write(f'data_dir = "{WORK}/data"\nhttp_listen = "127.0.0.1:{PORT}"\n'
                 f'grpc_listen = "127.0.0.1:{PORT + 100}"\n'
-                "[gc]\ngrace_s = 1\nhold_s = 1\ninterval_s = 0\nsweep_interval_s = 1\n")
+                "[gc]\ngrace_s = 1\nhold_s = 1\ninterval_s = 0\nsweep_interval_s = 1\n"
+                + (f"share_pct = {SHARE}\n" if SHARE else ""))
     log = open(os.path.join(WORK, "wharf.log"), "w")
     node = subprocess.Popen([WHARF, "serve", "--config", cfg], stdout=log, stderr=log,
                             env={**os.environ, "WHARF_BOOTSTRAP_PASSWORD": PW})
@@ -109,7 +114,7 @@ def main():
         upload_s = time.perf_counter() - t0
         # The registrar links uploads alone after its grace; wait for it.
         time.sleep(3)
-        idle = [push_image("bench/app", f"idle{i}", i) for i in range(PUSHES)]
+        idle = [push_image("bench/app", f"idle{i}", i) for i in range(IDLE_PUSHES)]
         time.sleep(1.5)  # past the grace
         result = {}
 
@@ -135,12 +140,17 @@ def main():
         assert isinstance(report, dict), report
         freed = report["blobs_freed"]
         sweep_start = result["done_at"]
+        # The sweeper deletes files while pushes go on: measure them too.
+        sweeping = []
         while True:
             s = gc_status()
             pending = sum(r["sweeps_pending"] for r in s["regions"])
             if pending == 0:
                 break
-            time.sleep(0.2)
+            for _ in range(5):
+                sweeping.append(push_image("bench/app", f"sw{i}", 10_000 + i))
+                i += 1
+            time.sleep(0.1)
         sweep_s = time.perf_counter() - sweep_start
         deleted = sum(r["files_deleted"] for r in s["regions"])
         left = sum(len(files) for _, _, files in os.walk(os.path.join(WORK, "data", "blobs", "blobs")))
@@ -153,8 +163,8 @@ def main():
     lines = [
         f"# Garbage collection, one node — {datetime.date.today()}",
         "",
-        f"Command: `bench/gc.py{' --quick' if QUICK else ''}` (BLOBS={BLOBS}). Machine: {cpu[0].split(':')[-1].strip()}, {cpu[1]} cores, {cpu[2]}.",
-        "gc: grace 1 s, hold 1 s; the run collects every registry.",
+        f"Command: `{'GC_SHARE_PCT=' + SHARE + ' ' if SHARE else ''}bench/gc.py{' --quick' if QUICK else ''}` (BLOBS={BLOBS}). Machine: {cpu[0].split(':')[-1].strip()}, {cpu[1]} cores, {cpu[2]}.",
+        f"gc: grace 1 s, hold 1 s, share_pct {SHARE or 'default'}; the run collects every registry.",
         "",
         "| figure | value |",
         "|---|---|",
@@ -163,20 +173,24 @@ def main():
         f"| decision time (wall minus hold) | {result['wall_s'] - 1:.2f} s, {BLOBS / max(result['wall_s'] - 1, 1e-9):,.0f} blobs/s |",
         f"| links marked / removed, blobs freed | {report['links_marked']} / {report['links_removed']}, {freed} |",
         f"| sweep after the run: files deleted | {deleted} in {sweep_s:.2f} s ({deleted / max(sweep_s, 1e-9):,.0f} files/s) |",
-        f"| blob files left in the store | {left} (the pushed images' configs: {PUSHES + len(during)}) |",
+        f"| blob files left in the store | {left} (the pushed images' configs: {IDLE_PUSHES + len(during) + len(sweeping)}) |",
         f"| manifest PUT idle, p50 / p99 ms ({len(idle)} pushes) | {ms(pct(idle, 50))} / {ms(pct(idle, 99))} |",
         f"| manifest PUT during GC, p50 / p99 ms ({len(during)} pushes) | {ms(pct(during, 50))} / {ms(pct(during, 99))} |",
         f"| p99 during / idle | {pct(during, 99) / pct(idle, 99):.2f}× (target ≤ 1.2×) |",
+        f"| manifest PUT while the sweeper deletes, p50 / p99 ms ({len(sweeping)} pushes) | "
+        + (f"{ms(pct(sweeping, 50))} / {ms(pct(sweeping, 99))}, {pct(sweeping, 99) / pct(idle, 99):.2f}× idle |" if sweeping else "— |"),
         "",
         "Raw push latencies (ms), idle: " + " ".join(ms(x) for x in idle),
         "",
         "During GC: " + " ".join(ms(x) for x in during),
         "",
+        "While the sweeper deletes: " + " ".join(ms(x) for x in sweeping),
+        "",
     ]
     out = os.environ.get("OUT", os.path.join(ROOT, "bench", "results", f"{datetime.date.today()}-gc.md"))
     with open(out, "w") as f:
         f.write("\n".join(lines))
-    print("\n".join(lines[:16]))
+    print("\n".join(lines[:18]))
     print("written:", out)
 
 

@@ -27,8 +27,10 @@ use wharf_oci::Digest;
 use wharf_registry::{Handle, Service, ServiceResult};
 
 /// Digests per proposed command: small, so a push waiting behind one GC
-/// entry waits little (and an entry's size is bounded).
-pub(crate) const BATCH: usize = 64;
+/// entry waits little (and an entry's size is bounded). Pacing bounds how
+/// often a push meets a GC entry; this bounds how long it waits when it
+/// does, which is what its p99 sees (64 measured 1.37x idle).
+pub(crate) const BATCH: usize = 16;
 /// Freed files a sweeper looks at per pass.
 const SWEEP_BATCH: usize = 64;
 
