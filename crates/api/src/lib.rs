@@ -12,6 +12,7 @@ mod gc;
 mod identities;
 mod registries;
 mod repositories;
+mod webhooks;
 
 pub use cluster::{FenceRequest, FenceState, MemberChanged, NewMember};
 pub use gc::{
@@ -30,4 +31,7 @@ pub use repositories::{
     Attributes, AttributesChange, DayPolicy, DeletedManifest, ImageChild, ImageDetail, KeepRule,
     Layer, Manifest, Policies, PolicyChange, Region, Removed, Repository, RestoreRequest, Restored,
     Tag,
+};
+pub use webhooks::{
+    EventAttempt, NewWebhook, Redeliver, Webhook, WebhookChange, WebhookConfig, WebhookEvent,
 };

@@ -14,6 +14,7 @@ pub mod output;
 pub mod registry;
 pub mod replication;
 pub mod repository;
+pub mod webhook;
 
 pub use error::CliError;
 

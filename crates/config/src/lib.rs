@@ -157,6 +157,38 @@ impl Default for ScrubConfig {
     }
 }
 
+/// Webhook delivery (see the README's "Webhooks and events").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// One request's limit, connecting and reading the answer included.
+    pub timeout_s: u64,
+    /// Attempts before an event is dead-lettered (re-sendable with
+    /// `wharf webhook redeliver`).
+    pub max_attempts: u32,
+    /// A failing event is dead-lettered once it is this old.
+    pub max_age_s: u64,
+    /// The first retry waits about this long; each next one twice as long.
+    pub backoff_base_ms: u64,
+    /// No retry waits longer than this.
+    pub backoff_max_s: u64,
+    /// Delivered and dead events stay in the delivery log this long.
+    pub log_retention_days: u32,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            timeout_s: 10,
+            max_attempts: 10,
+            max_age_s: 86_400,
+            backoff_base_ms: 1000,
+            backoff_max_s: 300,
+            log_retention_days: 7,
+        }
+    }
+}
+
 /// How manifest, tag and blob-link reads are answered.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -293,6 +325,7 @@ pub struct ServeConfig {
     pub mover: MoverConfig,
     pub gc: GcConfig,
     pub scrub: ScrubConfig,
+    pub webhooks: WebhooksConfig,
     pub auth: AuthSettings,
     pub tls: TlsSettings,
 }
@@ -318,6 +351,7 @@ impl Default for ServeConfig {
             mover: MoverConfig::default(),
             gc: GcConfig::default(),
             scrub: ScrubConfig::default(),
+            webhooks: WebhooksConfig::default(),
             auth: AuthSettings::default(),
             tls: TlsSettings::default(),
         }

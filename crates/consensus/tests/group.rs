@@ -164,6 +164,7 @@ fn put_tag(digest: &str) -> Command {
         now_ms: 1,
         new_links: vec![],
         region: "r1".into(),
+        replica_regions: vec![],
     }))
 }
 

@@ -37,6 +37,10 @@ pub struct PutManifest {
     pub new_links: Vec<BlobRef>,
     #[serde(default)]
     pub region: String,
+    /// The regions the registry's blobs belong in (computed by the
+    /// proposer from the membership): where `replicated` events come from.
+    #[serde(default)]
+    pub replica_regions: Vec<String>,
 }
 
 /// Every change to registry metadata. Time and region are carried in the
@@ -101,6 +105,18 @@ pub enum Command {
     Lifecycle(crate::lifecycle::LifecycleCommand),
     /// A region's scrub: a corrupt copy found, progress.
     Scrub(crate::scrub::ScrubCommand),
+    /// Webhooks and their delivery log.
+    Webhook(crate::webhooks::WebhookCommand),
+}
+
+/// The client request behind a command, as events report it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The request's id (`X-Request-Id`, or the one the node gave it).
+    pub id: String,
+    pub host: String,
+    pub method: String,
+    pub useragent: String,
 }
 
 /// The meaning of commands this release writes. Bump it when a command's
@@ -125,6 +141,10 @@ pub struct Envelope {
     #[serde(default)]
     pub at_ms: u64,
     pub cmd: Command,
+    /// The client request it came from (events report it); absent in
+    /// entries of releases before webhooks.
+    #[serde(default)]
+    pub origin: Option<Origin>,
 }
 
 impl Envelope {
@@ -135,7 +155,13 @@ impl Envelope {
             registry: registry.to_string(),
             at_ms,
             cmd,
+            origin: None,
         }
+    }
+
+    pub fn with_origin(mut self, origin: Option<Origin>) -> Envelope {
+        self.origin = origin;
+        self
     }
 
     pub fn with_request_id(mut self, id: impl Into<String>) -> Envelope {
@@ -152,6 +178,7 @@ impl Envelope {
             registry: crate::DEFAULT_REGISTRY.to_string(),
             at_ms: 0,
             cmd,
+            origin: None,
         }
     }
 }

@@ -34,6 +34,12 @@ pub enum ApplyError {
     /// write-enabled false").
     #[error("locked: {0}")]
     Locked(String),
+    #[error("webhook {0} already exists")]
+    WebhookExists(String),
+    #[error("webhook {0} does not exist")]
+    WebhookUnknown(String),
+    #[error("event {0} is not in the delivery log")]
+    EventUnknown(String),
 }
 
 /// Failures of the local store itself (disk, corruption).

@@ -471,6 +471,7 @@ mod tests {
                 now_ms: at,
                 new_links: vec![],
                 region: "r1".into(),
+                replica_regions: vec![],
             })),
             at,
         )

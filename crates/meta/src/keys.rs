@@ -34,8 +34,16 @@ pub const CF_SWEEPS: &str = "sweeps";
 /// `lifecycle`).
 pub const CF_DELETED: &str = "deleted";
 
+/// Webhooks, their delivery log and queue, and the waits behind
+/// `replicated` events (see `webhooks`).
+pub const CF_WEBHOOKS: &str = "webhooks";
+pub const CF_WEBHOOK_LOG: &str = "webhook_log";
+pub const CF_WEBHOOK_QUEUE: &str = "webhook_queue";
+pub const CF_IMAGE_WAITS: &str = "image_waits";
+pub const CF_BLOB_WAITS: &str = "blob_waits";
+
 /// Every column family; snapshots name them (see `snapshot`).
-pub const ALL_CFS: [&str; 14] = [
+pub const ALL_CFS: [&str; 19] = [
     CF_REPOS,
     CF_MANIFESTS,
     CF_TAGS,
@@ -50,10 +58,15 @@ pub const ALL_CFS: [&str; 14] = [
     CF_BLOB_LINKS,
     CF_SWEEPS,
     CF_DELETED,
+    CF_WEBHOOKS,
+    CF_WEBHOOK_LOG,
+    CF_WEBHOOK_QUEUE,
+    CF_IMAGE_WAITS,
+    CF_BLOB_WAITS,
 ];
 
 /// Column families whose keys start with a registry's prefix.
-pub const REGISTRY_SCOPED_CFS: [&str; 8] = [
+pub const REGISTRY_SCOPED_CFS: [&str; 11] = [
     CF_REPOS,
     CF_MANIFESTS,
     CF_TAGS,
@@ -62,6 +75,9 @@ pub const REGISTRY_SCOPED_CFS: [&str; 8] = [
     CF_REPO_BLOBS,
     CF_AUTH,
     CF_DELETED,
+    CF_WEBHOOKS,
+    CF_WEBHOOK_LOG,
+    CF_WEBHOOK_QUEUE,
 ];
 
 pub const AUTH_PRINCIPAL: &str = "p";

@@ -22,12 +22,13 @@ mod scrub;
 mod snapshot;
 mod store;
 mod tenancy;
+mod webhooks;
 
 /// The registry of hosts that name none, and the one release 0.1 data is
 /// migrated into.
 pub const DEFAULT_REGISTRY: &str = "default";
 
-pub use command::{BlobRef, Command, Envelope, PutManifest, Response, COMMAND_VERSION};
+pub use command::{BlobRef, Command, Envelope, Origin, PutManifest, Response, COMMAND_VERSION};
 pub use error::{ApplyError, StoreError};
 pub use gc::{FreedBlob, GcCommand, GcRun, LinkRecord, RegionSweeps, SweepRecord};
 pub use identity::{
@@ -47,3 +48,8 @@ pub use scrub::{CorruptCopy, RegionScrub, ScrubCommand, MISSING as SCRUB_MISSING
 pub use snapshot::is_release_0_1_snapshot;
 pub use store::{ManifestSummary, MetaStore};
 pub use tenancy::{RegistryCommand, RegistryRecord, Sku};
+pub use webhooks::{
+    scope_matches, Attempt, AttemptReport, Delivery, DeliveryState, Event, EventFormat,
+    EventTarget, ImageWait, Outcome, WebhookAction, WebhookChange, WebhookCommand, WebhookRecord,
+    ATTEMPTS_KEPT, HELM_CONFIG_MEDIA_TYPE,
+};

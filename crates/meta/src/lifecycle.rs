@@ -663,6 +663,7 @@ mod tests {
                 size: 3,
             }],
             region: "r1".into(),
+            replica_regions: vec![],
         }));
         assert_eq!(apply(s, cmd, at), Response::Ok);
     }

@@ -128,6 +128,7 @@ impl<'a> Registry<'a> {
             } => self.update_attributes(batch, repo, target, change),
             Command::Lifecycle(c) => self.apply_lifecycle(batch, c, at_ms),
             Command::Scrub(c) => self.store.apply_scrub(batch, c),
+            Command::Webhook(c) => self.store.apply_webhook(batch, &self.name, at_ms, c),
         }
     }
 
@@ -885,6 +886,7 @@ mod tests {
             now_ms: 5,
             new_links: vec![],
             region: "r1".into(),
+            replica_regions: vec![],
         }))
     }
 

@@ -128,6 +128,7 @@ mod tests {
             now_ms: at_ms,
             new_links: vec![],
             region: "r".into(),
+            replica_regions: vec![],
         }));
         Envelope::new(DEFAULT_REGISTRY, cmd, at_ms).with_request_id(id)
     }

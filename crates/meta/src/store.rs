@@ -189,6 +189,8 @@ impl MetaStore {
         if matches!(response, Response::Refused(_)) {
             // A refused command changes nothing but the applied index.
             batch = WriteBatch::default();
+        } else {
+            self.emit_events(&mut batch, env, &response)?;
         }
         self.remember(
             &mut batch,

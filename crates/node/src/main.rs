@@ -79,6 +79,9 @@ enum Command {
     Manifest(cli::lifecycle::ManifestArgs),
     /// Scrub: what each region verified of its stored blobs, and found corrupt.
     Scrub(cli::gc::ScrubArgs),
+    /// Webhooks: events of pushes, deletes and replication, delivered
+    /// durably, with their delivery log.
+    Webhook(cli::webhook::WebhookArgs),
 }
 
 #[derive(clap::Args)]
@@ -198,6 +201,7 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
         Command::Gc(args) => Ok(cli::gc::run(args).await?),
         Command::Config(args) => Ok(cli::lifecycle::config(args).await?),
         Command::Manifest(args) => Ok(cli::lifecycle::manifest(args).await?),
+        Command::Webhook(args) => Ok(cli::webhook::webhook(args).await?),
         Command::Scrub(args) => Ok(cli::gc::scrub(args).await?),
         Command::Login(args) => Ok(cli::login::run(args).await?),
         Command::User(args) => Ok(cli::identity::user(args).await?),

@@ -38,6 +38,36 @@ pub fn from_headers(headers: &HeaderMap, subject: &str) -> ApiResult<Option<Stri
     }
 }
 
+/// Longest header value copied into an event.
+const ORIGIN_FIELD_MAX_BYTES: usize = 256;
+
+/// The request as webhook events report it: its `X-Request-Id` (empty:
+/// the write's own id is used), host, method and user agent, each bounded.
+pub fn origin<B>(req: &axum::http::Request<B>) -> wharf_meta::Origin {
+    origin_of(req.method(), req.headers())
+}
+
+/// `origin` from a request's method and headers.
+pub fn origin_of(method: &axum::http::Method, headers: &HeaderMap) -> wharf_meta::Origin {
+    let header = |name: &str| {
+        let v = headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mut end = v.len().min(ORIGIN_FIELD_MAX_BYTES);
+        while !v.is_char_boundary(end) {
+            end -= 1;
+        }
+        v[..end].to_string()
+    };
+    wharf_meta::Origin {
+        id: header("x-request-id"),
+        host: header("host"),
+        method: method.as_str().to_string(),
+        useragent: header("user-agent"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

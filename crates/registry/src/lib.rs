@@ -15,6 +15,7 @@ mod pulls;
 mod push;
 mod service;
 mod tenancy;
+mod webhooks;
 
 pub use copies::AckPolicy;
 pub use error::ServiceError;
@@ -24,5 +25,6 @@ pub use pulls::PullLog;
 pub use push::{ManifestPush, Pushed};
 pub use service::{envelope, new_request_id, split_pending_key, Handle, Service};
 pub use tenancy::{parse_sku, NewRegistry};
+pub use webhooks::{NewWebhook, WebhookUpdate};
 
 pub type ServiceResult<T> = Result<T, ServiceError>;

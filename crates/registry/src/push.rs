@@ -1,7 +1,7 @@
 //! Pushing and deleting manifests and tags (spec "Pushing manifests",
 //! "Deleting manifests"): what a push links, proposes and waits for.
 
-use wharf_meta::{BlobRef, Command, PutManifest};
+use wharf_meta::{BlobRef, Command, Origin, PutManifest};
 use wharf_oci::manifest;
 use wharf_oci::{validate_repository, Digest, ErrorCode, Hasher, Reference};
 
@@ -17,6 +17,8 @@ pub struct ManifestPush<'a> {
     pub content_type: Option<&'a str>,
     /// The client's idempotency key, if it named the write.
     pub request_id: Option<String>,
+    /// The request, as events report it.
+    pub origin: Option<Origin>,
 }
 
 /// What an accepted push answers.
@@ -97,11 +99,16 @@ impl Handle {
             now_ms: wharf_consensus::now_unix_ms(),
             new_links: new_links.clone(),
             region: self.service.region.clone(),
+            replica_regions: self.replica_regions()?,
         }));
         let request_id = push
             .request_id
             .unwrap_or_else(crate::service::new_request_id);
-        match self.write_once(cmd.clone(), Some(request_id.clone())).await {
+        let origin = push.origin;
+        match self
+            .write_once_from(cmd.clone(), Some(request_id.clone()), origin.clone())
+            .await
+        {
             // The client may have uploaded the blobs through another
             // region, whose links reach the metadata within its
             // registration window: wait that window out once before
@@ -109,7 +116,7 @@ impl Handle {
             // first id, so the second attempt is a write of its own.
             Err(e) if e.is_blob_unknown() => {
                 tokio::time::sleep(self.service.registration_window).await;
-                self.write_once(cmd, Some(format!("{request_id}+window")))
+                self.write_once_from(cmd, Some(format!("{request_id}+window")), origin)
                     .await?;
             }
             other => {
@@ -133,6 +140,7 @@ impl Handle {
         repo: &str,
         reference: &str,
         request_id: Option<String>,
+        origin: Option<Origin>,
     ) -> ServiceResult<u64> {
         validate_repository(repo)?;
         let cmd = match Reference::parse(reference)? {
@@ -145,6 +153,6 @@ impl Handle {
                 tag: t,
             },
         };
-        self.write_once(cmd, request_id).await
+        self.write_once_from(cmd, request_id, origin).await
     }
 }

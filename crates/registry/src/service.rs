@@ -141,7 +141,25 @@ impl Handle {
     /// Propose a command under `request_id` (a client's idempotency key),
     /// or a fresh id: applied once however often sent.
     pub async fn write_once(&self, cmd: Command, request_id: Option<String>) -> ServiceResult<u64> {
-        let env = envelope(&self.name, cmd, request_id);
+        self.write_once_from(cmd, request_id, None).await
+    }
+
+    /// `write_once` of a command a client request caused: events report
+    /// `origin` (its id defaults to the write's).
+    pub async fn write_once_from(
+        &self,
+        cmd: Command,
+        request_id: Option<String>,
+        origin: Option<wharf_meta::Origin>,
+    ) -> ServiceResult<u64> {
+        let mut env = envelope(&self.name, cmd, request_id);
+        let origin = origin.map(|mut o| {
+            if o.id.is_empty() {
+                o.id = env.request_id.clone().unwrap_or_default();
+            }
+            o
+        });
+        env = env.with_origin(origin);
         Ok(self.service.consensus.write(env).await?.into_result()?)
     }
 
@@ -194,10 +212,15 @@ impl Handle {
 
     /// How many regions should hold this registry's blobs.
     pub(crate) fn replica_count(&self) -> ServiceResult<usize> {
+        Ok(self.replica_regions()?.len())
+    }
+
+    /// The regions that should hold this registry's blobs.
+    pub(crate) fn replica_regions(&self) -> ServiceResult<Vec<String>> {
         Ok(
             match self.service.consensus.meta().registry_record(&self.name)? {
-                Some(r) => self.service.replica_regions(&r).len(),
-                None => 0,
+                Some(r) => self.service.replica_regions(&r),
+                None => Vec::new(),
             },
         )
     }

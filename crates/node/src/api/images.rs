@@ -138,12 +138,15 @@ pub async fn delete(
     Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<ImageQuery>,
+    method: axum::http::Method,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<Json<Removed>> {
     let (repo, reference) = parse_image(&q.image)?;
     caller.require(&app, &repo, Action::Delete)?;
+    let origin = crate::request_id::origin_of(&method, &headers);
     let removed = app
         .registry()
-        .delete_reference(&repo, &reference.to_string(), None)
+        .delete_reference(&repo, &reference.to_string(), None, Some(origin))
         .await
         .map_err(ApiError::from)
         .map_err(|e| match e.code {

@@ -10,6 +10,7 @@ mod lifecycle;
 mod registries;
 mod replications;
 mod repositories;
+mod webhooks;
 
 use axum::routing::{get, patch, post};
 use axum::Router;
@@ -104,6 +105,17 @@ pub fn router() -> Router<App> {
         .route("/gc", get(gc::status))
         .route("/gc/runs", post(gc::run))
         .route("/scrub", get(gc::scrub_status))
+        .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/webhooks/:name",
+            get(webhooks::show)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route("/webhooks/:name/config", get(webhooks::config))
+        .route("/webhooks/:name/ping", post(webhooks::ping))
+        .route("/webhooks/:name/events", get(webhooks::events))
+        .route("/webhooks/:name/redeliver", post(webhooks::redeliver))
         .route(
             "/replications",
             get(replications::list)

@@ -156,13 +156,21 @@ pub async fn delete(
     Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<RepoQuery>,
+    method: axum::http::Method,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<Json<Removed>> {
     validate_repository(&q.repository)?;
     caller.require(&app, &q.repository, Action::Delete)?;
+    let origin = crate::request_id::origin_of(&method, &headers);
     let removed = app
-        .write(Command::DeleteRepository {
-            repo: q.repository.clone(),
-        })
+        .registry()
+        .write_once_from(
+            Command::DeleteRepository {
+                repo: q.repository.clone(),
+            },
+            None,
+            Some(origin),
+        )
         .await?;
     Ok(Json(Removed { removed }))
 }

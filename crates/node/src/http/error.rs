@@ -120,7 +120,10 @@ impl From<ApplyError> for ApiError {
             ApplyError::ManifestUnknown | ApplyError::TagUnknown => ErrorCode::ManifestUnknown,
             ApplyError::BlobUnknown => ErrorCode::BlobUnknown,
             ApplyError::NameUnknown => ErrorCode::NameUnknown,
-            ApplyError::IdentityUnknown(_) | ApplyError::RegistryUnknown(_) => {
+            ApplyError::IdentityUnknown(_)
+            | ApplyError::RegistryUnknown(_)
+            | ApplyError::WebhookUnknown(_)
+            | ApplyError::EventUnknown(_) => {
                 return ApiError::new(ErrorCode::NameUnknown, e.to_string())
                     .with_status(StatusCode::NOT_FOUND)
             }
@@ -128,7 +131,8 @@ impl From<ApplyError> for ApiError {
             ApplyError::DefaultRegistry | ApplyError::Locked(_) => ErrorCode::Denied,
             ApplyError::IdentityExists(_)
             | ApplyError::ScopeMapInUse(..)
-            | ApplyError::RegistryExists(_) => {
+            | ApplyError::RegistryExists(_)
+            | ApplyError::WebhookExists(_) => {
                 return ApiError::new(ErrorCode::Denied, e.to_string())
                     .with_status(StatusCode::CONFLICT)
             }

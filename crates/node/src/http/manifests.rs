@@ -51,6 +51,7 @@ pub async fn put(
     reference: &str,
     req: Request,
     request_id: Option<String>,
+    origin: wharf_meta::Origin,
 ) -> ApiResult<Response> {
     validate_repository(name)?;
     let content_type = headers::get(req.headers(), "content-type").map(str::to_string);
@@ -75,6 +76,7 @@ pub async fn put(
             raw: &raw,
             content_type: content_type.as_deref(),
             request_id,
+            origin: Some(origin),
         })
         .await?;
     Metrics::add(&app.metrics.manifests_pushed, 1);
@@ -99,9 +101,10 @@ pub async fn delete(
     name: &str,
     reference: &str,
     request_id: Option<String>,
+    origin: wharf_meta::Origin,
 ) -> ApiResult<Response> {
     app.registry()
-        .delete_reference(name, reference, request_id)
+        .delete_reference(name, reference, request_id, Some(origin))
         .await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }

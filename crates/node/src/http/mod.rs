@@ -299,8 +299,14 @@ async fn handle(app: crate::tenant::Tenant, route: Route<'_>, req: Request) -> A
         Route::Manifest { name, reference } => match method {
             Method::GET => manifests::get(&app, &name, reference, true).await,
             Method::HEAD => manifests::get(&app, &name, reference, false).await,
-            Method::PUT => manifests::put(&app, &name, reference, req, request_id).await,
-            Method::DELETE => manifests::delete(&app, &name, reference, request_id).await,
+            Method::PUT => {
+                let origin = crate::request_id::origin(&req);
+                manifests::put(&app, &name, reference, req, request_id, origin).await
+            }
+            Method::DELETE => {
+                let origin = crate::request_id::origin(&req);
+                manifests::delete(&app, &name, reference, request_id, origin).await
+            }
             _ => unsupported(),
         },
         Route::Blob { name, digest } => match method {
