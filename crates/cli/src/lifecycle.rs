@@ -34,10 +34,20 @@ enum PolicyVerb {
     },
 }
 
+/// `--status enabled|disabled`, as the cloud CLI spells it.
 #[derive(Clone, Copy, ValueEnum)]
-enum Status {
+pub(crate) enum Status {
     Enabled,
     Disabled,
+}
+
+impl Status {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Status::Enabled => "enabled",
+            Status::Disabled => "disabled",
+        }
+    }
 }
 
 #[derive(Subcommand)]

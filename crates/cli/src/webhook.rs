@@ -5,6 +5,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use super::client::RegistryTarget;
+use super::lifecycle::Status;
 use super::output::{self, Format};
 use crate::CliError;
 
@@ -17,26 +18,11 @@ pub struct WebhookArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Status {
-    Enabled,
-    Disabled,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
 enum EventFormat {
     /// The cloud registry's JSON: {id, timestamp, action, target, request}.
     Default,
     /// CloudEvents 1.0, structured (application/cloudevents+json).
     Cloudevents,
-}
-
-impl Status {
-    fn as_str(self) -> &'static str {
-        match self {
-            Status::Enabled => "enabled",
-            Status::Disabled => "disabled",
-        }
-    }
 }
 
 impl EventFormat {

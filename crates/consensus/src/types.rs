@@ -36,7 +36,7 @@ openraft::declare_raft_types!(
     /// The types of release 0.1, whose log entries carried a bare command
     /// (bincode): only to read such entries once and rewrite them.
     pub LegacyTypeConfig:
-        D = Command,
+        D = wharf_meta::CommandV01,
         R = Response,
         NodeId = NodeId,
         Node = NodeInfo,

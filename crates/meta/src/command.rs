@@ -171,13 +171,13 @@ impl Envelope {
 
     /// A command of a release 0.1 log entry: it addressed the only
     /// registry there was, now the default one.
-    pub fn from_release_0_1(cmd: Command) -> Envelope {
+    pub fn from_release_0_1(cmd: crate::CommandV01) -> Envelope {
         Envelope {
             version: 1,
             request_id: None,
             registry: crate::DEFAULT_REGISTRY.to_string(),
             at_ms: 0,
-            cmd,
+            cmd: cmd.into(),
             origin: None,
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod codec;
 mod command;
+mod command_v01;
 mod error;
 mod gc;
 mod identity;
@@ -29,6 +30,7 @@ mod webhooks;
 pub const DEFAULT_REGISTRY: &str = "default";
 
 pub use command::{BlobRef, Command, Envelope, Origin, PutManifest, Response, COMMAND_VERSION};
+pub use command_v01::{CommandV01, PutManifestV01};
 pub use error::{ApplyError, StoreError};
 pub use gc::{FreedBlob, GcCommand, GcRun, LinkRecord, RegionSweeps, SweepRecord};
 pub use identity::{
