@@ -1,7 +1,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use wharf_meta::{Command, Envelope, Response};
+use wharf_meta::{Envelope, Response};
 
 pub type NodeId = u64;
 
