@@ -146,11 +146,28 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
             ),
         );
     }
+    // Runs on every node; delivers only while this node leads.
+    let w = &cfg.webhooks;
+    let deliverer = wharf_webhooks::Deliverer::new(
+        consensus.clone(),
+        crate::tls::http_client(cfg.tls.ca_file.as_deref())?,
+        wharf_webhooks::Settings {
+            timeout: Duration::from_secs(w.timeout_s.max(1)),
+            max_attempts: w.max_attempts.max(1),
+            max_age: Duration::from_secs(w.max_age_s),
+            backoff_base: Duration::from_millis(w.backoff_base_ms.max(1)),
+            backoff_max: Duration::from_secs(w.backoff_max_s.max(1)),
+            retention: Duration::from_secs(u64::from(w.log_retention_days) * 86_400),
+            ..wharf_webhooks::Settings::default()
+        },
+    );
+    tasks.spawn("webhooks", deliverer.clone().run(tasks.stop().receiver()));
     let app = Arc::new(AppState {
         consensus: consensus.clone(),
         blobs: blobs.clone(),
         fetcher,
         mover_queue,
+        webhooks: deliverer,
         region: cfg.region.clone(),
         data_dir: cfg.data_dir.clone(),
         registry_domain: cfg.registry_domain.clone(),
@@ -189,22 +206,6 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
             ),
         );
     }
-    // Runs on every node; delivers only while this node leads.
-    let w = &cfg.webhooks;
-    let deliverer = wharf_webhooks::Deliverer::new(
-        consensus.clone(),
-        crate::tls::http_client(cfg.tls.ca_file.as_deref())?,
-        wharf_webhooks::Settings {
-            timeout: Duration::from_secs(w.timeout_s.max(1)),
-            max_attempts: w.max_attempts.max(1),
-            max_age: Duration::from_secs(w.max_age_s),
-            backoff_base: Duration::from_millis(w.backoff_base_ms.max(1)),
-            backoff_max: Duration::from_secs(w.backoff_max_s.max(1)),
-            retention: Duration::from_secs(u64::from(w.log_retention_days) * 86_400),
-            ..wharf_webhooks::Settings::default()
-        },
-    );
-    tasks.spawn("webhooks", deliverer.run(tasks.stop().receiver()));
     tasks.spawn(
         "gc sweeper",
         crate::gc::sweeper(

@@ -420,6 +420,20 @@ async fn failures_are_retried_logged_attempt_by_attempt_dead_lettered_and_re_sen
     let again = events(&ep, "nowhere");
     assert_eq!(again[0]["state"], "delivered");
     assert_eq!(again[0]["attempts"].as_array().unwrap().len(), 7);
+    // The operator sees it on /metrics: 3 + 6 failed attempts, 1 dead.
+    let metrics = run(&mut common::curl_owner(&c.nodes[0].url("/metrics")));
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("wharf_webhook_failed_attempts_total"), 9);
+    assert_eq!(value("wharf_webhook_dead_total"), 1);
+    assert!(value("wharf_webhook_deliveries_total") >= 2);
     let err = wharf_fails(
         &ep,
         &[

@@ -2,6 +2,7 @@
 //! webhook with pending events.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,10 +75,24 @@ pub fn backoff(s: &Settings, seq: u64, tries: u32) -> Duration {
     half + half.mul_f64(frac)
 }
 
+/// What this node's deliverer did (it delivers only while it leads).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Attempts answered with a 2xx.
+    pub delivered: AtomicU64,
+    /// Attempts that failed (no answer, or not 2xx).
+    pub failed: AtomicU64,
+    /// Events dead-lettered.
+    pub dead: AtomicU64,
+    /// Webhooks with pending events that a worker is sending now.
+    pub busy_webhooks: AtomicU64,
+}
+
 pub struct Deliverer {
     consensus: Arc<Consensus>,
     http: reqwest::Client,
     settings: Settings,
+    pub stats: Stats,
 }
 
 type Key = (String, String);
@@ -88,6 +103,7 @@ impl Deliverer {
             consensus,
             http,
             settings,
+            stats: Stats::default(),
         })
     }
 
@@ -116,11 +132,23 @@ impl Deliverer {
                 for (_, h) in workers.drain() {
                     h.abort();
                 }
+                self.stats.busy_webhooks.store(0, Ordering::Relaxed);
                 continue;
             }
             match self.consensus.meta().webhooks_with_pending() {
                 Ok(list) => {
                     for key in list {
+                        // A disabled webhook keeps its queue until enabled.
+                        let enabled = self
+                            .consensus
+                            .meta()
+                            .webhook(&key.0, &key.1)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|w| w.enabled);
+                        if !enabled {
+                            continue;
+                        }
                         if let std::collections::hash_map::Entry::Vacant(slot) = workers.entry(key)
                         {
                             let me = self.clone();
@@ -133,6 +161,9 @@ impl Deliverer {
                 }
                 Err(e) => tracing::warn!(error = %e, "webhooks: reading the queue failed"),
             }
+            self.stats
+                .busy_webhooks
+                .store(workers.len() as u64, Ordering::Relaxed);
             if last_expire.is_none_or(|t| t.elapsed() >= EXPIRE_EVERY) {
                 last_expire = Some(Instant::now());
                 let me = self.clone();
@@ -180,6 +211,15 @@ impl Deliverer {
                 }
                 let attempt = self.send(&hook, d).await;
                 let outcome = self.outcome(d, &attempt);
+                let counter = match outcome {
+                    Outcome::Delivered => &self.stats.delivered,
+                    _ => &self.stats.failed,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                if outcome == Outcome::Dead {
+                    self.stats.dead.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(webhook = name, event = %d.event.id, attempts = d.tries + 1, "webhooks: event dead-lettered");
+                }
                 if outcome == Outcome::Retry {
                     wait = Some(backoff(&self.settings, d.event.seq, d.tries + 1));
                 }

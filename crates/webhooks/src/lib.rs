@@ -17,4 +17,4 @@
 mod deliverer;
 pub mod payload;
 
-pub use deliverer::{backoff, Deliverer, Settings};
+pub use deliverer::{backoff, Deliverer, Settings, Stats};

@@ -163,6 +163,38 @@ async fn metrics(State(app): State<App>) -> Response {
             app.blobs.pending_count() as u64,
         ),
         (
+            "wharf_webhook_deliveries_total",
+            "Webhook attempts this node made that were answered 2xx (it delivers while it leads)",
+            app.webhooks
+                .stats
+                .delivered
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "wharf_webhook_failed_attempts_total",
+            "Webhook attempts this node made that failed (no answer, or not 2xx)",
+            app.webhooks
+                .stats
+                .failed
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "wharf_webhook_dead_total",
+            "Webhook events this node dead-lettered after their last attempt",
+            app.webhooks
+                .stats
+                .dead
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "wharf_webhook_busy",
+            "Webhooks with pending events this node is sending now",
+            app.webhooks
+                .stats
+                .busy_webhooks
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
             "wharf_mover_queue_blobs",
             "Blobs this region still has to copy from other regions",
             app.mover_queue.load(std::sync::atomic::Ordering::Relaxed),
