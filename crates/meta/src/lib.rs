@@ -52,6 +52,6 @@ pub use store::{ManifestSummary, MetaStore};
 pub use tenancy::{RegistryCommand, RegistryRecord, Sku};
 pub use webhooks::{
     scope_matches, Attempt, AttemptReport, Delivery, DeliveryState, Event, EventFormat,
-    EventTarget, ImageWait, Outcome, WebhookAction, WebhookChange, WebhookCommand, WebhookRecord,
-    ATTEMPTS_KEPT, HELM_CONFIG_MEDIA_TYPE,
+    EventTarget, ImageWait, Outcome, WebhookAction, WebhookAttempts, WebhookChange, WebhookCommand,
+    WebhookRecord, ATTEMPTS_KEPT, HELM_CONFIG_MEDIA_TYPE,
 };

@@ -254,6 +254,13 @@ pub struct AttemptReport {
     pub outcome: Outcome,
 }
 
+/// One webhook's reports in an `AttemptedMany`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookAttempts {
+    pub name: String,
+    pub reports: Vec<AttemptReport>,
+}
+
 /// An event in one webhook's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
@@ -299,6 +306,12 @@ pub enum WebhookCommand {
     Attempted {
         name: String,
         reports: Vec<AttemptReport>,
+    },
+    /// `Attempted` for several webhooks of the registry in one command:
+    /// the deliverer's recorder gathers every worker's reports, so fifty
+    /// webhooks cost one Raft write, not fifty.
+    AttemptedMany {
+        webhooks: Vec<WebhookAttempts>,
     },
     /// Queue event `seq` again, with a fresh bound of attempts and age.
     Redeliver {
@@ -760,43 +773,22 @@ impl MetaStore {
                 Ok(Response::Ok)
             }
             WebhookCommand::Attempted { name, reports } => {
-                // Several reports of one event in one command: each sees
-                // the previous one's effect.
-                let mut changed: BTreeMap<u64, (Delivery, bool)> = BTreeMap::new();
-                for r in reports {
-                    let key = log_key(registry, name, r.seq);
-                    let (d, mut modified) = match changed.remove(&r.seq) {
-                        Some((d, m)) => (Some(d), m),
-                        None => (self.get::<Delivery>(CF_WEBHOOK_LOG, &key)?, false),
-                    };
-                    let Some(mut d) = d else { continue };
-                    if d.state == DeliveryState::Pending {
-                        if d.attempts.len() >= ATTEMPTS_KEPT {
-                            // Keep the first attempts and the latest.
-                            d.attempts.remove(ATTEMPTS_KEPT / 2);
-                        }
-                        d.attempts.push(r.attempt.clone());
-                        d.tries = d.tries.saturating_add(1);
-                        d.state = match r.outcome {
-                            Outcome::Delivered => DeliveryState::Delivered,
-                            Outcome::Retry => DeliveryState::Pending,
-                            Outcome::Dead => DeliveryState::Dead,
-                        };
-                        modified = true;
-                    }
-                    changed.insert(r.seq, (d, modified));
+                let n = self.record_attempts(batch, registry, name, reports)?;
+                Ok(Response::Changed(n))
+            }
+            WebhookCommand::AttemptedMany { webhooks } => {
+                // One call per webhook: a webhook named twice is merged, so
+                // the second list sees the first one's effect.
+                let mut by_name: BTreeMap<&str, Vec<AttemptReport>> = BTreeMap::new();
+                for w in webhooks {
+                    by_name
+                        .entry(&w.name)
+                        .or_default()
+                        .extend(w.reports.iter().cloned());
                 }
                 let mut n = 0;
-                for (seq, (d, modified)) in changed {
-                    if !modified {
-                        continue;
-                    }
-                    let key = log_key(registry, name, seq);
-                    if d.state != DeliveryState::Pending {
-                        batch.delete_cf(self.cf(CF_WEBHOOK_QUEUE), &key);
-                    }
-                    batch.put_cf(self.cf(CF_WEBHOOK_LOG), &key, encode(&d));
-                    n += 1;
+                for (name, reports) in by_name {
+                    n += self.record_attempts(batch, registry, name, &reports)?;
                 }
                 Ok(Response::Changed(n))
             }
@@ -818,6 +810,55 @@ impl MetaStore {
                 self.expire_deliveries(batch, *before_ms, *limit as usize)
             }
         }
+    }
+
+    /// Apply one webhook's attempt reports; how many events changed.
+    fn record_attempts(
+        &self,
+        batch: &mut WriteBatch,
+        registry: &str,
+        name: &str,
+        reports: &[AttemptReport],
+    ) -> Result<u64, StoreError> {
+        // Several reports of one event in one command: each sees
+        // the previous one's effect.
+        let mut changed: BTreeMap<u64, (Delivery, bool)> = BTreeMap::new();
+        for r in reports {
+            let key = log_key(registry, name, r.seq);
+            let (d, mut modified) = match changed.remove(&r.seq) {
+                Some((d, m)) => (Some(d), m),
+                None => (self.get::<Delivery>(CF_WEBHOOK_LOG, &key)?, false),
+            };
+            let Some(mut d) = d else { continue };
+            if d.state == DeliveryState::Pending {
+                if d.attempts.len() >= ATTEMPTS_KEPT {
+                    // Keep the first attempts and the latest.
+                    d.attempts.remove(ATTEMPTS_KEPT / 2);
+                }
+                d.attempts.push(r.attempt.clone());
+                d.tries = d.tries.saturating_add(1);
+                d.state = match r.outcome {
+                    Outcome::Delivered => DeliveryState::Delivered,
+                    Outcome::Retry => DeliveryState::Pending,
+                    Outcome::Dead => DeliveryState::Dead,
+                };
+                modified = true;
+            }
+            changed.insert(r.seq, (d, modified));
+        }
+        let mut n = 0;
+        for (seq, (d, modified)) in changed {
+            if !modified {
+                continue;
+            }
+            let key = log_key(registry, name, seq);
+            if d.state != DeliveryState::Pending {
+                batch.delete_cf(self.cf(CF_WEBHOOK_QUEUE), &key);
+            }
+            batch.put_cf(self.cf(CF_WEBHOOK_LOG), &key, encode(&d));
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Per webhook, oldest first, until an event queued at or after
@@ -1168,6 +1209,41 @@ mod tests {
         let d = &log(&s, "hooka")[0];
         assert_eq!((d.state, d.tries), (DeliveryState::Pending, 0));
         assert_eq!(s.pending(R, "hooka", 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn one_command_records_attempts_of_several_webhooks() {
+        let (_d, s) = store();
+        apply(&s, hook("hooka", &[WebhookAction::Push], None));
+        apply(&s, hook("hookb", &[WebhookAction::Push], None));
+        apply(&s, push("app", "v1", 'a', &[]));
+        let seq = log(&s, "hooka")[0].event.seq;
+        let report = |status: u16, outcome| AttemptReport {
+            seq,
+            attempt: Attempt {
+                status: Some(status),
+                ..Attempt::default()
+            },
+            outcome,
+        };
+        let of = |name: &str, reports| WebhookAttempts {
+            name: name.into(),
+            reports,
+        };
+        // hooka is named twice: its second list sees the first's effect.
+        let cmd = Command::Webhook(WebhookCommand::AttemptedMany {
+            webhooks: vec![
+                of("hooka", vec![report(500, Outcome::Retry)]),
+                of("hookb", vec![report(200, Outcome::Delivered)]),
+                of("hooka", vec![report(200, Outcome::Delivered)]),
+            ],
+        });
+        assert_eq!(apply(&s, cmd), Response::Changed(2));
+        let a = &log(&s, "hooka")[0];
+        assert_eq!((a.state, a.attempts.len()), (DeliveryState::Delivered, 2));
+        let b = &log(&s, "hookb")[0];
+        assert_eq!((b.state, b.attempts.len()), (DeliveryState::Delivered, 1));
+        assert!(s.webhooks_with_pending().unwrap().is_empty());
     }
 
     #[test]

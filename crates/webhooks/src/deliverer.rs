@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use wharf_consensus::{now_unix_ms, Consensus};
 use wharf_meta::{
-    Attempt, AttemptReport, Command, Delivery, Envelope, Outcome, WebhookCommand, WebhookRecord,
+    Attempt, AttemptReport, Command, Delivery, Envelope, Outcome, WebhookAttempts, WebhookCommand,
+    WebhookRecord,
 };
 
 use crate::payload;
@@ -49,6 +50,8 @@ impl Default for Settings {
 
 /// Events a worker sends before recording their attempts in one command.
 const PAGE: usize = 64;
+/// Workers' report lists waiting for the recorder (one per busy webhook).
+const RECORDER_QUEUE: usize = 1024;
 /// The supervisor looks for new work at least this often.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How often the leader removes expired log entries.
@@ -88,28 +91,47 @@ pub struct Stats {
     pub busy_webhooks: AtomicU64,
 }
 
+/// A worker's reports on its way to the recorder, and where to answer.
+struct Reports {
+    registry: String,
+    name: String,
+    reports: Vec<AttemptReport>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
 pub struct Deliverer {
     consensus: Arc<Consensus>,
     http: reqwest::Client,
     settings: Settings,
     pub stats: Stats,
+    to_recorder: mpsc::Sender<Reports>,
+    /// Taken by `run`, which starts the recorder.
+    recorder_rx: std::sync::Mutex<Option<mpsc::Receiver<Reports>>>,
 }
 
 type Key = (String, String);
 
 impl Deliverer {
     pub fn new(consensus: Arc<Consensus>, http: reqwest::Client, settings: Settings) -> Arc<Self> {
+        let (to_recorder, rx) = mpsc::channel(RECORDER_QUEUE);
         Arc::new(Deliverer {
             consensus,
             http,
             settings,
             stats: Stats::default(),
+            to_recorder,
+            recorder_rx: std::sync::Mutex::new(Some(rx)),
         })
     }
 
     /// Until `stop` turns true: on the leader, keep one worker per webhook
     /// with pending events, and expire the log.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let rx = self.recorder_rx.lock().ok().and_then(|mut r| r.take());
+        let recorder = rx.map(|rx| {
+            let me = self.clone();
+            tokio::spawn(async move { me.record(rx).await })
+        });
         let mut applied = self.consensus.applied_watch();
         let mut workers: HashMap<Key, JoinHandle<()>> = HashMap::new();
         let mut last_expire: Option<Instant> = None;
@@ -176,6 +198,65 @@ impl Deliverer {
         for (_, h) in workers.drain() {
             h.abort();
         }
+        if let Some(r) = recorder {
+            r.abort();
+        }
+    }
+
+    /// Record the attempts workers report: everything waiting goes in one
+    /// command per registry, so many busy webhooks cost one Raft write per
+    /// round, not one each.
+    async fn record(&self, mut rx: mpsc::Receiver<Reports>) {
+        while let Some(first) = rx.recv().await {
+            let mut round = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                round.push(more);
+            }
+            let mut by_registry: std::collections::BTreeMap<String, Vec<Reports>> =
+                Default::default();
+            for r in round {
+                by_registry.entry(r.registry.clone()).or_default().push(r);
+            }
+            for (registry, list) in by_registry {
+                let webhooks = list
+                    .iter()
+                    .map(|r| WebhookAttempts {
+                        name: r.name.clone(),
+                        reports: r.reports.clone(),
+                    })
+                    .collect();
+                let cmd = Command::Webhook(WebhookCommand::AttemptedMany { webhooks });
+                let result = self.propose(&registry, cmd).await.map(|_| ());
+                for r in list {
+                    let _ = r.done.send(result.clone());
+                }
+            }
+        }
+    }
+
+    /// Hand `reports` to the recorder; resolves once they are applied.
+    async fn report(
+        &self,
+        registry: &str,
+        name: &str,
+        reports: Vec<AttemptReport>,
+    ) -> Result<(), String> {
+        let (done, answer) = oneshot::channel();
+        let sent = self
+            .to_recorder
+            .send(Reports {
+                registry: registry.to_string(),
+                name: name.to_string(),
+                reports,
+                done,
+            })
+            .await;
+        if sent.is_err() {
+            return Err("the recorder stopped".into());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the recorder stopped".into()))
     }
 
     /// Deliver webhook `name`'s pending events in order until none is left
@@ -234,11 +315,7 @@ impl Deliverer {
             }
             if !reports.is_empty() {
                 let n = reports.len();
-                let cmd = Command::Webhook(WebhookCommand::Attempted {
-                    name: name.to_string(),
-                    reports,
-                });
-                if let Err(e) = self.propose(registry, cmd).await {
+                if let Err(e) = self.report(registry, name, reports).await {
                     // Not recorded: those events go again (same ids).
                     tracing::warn!(webhook = name, attempts = n, error = %e, "webhooks: recording attempts failed");
                     tokio::time::sleep(IDLE_POLL).await;
