@@ -26,6 +26,7 @@ pub use identities::{
 };
 pub use registries::{
     CreatedRegistry, Deleted, Location, NameCheck, NewRegistry, Registry, RegistryChange, Replica,
+    Usage, UsageItem,
 };
 pub use repositories::{
     Attributes, AttributesChange, DayPolicy, DeletedManifest, ImageChild, ImageDetail, KeepRule,

@@ -128,3 +128,19 @@ mod tests {
         );
     }
 }
+
+/// One figure of `GET /registries/{name}/usage`, in the cloud CLI's shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageItem {
+    pub name: String,
+    pub limit: u64,
+    #[serde(rename = "currentValue")]
+    pub current_value: u64,
+    pub unit: String,
+}
+
+/// `wharf registry show-usage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub value: Vec<UsageItem>,
+}

@@ -12,17 +12,14 @@ use wharf_api::{
     Token, TokenChange, TokenSecrets,
 };
 
-use super::client::{Client, Connection};
 use super::output::{self, Format};
 use crate::CliError as NodeError;
 
 #[derive(Args)]
 pub struct IdentityArgs<V: Subcommand> {
+    /// The endpoint, credentials, output format and `--registry`.
     #[command(flatten)]
-    conn: Connection,
-    /// Output format.
-    #[arg(long, short, value_enum, default_value_t = Format::Table, global = true)]
-    output: Format,
+    target: crate::client::RegistryTarget,
     #[command(subcommand)]
     verb: V,
 }
@@ -164,8 +161,11 @@ pub enum SigningKeyVerb {
 pub enum AccessVerb {
     Show,
     /// Let clients without credentials pull every repository (or not).
+    /// `--anonymous-pull` (or `=true`) turns it on; `--anonymous-pull=false`
+    /// or no flag turns it off.
     Set {
-        #[arg(long)]
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false",
+              action = clap::ArgAction::Set, require_equals = true)]
         anonymous_pull: bool,
     },
 }
@@ -217,7 +217,7 @@ fn rows_with_times<T: Serialize>(items: &[T], edit: impl Fn(&T, &mut Value)) -> 
 }
 
 pub async fn user(args: IdentityArgs<UserVerb>) -> Result<(), NodeError> {
-    let c = Client::new(&args.conn)?;
+    let c = args.target.client()?;
     let answer: PrincipalSecret = match args.verb {
         UserVerb::List => {
             let list: Vec<Principal> = c.get("/users", &[]).await?;
@@ -233,7 +233,7 @@ pub async fn user(args: IdentityArgs<UserVerb>) -> Result<(), NodeError> {
                 r["roles"] = json!(roles);
             });
             output::print(
-                args.output,
+                args.target.output,
                 &rows,
                 &[
                     ("NAME", "name"),
@@ -273,10 +273,10 @@ pub async fn user(args: IdentityArgs<UserVerb>) -> Result<(), NodeError> {
         }
         UserVerb::Delete { name } => {
             let d: Deleted = c.delete(&format!("/users/{name}"), &[]).await?;
-            return print_deleted(args.output, &d);
+            return print_deleted(args.target.output, &d);
         }
     };
-    print_one(args.output, &answer);
+    print_one(args.target.output, &answer);
     Ok(())
 }
 
@@ -289,7 +289,7 @@ fn print_deleted(format: Format, d: &Deleted) -> Result<(), NodeError> {
 }
 
 pub async fn role(args: IdentityArgs<RoleVerb>) -> Result<(), NodeError> {
-    let c = Client::new(&args.conn)?;
+    let c = args.target.client()?;
     let answer: RoleChanged = match args.verb {
         RoleVerb::Assign(r) => {
             let body = RoleChange {
@@ -311,7 +311,7 @@ pub async fn role(args: IdentityArgs<RoleVerb>) -> Result<(), NodeError> {
             .await?
         }
     };
-    print_one(args.output, &answer);
+    print_one(args.target.output, &answer);
     Ok(())
 }
 
@@ -338,7 +338,7 @@ fn scope_map_body(s: &ScopeMapSpec) -> Result<ScopeMap, NodeError> {
 }
 
 pub async fn scope_map(args: IdentityArgs<ScopeMapVerb>) -> Result<(), NodeError> {
-    let c = Client::new(&args.conn)?;
+    let c = args.target.client()?;
     let answer: ScopeMap = match args.verb {
         ScopeMapVerb::List => {
             let list: Vec<ScopeMap> = c.get("/scope-maps", &[]).await?;
@@ -351,7 +351,7 @@ pub async fn scope_map(args: IdentityArgs<ScopeMapVerb>) -> Result<(), NodeError
                 r["rules"] = json!(rules);
             });
             output::print(
-                args.output,
+                args.target.output,
                 &rows,
                 &[
                     ("NAME", "name"),
@@ -376,20 +376,20 @@ pub async fn scope_map(args: IdentityArgs<ScopeMapVerb>) -> Result<(), NodeError
         }
         ScopeMapVerb::Delete { name } => {
             let d: Deleted = c.delete(&format!("/scope-maps/{name}"), &[]).await?;
-            return print_deleted(args.output, &d);
+            return print_deleted(args.target.output, &d);
         }
     };
-    print_one(args.output, &answer);
+    print_one(args.target.output, &answer);
     Ok(())
 }
 
 pub async fn token(args: IdentityArgs<TokenVerb>) -> Result<(), NodeError> {
-    let c = Client::new(&args.conn)?;
+    let c = args.target.client()?;
     let answer: TokenSecrets = match args.verb {
         TokenVerb::List => {
             let list: Vec<Token> = c.get("/tokens", &[]).await?;
             output::print(
-                args.output,
+                args.target.output,
                 &rows_with_times(&list, |_, _| {}),
                 &[
                     ("NAME", "name"),
@@ -434,15 +434,15 @@ pub async fn token(args: IdentityArgs<TokenVerb>) -> Result<(), NodeError> {
         }
         TokenVerb::Delete { name } => {
             let d: Deleted = c.delete(&format!("/tokens/{name}"), &[]).await?;
-            return print_deleted(args.output, &d);
+            return print_deleted(args.target.output, &d);
         }
     };
-    print_one(args.output, &answer);
+    print_one(args.target.output, &answer);
     Ok(())
 }
 
 pub async fn credential(args: IdentityArgs<CredentialVerb>) -> Result<(), NodeError> {
-    let c = Client::new(&args.conn)?;
+    let c = args.target.client()?;
     let change = match args.verb {
         CredentialVerb::Show => None,
         CredentialVerb::Renew { password_name } => Some(CredentialChange {
@@ -461,24 +461,24 @@ pub async fn credential(args: IdentityArgs<CredentialVerb>) -> Result<(), NodeEr
                 .await?
         }
     };
-    print_one(args.output, &answer);
+    print_one(args.target.output, &answer);
     Ok(())
 }
 
 pub async fn signing_key(args: IdentityArgs<SigningKeyVerb>) -> Result<(), NodeError> {
-    let c = Client::new(&args.conn)?;
+    let c = args.target.client()?;
     let answer: SigningKey = match args.verb {
         SigningKeyVerb::Rotate => {
             c.send_json(Method::POST, "/signing-keys/rotate", &[], &json!({}))
                 .await?
         }
     };
-    print_one(args.output, &answer);
+    print_one(args.target.output, &answer);
     Ok(())
 }
 
 pub async fn access(args: IdentityArgs<AccessVerb>) -> Result<(), NodeError> {
-    let c = Client::new(&args.conn)?;
+    let c = args.target.client()?;
     let answer: Access = match args.verb {
         AccessVerb::Show => c.get("/access", &[]).await?,
         AccessVerb::Set { anonymous_pull } => {
@@ -486,6 +486,6 @@ pub async fn access(args: IdentityArgs<AccessVerb>) -> Result<(), NodeError> {
                 .await?
         }
     };
-    print_one(args.output, &answer);
+    print_one(args.target.output, &answer);
     Ok(())
 }

@@ -55,7 +55,14 @@ enum Verb {
         #[arg(long)]
         name: String,
     },
-    /// Change a registry's tier.
+    /// What the registry holds of what its tier limits (webhooks, scope
+    /// maps, tokens), with the limits.
+    ShowUsage {
+        #[arg(long)]
+        name: String,
+    },
+    /// Change a registry's tier (at once; a downgrade is refused while
+    /// the registry holds more than the lower tier includes, naming each).
     Update {
         #[arg(long)]
         name: String,
@@ -145,6 +152,29 @@ pub async fn run(args: RegistryArgs) -> Result<(), NodeError> {
                 eprintln!("Owner {owner}'s password (shown once): {pw}");
             }
             show(to_value(&created));
+        }
+        Verb::ShowUsage { name } => {
+            let u: wharf_api::Usage = client
+                .get(&format!("/registries/{name}/usage"), &[])
+                .await?;
+            match format {
+                Format::Json => {
+                    println!("{}", serde_json::to_string_pretty(&u).unwrap_or_default())
+                }
+                _ => {
+                    let rows: Vec<Value> = u.value.iter().map(to_value).collect();
+                    output::print(
+                        format,
+                        &rows,
+                        &[
+                            ("NAME", "name"),
+                            ("LIMIT", "limit"),
+                            ("CURRENT VALUE", "currentValue"),
+                            ("UNIT", "unit"),
+                        ],
+                    );
+                }
+            }
         }
         Verb::Show { name } => {
             let r: wharf_api::Registry = client.get(&format!("/registries/{name}"), &[]).await?;

@@ -189,6 +189,43 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// What one service tier includes (see the README's "Service tiers").
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    pub webhooks: u32,
+    pub tokens: u32,
+    pub scope_maps: u32,
+    pub anonymous_pull: bool,
+}
+
+/// The tiers; every node of a cluster should have the same table (the
+/// node proposing a change applies its own).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TiersConfig {
+    pub basic: TierConfig,
+    pub standard: TierConfig,
+    pub premium: TierConfig,
+}
+
+impl Default for TiersConfig {
+    /// The cloud registry's figures.
+    fn default() -> Self {
+        let tier = |webhooks, ids, anonymous_pull| TierConfig {
+            webhooks,
+            tokens: ids,
+            scope_maps: ids,
+            anonymous_pull,
+        };
+        TiersConfig {
+            basic: tier(2, 100, false),
+            standard: tier(10, 500, true),
+            premium: tier(500, 50_000, true),
+        }
+    }
+}
+
 /// How manifest, tag and blob-link reads are answered.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -326,6 +363,7 @@ pub struct ServeConfig {
     pub gc: GcConfig,
     pub scrub: ScrubConfig,
     pub webhooks: WebhooksConfig,
+    pub tiers: TiersConfig,
     pub auth: AuthSettings,
     pub tls: TlsSettings,
 }
@@ -352,6 +390,7 @@ impl Default for ServeConfig {
             gc: GcConfig::default(),
             scrub: ScrubConfig::default(),
             webhooks: WebhooksConfig::default(),
+            tiers: TiersConfig::default(),
             auth: AuthSettings::default(),
             tls: TlsSettings::default(),
         }

@@ -107,6 +107,24 @@ pub enum Command {
     Scrub(crate::scrub::ScrubCommand),
     /// Webhooks and their delivery log.
     Webhook(crate::webhooks::WebhookCommand),
+    /// `cmd`, if the registry's tier (as it is when applied) allows it
+    /// under `tiers` (see `tiers`).
+    Gated {
+        tiers: Box<crate::tiers::TierTable>,
+        cmd: Box<Command>,
+    },
+}
+
+impl Command {
+    /// Whether applying it may change identities or registries (readers
+    /// cache views of those by the store's identity epoch).
+    pub fn changes_identities(&self) -> bool {
+        match self {
+            Command::Identity(_) | Command::Registry(_) => true,
+            Command::Gated { cmd, .. } => cmd.changes_identities(),
+            _ => false,
+        }
+    }
 }
 
 /// The client request behind a command, as events report it.

@@ -40,6 +40,9 @@ pub enum ApplyError {
     WebhookUnknown(String),
     #[error("event {0} is not in the delivery log")]
     EventUnknown(String),
+    /// A tier's limit refused the command; says which and the usage.
+    #[error("{0}")]
+    TierLimit(String),
 }
 
 /// Failures of the local store itself (disk, corruption).

@@ -23,6 +23,7 @@ mod scrub;
 mod snapshot;
 mod store;
 mod tenancy;
+mod tiers;
 mod webhooks;
 
 /// The registry of hosts that name none, and the one release 0.1 data is
@@ -50,6 +51,7 @@ pub use scrub::{CorruptCopy, RegionScrub, ScrubCommand, MISSING as SCRUB_MISSING
 pub use snapshot::is_release_0_1_snapshot;
 pub use store::{ManifestSummary, MetaStore};
 pub use tenancy::{RegistryCommand, RegistryRecord, Sku};
+pub use tiers::{TierLimits, TierTable, TierUsage};
 pub use webhooks::{
     scope_matches, Attempt, AttemptReport, Delivery, DeliveryState, Event, EventFormat,
     EventTarget, ImageWait, Outcome, WebhookAction, WebhookAttempts, WebhookChange, WebhookCommand,

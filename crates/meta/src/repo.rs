@@ -129,6 +129,12 @@ impl<'a> Registry<'a> {
             Command::Lifecycle(c) => self.apply_lifecycle(batch, c, at_ms),
             Command::Scrub(c) => self.store.apply_scrub(batch, c),
             Command::Webhook(c) => self.store.apply_webhook(batch, &self.name, at_ms, c),
+            Command::Gated { tiers, cmd } => {
+                if let Some(refusal) = self.store.tier_refusal(&self.name, tiers, cmd)? {
+                    return Ok(Response::Refused(refusal));
+                }
+                self.apply(batch, cmd, at_ms)
+            }
         }
     }
 

@@ -4,7 +4,7 @@ use rocksdb::{ColumnFamily, Direction, IteratorMode, Options, WriteBatch, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::command::{BlobRef, Command, Envelope, Response};
+use crate::command::{BlobRef, Envelope, Response};
 use crate::error::StoreError;
 use crate::keys::*;
 use crate::records::*;
@@ -201,7 +201,7 @@ impl MetaStore {
         )?;
         self.put_sys(&mut batch, sys);
         self.db.write(batch)?;
-        if matches!(env.cmd, Command::Identity(_) | Command::Registry(_)) {
+        if env.cmd.changes_identities() {
             self.bump_identity_epoch();
         }
         Ok(response)

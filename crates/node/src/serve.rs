@@ -182,6 +182,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
             },
             registration_window: Duration::from_millis(crate::registrar::WINDOW_MS),
             pulls: Default::default(),
+            tiers: tier_table(&cfg.tiers),
         }),
         metrics: Metrics::default(),
         auth: wharf_auth::Authority::new(cfg.auth.auth_config(), cluster_key),
@@ -299,4 +300,19 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
     tasks.run().await;
     consensus.shutdown().await;
     Ok(())
+}
+
+/// The configuration's tiers as the state machine checks them.
+fn tier_table(t: &crate::config::TiersConfig) -> wharf_meta::TierTable {
+    let limits = |c: &crate::config::TierConfig| wharf_meta::TierLimits {
+        webhooks: c.webhooks,
+        tokens: c.tokens,
+        scope_maps: c.scope_maps,
+        anonymous_pull: c.anonymous_pull,
+    };
+    wharf_meta::TierTable {
+        basic: limits(&t.basic),
+        standard: limits(&t.standard),
+        premium: limits(&t.premium),
+    }
 }

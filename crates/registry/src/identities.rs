@@ -94,7 +94,9 @@ fn unknown(name: &str) -> ServiceError {
 
 impl Handle {
     async fn identity(&self, c: IdentityCommand) -> ServiceResult<u64> {
-        self.write(Command::Identity(Box::new(c))).await
+        // Tokens, scope maps and anonymous pull are limited by tier.
+        self.write(self.service.gated(Command::Identity(Box::new(c))))
+            .await
     }
 
     /// Create a user (`kind` "user", with `password`) or a service

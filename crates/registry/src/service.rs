@@ -26,6 +26,18 @@ pub struct Service {
     pub registration_window: std::time::Duration,
     /// Pulls by tag since the last flush (for keep policies).
     pub pulls: crate::pulls::PullLog,
+    /// What each tier includes (the cluster configuration's `[tiers]`).
+    pub tiers: wharf_meta::TierTable,
+}
+
+impl Service {
+    /// `cmd`, applied only if the registry's tier allows it then.
+    pub fn gated(&self, cmd: Command) -> Command {
+        Command::Gated {
+            tiers: Box::new(self.tiers),
+            cmd: Box::new(cmd),
+        }
+    }
 }
 
 /// One registry, as a request (or a background task) addresses it.

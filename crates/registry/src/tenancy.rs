@@ -107,11 +107,13 @@ impl Service {
         let name = name.to_ascii_lowercase();
         self.registry_record(&name)?;
         if sku.is_some() {
+            // A downgrade is refused while the registry holds more than
+            // the lower tier includes.
             self.registry(DEFAULT_REGISTRY)
-                .write(Command::Registry(RegistryCommand::Update {
+                .write(self.gated(Command::Registry(RegistryCommand::Update {
                     name: name.clone(),
                     sku,
-                }))
+                })))
                 .await?;
         }
         if let Some(enabled) = admin_enabled {

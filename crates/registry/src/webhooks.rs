@@ -227,9 +227,10 @@ impl Handle {
             secret: w.secret.filter(|s| !s.is_empty()),
             created_ms: now_unix_ms(),
         };
-        self.write(Command::Webhook(WebhookCommand::Create {
+        // How many webhooks a registry may have is its tier's.
+        self.write(self.service.gated(Command::Webhook(WebhookCommand::Create {
             record: Box::new(record.clone()),
-        }))
+        })))
         .await?;
         Ok(record)
     }

@@ -76,6 +76,7 @@ pub fn router() -> Router<App> {
             get(registries::list).post(registries::create),
         )
         .route("/registries/check-name", get(registries::check_name))
+        .route("/registries/:name/usage", get(registries::usage))
         .route(
             "/registries/:name/replications",
             get(registries::list_replications)

@@ -239,3 +239,30 @@ pub async fn delete_replication(
 ) -> ApiResult<Json<Vec<wharf_api::Replica>>> {
     set_replica(&app, &caller, &name, &req.location, false).await
 }
+
+/// `wharf registry show-usage --name N`: what the registry holds of what
+/// its tier limits.
+pub async fn usage(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<wharf_api::Usage>> {
+    let name = name.to_ascii_lowercase();
+    operator_or_owner(&app, &caller, &name).await?;
+    let r = record(&app, &name)?;
+    let limits = app.service.tiers.of(r.sku);
+    let used = app.consensus.meta().tier_usage(&name)?;
+    let item = |name: &str, limit: u32, current: u64| wharf_api::UsageItem {
+        name: name.into(),
+        limit: u64::from(limit),
+        current_value: current,
+        unit: "Count".into(),
+    };
+    Ok(Json(wharf_api::Usage {
+        value: vec![
+            item("Webhooks", limits.webhooks, used.webhooks),
+            item("ScopeMaps", limits.scope_maps, used.scope_maps),
+            item("Tokens", limits.tokens, used.tokens),
+        ],
+    }))
+}

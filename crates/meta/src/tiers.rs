@@ -1,0 +1,310 @@
+//! Service tiers as the state machine enforces them. What each tier
+//! includes is the cluster configuration's (the proposer reads it); a
+//! command that a tier limits travels wrapped in `Command::Gated` with the
+//! whole table, and apply checks it against the registry's tier as it is
+//! then, so a create racing a downgrade, or two creates racing each other
+//! in two regions, cannot pass a limit.
+//!
+//! The wrapper keeps the gated commands' own shapes unchanged (release
+//! 0.1's log decodes some of them positionally).
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::Command;
+use crate::error::{ApplyError, StoreError};
+use crate::identity::IdentityCommand;
+use crate::keys::*;
+use crate::store::MetaStore;
+use crate::tenancy::{RegistryCommand, Sku};
+use crate::webhooks::WebhookCommand;
+
+/// What one tier includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierLimits {
+    pub webhooks: u32,
+    pub tokens: u32,
+    pub scope_maps: u32,
+    pub anonymous_pull: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierTable {
+    pub basic: TierLimits,
+    pub standard: TierLimits,
+    pub premium: TierLimits,
+}
+
+impl TierTable {
+    pub fn of(&self, sku: Sku) -> &TierLimits {
+        match sku {
+            Sku::Basic => &self.basic,
+            Sku::Standard => &self.standard,
+            Sku::Premium => &self.premium,
+        }
+    }
+}
+
+/// What a registry holds of what tiers limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TierUsage {
+    pub webhooks: u64,
+    pub tokens: u64,
+    pub scope_maps: u64,
+    pub anonymous_pull: bool,
+}
+
+impl MetaStore {
+    /// Counted from the registry's records (webhooks and identities are
+    /// hundreds, at most tens of thousands).
+    pub fn tier_usage(&self, registry: &str) -> Result<TierUsage, StoreError> {
+        let count = |cf: &'static str, parts: &[&str]| -> Result<u64, StoreError> {
+            let mut prefix = registry_prefix(registry);
+            for p in parts {
+                prefix.extend_from_slice(p.as_bytes());
+                prefix.push(0);
+            }
+            Ok(self.scan(cf, &prefix, None, usize::MAX)?.len() as u64)
+        };
+        Ok(TierUsage {
+            webhooks: count(CF_WEBHOOKS, &[])?,
+            tokens: count(CF_AUTH, &[AUTH_TOKEN])?,
+            scope_maps: count(CF_AUTH, &[AUTH_SCOPE_MAP])?,
+            anonymous_pull: self.registry(registry).access_settings()?.anonymous_pull,
+        })
+    }
+
+    /// Why `registry` at its current tier may not take `cmd`, if it may not.
+    pub(crate) fn tier_refusal(
+        &self,
+        registry: &str,
+        tiers: &TierTable,
+        cmd: &Command,
+    ) -> Result<Option<ApplyError>, StoreError> {
+        // A tier change is checked against the tier it goes to, for the
+        // registry it names.
+        if let Command::Registry(RegistryCommand::Update {
+            name,
+            sku: Some(to),
+        }) = cmd
+        {
+            let name = name.to_ascii_lowercase();
+            let Some(record) = self.registry_record(&name)? else {
+                return Ok(None);
+            };
+            if record.sku == *to {
+                return Ok(None);
+            }
+            let over = over_limits(&self.tier_usage(&name)?, tiers.of(*to), *to);
+            return Ok((!over.is_empty()).then(|| {
+                ApplyError::TierLimit(format!(
+                    "registry {name} cannot move to {}: {}",
+                    to.as_str(),
+                    over.join("; ")
+                ))
+            }));
+        }
+        let Some(record) = self.registry_record(registry)? else {
+            return Ok(None);
+        };
+        let sku = record.sku;
+        let limits = tiers.of(sku);
+        let usage = || self.tier_usage(registry);
+        let refused = |what: &str, now: u64, limit: u32| {
+            Some(ApplyError::TierLimit(format!(
+                "the {} tier includes {limit} {what} and registry {registry} has {now}",
+                sku.as_str()
+            )))
+        };
+        Ok(match cmd {
+            Command::Webhook(WebhookCommand::Create { .. }) => {
+                let now = usage()?.webhooks;
+                (now >= u64::from(limits.webhooks))
+                    .then(|| refused("webhooks", now, limits.webhooks))
+                    .flatten()
+            }
+            Command::Identity(c) => match c.as_ref() {
+                IdentityCommand::PutToken { create: true, .. } => {
+                    let now = usage()?.tokens;
+                    (now >= u64::from(limits.tokens))
+                        .then(|| refused("tokens", now, limits.tokens))
+                        .flatten()
+                }
+                IdentityCommand::PutScopeMap { create: true, .. } => {
+                    let now = usage()?.scope_maps;
+                    (now >= u64::from(limits.scope_maps))
+                        .then(|| refused("scope maps", now, limits.scope_maps))
+                        .flatten()
+                }
+                IdentityCommand::SetAccess(a) if a.anonymous_pull && !limits.anonymous_pull => {
+                    Some(ApplyError::TierLimit(format!(
+                        "anonymous pull is not included in the {} tier (standard and premium include it)",
+                        sku.as_str()
+                    )))
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+}
+
+/// Each limit of `to` that `usage` exceeds, in words.
+fn over_limits(usage: &TierUsage, to: &TierLimits, sku: Sku) -> Vec<String> {
+    let mut over = Vec::new();
+    let tier = sku.as_str();
+    for (what, now, limit) in [
+        ("webhooks", usage.webhooks, to.webhooks),
+        ("tokens", usage.tokens, to.tokens),
+        ("scope maps", usage.scope_maps, to.scope_maps),
+    ] {
+        if now > u64::from(limit) {
+            over.push(format!("{what}: {now}, {tier} includes {limit}"));
+        }
+    }
+    if usage.anonymous_pull && !to.anonymous_pull {
+        over.push(format!("anonymous pull is on, {tier} does not include it"));
+    }
+    over
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Envelope, Response};
+    use crate::identity::{AccessSettings, PrincipalKind, PrincipalRecord, SigningKeyRecord};
+    use crate::tenancy::RegistryRecord;
+    use crate::webhooks::{EventFormat, WebhookAction, WebhookRecord};
+
+    const TIERS: TierTable = TierTable {
+        basic: TierLimits {
+            webhooks: 2,
+            tokens: 100,
+            scope_maps: 100,
+            anonymous_pull: false,
+        },
+        standard: TierLimits {
+            webhooks: 10,
+            tokens: 500,
+            scope_maps: 500,
+            anonymous_pull: true,
+        },
+        premium: TierLimits {
+            webhooks: 500,
+            tokens: 50_000,
+            scope_maps: 50_000,
+            anonymous_pull: true,
+        },
+    };
+
+    fn gated(registry: &str, cmd: Command) -> Envelope {
+        Envelope::new(
+            registry,
+            Command::Gated {
+                tiers: Box::new(TIERS),
+                cmd: Box::new(cmd),
+            },
+            1,
+        )
+    }
+
+    fn webhook(name: &str) -> Command {
+        Command::Webhook(WebhookCommand::Create {
+            record: Box::new(WebhookRecord {
+                name: name.into(),
+                uri: "http://x/".into(),
+                actions: vec![WebhookAction::Push],
+                scope: None,
+                headers: vec![],
+                enabled: true,
+                format: EventFormat::Default,
+                secret: None,
+                created_ms: 1,
+            }),
+        })
+    }
+
+    #[test]
+    fn a_basic_registry_takes_two_webhooks_and_a_downgrade_names_what_is_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let create = Command::Registry(RegistryCommand::Create {
+            record: Box::new(RegistryRecord {
+                name: "teamreg".into(),
+                sku: Sku::Standard,
+                created_ms: 1,
+                replicas: vec![],
+                policies: Default::default(),
+            }),
+            owner: PrincipalRecord {
+                name: "owner".into(),
+                kind: PrincipalKind::User,
+                secrets: vec!["hash".into()],
+                enabled: true,
+                generation: 1,
+                roles: vec![],
+                created_ms: 1,
+            },
+            signing_key: SigningKeyRecord {
+                kid: "k".into(),
+                sealed: vec![1],
+                created_ms: 1,
+            },
+        });
+        assert_eq!(
+            s.apply(&Envelope::new("default", create, 1), &[]).unwrap(),
+            Response::Ok
+        );
+        for i in 0..3 {
+            let r = s
+                .apply(&gated("teamreg", webhook(&format!("hook{i}"))), &[])
+                .unwrap();
+            assert_eq!(r, Response::Ok, "standard includes 10");
+        }
+        let anon = Command::Identity(Box::new(IdentityCommand::SetAccess(AccessSettings {
+            anonymous_pull: true,
+        })));
+        assert_eq!(
+            s.apply(&gated("teamreg", anon.clone()), &[]).unwrap(),
+            Response::Ok
+        );
+        let down = Command::Registry(RegistryCommand::Update {
+            name: "teamreg".into(),
+            sku: Some(Sku::Basic),
+        });
+        let Response::Refused(ApplyError::TierLimit(why)) =
+            s.apply(&gated("default", down.clone()), &[]).unwrap()
+        else {
+            panic!("downgrade not refused")
+        };
+        assert!(why.contains("webhooks: 3, basic includes 2"), "{why}");
+        assert!(why.contains("anonymous pull is on"), "{why}");
+        // Back within basic's limits: the downgrade goes through, and
+        // basic then refuses a third webhook and anonymous pull.
+        for c in [
+            Command::Webhook(WebhookCommand::Delete {
+                name: "hook2".into(),
+            }),
+            Command::Identity(Box::new(IdentityCommand::SetAccess(AccessSettings {
+                anonymous_pull: false,
+            }))),
+        ] {
+            s.apply(&Envelope::new("teamreg", c, 1), &[]).unwrap();
+        }
+        let r = s.apply(&gated("default", down), &[]).unwrap();
+        assert!(!matches!(r, Response::Refused(_)), "{r:?}");
+        assert_eq!(
+            s.registry_record("teamreg").unwrap().unwrap().sku,
+            Sku::Basic
+        );
+        let Response::Refused(ApplyError::TierLimit(why)) =
+            s.apply(&gated("teamreg", webhook("hook9")), &[]).unwrap()
+        else {
+            panic!("third webhook on basic not refused")
+        };
+        assert!(why.contains("basic tier includes 2 webhooks"), "{why}");
+        assert!(matches!(
+            s.apply(&gated("teamreg", anon), &[]).unwrap(),
+            Response::Refused(ApplyError::TierLimit(_))
+        ));
+    }
+}

@@ -1,0 +1,209 @@
+//! Service tiers against a real node, through the CLI: on Basic the third
+//! webhook, the 101st token and anonymous pull are refused with the reason;
+//! `show-usage` reports each figure against its limit; a downgrade is
+//! refused while the registry holds more than the lower tier includes,
+//! naming each excess, and goes through once it does not; an upgrade takes
+//! effect at once.
+
+mod common;
+
+use std::process::Command;
+
+use common::{run, Node};
+use serde_json::Value;
+
+const BASIC_PW: &str = "basic owner password";
+
+/// `wharf ARGS --registry teamreg` as teamreg's owner; (success, stdout, stderr).
+fn as_team(node: &Node, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .env("WHARF_USERNAME", "owner")
+        .env("WHARF_PASSWORD", BASIC_PW)
+        .args(args)
+        .args([
+            "--registry",
+            "teamreg",
+            "--endpoint",
+            &node.url(""),
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(node: &Node, args: &[&str]) -> String {
+    let (success, out, err) = as_team(node, args);
+    assert!(success, "{args:?}: {err}");
+    out
+}
+
+fn refused(node: &Node, args: &[&str]) -> String {
+    let (success, _, err) = as_team(node, args);
+    assert!(!success, "{args:?} was not refused");
+    err
+}
+
+/// As the cluster operator (the default registry's owner).
+fn operator(node: &Node, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    c.envs(common::owner_env())
+        .args(args)
+        .args(["--endpoint", &node.url(""), "-o", "json"]);
+    c
+}
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn usage(node: &Node) -> Vec<(String, u64, u64)> {
+    let out = run(&mut operator(
+        node,
+        &["registry", "show-usage", "--name", "teamreg"],
+    ));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            assert_eq!(i["unit"], "Count");
+            (
+                i["name"].as_str().unwrap().to_string(),
+                i["currentValue"].as_u64().unwrap(),
+                i["limit"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn basic_refuses_what_it_does_not_include_and_a_downgrade_names_each_excess() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    run(operator(
+        &node,
+        &["registry", "create", "--name", "teamreg", "--sku", "basic"],
+    )
+    .env("WHARF_NEW_PASSWORD", BASIC_PW));
+
+    let hook = |name: &str| {
+        vec![
+            "webhook",
+            "create",
+            "--name",
+            name,
+            "--uri",
+            "http://127.0.0.1:9/x",
+            "--actions",
+            "push",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    ok(&node, &args(&hook("hookone")));
+    ok(&node, &args(&hook("hooktwo")));
+    let err = refused(&node, &args(&hook("hookthree")));
+    assert!(
+        err.contains("DENIED")
+            && err.contains("the basic tier includes 2 webhooks and registry teamreg has 2"),
+        "{err}"
+    );
+
+    ok(
+        &node,
+        &[
+            "scope-map",
+            "create",
+            "pull",
+            "--repository",
+            "*=content/read",
+        ],
+    );
+    for i in 0..100 {
+        ok(
+            &node,
+            &[
+                "token",
+                "create",
+                &format!("tok{i:03}"),
+                "--scope-map",
+                "pull",
+            ],
+        );
+    }
+    let err = refused(&node, &["token", "create", "tok100", "--scope-map", "pull"]);
+    assert!(
+        err.contains("includes 100 tokens and registry teamreg has 100"),
+        "{err}"
+    );
+    let err = refused(&node, &["access", "set", "--anonymous-pull"]);
+    assert!(
+        err.contains("anonymous pull is not included in the basic tier"),
+        "{err}"
+    );
+
+    assert_eq!(
+        usage(&node),
+        [
+            ("Webhooks".to_string(), 2, 2),
+            ("ScopeMaps".to_string(), 1, 100),
+            ("Tokens".to_string(), 100, 100)
+        ]
+    );
+
+    // An upgrade takes effect at once; then the registry outgrows basic.
+    run(&mut operator(
+        &node,
+        &[
+            "registry", "update", "--name", "teamreg", "--sku", "standard",
+        ],
+    ));
+    ok(&node, &args(&hook("hookthree")));
+    ok(&node, &["token", "create", "tok100", "--scope-map", "pull"]);
+    ok(&node, &["access", "set", "--anonymous-pull"]);
+    assert_eq!(usage(&node)[0], ("Webhooks".to_string(), 3, 10));
+
+    let out = operator(
+        &node,
+        &["registry", "update", "--name", "teamreg", "--sku", "basic"],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for excess in [
+        "registry teamreg cannot move to basic",
+        "webhooks: 3, basic includes 2",
+        "tokens: 101, basic includes 100",
+        "anonymous pull is on, basic does not include it",
+    ] {
+        assert!(err.contains(excess), "{excess:?} not in {err}");
+    }
+    let shown: Value = serde_json::from_str(&run(&mut operator(
+        &node,
+        &["registry", "show", "--name", "teamreg"],
+    )))
+    .unwrap();
+    assert_eq!(
+        shown["sku"], "standard",
+        "a refused downgrade changes nothing"
+    );
+
+    // Back within basic's limits, the downgrade goes through.
+    ok(&node, &["webhook", "delete", "--name", "hookthree"]);
+    ok(&node, &["token", "delete", "tok100"]);
+    ok(&node, &["access", "set", "--anonymous-pull=false"]);
+    run(&mut operator(
+        &node,
+        &["registry", "update", "--name", "teamreg", "--sku", "basic"],
+    ));
+    assert_eq!(usage(&node)[2], ("Tokens".to_string(), 100, 100));
+}
