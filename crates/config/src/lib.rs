@@ -197,6 +197,8 @@ pub struct TierConfig {
     pub tokens: u32,
     pub scope_maps: u32,
     pub anonymous_pull: bool,
+    /// What `show-usage` reports `Size` against (not a limit).
+    pub included_storage_gib: u64,
 }
 
 /// The tiers; every node of a cluster should have the same table (the
@@ -212,16 +214,17 @@ pub struct TiersConfig {
 impl Default for TiersConfig {
     /// The cloud registry's figures.
     fn default() -> Self {
-        let tier = |webhooks, ids, anonymous_pull| TierConfig {
+        let tier = |webhooks, ids, anonymous_pull, included_storage_gib| TierConfig {
             webhooks,
             tokens: ids,
             scope_maps: ids,
             anonymous_pull,
+            included_storage_gib,
         };
         TiersConfig {
-            basic: tier(2, 100, false),
-            standard: tier(10, 500, true),
-            premium: tier(500, 50_000, true),
+            basic: tier(2, 100, false, 10),
+            standard: tier(10, 500, true, 100),
+            premium: tier(500, 50_000, true, 500),
         }
     }
 }

@@ -25,6 +25,10 @@ pub struct TierLimits {
     pub tokens: u32,
     pub scope_maps: u32,
     pub anonymous_pull: bool,
+    /// Storage the tier includes (what `show-usage` reports `Size`
+    /// against); not a limit.
+    #[serde(default)]
+    pub included_storage_gib: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +58,29 @@ pub struct TierUsage {
 }
 
 impl MetaStore {
+    /// The registry's stored bytes, deduplicated (each blob it links once,
+    /// however many repositories link it), and how many blobs. One pass
+    /// over the cluster's blob links: fine for an operator's query, not
+    /// for a check on every push.
+    pub fn registry_storage(&self, registry: &str) -> Result<(u64, u64), StoreError> {
+        let (mut blobs, mut bytes) = (0u64, 0u64);
+        for item in self
+            .db()
+            .iterator_cf(self.cf(CF_BLOB_LINKS), rocksdb::IteratorMode::Start)
+        {
+            let (k, _) = item?;
+            if last_part(&k) != registry {
+                continue;
+            }
+            let digest = &k[..k.len() - registry.len() - 1];
+            if let Some(b) = self.get::<crate::records::BlobRecord>(CF_BLOBS, digest)? {
+                blobs += 1;
+                bytes += b.size;
+            }
+        }
+        Ok((blobs, bytes))
+    }
+
     /// Counted from the registry's records (webhooks and identities are
     /// hundreds, at most tens of thousands).
     pub fn tier_usage(&self, registry: &str) -> Result<TierUsage, StoreError> {
@@ -181,18 +208,21 @@ mod tests {
             tokens: 100,
             scope_maps: 100,
             anonymous_pull: false,
+            included_storage_gib: 10,
         },
         standard: TierLimits {
             webhooks: 10,
             tokens: 500,
             scope_maps: 500,
             anonymous_pull: true,
+            included_storage_gib: 100,
         },
         premium: TierLimits {
             webhooks: 500,
             tokens: 50_000,
             scope_maps: 50_000,
             anonymous_pull: true,
+            included_storage_gib: 500,
         },
     };
 
@@ -221,6 +251,34 @@ mod tests {
                 created_ms: 1,
             }),
         })
+    }
+
+    #[test]
+    fn storage_counts_each_blob_of_a_registry_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let link = |registry: &str, repo: &str, digest: &str, size: u64| {
+            let cmd = Command::LinkBlobs {
+                repo: repo.into(),
+                region: "r1".into(),
+                blobs: vec![crate::command::BlobRef {
+                    digest: digest.into(),
+                    size,
+                }],
+                now_ms: 1,
+            };
+            s.apply(&Envelope::new(registry, cmd, 1), &[]).unwrap();
+        };
+        // A layer shared by two repositories counts once; another
+        // registry's links are its own.
+        link("default", "a", "sha256:shared", 1000);
+        link("default", "b", "sha256:shared", 1000);
+        link("default", "b", "sha256:own", 24);
+        link("other", "a", "sha256:shared", 1000);
+        link("other", "a", "sha256:big", 5000);
+        assert_eq!(s.registry_storage("default").unwrap(), (2, 1024));
+        assert_eq!(s.registry_storage("other").unwrap(), (2, 6000));
+        assert_eq!(s.registry_storage("none").unwrap(), (0, 0));
     }
 
     #[test]

@@ -309,6 +309,7 @@ fn tier_table(t: &crate::config::TiersConfig) -> wharf_meta::TierTable {
         tokens: c.tokens,
         scope_maps: c.scope_maps,
         anonymous_pull: c.anonymous_pull,
+        included_storage_gib: c.included_storage_gib,
     };
     wharf_meta::TierTable {
         basic: limits(&t.basic),

@@ -73,7 +73,12 @@ fn usage(node: &Node) -> Vec<(String, u64, u64)> {
         .unwrap()
         .iter()
         .map(|i| {
-            assert_eq!(i["unit"], "Count");
+            let unit = if i["name"] == "Size" {
+                "Bytes"
+            } else {
+                "Count"
+            };
+            assert_eq!(i["unit"], unit);
             (
                 i["name"].as_str().unwrap().to_string(),
                 i["currentValue"].as_u64().unwrap(),
@@ -153,6 +158,7 @@ fn basic_refuses_what_it_does_not_include_and_a_downgrade_names_each_excess() {
     assert_eq!(
         usage(&node),
         [
+            ("Size".to_string(), 0, 10 << 30),
             ("Webhooks".to_string(), 2, 2),
             ("ScopeMaps".to_string(), 1, 100),
             ("Tokens".to_string(), 100, 100)
@@ -169,7 +175,7 @@ fn basic_refuses_what_it_does_not_include_and_a_downgrade_names_each_excess() {
     ok(&node, &args(&hook("hookthree")));
     ok(&node, &["token", "create", "tok100", "--scope-map", "pull"]);
     ok(&node, &["access", "set", "--anonymous-pull"]);
-    assert_eq!(usage(&node)[0], ("Webhooks".to_string(), 3, 10));
+    assert_eq!(usage(&node)[1], ("Webhooks".to_string(), 3, 10));
 
     let out = operator(
         &node,
@@ -205,5 +211,41 @@ fn basic_refuses_what_it_does_not_include_and_a_downgrade_names_each_excess() {
         &node,
         &["registry", "update", "--name", "teamreg", "--sku", "basic"],
     ));
-    assert_eq!(usage(&node)[2], ("Tokens".to_string(), 100, 100));
+    assert_eq!(usage(&node)[3], ("Tokens".to_string(), 100, 100));
+}
+
+/// `show-usage` Size is the bytes pushed, each blob once, whichever
+/// regions the pushes went through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_usage_size_is_the_bytes_pushed_across_regions() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::cluster::Cluster::start(dir.path(), 3, "");
+    let shared = common::random_bytes(30_000);
+    let mut distinct = std::collections::BTreeMap::new();
+    for (i, n) in c.nodes.iter().enumerate() {
+        let r = common::registry::Reg::new(&n.addr());
+        let own = common::random_bytes(10_000 + i * 1000);
+        let m = r.image(&format!("app{i}"), &[&shared, &own]).await;
+        let resp = r
+            .put_manifest(&format!("app{i}"), "v1", common::registry::OCI_MANIFEST, &m)
+            .await;
+        assert_eq!(resp.status(), 201);
+        let v: Value = serde_json::from_slice(&m).unwrap();
+        for d in std::iter::once(&v["config"]).chain(v["layers"].as_array().unwrap()) {
+            distinct.insert(
+                d["digest"].as_str().unwrap().to_string(),
+                d["size"].as_u64().unwrap(),
+            );
+        }
+    }
+    let want: u64 = distinct.values().sum();
+    // Asked of another region than the last push's.
+    let out = run(Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .envs(common::owner_env())
+        .args(["registry", "show-usage", "--name", "default", "-o", "json"])
+        .args(["--endpoint", &c.nodes[0].url("")]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["value"][0]["name"], "Size");
+    assert_eq!(v["value"][0]["currentValue"], want, "{out}");
+    assert_eq!(v["value"][0]["limit"], 500u64 << 30);
 }

@@ -252,6 +252,7 @@ pub async fn usage(
     let r = record(&app, &name)?;
     let limits = app.service.tiers.of(r.sku);
     let used = app.consensus.meta().tier_usage(&name)?;
+    let (_, bytes) = app.consensus.meta().registry_storage(&name)?;
     let item = |name: &str, limit: u32, current: u64| wharf_api::UsageItem {
         name: name.into(),
         limit: u64::from(limit),
@@ -260,6 +261,12 @@ pub async fn usage(
     };
     Ok(Json(wharf_api::Usage {
         value: vec![
+            wharf_api::UsageItem {
+                name: "Size".into(),
+                limit: limits.included_storage_gib << 30,
+                current_value: bytes,
+                unit: "Bytes".into(),
+            },
             item("Webhooks", limits.webhooks, used.webhooks),
             item("ScopeMaps", limits.scope_maps, used.scope_maps),
             item("Tokens", limits.tokens, used.tokens),
