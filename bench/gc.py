@@ -94,6 +94,7 @@ def main():
     with open(cfg, "w") as f:
         f.write(f'data_dir = "{WORK}/data"\nhttp_listen = "127.0.0.1:{PORT}"\n'
                 f'grpc_listen = "127.0.0.1:{PORT + 100}"\n'
+                "[rate_limits]\nenabled = false\n"
                 "[gc]\ngrace_s = 1\nhold_s = 1\ninterval_s = 0\nsweep_interval_s = 1\n"
                 + (f"share_pct = {SHARE}\n" if SHARE else ""))
     log = open(os.path.join(WORK, "wharf.log"), "w")

@@ -96,8 +96,12 @@ def main():
         sys.exit("build first: make release")
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
+    overlay = os.path.join(WORK, "overlay.toml")
+    with open(overlay, "w") as f:
+        f.write("[rate_limits]\nenabled = false\n")  # latency, not throttling
     up = subprocess.Popen([WHARF, "up", "--regions", "3", "--data-dir", WORK, "--base-port", str(BASE),
-                           "--wan-rtt-ms", str(RTT_MS), "--wan-bandwidth-mbit", str(MBIT)],
+                           "--wan-rtt-ms", str(RTT_MS), "--wan-bandwidth-mbit", str(MBIT),
+                           "--config-overlay", overlay],
                           stdout=open(os.path.join(WORK, "up.log"), "w"), stderr=subprocess.STDOUT)
     report = []
     try:

@@ -68,7 +68,11 @@ def main():
         sys.exit("build first: make release (or set WHARF=)")
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
-    args = [WHARF, "up", "--regions", "3", "--data-dir", WORK, "--base-port", str(BASE)]
+    overlay = os.path.join(WORK, "overlay.toml")
+    with open(overlay, "w") as f:
+        f.write("[rate_limits]\nenabled = false\n")  # throughput, not throttling
+    args = [WHARF, "up", "--regions", "3", "--data-dir", WORK, "--base-port", str(BASE),
+            "--config-overlay", overlay]
     if RTT_MS:
         args += ["--wan-rtt-ms", str(RTT_MS)]
     up = subprocess.Popen(args, stdout=open(os.path.join(WORK, "up.log"), "w"), stderr=subprocess.STDOUT)

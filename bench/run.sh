@@ -28,7 +28,9 @@ wait_http() { for _ in $(seq 1 200); do curl -sf -o /dev/null "$1" && return 0; 
 # and nginx ignore the credentials, so every server gets the same requests.
 PW=bench-owner-password
 AUTH=(-u "owner:$PW")
-WHARF_BOOTSTRAP_PASSWORD=$PW "$WHARF" serve --data-dir "$WORK/wharf" --http-listen 127.0.0.1:$WHARF_PORT --grpc-listen 127.0.0.1:7201 \
+# Throughput, not throttling: the limiter's own cost is bench/ratelimit.sh's.
+printf '[rate_limits]\nenabled = false\n' >"$WORK/wharf.toml"
+WHARF_BOOTSTRAP_PASSWORD=$PW "$WHARF" serve --config "$WORK/wharf.toml" --data-dir "$WORK/wharf" --http-listen 127.0.0.1:$WHARF_PORT --grpc-listen 127.0.0.1:7201 \
   >"$WORK/wharf.log" 2>&1 & PIDS+=($!); WHARF_PID=$!
 cat >"$WORK/dist.yml" <<YML
 version: 0.1

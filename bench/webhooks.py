@@ -160,7 +160,8 @@ def main():
     cfg = os.path.join(WORK, "wharf.toml")
     with open(cfg, "w") as f:
         f.write(f'data_dir = "{WORK}/data"\nhttp_listen = "127.0.0.1:{PORT}"\n'
-                f'grpc_listen = "127.0.0.1:{PORT + 100}"\n[gc]\ninterval_s = 0\n')
+                f'grpc_listen = "127.0.0.1:{PORT + 100}"\n[gc]\ninterval_s = 0\n'
+                "[rate_limits]\nenabled = false\n")
     log = open(os.path.join(WORK, "wharf.log"), "w")
     node = subprocess.Popen([WHARF, "serve", "--config", cfg], stdout=log, stderr=log,
                             env={**os.environ, "WHARF_BOOTSTRAP_PASSWORD": PW})

@@ -229,6 +229,25 @@ impl Default for TiersConfig {
     }
 }
 
+/// Rate limits (see the README's "Rate limits").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Every limit times this (1: the cloud registry's figures; 10: ten
+    /// times as many requests; 0.01: a hundredth, for tests).
+    pub scale: f64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            enabled: true,
+            scale: 1.0,
+        }
+    }
+}
+
 /// How manifest, tag and blob-link reads are answered.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -326,7 +345,8 @@ pub struct PeerRoute {
     pub via: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+// Not `Eq`: `rate_limits.scale` is a float.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
     /// Unique, stable id of this node in the cluster (1, 2, ...).
@@ -367,6 +387,7 @@ pub struct ServeConfig {
     pub scrub: ScrubConfig,
     pub webhooks: WebhooksConfig,
     pub tiers: TiersConfig,
+    pub rate_limits: RateLimitConfig,
     pub auth: AuthSettings,
     pub tls: TlsSettings,
 }
@@ -394,6 +415,7 @@ impl Default for ServeConfig {
             scrub: ScrubConfig::default(),
             webhooks: WebhooksConfig::default(),
             tiers: TiersConfig::default(),
+            rate_limits: RateLimitConfig::default(),
             auth: AuthSettings::default(),
             tls: TlsSettings::default(),
         }

@@ -12,6 +12,7 @@ mod gc;
 mod http;
 mod metrics;
 mod proxy;
+mod ratelimit;
 mod registrar;
 mod request_id;
 mod scrub;

@@ -13,6 +13,8 @@ pub struct Metrics {
     pub manifests_pushed: AtomicU64,
     pub auth_failures: AtomicU64,
     pub auth_throttled: AtomicU64,
+    /// Requests refused by the rate limits (429).
+    pub throttled: AtomicU64,
     pub scrub_bytes_verified: AtomicU64,
     /// Corrupt (or missing) copies found, by scrub or while serving.
     pub scrub_corrupt: AtomicU64,
@@ -77,6 +79,11 @@ impl Metrics {
                 "wharf_auth_throttled_total",
                 "Logins refused by the failed-login limiter (429)",
                 &self.auth_throttled,
+            ),
+            (
+                "wharf_rate_limited_total",
+                "Requests refused by a registry's or an identity's rate limit (429)",
+                &self.throttled,
             ),
         ];
         for (name, help, c) in counters {

@@ -167,6 +167,10 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         blobs: blobs.clone(),
         fetcher,
         mover_queue,
+        limiter: crate::ratelimit::Limiter::new(
+            cfg.rate_limits.enabled,
+            cfg.rate_limits.scale.max(0.0),
+        ),
         webhooks: deliverer,
         region: cfg.region.clone(),
         data_dir: cfg.data_dir.clone(),

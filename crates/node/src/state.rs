@@ -17,6 +17,8 @@ pub struct AppState {
     pub fetcher: Arc<Fetcher<NodeDirectory>>,
     /// Blobs this region still has to copy (the replicator's last scan).
     pub mover_queue: Arc<std::sync::atomic::AtomicU64>,
+    /// Rate limits per registry and identity (this node's buckets).
+    pub limiter: crate::ratelimit::Limiter,
     /// The webhook deliverer (its counters, for /metrics).
     pub webhooks: Arc<wharf_webhooks::Deliverer>,
     pub region: String,

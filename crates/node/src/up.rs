@@ -49,6 +49,10 @@ pub struct UpArgs {
     /// entries for docker and podman). TLS certificates cover it.
     #[arg(long, default_value = "wharf.localhost")]
     registry_domain: String,
+    /// A TOML file laid over every node's generated configuration, e.g.
+    /// `[rate_limits]` / `enabled = false` for a benchmark.
+    #[arg(long)]
+    config_overlay: Option<PathBuf>,
 }
 
 impl UpArgs {
@@ -109,10 +113,20 @@ fn plan(args: &UpArgs) -> Result<Plan, NodeError> {
         Vec::new()
     };
     let domain = args.registry_domain.clone();
+    let overlay =
+        match &args.config_overlay {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                NodeError::Config(format!("--config-overlay {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
     Ok(plan.tune(move |i, cfg| {
         cfg.registry_domain = Some(domain.clone());
         if let Some(t) = tls.get(i) {
             cfg.tls = t.clone();
+        }
+        if let Some(text) = &overlay {
+            *cfg = cfg.overlay(text).map_err(std::io::Error::other)?;
         }
         Ok(())
     }))

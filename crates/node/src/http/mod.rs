@@ -35,13 +35,24 @@ pub fn router(app: App) -> Router {
         .route("/v2/", any(base))
         .route("/v2/*rest", any(dispatch))
         .nest("/api/v1", crate::api::router())
+        // Inside authentication: the identity is known.
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::ratelimit::limit_oci,
+        ))
         .layer(middleware::from_fn_with_state(
             app.clone(),
             access::authenticate,
         ));
+    let token_route = Router::new()
+        .route("/auth/token", get(token::token).post(token::token))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::ratelimit::limit_token,
+        ));
     Router::new()
         .merge(protected)
-        .route("/auth/token", get(token::token).post(token::token))
+        .merge(token_route)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

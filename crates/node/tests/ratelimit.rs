@@ -1,0 +1,130 @@
+//! Rate limits against a real node: a flood of reads by one identity past
+//! its limit gets 429 `TOOMANYREQUESTS` with a `Retry-After` that counts
+//! down, then goes through again; meanwhile skopeo, as another identity,
+//! pulls under the limit; /metrics counts the refusals.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::registry::{Reg, OCI_MANIFEST};
+use common::{random_bytes, run, Node};
+
+/// A thousandth of the cloud registry's figures: on the (premium) default
+/// registry, reads 20 a minute per identity (one every 3 s) and 40 per
+/// registry, writes 4 per identity.
+const CONFIG: &str = "[rate_limits]\nscale = 0.002\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_past_the_limit_waits_its_turn_while_others_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let node = Node::start_with(dir.path(), &["--config", &config.display().to_string()]);
+    let owner = Reg::new(&node.addr());
+    // Three writes: within the owner's four a minute.
+    let m = owner.image("app", &[&random_bytes(5_000)]).await;
+    assert_eq!(
+        owner
+            .put_manifest("app", "v1", OCI_MANIFEST, &m)
+            .await
+            .status(),
+        201
+    );
+    // A second identity, to pull with skopeo.
+    let wharf = |args: &[&str]| {
+        run(std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .envs(common::owner_env())
+            .args(args)
+            .args(["--endpoint", &node.url(""), "-o", "json"]))
+    };
+    wharf(&[
+        "scope-map",
+        "create",
+        "pull",
+        "--repository",
+        "*=content/read",
+    ]);
+    let token: serde_json::Value = serde_json::from_str(&wharf(&[
+        "token",
+        "create",
+        "puller",
+        "--scope-map",
+        "pull",
+    ]))
+    .unwrap();
+    let puller_pw = token["password1"].as_str().unwrap().to_string();
+
+    // The owner floods reads: 20 go through, then 429.
+    let mut ok = 0;
+    let first = loop {
+        let r = owner.get("/v2/app/manifests/v1").await;
+        if r.status() == 429 {
+            break r;
+        }
+        assert_eq!(r.status(), 200);
+        ok += 1;
+        assert!(ok <= 20, "more than the limit went through");
+    };
+    assert!(ok >= 18, "only {ok} reads before the limit");
+    let retry = |r: &reqwest::Response| -> u64 {
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let wait = retry(&first);
+    assert!((1..=3).contains(&wait), "Retry-After {wait}");
+    let body: serde_json::Value = first.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "TOOMANYREQUESTS");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("for owner"),
+        "{body}"
+    );
+
+    // Meanwhile skopeo, as another identity, pulls under the limit.
+    let out = dir.path().join("pulled");
+    run(common::skopeo().args([
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &format!("puller:{puller_pw}"),
+        &format!("docker://{}/app:v1", node.addr()),
+        &format!("dir:{}", out.display()),
+    ]));
+    assert!(out.join("manifest.json").exists());
+
+    // The owner's wait counts down, then its reads go through again.
+    let started = Instant::now();
+    let mut waits = vec![wait];
+    loop {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let r = owner.get("/v2/app/manifests/v1").await;
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 429);
+        waits.push(retry(&r));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never admitted again: {waits:?}"
+        );
+    }
+    assert!(
+        waits.windows(2).all(|w| w[1] <= w[0]),
+        "Retry-After does not count down: {waits:?}"
+    );
+    let metrics = owner.get("/metrics").await.text().await.unwrap();
+    let throttled: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wharf_rate_limited_total "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(throttled >= waits.len() as u64, "{throttled} < {waits:?}");
+}
