@@ -25,8 +25,8 @@ pub use identities::{
     TokenChange, TokenSecrets,
 };
 pub use registries::{
-    CreatedRegistry, Deleted, Location, NameCheck, NewRegistry, Registry, RegistryChange, Replica,
-    Usage, UsageItem,
+    CreatedRegistry, Deleted, IpRule, Location, NameCheck, NetworkRuleSet, NewRegistry, Registry,
+    RegistryChange, Replica, Usage, UsageItem,
 };
 pub use repositories::{
     Attributes, AttributesChange, DayPolicy, DeletedManifest, ImageChild, ImageDetail, KeepRule,

@@ -58,6 +58,9 @@ pub struct RegistryChange {
     /// Enable or disable the registry's admin account.
     #[serde(default)]
     pub admin_enabled: Option<bool>,
+    /// `Allow` or `Deny`: what happens to clients outside the IP rules.
+    #[serde(default)]
+    pub default_action: Option<String>,
 }
 
 /// `GET /registries/check-name?name=N`, in the cloud CLI's shape.
@@ -143,4 +146,21 @@ pub struct UsageItem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub value: Vec<UsageItem>,
+}
+
+/// `GET /registries/{name}/network-rules` (and the answer to changes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRuleSet {
+    /// `Allow` or `Deny`.
+    #[serde(rename = "defaultAction")]
+    pub default_action: String,
+    #[serde(rename = "ipRules")]
+    pub ip_rules: Vec<String>,
+}
+
+/// `POST` / `DELETE /registries/{name}/network-rules`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpRule {
+    pub ip_address: String,
 }

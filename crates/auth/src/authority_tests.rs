@@ -152,6 +152,7 @@ fn a_token_of_one_registry_is_refused_by_another() {
         created_ms: 1,
         replicas: vec![],
         policies: Default::default(),
+        network: Default::default(),
     };
     // The same owner name and password in both registries.
     let create = a

@@ -10,6 +10,7 @@ pub mod gc;
 pub mod identity;
 pub mod lifecycle;
 pub mod login;
+pub mod network;
 pub mod output;
 pub mod registry;
 pub mod replication;

@@ -71,6 +71,10 @@ enum Verb {
         /// Enable or disable the registry's admin account.
         #[arg(long)]
         admin_enabled: Option<bool>,
+        /// Allow or Deny clients outside the network rules
+        /// (`wharf network-rule`; premium).
+        #[arg(long, value_parser = ["Allow", "Deny", "allow", "deny"])]
+        default_action: Option<String>,
     },
     /// Delete a registry with every repository, image and identity in it.
     Delete {
@@ -184,13 +188,18 @@ pub async fn run(args: RegistryArgs) -> Result<(), NodeError> {
             name,
             sku,
             admin_enabled,
+            default_action,
         } => {
             let r: wharf_api::Registry = client
                 .send_json(
                     reqwest::Method::PATCH,
                     &format!("/registries/{name}"),
                     &[],
-                    &to_value(&wharf_api::RegistryChange { sku, admin_enabled }),
+                    &to_value(&wharf_api::RegistryChange {
+                        sku,
+                        admin_enabled,
+                        default_action,
+                    }),
                 )
                 .await?;
             show(to_value(&r));

@@ -199,6 +199,8 @@ pub struct TierConfig {
     pub anonymous_pull: bool,
     /// What `show-usage` reports `Size` against (not a limit).
     pub included_storage_gib: u64,
+    /// Network (IP) rules a registry may have; 0: none.
+    pub ip_rules: u32,
 }
 
 /// The tiers; every node of a cluster should have the same table (the
@@ -214,17 +216,18 @@ pub struct TiersConfig {
 impl Default for TiersConfig {
     /// The cloud registry's figures.
     fn default() -> Self {
-        let tier = |webhooks, ids, anonymous_pull, included_storage_gib| TierConfig {
+        let tier = |webhooks, ids, anonymous_pull, included_storage_gib, ip_rules| TierConfig {
             webhooks,
             tokens: ids,
             scope_maps: ids,
             anonymous_pull,
             included_storage_gib,
+            ip_rules,
         };
         TiersConfig {
-            basic: tier(2, 100, false, 10),
-            standard: tier(10, 500, true, 100),
-            premium: tier(500, 50_000, true, 500),
+            basic: tier(2, 100, false, 10, 0),
+            standard: tier(10, 500, true, 100, 0),
+            premium: tier(500, 50_000, true, 500, 200),
         }
     }
 }
@@ -388,6 +391,9 @@ pub struct ServeConfig {
     pub webhooks: WebhooksConfig,
     pub tiers: TiersConfig,
     pub rate_limits: RateLimitConfig,
+    /// Addresses (CIDR) of proxies whose `X-Forwarded-For` is believed
+    /// for network rules; from anyone else it is ignored.
+    pub trusted_proxies: Vec<String>,
     pub auth: AuthSettings,
     pub tls: TlsSettings,
 }
@@ -416,6 +422,7 @@ impl Default for ServeConfig {
             webhooks: WebhooksConfig::default(),
             tiers: TiersConfig::default(),
             rate_limits: RateLimitConfig::default(),
+            trusted_proxies: Vec::new(),
             auth: AuthSettings::default(),
             tls: TlsSettings::default(),
         }

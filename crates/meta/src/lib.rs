@@ -50,7 +50,7 @@ pub use requests::{REQUEST_ID_MAX_BYTES, REQUEST_ID_TTL_MS};
 pub use scrub::{CorruptCopy, RegionScrub, ScrubCommand, MISSING as SCRUB_MISSING};
 pub use snapshot::is_release_0_1_snapshot;
 pub use store::{ManifestSummary, MetaStore};
-pub use tenancy::{RegistryCommand, RegistryRecord, Sku};
+pub use tenancy::{NetworkRules, RegistryCommand, RegistryRecord, Sku};
 pub use tiers::{TierLimits, TierTable, TierUsage};
 pub use webhooks::{
     scope_matches, Attempt, AttemptReport, Delivery, DeliveryState, Event, EventFormat,

@@ -57,6 +57,19 @@ pub struct RegistryRecord {
     /// Retention and soft delete (absent: both off).
     #[serde(default)]
     pub policies: crate::lifecycle::Policies,
+    /// Which client addresses may reach the registry (absent: all).
+    #[serde(default)]
+    pub network: NetworkRules,
+}
+
+/// A registry's network rules: with `default_deny`, only clients whose
+/// address falls in one of `ip_rules` (CIDR, canonical) reach it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRules {
+    #[serde(default)]
+    pub default_deny: bool,
+    #[serde(default)]
+    pub ip_rules: Vec<String>,
 }
 
 impl RegistryRecord {
@@ -68,6 +81,7 @@ impl RegistryRecord {
             created_ms: 0,
             replicas: Vec::new(),
             policies: Default::default(),
+            network: Default::default(),
         }
     }
 }
@@ -108,6 +122,14 @@ pub enum RegistryCommand {
     },
     /// Remove the keep rule of `pattern`.
     RemoveKeepRule { name: String, pattern: String },
+    /// Add (`add` = true) or remove an IP rule (a canonical CIDR).
+    SetIpRule {
+        name: String,
+        cidr: String,
+        add: bool,
+    },
+    /// Deny (or allow) clients outside the IP rules.
+    SetDefaultAction { name: String, deny: bool },
 }
 
 impl MetaStore {
@@ -184,6 +206,26 @@ impl MetaStore {
                 p.changed_ms = now_ms;
                 true
             }),
+            RegistryCommand::SetIpRule { name, cidr, add } => {
+                self.change_registry(batch, name, |record| {
+                    let rules = &mut record.network.ip_rules;
+                    match (add, rules.binary_search(cidr)) {
+                        (true, Err(pos)) => rules.insert(pos, cidr.clone()),
+                        (false, Ok(pos)) => {
+                            rules.remove(pos);
+                        }
+                        _ => return false,
+                    }
+                    true
+                })
+            }
+            RegistryCommand::SetDefaultAction { name, deny } => {
+                self.change_registry(batch, name, |record| {
+                    let changed = record.network.default_deny != *deny;
+                    record.network.default_deny = *deny;
+                    changed
+                })
+            }
             RegistryCommand::PutKeepRule { name, rule } => {
                 self.change_registry(batch, name, |record| {
                     let keep = &mut record.policies.keep;
@@ -315,6 +357,7 @@ mod tests {
                 created_ms: 5,
                 replicas: vec![],
                 policies: Default::default(),
+                network: Default::default(),
             }),
             owner: owner(&format!("{}-owner", name.to_lowercase())),
             signing_key: SigningKeyRecord {

@@ -29,6 +29,9 @@ pub struct TierLimits {
     /// against); not a limit.
     #[serde(default)]
     pub included_storage_gib: u64,
+    /// Network (IP) rules; 0: the tier has none.
+    #[serde(default)]
+    pub ip_rules: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +58,7 @@ pub struct TierUsage {
     pub tokens: u64,
     pub scope_maps: u64,
     pub anonymous_pull: bool,
+    pub ip_rules: u64,
 }
 
 impl MetaStore {
@@ -97,6 +101,9 @@ impl MetaStore {
             tokens: count(CF_AUTH, &[AUTH_TOKEN])?,
             scope_maps: count(CF_AUTH, &[AUTH_SCOPE_MAP])?,
             anonymous_pull: self.registry(registry).access_settings()?.anonymous_pull,
+            ip_rules: self
+                .registry_record(registry)?
+                .map_or(0, |r| r.network.ip_rules.len() as u64),
         })
     }
 
@@ -122,6 +129,14 @@ impl MetaStore {
                 return Ok(None);
             }
             let over = over_limits(&self.tier_usage(&name)?, tiers.of(*to), *to);
+            let over = over
+                .into_iter()
+                .chain(
+                    (record.network.default_deny && tiers.of(*to).ip_rules == 0).then(|| {
+                        format!("network rules deny by default, {} has none", to.as_str())
+                    }),
+                )
+                .collect::<Vec<_>>();
             return Ok((!over.is_empty()).then(|| {
                 ApplyError::TierLimit(format!(
                     "registry {name} cannot move to {}: {}",
@@ -143,6 +158,25 @@ impl MetaStore {
             )))
         };
         Ok(match cmd {
+            // Network rules name their registry (the envelope's is the
+            // operator's, the default one).
+            Command::Registry(RegistryCommand::SetIpRule {
+                name, add: true, ..
+            }) => {
+                let name = name.to_ascii_lowercase();
+                let Some(target) = self.registry_record(&name)? else {
+                    return Ok(None);
+                };
+                let limit = tiers.of(target.sku).ip_rules;
+                let now = target.network.ip_rules.len() as u64;
+                (now >= u64::from(limit)).then(|| {
+                    ApplyError::TierLimit(format!(
+                        "the {} tier includes {limit} IP rules and registry {name} has {now}{}",
+                        target.sku.as_str(),
+                        if limit == 0 { " (network rules are premium's)" } else { "" }
+                    ))
+                })
+            }
             Command::Webhook(WebhookCommand::Create { .. }) => {
                 let now = usage()?.webhooks;
                 (now >= u64::from(limits.webhooks))
@@ -183,6 +217,7 @@ fn over_limits(usage: &TierUsage, to: &TierLimits, sku: Sku) -> Vec<String> {
         ("webhooks", usage.webhooks, to.webhooks),
         ("tokens", usage.tokens, to.tokens),
         ("scope maps", usage.scope_maps, to.scope_maps),
+        ("IP rules", usage.ip_rules, to.ip_rules),
     ] {
         if now > u64::from(limit) {
             over.push(format!("{what}: {now}, {tier} includes {limit}"));
@@ -209,6 +244,7 @@ mod tests {
             scope_maps: 100,
             anonymous_pull: false,
             included_storage_gib: 10,
+            ip_rules: 0,
         },
         standard: TierLimits {
             webhooks: 10,
@@ -216,6 +252,7 @@ mod tests {
             scope_maps: 500,
             anonymous_pull: true,
             included_storage_gib: 100,
+            ip_rules: 0,
         },
         premium: TierLimits {
             webhooks: 500,
@@ -223,6 +260,7 @@ mod tests {
             scope_maps: 50_000,
             anonymous_pull: true,
             included_storage_gib: 500,
+            ip_rules: 200,
         },
     };
 
@@ -292,6 +330,7 @@ mod tests {
                 created_ms: 1,
                 replicas: vec![],
                 policies: Default::default(),
+                network: Default::default(),
             }),
             owner: PrincipalRecord {
                 name: "owner".into(),

@@ -11,6 +11,7 @@ mod fence;
 mod gc;
 mod http;
 mod metrics;
+mod network;
 mod proxy;
 mod ratelimit;
 mod registrar;
@@ -83,6 +84,8 @@ enum Command {
     /// Webhooks: events of pushes, deletes and replication, delivered
     /// durably, with their delivery log.
     Webhook(cli::webhook::WebhookArgs),
+    /// A registry's IP rules (with `registry update --default-action Deny`).
+    NetworkRule(cli::network::NetworkRuleArgs),
 }
 
 #[derive(clap::Args)]
@@ -203,6 +206,7 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
         Command::Config(args) => Ok(cli::lifecycle::config(args).await?),
         Command::Manifest(args) => Ok(cli::lifecycle::manifest(args).await?),
         Command::Webhook(args) => Ok(cli::webhook::webhook(args).await?),
+        Command::NetworkRule(args) => Ok(cli::network::run(args).await?),
         Command::Scrub(args) => Ok(cli::gc::scrub(args).await?),
         Command::Login(args) => Ok(cli::login::run(args).await?),
         Command::User(args) => Ok(cli::identity::user(args).await?),

@@ -58,12 +58,27 @@ pub async fn to_replica(app: &App, replicas: &[String], req: Request) -> Respons
         .map_or("/", |p| p.as_str())
         .to_string();
     let url = format!("{}{path}", base.trim_end_matches('/'));
+    // The replica sees this node's address: name the client's, for its
+    // network rules (believed where this node is a trusted proxy).
+    let client = crate::http::access::source_of(&req);
     let (parts, body) = req.into_parts();
     let mut out = app
         .http
         .request(parts.method.clone(), &url)
         .body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    let forwarded = match parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(chain) => format!("{chain}, {client}"),
+        None => client.to_string(),
+    };
+    out = out.header("x-forwarded-for", forwarded);
     for (name, value) in &parts.headers {
+        if name == "x-forwarded-for" {
+            continue;
+        }
         if !hop_by_hop(name) {
             // Host included: it names the registry at the other end too.
             out = out.header(name, value);

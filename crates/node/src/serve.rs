@@ -167,6 +167,9 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         blobs: blobs.clone(),
         fetcher,
         mover_queue,
+        network_rules: Default::default(),
+        trusted_proxies: crate::network::parse_proxies(&cfg.trusted_proxies)
+            .map_err(NodeError::Config)?,
         limiter: crate::ratelimit::Limiter::new(
             cfg.rate_limits.enabled,
             cfg.rate_limits.scale.max(0.0),
@@ -314,6 +317,7 @@ fn tier_table(t: &crate::config::TiersConfig) -> wharf_meta::TierTable {
         scope_maps: c.scope_maps,
         anonymous_pull: c.anonymous_pull,
         included_storage_gib: c.included_storage_gib,
+        ip_rules: c.ip_rules,
     };
     wharf_meta::TierTable {
         basic: limits(&t.basic),

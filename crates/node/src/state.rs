@@ -17,6 +17,10 @@ pub struct AppState {
     pub fetcher: Arc<Fetcher<NodeDirectory>>,
     /// Blobs this region still has to copy (the replicator's last scan).
     pub mover_queue: Arc<std::sync::atomic::AtomicU64>,
+    /// Registries' network rules, parsed, and the proxies whose
+    /// `X-Forwarded-For` is believed.
+    pub network_rules: crate::network::RulesCache,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Rate limits per registry and identity (this node's buckets).
     pub limiter: crate::ratelimit::Limiter,
     /// The webhook deliverer (its counters, for /metrics).

@@ -103,6 +103,20 @@ pub async fn resolve(State(app): State<App>, mut req: Request, next: Next) -> Re
         },
         Some(Err(label)) => return unknown_registry(&label),
     };
+    // Network rules first: the client's own address is known only here
+    // (a proxied request reaches the replica from this node).
+    let path = req.uri().path();
+    if path.starts_with("/v2") || path == "/auth/token" {
+        let rules = match app.network_rules.rules(app.consensus.meta(), &name) {
+            Ok(r) => r,
+            Err(e) => return ApiError::from(e).into_response(),
+        };
+        let peer = crate::http::access::source_of(&req);
+        let ip = crate::network::client_ip(peer, req.headers(), &app.trusted_proxies);
+        if let Err(e) = crate::network::check(&rules, &name, ip) {
+            return e.into_response();
+        }
+    }
     // A registry kept out of this region: its clients' registry requests
     // are served by a region that holds its blobs.
     if !replicas.is_empty()

@@ -24,7 +24,7 @@ pub use lifecycle::days_allowed;
 pub use pulls::PullLog;
 pub use push::{ManifestPush, Pushed};
 pub use service::{envelope, new_request_id, split_pending_key, Handle, Service};
-pub use tenancy::{parse_sku, NewRegistry};
+pub use tenancy::{parse_cidr, parse_sku, NewRegistry};
 pub use webhooks::{NewWebhook, WebhookUpdate};
 
 pub type ServiceResult<T> = Result<T, ServiceError>;

@@ -69,6 +69,7 @@ impl Service {
             created_ms: now_ms,
             replicas: Vec::new(),
             policies: Default::default(),
+            network: Default::default(),
         };
         let cmd = auth
             .create_registry_command(record.clone(), req.owner, &password, now_ms)
@@ -168,4 +169,66 @@ impl Service {
             .await?;
         self.registry_record(&name)
     }
+
+    /// Add or remove an IP rule of a registry (`cidr`: `10.0.0.0/8`, or
+    /// one address); the tier decides how many it may have.
+    pub async fn set_ip_rule(
+        self: &Arc<Self>,
+        name: &str,
+        cidr: &str,
+        add: bool,
+    ) -> ServiceResult<RegistryRecord> {
+        let name = name.to_ascii_lowercase();
+        let cidr = parse_cidr(cidr)?;
+        self.registry_record(&name)?;
+        self.registry(DEFAULT_REGISTRY)
+            .write(self.gated(Command::Registry(RegistryCommand::SetIpRule {
+                name: name.clone(),
+                cidr,
+                add,
+            })))
+            .await?;
+        self.registry_record(&name)
+    }
+
+    /// Deny (or allow) clients outside a registry's IP rules.
+    pub async fn set_default_action(
+        self: &Arc<Self>,
+        name: &str,
+        deny: bool,
+    ) -> ServiceResult<RegistryRecord> {
+        let name = name.to_ascii_lowercase();
+        let current = self.registry_record(&name)?;
+        if deny && self.tiers.of(current.sku).ip_rules == 0 {
+            return Err(bad(format!(
+                "the {} tier has no network rules (premium has)",
+                current.sku.as_str()
+            )));
+        }
+        self.registry(DEFAULT_REGISTRY)
+            .write(Command::Registry(RegistryCommand::SetDefaultAction {
+                name: name.clone(),
+                deny,
+            }))
+            .await?;
+        self.registry_record(&name)
+    }
+}
+
+/// A CIDR or a single address, in canonical form (`10.1.2.3` is
+/// `10.1.2.3/32`; host bits are cleared: `10.1.2.3/8` is `10.0.0.0/8`).
+pub fn parse_cidr(s: &str) -> ServiceResult<String> {
+    let s = s.trim();
+    let net = match s.parse::<ipnet::IpNet>() {
+        Ok(n) => n,
+        Err(_) => match s.parse::<std::net::IpAddr>() {
+            Ok(a) => ipnet::IpNet::from(a),
+            Err(_) => {
+                return Err(bad(format!(
+                    "{s:?} is not an IP address or CIDR range (e.g. 203.0.113.0/24)"
+                )))
+            }
+        },
+    };
+    Ok(net.trunc().to_string())
 }

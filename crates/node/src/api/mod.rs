@@ -78,6 +78,12 @@ pub fn router() -> Router<App> {
         .route("/registries/check-name", get(registries::check_name))
         .route("/registries/:name/usage", get(registries::usage))
         .route(
+            "/registries/:name/network-rules",
+            get(registries::network_rules)
+                .post(registries::add_network_rule)
+                .delete(registries::remove_network_rule),
+        )
+        .route(
             "/registries/:name/replications",
             get(registries::list_replications)
                 .post(registries::create_replication)

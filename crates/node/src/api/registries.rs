@@ -138,10 +138,18 @@ pub async fn update(
 ) -> ApiResult<Json<wharf_api::Registry>> {
     operator(&app, &caller).await?;
     let sku = req.sku.as_deref().map(parse_sku).transpose()?;
-    let record = app
+    let deny = req
+        .default_action
+        .as_deref()
+        .map(parse_action)
+        .transpose()?;
+    let mut record = app
         .service
         .update_registry(&app.auth, &name, sku, req.admin_enabled)
         .await?;
+    if let Some(deny) = deny {
+        record = app.service.set_default_action(&name, deny).await?;
+    }
     Ok(Json(row(&app, &record)))
 }
 
@@ -272,4 +280,70 @@ pub async fn usage(
             item("Tokens", limits.tokens, used.tokens),
         ],
     }))
+}
+
+/// `Allow` or `Deny` (any case): whether clients outside the rules are denied.
+fn parse_action(s: &str) -> ApiResult<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "allow" => Ok(false),
+        "deny" => Ok(true),
+        _ => Err(ApiError::new(
+            ErrorCode::Unsupported,
+            format!("default action {s:?}: Allow or Deny"),
+        )
+        .with_status(StatusCode::BAD_REQUEST)),
+    }
+}
+
+fn rule_set(r: &RegistryRecord) -> wharf_api::NetworkRuleSet {
+    wharf_api::NetworkRuleSet {
+        default_action: if r.network.default_deny {
+            "Deny"
+        } else {
+            "Allow"
+        }
+        .into(),
+        ip_rules: r.network.ip_rules.clone(),
+    }
+}
+
+/// `wharf network-rule list --registry N`.
+pub async fn network_rules(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<wharf_api::NetworkRuleSet>> {
+    let name = name.to_ascii_lowercase();
+    operator_or_owner(&app, &caller, &name).await?;
+    Ok(Json(rule_set(&record(&app, &name)?)))
+}
+
+pub async fn add_network_rule(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Json(rule): Json<wharf_api::IpRule>,
+) -> ApiResult<Json<wharf_api::NetworkRuleSet>> {
+    let name = name.to_ascii_lowercase();
+    operator_or_owner(&app, &caller, &name).await?;
+    let r = app
+        .service
+        .set_ip_rule(&name, &rule.ip_address, true)
+        .await?;
+    Ok(Json(rule_set(&r)))
+}
+
+pub async fn remove_network_rule(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Query(rule): Query<wharf_api::IpRule>,
+) -> ApiResult<Json<wharf_api::NetworkRuleSet>> {
+    let name = name.to_ascii_lowercase();
+    operator_or_owner(&app, &caller, &name).await?;
+    let r = app
+        .service
+        .set_ip_rule(&name, &rule.ip_address, false)
+        .await?;
+    Ok(Json(rule_set(&r)))
 }
