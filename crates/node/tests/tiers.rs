@@ -161,7 +161,8 @@ fn basic_refuses_what_it_does_not_include_and_a_downgrade_names_each_excess() {
             ("Size".to_string(), 0, 10 << 30),
             ("Webhooks".to_string(), 2, 2),
             ("ScopeMaps".to_string(), 1, 100),
-            ("Tokens".to_string(), 100, 100)
+            ("Tokens".to_string(), 100, 100),
+            ("IPRules".to_string(), 0, 0)
         ]
     );
 
