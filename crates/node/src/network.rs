@@ -14,11 +14,22 @@ use wharf_oci::ErrorCode;
 
 use crate::http::error::ApiError;
 
-/// One registry's rules, parsed.
-#[derive(Debug, Default)]
+/// One registry's rules, parsed, with its tier (the rate limits' too).
+#[derive(Debug)]
 pub struct Rules {
     deny: bool,
     allow: Vec<IpNet>,
+    pub sku: wharf_meta::Sku,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            deny: false,
+            allow: Vec::new(),
+            sku: wharf_meta::Sku::Premium,
+        }
+    }
 }
 
 /// Parsed rules per registry, rebuilt when registries change (the
@@ -42,14 +53,14 @@ impl RulesCache {
         if let Some(r) = inner.1.get(registry) {
             return Ok(r.clone());
         }
-        let net = meta
-            .registry_record(registry)?
-            .map(|r| r.network)
-            .unwrap_or_default();
+        let record = meta.registry_record(registry)?;
+        let sku = record.as_ref().map_or(wharf_meta::Sku::Premium, |r| r.sku);
+        let net = record.map(|r| r.network).unwrap_or_default();
         let rules = Arc::new(Rules {
             deny: net.default_deny,
             // Stored canonical by the service layer; anything else is skipped.
             allow: net.ip_rules.iter().filter_map(|c| c.parse().ok()).collect(),
+            sku,
         });
         inner.1.insert(registry.to_string(), rules.clone());
         Ok(rules)
@@ -136,6 +147,7 @@ mod tests {
         let rules = Rules {
             deny: true,
             allow: vec!["127.0.0.1/32".parse().unwrap()],
+            ..Rules::default()
         };
         assert!(check(&rules, "r", ip("127.0.0.1")).is_ok());
         let e = check(&rules, "r", ip("127.0.0.2")).unwrap_err();

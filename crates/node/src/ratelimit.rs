@@ -89,15 +89,24 @@ impl Bucket {
     }
 }
 
-type Key = (String, Category, Option<String>);
+/// One registry's buckets: the registry's own per category, and each
+/// identity's. Looked up by `&str` (no allocation once a bucket exists).
+#[derive(Default)]
+struct RegistryBuckets {
+    whole: [Option<Bucket>; CATEGORIES],
+    by_identity: [HashMap<String, Bucket>; CATEGORIES],
+}
 
-/// Buckets kept before idle (full) ones are dropped.
+const CATEGORIES: usize = 5;
+
+/// Identity buckets kept per registry and category before full (idle)
+/// ones are dropped.
 const BUCKETS_SWEPT_ABOVE: usize = 100_000;
 
 pub struct Limiter {
     enabled: bool,
     scale: f64,
-    buckets: Mutex<HashMap<Key, Bucket>>,
+    buckets: Mutex<HashMap<String, RegistryBuckets>>,
 }
 
 /// Over the limit: which one, and when to try again.
@@ -133,45 +142,49 @@ impl Limiter {
         let (reg_rate, id_rate) = category.per_minute();
         let reg_rate = (reg_rate * tier * self.scale).max(1.0);
         let id_rate = id_rate.map(|r| (r * tier * self.scale).max(1.0));
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() > BUCKETS_SWEPT_ABOVE {
-            // Full buckets hold nothing a new one would not.
-            buckets.retain(|(_, c, id), b| {
-                let rate = match id {
-                    None => c.per_minute().0,
-                    Some(_) => c.per_minute().1.unwrap_or(0.0),
-                } * tier
-                    * self.scale;
-                let mut b = *b;
-                b.refill(now, rate.max(1.0));
-                b.tokens < rate
-            });
+        let c = category as usize;
+        let mut all = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if !all.contains_key(registry) {
+            all.insert(registry.to_string(), RegistryBuckets::default());
         }
-        let mut get = |id: Option<&str>, rate: f64| -> Bucket {
-            let key = (registry.to_string(), category, id.map(str::to_string));
-            let b = buckets.entry(key).or_insert(Bucket {
-                tokens: rate,
-                at: now,
-            });
-            b.refill(now, rate);
-            *b
+        let Some(mine) = all.get_mut(registry) else {
+            return Ok(());
         };
-        let reg = get(None, reg_rate);
-        let id = match (identity, id_rate) {
-            (Some(i), Some(rate)) => Some((i, get(Some(i), rate), rate)),
-            _ => None,
+        let fresh = |rate: f64| Bucket {
+            tokens: rate,
+            at: now,
         };
+        let whole = mine.whole[c].get_or_insert_with(|| fresh(reg_rate));
+        whole.refill(now, reg_rate);
         let mut refusal: Option<Throttled> = None;
-        if reg.tokens < 1.0 {
+        if whole.tokens < 1.0 {
             refusal = Some(Throttled {
                 what: format!(
                     "registry {registry}'s {} limit of {reg_rate:.0} requests a minute",
                     category.as_str()
                 ),
-                retry_after: reg.wait(reg_rate),
+                retry_after: whole.wait(reg_rate),
             });
         }
-        if let Some((name, b, rate)) = &id {
+        let per_identity = &mut mine.by_identity[c];
+        let mut id = match (identity, id_rate) {
+            (Some(name), Some(rate)) => {
+                if per_identity.len() > BUCKETS_SWEPT_ABOVE {
+                    // Full buckets hold nothing a new one would not.
+                    per_identity.retain(|_, b| {
+                        b.refill(now, rate);
+                        b.tokens < rate
+                    });
+                }
+                if !per_identity.contains_key(name) {
+                    per_identity.insert(name.to_string(), fresh(rate));
+                }
+                per_identity.get_mut(name).map(|b| (name, b, rate))
+            }
+            _ => None,
+        };
+        if let Some((name, b, rate)) = &mut id {
+            b.refill(now, *rate);
             if b.tokens < 1.0
                 && refusal
                     .as_ref()
@@ -194,15 +207,11 @@ impl Limiter {
         if let Some(r) = refusal {
             return Err(r);
         }
-        let mut spend = |id: Option<&str>| {
-            let key = (registry.to_string(), category, id.map(str::to_string));
-            if let Some(b) = buckets.get_mut(&key) {
-                b.tokens -= 1.0;
-            }
-        };
-        spend(None);
-        if let Some((name, _, _)) = id {
-            spend(Some(name));
+        if let Some((_, b, _)) = id {
+            b.tokens -= 1.0;
+        }
+        if let Some(w) = mine.whole[c].as_mut() {
+            w.tokens -= 1.0;
         }
         Ok(())
     }
@@ -219,12 +228,11 @@ fn too_many(t: Throttled) -> Response {
     .into_response()
 }
 
+/// From the parsed-registry cache (a store read only when registries
+/// changed).
 fn sku_of(app: &crate::tenant::Tenant) -> Sku {
-    app.consensus
-        .meta()
-        .registry_record(app.name())
-        .ok()
-        .flatten()
+    app.network_rules
+        .rules(app.consensus.meta(), app.name())
         .map_or(Sku::Premium, |r| r.sku)
 }
 
