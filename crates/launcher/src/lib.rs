@@ -26,8 +26,18 @@ pub const CLUSTER_KEY_FILE: &str = "cluster.key";
 /// the kernel also hands to outgoing connections (every HTTP or gRPC
 /// client of the tests), which then take it before the server binds it.
 /// Bound and released here: another process may still take it in between,
-/// which is rare at random.
+/// which is rare at random. Never the same port twice in one process: two
+/// tests of one binary drawing the same port before either server bound
+/// it made one of them fail with "address in use".
 pub fn free_port() -> std::io::Result<u16> {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    let port = draw_port(&given)?;
+    given.push(port);
+    Ok(port)
+}
+
+fn draw_port(given: &[u16]) -> std::io::Result<u16> {
     let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
@@ -35,7 +45,7 @@ pub fn free_port() -> std::io::Result<u16> {
     let (low, high) = (10_000u16, first_ephemeral.max(10_001));
     for _ in 0..200 {
         let port = rand::Rng::gen_range(&mut rand::thread_rng(), low..high);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return Ok(port);
         }
     }
