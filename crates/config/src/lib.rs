@@ -201,6 +201,8 @@ pub struct TierConfig {
     pub included_storage_gib: u64,
     /// Network (IP) rules a registry may have; 0: none.
     pub ip_rules: u32,
+    /// Replica regions a registry may name (geo-replication); 0: none.
+    pub replications: u32,
 }
 
 /// The tiers; every node of a cluster should have the same table (the
@@ -216,18 +218,19 @@ pub struct TiersConfig {
 impl Default for TiersConfig {
     /// The cloud registry's figures.
     fn default() -> Self {
-        let tier = |webhooks, ids, anonymous_pull, included_storage_gib, ip_rules| TierConfig {
+        let tier = |webhooks, ids, anonymous_pull, included_storage_gib, premium| TierConfig {
             webhooks,
             tokens: ids,
             scope_maps: ids,
             anonymous_pull,
             included_storage_gib,
-            ip_rules,
+            ip_rules: if premium { 200 } else { 0 },
+            replications: if premium { 100 } else { 0 },
         };
         TiersConfig {
-            basic: tier(2, 100, false, 10, 0),
-            standard: tier(10, 500, true, 100, 0),
-            premium: tier(500, 50_000, true, 500, 200),
+            basic: tier(2, 100, false, 10, false),
+            standard: tier(10, 500, true, 100, false),
+            premium: tier(500, 50_000, true, 500, true),
         }
     }
 }

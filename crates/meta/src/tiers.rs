@@ -32,6 +32,9 @@ pub struct TierLimits {
     /// Network (IP) rules; 0: the tier has none.
     #[serde(default)]
     pub ip_rules: u32,
+    /// Replica regions a registry may name (geo-replication); 0: none.
+    #[serde(default)]
+    pub replications: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +62,7 @@ pub struct TierUsage {
     pub scope_maps: u64,
     pub anonymous_pull: bool,
     pub ip_rules: u64,
+    pub replications: u64,
 }
 
 impl MetaStore {
@@ -104,6 +108,11 @@ impl MetaStore {
             ip_rules: self
                 .registry_record(registry)?
                 .map_or(0, |r| r.network.ip_rules.len() as u64),
+            // The first replica region is the registry's home; the
+            // others are replications (as the cloud registry counts).
+            replications: self
+                .registry_record(registry)?
+                .map_or(0, |r| r.replicas.len().saturating_sub(1) as u64),
         })
     }
 
@@ -177,6 +186,27 @@ impl MetaStore {
                     ))
                 })
             }
+            Command::Registry(RegistryCommand::SetReplica {
+                name,
+                region,
+                add: true,
+            }) => {
+                let name = name.to_ascii_lowercase();
+                let Some(target) = self.registry_record(&name)? else {
+                    return Ok(None);
+                };
+                let limit = tiers.of(target.sku).replications;
+                // Regions beyond the home one.
+                let now = target.replicas.len().saturating_sub(1) as u64;
+                let grows = !target.replicas.is_empty() && !target.replicas.contains(region);
+                (grows && now >= u64::from(limit)).then(|| {
+                    ApplyError::TierLimit(format!(
+                        "the {} tier includes {limit} replications and registry {name} has {now}{}",
+                        target.sku.as_str(),
+                        if limit == 0 { " (geo-replication is premium's)" } else { "" }
+                    ))
+                })
+            }
             Command::Webhook(WebhookCommand::Create { .. }) => {
                 let now = usage()?.webhooks;
                 (now >= u64::from(limits.webhooks))
@@ -218,6 +248,7 @@ fn over_limits(usage: &TierUsage, to: &TierLimits, sku: Sku) -> Vec<String> {
         ("tokens", usage.tokens, to.tokens),
         ("scope maps", usage.scope_maps, to.scope_maps),
         ("IP rules", usage.ip_rules, to.ip_rules),
+        ("replications", usage.replications, to.replications),
     ] {
         if now > u64::from(limit) {
             over.push(format!("{what}: {now}, {tier} includes {limit}"));
@@ -245,6 +276,7 @@ mod tests {
             anonymous_pull: false,
             included_storage_gib: 10,
             ip_rules: 0,
+            replications: 0,
         },
         standard: TierLimits {
             webhooks: 10,
@@ -253,6 +285,7 @@ mod tests {
             anonymous_pull: true,
             included_storage_gib: 100,
             ip_rules: 0,
+            replications: 0,
         },
         premium: TierLimits {
             webhooks: 500,
@@ -261,6 +294,7 @@ mod tests {
             anonymous_pull: true,
             included_storage_gib: 500,
             ip_rules: 200,
+            replications: 100,
         },
     };
 
@@ -317,6 +351,77 @@ mod tests {
         assert_eq!(s.registry_storage("default").unwrap(), (2, 1024));
         assert_eq!(s.registry_storage("other").unwrap(), (2, 6000));
         assert_eq!(s.registry_storage("none").unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn basic_keeps_one_home_region_and_premium_replicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let create = Command::Registry(RegistryCommand::Create {
+            record: Box::new(RegistryRecord {
+                name: "georeg".into(),
+                sku: Sku::Basic,
+                created_ms: 1,
+                replicas: vec![],
+                policies: Default::default(),
+                network: Default::default(),
+            }),
+            owner: PrincipalRecord {
+                name: "owner".into(),
+                kind: PrincipalKind::User,
+                secrets: vec!["hash".into()],
+                enabled: true,
+                generation: 1,
+                roles: vec![],
+                created_ms: 1,
+            },
+            signing_key: SigningKeyRecord {
+                kid: "k".into(),
+                sealed: vec![1],
+                created_ms: 1,
+            },
+        });
+        s.apply(&Envelope::new("default", create, 1), &[]).unwrap();
+        let replica = |region: &str| {
+            Command::Registry(RegistryCommand::SetReplica {
+                name: "georeg".into(),
+                region: region.into(),
+                add: true,
+            })
+        };
+        // The home region is not a replication; a second region is.
+        assert!(matches!(
+            s.apply(&gated("default", replica("r1")), &[]).unwrap(),
+            Response::Changed(1)
+        ));
+        let Response::Refused(ApplyError::TierLimit(why)) =
+            s.apply(&gated("default", replica("r2")), &[]).unwrap()
+        else {
+            panic!("a replication on basic was not refused")
+        };
+        assert!(why.contains("geo-replication is premium's"), "{why}");
+        let up = Command::Registry(RegistryCommand::Update {
+            name: "georeg".into(),
+            sku: Some(Sku::Premium),
+        });
+        s.apply(&gated("default", up), &[]).unwrap();
+        assert!(matches!(
+            s.apply(&gated("default", replica("r2")), &[]).unwrap(),
+            Response::Changed(1)
+        ));
+        let down = Command::Registry(RegistryCommand::Update {
+            name: "georeg".into(),
+            sku: Some(Sku::Standard),
+        });
+        let Response::Refused(ApplyError::TierLimit(why)) =
+            s.apply(&gated("default", down), &[]).unwrap()
+        else {
+            panic!("downgrade not refused")
+        };
+        assert!(
+            why.contains("replications: 1, standard includes 0"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -318,6 +318,7 @@ fn tier_table(t: &crate::config::TiersConfig) -> wharf_meta::TierTable {
         anonymous_pull: c.anonymous_pull,
         included_storage_gib: c.included_storage_gib,
         ip_rules: c.ip_rules,
+        replications: c.replications,
     };
     wharf_meta::TierTable {
         basic: limits(&t.basic),

@@ -405,7 +405,8 @@ async fn a_registry_lives_in_its_replica_regions_only() {
     run(Command::new(env!("CARGO_BIN_EXE_wharf"))
         .envs(common::owner_env())
         .env("WHARF_NEW_PASSWORD", ONE_PW)
-        .args(["registry", "create", "--name", "geoone"])
+        // Replica regions beyond the first are premium's.
+        .args(["registry", "create", "--name", "geoone", "--sku", "premium"])
         .args(["--endpoint", &endpoint]));
     for region in [REGIONS[0], REGIONS[1]] {
         run(Command::new(env!("CARGO_BIN_EXE_wharf"))

@@ -162,6 +162,7 @@ fn basic_refuses_what_it_does_not_include_and_a_downgrade_names_each_excess() {
             ("Webhooks".to_string(), 2, 2),
             ("ScopeMaps".to_string(), 1, 100),
             ("Tokens".to_string(), 100, 100),
+            ("Replications".to_string(), 0, 0),
             ("IPRules".to_string(), 0, 0)
         ]
     );
@@ -249,4 +250,54 @@ async fn show_usage_size_is_the_bytes_pushed_across_regions() {
     assert_eq!(v["value"][0]["name"], "Size");
     assert_eq!(v["value"][0]["currentValue"], want, "{out}");
     assert_eq!(v["value"][0]["limit"], 500u64 << 30);
+}
+
+/// Geo-replication is premium's: a basic registry keeps one home region.
+#[test]
+fn a_second_replica_region_is_refused_on_basic_and_taken_on_premium() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::cluster::Cluster::start(dir.path(), 2, "");
+    let node = &c.nodes[0];
+    run(operator(
+        node,
+        &["registry", "create", "--name", "georeg", "--sku", "basic"],
+    )
+    .env("WHARF_NEW_PASSWORD", BASIC_PW));
+    let replica = |region: &str| {
+        operator(
+            node,
+            &[
+                "replication",
+                "create",
+                "--registry",
+                "georeg",
+                "--location",
+                region,
+            ],
+        )
+        .output()
+        .unwrap()
+    };
+    let regions = common::cluster::REGIONS;
+    assert!(replica(regions[0]).status.success(), "the home region");
+    let second = replica(regions[1]);
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("the basic tier includes 0 replications") && err.contains("premium's"),
+        "{err}"
+    );
+    run(&mut operator(
+        node,
+        &["registry", "update", "--name", "georeg", "--sku", "premium"],
+    ));
+    assert!(replica(regions[1]).status.success());
+    let out = operator(
+        node,
+        &["registry", "update", "--name", "georeg", "--sku", "basic"],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("replications: 1, basic includes 0"));
 }

@@ -160,12 +160,13 @@ impl Service {
                 "a registry keeps at least one replica region: add another first",
             ));
         }
+        // How many replica regions a registry may name is its tier's.
         self.registry(DEFAULT_REGISTRY)
-            .write(Command::Registry(RegistryCommand::SetReplica {
+            .write(self.gated(Command::Registry(RegistryCommand::SetReplica {
                 name: name.clone(),
                 region: location.to_string(),
                 add,
-            }))
+            })))
             .await?;
         self.registry_record(&name)
     }

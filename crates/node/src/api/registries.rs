@@ -278,6 +278,7 @@ pub async fn usage(
             item("Webhooks", limits.webhooks, used.webhooks),
             item("ScopeMaps", limits.scope_maps, used.scope_maps),
             item("Tokens", limits.tokens, used.tokens),
+            item("Replications", limits.replications, used.replications),
             item("IPRules", limits.ip_rules, used.ip_rules),
         ],
     }))
