@@ -92,28 +92,34 @@ impl MetaStore {
     /// Counted from the registry's records (webhooks and identities are
     /// hundreds, at most tens of thousands).
     pub fn tier_usage(&self, registry: &str) -> Result<TierUsage, StoreError> {
-        let count = |cf: &'static str, parts: &[&str]| -> Result<u64, StoreError> {
-            let mut prefix = registry_prefix(registry);
-            for p in parts {
-                prefix.extend_from_slice(p.as_bytes());
-                prefix.push(0);
-            }
-            Ok(self.scan(cf, &prefix, None, usize::MAX)?.len() as u64)
-        };
+        let record = self.registry_record(registry)?;
         Ok(TierUsage {
-            webhooks: count(CF_WEBHOOKS, &[])?,
-            tokens: count(CF_AUTH, &[AUTH_TOKEN])?,
-            scope_maps: count(CF_AUTH, &[AUTH_SCOPE_MAP])?,
+            webhooks: self.count_keys(registry, CF_WEBHOOKS, None)?,
+            tokens: self.count_keys(registry, CF_AUTH, Some(AUTH_TOKEN))?,
+            scope_maps: self.count_keys(registry, CF_AUTH, Some(AUTH_SCOPE_MAP))?,
             anonymous_pull: self.registry(registry).access_settings()?.anonymous_pull,
-            ip_rules: self
-                .registry_record(registry)?
+            ip_rules: record
+                .as_ref()
                 .map_or(0, |r| r.network.ip_rules.len() as u64),
             // The first replica region is the registry's home; the
             // others are replications (as the cloud registry counts).
-            replications: self
-                .registry_record(registry)?
-                .map_or(0, |r| r.replicas.len().saturating_sub(1) as u64),
+            replications: record.map_or(0, |r| r.replicas.len().saturating_sub(1) as u64),
         })
+    }
+
+    /// Keys of `registry` in `cf` (under `kind \0` when given).
+    fn count_keys(
+        &self,
+        registry: &str,
+        cf: &'static str,
+        kind: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let mut prefix = registry_prefix(registry);
+        if let Some(k) = kind {
+            prefix.extend_from_slice(k.as_bytes());
+            prefix.push(0);
+        }
+        Ok(self.scan(cf, &prefix, None, usize::MAX)?.len() as u64)
     }
 
     /// Why `registry` at its current tier may not take `cmd`, if it may not.
@@ -159,7 +165,6 @@ impl MetaStore {
         };
         let sku = record.sku;
         let limits = tiers.of(sku);
-        let usage = || self.tier_usage(registry);
         let refused = |what: &str, now: u64, limit: u32| {
             Some(ApplyError::TierLimit(format!(
                 "the {} tier includes {limit} {what} and registry {registry} has {now}",
@@ -208,20 +213,20 @@ impl MetaStore {
                 })
             }
             Command::Webhook(WebhookCommand::Create { .. }) => {
-                let now = usage()?.webhooks;
+                let now = self.count_keys(registry, CF_WEBHOOKS, None)?;
                 (now >= u64::from(limits.webhooks))
                     .then(|| refused("webhooks", now, limits.webhooks))
                     .flatten()
             }
             Command::Identity(c) => match c.as_ref() {
                 IdentityCommand::PutToken { create: true, .. } => {
-                    let now = usage()?.tokens;
+                    let now = self.count_keys(registry, CF_AUTH, Some(AUTH_TOKEN))?;
                     (now >= u64::from(limits.tokens))
                         .then(|| refused("tokens", now, limits.tokens))
                         .flatten()
                 }
                 IdentityCommand::PutScopeMap { create: true, .. } => {
-                    let now = usage()?.scope_maps;
+                    let now = self.count_keys(registry, CF_AUTH, Some(AUTH_SCOPE_MAP))?;
                     (now >= u64::from(limits.scope_maps))
                         .then(|| refused("scope maps", now, limits.scope_maps))
                         .flatten()
@@ -325,6 +330,61 @@ mod tests {
         })
     }
 
+    /// A store holding registry `name` of tier `sku`.
+    fn store_with(name: &str, sku: Sku) -> (tempfile::TempDir, MetaStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let create = Command::Registry(RegistryCommand::Create {
+            record: Box::new(RegistryRecord {
+                name: name.into(),
+                sku,
+                created_ms: 1,
+                replicas: vec![],
+                policies: Default::default(),
+                network: Default::default(),
+            }),
+            owner: PrincipalRecord {
+                name: "owner".into(),
+                kind: PrincipalKind::User,
+                secrets: vec!["hash".into()],
+                enabled: true,
+                generation: 1,
+                roles: vec![],
+                created_ms: 1,
+            },
+            signing_key: SigningKeyRecord {
+                kid: "k".into(),
+                sealed: vec![1],
+                created_ms: 1,
+            },
+        });
+        let r = s.apply(&Envelope::new("default", create, 1), &[]).unwrap();
+        assert_eq!(r, Response::Ok);
+        (dir, s)
+    }
+
+    /// A registry record as the release before network rules stored it
+    /// (no `network`) still decodes: no rules, allow by default.
+    #[test]
+    fn registry_records_written_before_network_rules_decode() {
+        #[derive(Serialize)]
+        struct Before {
+            name: String,
+            sku: Sku,
+            created_ms: u64,
+            replicas: Vec<String>,
+        }
+        let old = Before {
+            name: "teamreg".into(),
+            sku: Sku::Basic,
+            created_ms: 5,
+            replicas: vec!["r1".into()],
+        };
+        let r: RegistryRecord = crate::codec::decode(&crate::codec::encode(&old)).unwrap();
+        assert_eq!(r.network, crate::tenancy::NetworkRules::default());
+        assert_eq!((r.sku, r.replicas.len()), (Sku::Basic, 1));
+    }
+
     #[test]
     fn storage_counts_each_blob_of_a_registry_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -355,33 +415,7 @@ mod tests {
 
     #[test]
     fn basic_keeps_one_home_region_and_premium_replicates() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = MetaStore::open(dir.path()).unwrap();
-        let create = Command::Registry(RegistryCommand::Create {
-            record: Box::new(RegistryRecord {
-                name: "georeg".into(),
-                sku: Sku::Basic,
-                created_ms: 1,
-                replicas: vec![],
-                policies: Default::default(),
-                network: Default::default(),
-            }),
-            owner: PrincipalRecord {
-                name: "owner".into(),
-                kind: PrincipalKind::User,
-                secrets: vec!["hash".into()],
-                enabled: true,
-                generation: 1,
-                roles: vec![],
-                created_ms: 1,
-            },
-            signing_key: SigningKeyRecord {
-                kid: "k".into(),
-                sealed: vec![1],
-                created_ms: 1,
-            },
-        });
-        s.apply(&Envelope::new("default", create, 1), &[]).unwrap();
+        let (_dir, s) = store_with("georeg", Sku::Basic);
         let replica = |region: &str| {
             Command::Registry(RegistryCommand::SetReplica {
                 name: "georeg".into(),
@@ -426,36 +460,7 @@ mod tests {
 
     #[test]
     fn a_basic_registry_takes_two_webhooks_and_a_downgrade_names_what_is_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = MetaStore::open(dir.path()).unwrap();
-        let create = Command::Registry(RegistryCommand::Create {
-            record: Box::new(RegistryRecord {
-                name: "teamreg".into(),
-                sku: Sku::Standard,
-                created_ms: 1,
-                replicas: vec![],
-                policies: Default::default(),
-                network: Default::default(),
-            }),
-            owner: PrincipalRecord {
-                name: "owner".into(),
-                kind: PrincipalKind::User,
-                secrets: vec!["hash".into()],
-                enabled: true,
-                generation: 1,
-                roles: vec![],
-                created_ms: 1,
-            },
-            signing_key: SigningKeyRecord {
-                kid: "k".into(),
-                sealed: vec![1],
-                created_ms: 1,
-            },
-        });
-        assert_eq!(
-            s.apply(&Envelope::new("default", create, 1), &[]).unwrap(),
-            Response::Ok
-        );
+        let (_dir, s) = store_with("teamreg", Sku::Standard);
         for i in 0..3 {
             let r = s
                 .apply(&gated("teamreg", webhook(&format!("hook{i}"))), &[])
