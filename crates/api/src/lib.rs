@@ -25,8 +25,9 @@ pub use identities::{
     TokenChange, TokenSecrets,
 };
 pub use registries::{
-    CreatedRegistry, Deleted, IpRule, Location, NameCheck, NetworkRuleSet, NewRegistry, Registry,
-    RegistryChange, Replica, Usage, UsageItem,
+    CreatedRegistry, Deleted, IpRule, Location, MeteredDay, Metering, NameCheck, NetworkRuleSet,
+    NewRegistry, Registry, RegistryChange, Replica, RepositoryUsage, StorageUsage, Usage,
+    UsageItem,
 };
 pub use repositories::{
     Attributes, AttributesChange, DayPolicy, DeletedManifest, ImageChild, ImageDetail, KeepRule,

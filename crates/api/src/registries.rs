@@ -16,6 +16,9 @@ pub struct Registry {
     pub replicas: Vec<String>,
     #[serde(default)]
     pub created_ms: u64,
+    /// The registry's own storage limit in bytes; absent: its tier's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_limit: Option<u64>,
 }
 
 /// `POST /registries`.
@@ -61,6 +64,10 @@ pub struct RegistryChange {
     /// `Allow` or `Deny`: what happens to clients outside the IP rules.
     #[serde(default)]
     pub default_action: Option<String>,
+    /// The registry's own storage limit (`20GiB`, `500MB`, a number of
+    /// bytes), or `tier` to follow its tier's again.
+    #[serde(default)]
+    pub storage_limit: Option<String>,
 }
 
 /// `GET /registries/check-name?name=N`, in the cloud CLI's shape.
@@ -142,10 +149,68 @@ pub struct UsageItem {
     pub unit: String,
 }
 
-/// `wharf registry show-usage`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `wharf registry show-usage`: the cloud CLI's `value[]`, then what
+/// Wharf meters besides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     pub value: Vec<UsageItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageUsage>,
+    /// Only when asked for (`?repositories=true`), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<RepositoryUsage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metering: Option<Metering>,
+}
+
+/// A registry's stored bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageUsage {
+    /// Deduplicated: each blob once (what the limit counts).
+    pub bytes: u64,
+    /// Logical: each repository's blobs, shared ones once per repository.
+    pub logical_bytes: u64,
+    pub blobs: u64,
+    /// The limit in force (the registry's own, or its tier's); absent:
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+    /// What the tier includes.
+    pub included_bytes: u64,
+}
+
+/// What one repository stores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepositoryUsage {
+    pub name: String,
+    /// Every blob it links.
+    pub logical_bytes: u64,
+    /// Blobs no other repository of the registry links: what deleting it
+    /// alone gives back.
+    pub unique_bytes: u64,
+    pub blobs: u64,
+}
+
+/// GiB-days and operations over one billing period (a UTC month).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metering {
+    /// `YYYY-MM`.
+    pub period: String,
+    pub gib_days: f64,
+    /// Requests served in the period, by kind (read, write, delete,
+    /// referrers, token).
+    pub operations: std::collections::BTreeMap<String, u64>,
+    pub days: Vec<MeteredDay>,
+}
+
+/// One UTC day of a billing period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeteredDay {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    pub gib_days: f64,
+    pub byte_seconds: u64,
+    pub operations: std::collections::BTreeMap<String, u64>,
 }
 
 /// `GET /registries/{name}/network-rules` (and the answer to changes).

@@ -153,6 +153,7 @@ fn a_token_of_one_registry_is_refused_by_another() {
         replicas: vec![],
         policies: Default::default(),
         network: Default::default(),
+        storage_limit: None,
     };
     // The same owner name and password in both registries.
     let create = a

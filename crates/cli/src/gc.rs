@@ -42,22 +42,6 @@ fn to_value(v: &impl serde::Serialize) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-/// Bytes for people: 1.5 MiB.
-fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 pub async fn run(args: GcArgs) -> Result<(), CliError> {
     let client = Client::new(&args.conn)?;
     match args.verb {
@@ -79,7 +63,7 @@ pub async fn run(args: GcArgs) -> Result<(), CliError> {
                 r.run.links_marked,
                 r.run.links_removed,
                 r.run.blobs_freed,
-                size(r.run.bytes_freed)
+                output::size(r.run.bytes_freed)
             );
             if r.run.manifests_expired > 0 || r.run.bin_purged > 0 {
                 let verb = if r.dry_run { "would delete" } else { "deleted" };
@@ -99,7 +83,7 @@ pub async fn run(args: GcArgs) -> Result<(), CliError> {
             let rows: Vec<Value> = r
                 .regions
                 .iter()
-                .map(|f| json!({"region": f.region, "blobs": f.blobs, "bytes": f.bytes, "size": size(f.bytes)}))
+                .map(|f| json!({"region": f.region, "blobs": f.blobs, "bytes": f.bytes, "size": output::size(f.bytes)}))
                 .collect();
             if !rows.is_empty() {
                 output::print(
@@ -120,7 +104,7 @@ pub async fn run(args: GcArgs) -> Result<(), CliError> {
                 .iter()
                 .map(|r| {
                     let mut v = to_value(r);
-                    v["freed"] = json!(size(r.bytes_freed));
+                    v["freed"] = json!(output::size(r.bytes_freed));
                     v["last"] = json!(if r.last_sweep_ms == 0 {
                         "-".to_string()
                     } else {
@@ -153,7 +137,7 @@ pub async fn run(args: GcArgs) -> Result<(), CliError> {
                     } else {
                         &r.registry
                     });
-                    v["freed"] = json!(size(r.bytes_freed));
+                    v["freed"] = json!(output::size(r.bytes_freed));
                     v
                 })
                 .collect();
@@ -178,10 +162,10 @@ pub async fn run(args: GcArgs) -> Result<(), CliError> {
 mod tests {
     #[test]
     fn sizes_read_like_people_write_them() {
-        assert_eq!(super::size(0), "0 B");
-        assert_eq!(super::size(1023), "1023 B");
-        assert_eq!(super::size(1536), "1.5 KiB");
-        assert_eq!(super::size(3 << 30), "3.0 GiB");
+        assert_eq!(super::output::size(0), "0 B");
+        assert_eq!(super::output::size(1023), "1023 B");
+        assert_eq!(super::output::size(1536), "1.5 KiB");
+        assert_eq!(super::output::size(3 << 30), "3.0 GiB");
     }
 }
 
@@ -216,7 +200,7 @@ pub async fn scrub(args: ScrubArgs) -> Result<(), CliError> {
         .iter()
         .map(|r| {
             let mut v = to_value(r);
-            v["verified"] = json!(size(r.bytes_verified));
+            v["verified"] = json!(output::size(r.bytes_verified));
             v["last"] = json!(if r.last_pass_ms == 0 {
                 "-".to_string()
             } else {

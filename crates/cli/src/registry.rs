@@ -55,11 +55,21 @@ enum Verb {
         #[arg(long)]
         name: String,
     },
-    /// What the registry holds of what its tier limits (webhooks, scope
-    /// maps, tokens), with the limits.
+    /// What the registry holds of what its tier limits (size, webhooks,
+    /// scope maps, tokens, replications, IP rules), its storage against
+    /// its limit, and what it was metered in a billing period: GiB-days
+    /// per UTC day and operations by kind.
     ShowUsage {
         #[arg(long)]
         name: String,
+        /// The billing period, a UTC month (`2026-12`); the current one
+        /// by default.
+        #[arg(long)]
+        period: Option<String>,
+        /// Also list repositories with what each stores (logical, and
+        /// what only it links), by name, up to 1000.
+        #[arg(long)]
+        repositories: bool,
     },
     /// Change a registry's tier (at once; a downgrade is refused while
     /// the registry holds more than the lower tier includes, naming each).
@@ -75,6 +85,11 @@ enum Verb {
         /// (`wharf network-rule`; premium).
         #[arg(long, value_parser = ["Allow", "Deny", "allow", "deny"])]
         default_action: Option<String>,
+        /// The registry's own storage limit (`20GiB`, `500MB`), or `tier`
+        /// for its tier's (`[tiers.*] storage_limit_gib`). A push that
+        /// would store more is refused; what is stored stays.
+        #[arg(long)]
+        storage_limit: Option<String>,
     },
     /// Delete a registry with every repository, image and identity in it.
     Delete {
@@ -112,6 +127,106 @@ fn with_created(mut v: Value) -> Value {
         });
     }
     v
+}
+
+/// `show-usage` as tables: the limits, the storage, the repositories
+/// when asked for, then the billing period day by day.
+fn print_usage(format: Format, u: &wharf_api::Usage) {
+    let rows: Vec<Value> = u.value.iter().map(to_value).collect();
+    output::print(
+        format,
+        &rows,
+        &[
+            ("NAME", "name"),
+            ("LIMIT", "limit"),
+            ("CURRENT VALUE", "currentValue"),
+            ("UNIT", "unit"),
+        ],
+    );
+    if !matches!(format, Format::Table) {
+        return;
+    }
+    if let Some(s) = &u.storage {
+        println!();
+        println!(
+            "Storage: {} ({} blobs; {} logical), limit {}, {} included",
+            output::size(s.bytes),
+            s.blobs,
+            output::size(s.logical_bytes),
+            s.limit_bytes.map_or("none".to_string(), output::size),
+            output::size(s.included_bytes),
+        );
+    }
+    if !u.repositories.is_empty() {
+        println!();
+        let rows: Vec<Value> = u
+            .repositories
+            .iter()
+            .map(|r| {
+                json!({
+                    "name": r.name,
+                    "logical": output::size(r.logical_bytes),
+                    "unique": output::size(r.unique_bytes),
+                    "blobs": r.blobs,
+                })
+            })
+            .collect();
+        output::print(
+            format,
+            &rows,
+            &[
+                ("REPOSITORY", "name"),
+                ("LOGICAL", "logical"),
+                ("UNIQUE", "unique"),
+                ("BLOBS", "blobs"),
+            ],
+        );
+    }
+    if let Some(m) = &u.metering {
+        println!();
+        let ops =
+            |o: &std::collections::BTreeMap<String, u64>, k: &str| o.get(k).copied().unwrap_or(0);
+        println!(
+            "Billing period {}: {:.4} GiB-days; operations: {} read, {} write, {} delete, {} referrers, {} token",
+            m.period,
+            m.gib_days,
+            ops(&m.operations, "read"),
+            ops(&m.operations, "write"),
+            ops(&m.operations, "delete"),
+            ops(&m.operations, "referrers"),
+            ops(&m.operations, "token"),
+        );
+        if !m.days.is_empty() {
+            let rows: Vec<Value> = m
+                .days
+                .iter()
+                .map(|d| {
+                    json!({
+                        "date": d.date,
+                        "gib_days": format!("{:.4}", d.gib_days),
+                        "read": ops(&d.operations, "read"),
+                        "write": ops(&d.operations, "write"),
+                        "delete": ops(&d.operations, "delete"),
+                        "referrers": ops(&d.operations, "referrers"),
+                        "token": ops(&d.operations, "token"),
+                    })
+                })
+                .collect();
+            output::print(
+                format,
+                &rows,
+                &[
+                    ("DATE", "date"),
+                    ("GIB-DAYS", "gib_days"),
+                    ("READ", "read"),
+                    ("WRITE", "write"),
+                    ("DELETE", "delete"),
+                    ("REFERRERS", "referrers"),
+                    ("TOKEN", "token"),
+                ],
+            );
+        }
+    }
 }
 
 pub async fn run(args: RegistryArgs) -> Result<(), NodeError> {
@@ -157,27 +272,23 @@ pub async fn run(args: RegistryArgs) -> Result<(), NodeError> {
             }
             show(to_value(&created));
         }
-        Verb::ShowUsage { name } => {
+        Verb::ShowUsage {
+            name,
+            period,
+            repositories,
+        } => {
+            let mut query = vec![("repositories", repositories.to_string())];
+            if let Some(p) = period {
+                query.push(("period", p));
+            }
             let u: wharf_api::Usage = client
-                .get(&format!("/registries/{name}/usage"), &[])
+                .get(&format!("/registries/{name}/usage"), &query)
                 .await?;
             match format {
                 Format::Json => {
                     println!("{}", serde_json::to_string_pretty(&u).unwrap_or_default())
                 }
-                _ => {
-                    let rows: Vec<Value> = u.value.iter().map(to_value).collect();
-                    output::print(
-                        format,
-                        &rows,
-                        &[
-                            ("NAME", "name"),
-                            ("LIMIT", "limit"),
-                            ("CURRENT VALUE", "currentValue"),
-                            ("UNIT", "unit"),
-                        ],
-                    );
-                }
+                _ => print_usage(format, &u),
             }
         }
         Verb::Show { name } => {
@@ -189,6 +300,7 @@ pub async fn run(args: RegistryArgs) -> Result<(), NodeError> {
             sku,
             admin_enabled,
             default_action,
+            storage_limit,
         } => {
             let r: wharf_api::Registry = client
                 .send_json(
@@ -199,6 +311,7 @@ pub async fn run(args: RegistryArgs) -> Result<(), NodeError> {
                         sku,
                         admin_enabled,
                         default_action,
+                        storage_limit,
                     }),
                 )
                 .await?;

@@ -203,6 +203,15 @@ pub struct TierConfig {
     pub ip_rules: u32,
     /// Replica regions a registry may name (geo-replication); 0: none.
     pub replications: u32,
+    /// What a registry of the tier may store, unless the registry has a
+    /// limit of its own (`wharf registry update --storage-limit`); 0: no
+    /// limit. The cloud registry's 40 TiB by default.
+    #[serde(default = "default_storage_limit_gib")]
+    pub storage_limit_gib: u64,
+}
+
+fn default_storage_limit_gib() -> u64 {
+    40 * 1024
 }
 
 /// The tiers; every node of a cluster should have the same table (the
@@ -226,6 +235,7 @@ impl Default for TiersConfig {
             included_storage_gib,
             ip_rules: if premium { 200 } else { 0 },
             replications: if premium { 100 } else { 0 },
+            storage_limit_gib: default_storage_limit_gib(),
         };
         TiersConfig {
             basic: tier(2, 100, false, 10, false),

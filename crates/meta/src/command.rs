@@ -107,6 +107,8 @@ pub enum Command {
     Scrub(crate::scrub::ScrubCommand),
     /// Webhooks and their delivery log.
     Webhook(crate::webhooks::WebhookCommand),
+    /// Usage the state machine is told of (operations served).
+    Usage(crate::usage::UsageCommand),
     /// `cmd`, if the registry's tier (as it is when applied) allows it
     /// under `tiers` (see `tiers`).
     Gated {

@@ -43,6 +43,10 @@ pub enum ApplyError {
     /// A tier's limit refused the command; says which and the usage.
     #[error("{0}")]
     TierLimit(String),
+    /// The registry's storage limit refused a push; says the limit, the
+    /// usage and what the push adds.
+    #[error("{0}")]
+    QuotaExceeded(String),
 }
 
 /// Failures of the local store itself (disk, corruption).

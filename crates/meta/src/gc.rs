@@ -230,7 +230,9 @@ impl MetaStore {
                     if held && !referenced.contains(d) {
                         batch.delete_cf(self.cf(CF_REPO_BLOBS), &key);
                         removed += 1;
-                        if let Some(f) = self.drop_link(batch, registry.name(), d, 1, *now_ms)? {
+                        if let Some(f) =
+                            self.drop_link(batch, registry.name(), Some(repo), d, 1, *now_ms)?
+                        {
                             freed.push(f);
                         }
                     }

@@ -42,8 +42,11 @@ pub const CF_WEBHOOK_QUEUE: &str = "webhook_queue";
 pub const CF_IMAGE_WAITS: &str = "image_waits";
 pub const CF_BLOB_WAITS: &str = "blob_waits";
 
+/// Storage counters, GiB-days and operations per registry (see `usage`).
+pub const CF_USAGE: &str = "usage";
+
 /// Every column family; snapshots name them (see `snapshot`).
-pub const ALL_CFS: [&str; 19] = [
+pub const ALL_CFS: [&str; 20] = [
     CF_REPOS,
     CF_MANIFESTS,
     CF_TAGS,
@@ -63,10 +66,11 @@ pub const ALL_CFS: [&str; 19] = [
     CF_WEBHOOK_QUEUE,
     CF_IMAGE_WAITS,
     CF_BLOB_WAITS,
+    CF_USAGE,
 ];
 
 /// Column families whose keys start with a registry's prefix.
-pub const REGISTRY_SCOPED_CFS: [&str; 11] = [
+pub const REGISTRY_SCOPED_CFS: [&str; 12] = [
     CF_REPOS,
     CF_MANIFESTS,
     CF_TAGS,
@@ -78,6 +82,7 @@ pub const REGISTRY_SCOPED_CFS: [&str; 11] = [
     CF_WEBHOOKS,
     CF_WEBHOOK_LOG,
     CF_WEBHOOK_QUEUE,
+    CF_USAGE,
 ];
 
 pub const AUTH_PRINCIPAL: &str = "p";

@@ -24,6 +24,7 @@ mod snapshot;
 mod store;
 mod tenancy;
 mod tiers;
+mod usage;
 mod webhooks;
 
 /// The registry of hosts that name none, and the one release 0.1 data is
@@ -52,6 +53,9 @@ pub use snapshot::is_release_0_1_snapshot;
 pub use store::{ManifestSummary, MetaStore};
 pub use tenancy::{NetworkRules, RegistryCommand, RegistryRecord, Sku};
 pub use tiers::{TierLimits, TierTable, TierUsage};
+pub use usage::{
+    DayOperations, OperationCount, OperationKind, RegistryStorage, RepoStorage, UsageCommand,
+};
 pub use webhooks::{
     scope_matches, Attempt, AttemptReport, Delivery, DeliveryState, Event, EventFormat,
     EventTarget, ImageWait, Outcome, WebhookAction, WebhookAttempts, WebhookChange, WebhookCommand,

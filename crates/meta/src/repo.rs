@@ -129,6 +129,7 @@ impl<'a> Registry<'a> {
             Command::Lifecycle(c) => self.apply_lifecycle(batch, c, at_ms),
             Command::Scrub(c) => self.store.apply_scrub(batch, c),
             Command::Webhook(c) => self.store.apply_webhook(batch, &self.name, at_ms, c),
+            Command::Usage(c) => self.store.apply_usage(batch, c),
             Command::Gated { tiers, cmd } => {
                 if let Some(refusal) = self.store.tier_refusal(&self.name, tiers, cmd)? {
                     return Ok(Response::Refused(refusal));
@@ -518,7 +519,10 @@ impl<'a> Registry<'a> {
             add_region(&mut record, region);
             if newly_linked {
                 record.links += 1;
-                self.store.add_registry_link(batch, &self.name, digest, 1)?;
+                self.store
+                    .add_registry_link(batch, &self.name, digest, record.size, 1)?;
+                self.store
+                    .note_repo_storage(&self.name, repo, record.size as i64, 1);
             }
             batch.put_cf(self.cf(CF_BLOBS), digest.as_bytes(), encode(&record));
         }
@@ -544,7 +548,8 @@ impl<'a> Registry<'a> {
             return Ok(Response::Refused(e));
         }
         batch.delete_cf(self.cf(CF_REPO_BLOBS), &link_key);
-        self.store.drop_link(batch, &self.name, digest, 1, at_ms)?;
+        self.store
+            .drop_link(batch, &self.name, Some(repo), digest, 1, at_ms)?;
         Ok(Response::Removed(1))
     }
 
@@ -593,8 +598,9 @@ impl<'a> Registry<'a> {
                 batch.delete_cf(self.cf(cf), &k);
                 match cf {
                     CF_REPO_BLOBS => {
+                        let digest = last_part(&k);
                         self.store
-                            .drop_link(batch, &self.name, &last_part(&k), 1, at_ms)?;
+                            .drop_link(batch, &self.name, Some(repo), &digest, 1, at_ms)?;
                     }
                     CF_MANIFESTS | CF_TAGS => removed += 1,
                     _ => {}

@@ -152,6 +152,8 @@ impl MetaStore {
             }
         }
         db.write(batch)?;
+        // A snapshot from a node before usage counters has none.
+        self.count_usage_if_needed()?;
         self.sync()?;
         self.bump_identity_epoch();
         Ok(records)

@@ -18,6 +18,8 @@ pub struct MetaStore {
     /// Bumped whenever identities may have changed (an identity command
     /// applied, a snapshot installed): readers cache derived views by it.
     identity_epoch: std::sync::atomic::AtomicU64,
+    /// Storage changes of the command being applied (see `usage`).
+    usage: crate::usage::UsageScratch,
 }
 
 /// A manifest as listed by `show-manifests`.
@@ -68,6 +70,7 @@ impl MetaStore {
         let store = MetaStore {
             db,
             identity_epoch: std::sync::atomic::AtomicU64::new(1),
+            usage: Default::default(),
         };
         let migrated = store.migrate(crate::DEFAULT_REGISTRY)?;
         if migrated > 0 {
@@ -77,7 +80,16 @@ impl MetaStore {
                 "migrated release 0.1 metadata into the default registry"
             );
         }
+        if store.count_usage_if_needed()? {
+            tracing::info!(
+                "counted the storage of every registry (a store from before usage counters)"
+            );
+        }
         Ok(store)
+    }
+
+    pub(crate) fn usage_scratch(&self) -> &crate::usage::UsageScratch {
+        &self.usage
     }
 
     pub(crate) fn cf(&self, name: &'static str) -> &ColumnFamily {
@@ -183,13 +195,23 @@ impl MetaStore {
             self.db.write(batch)?;
             return Ok(first);
         }
+        self.discard_usage();
         let response = self
             .registry(&env.registry)
-            .apply(&mut batch, &env.cmd, env.at_ms)?;
+            .apply(&mut batch, &env.cmd, env.at_ms);
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                self.discard_usage();
+                return Err(e);
+            }
+        };
         if matches!(response, Response::Refused(_)) {
             // A refused command changes nothing but the applied index.
             batch = WriteBatch::default();
+            self.discard_usage();
         } else {
+            self.flush_usage(&mut batch, env.at_ms)?;
             self.emit_events(&mut batch, env, &response)?;
         }
         self.remember(
@@ -245,20 +267,25 @@ impl MetaStore {
         Ok(Response::Ok)
     }
 
-    /// `count` fewer repositories of `registry` link `digest`. Called at
-    /// most once per (digest, registry) in one batch: it reads the
-    /// counts from the store, not from the batch.
-    /// The blob is freed (see `gc`) when that was its last link.
+    /// `count` fewer repositories of `registry` link `digest` (one of
+    /// them `repo`, when `count` is 1 and it is known; the registry is
+    /// being deleted otherwise). Called at most once per (digest,
+    /// registry) in one batch: it reads the counts from the store, not
+    /// from the batch. The blob is freed (see `gc`) when that was its
+    /// last link.
     pub(crate) fn drop_link(
         &self,
         batch: &mut WriteBatch,
         registry: &str,
+        repo: Option<&str>,
         digest: &str,
         count: u64,
         now_ms: u64,
     ) -> Result<Option<crate::gc::FreedBlob>, StoreError> {
         let mut freed = None;
+        let mut size = 0;
         if let Some(mut record) = self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())? {
+            size = record.size;
             record.links = record.links.saturating_sub(count);
             if record.links == 0 {
                 freed = Some(self.free_blob(batch, digest, &record, now_ms));
@@ -266,22 +293,32 @@ impl MetaStore {
                 batch.put_cf(self.cf(CF_BLOBS), digest.as_bytes(), encode(&record));
             }
         }
-        self.add_registry_link(batch, registry, digest, -(count as i64))?;
+        if let Some(repo) = repo {
+            self.note_repo_storage(registry, repo, -(size as i64), -1);
+        }
+        self.add_registry_link(batch, registry, digest, size, -(count as i64))?;
         Ok(freed)
     }
 
-    /// Change how many repositories of `registry` link `digest` by `delta`
-    /// (same once-per-batch rule as `drop_link`).
+    /// Change how many repositories of `registry` link `digest` (of
+    /// `size` bytes) by `delta` (same once-per-batch rule as
+    /// `drop_link`); the registry's storage counts the blob while any do.
     pub(crate) fn add_registry_link(
         &self,
         batch: &mut WriteBatch,
         registry: &str,
         digest: &str,
+        size: u64,
         delta: i64,
     ) -> Result<(), StoreError> {
         let key = format!("{digest}\0{registry}");
         let now: u64 = self.get(CF_BLOB_LINKS, key.as_bytes())?.unwrap_or(0);
         let next = (now as i64).saturating_add(delta).max(0) as u64;
+        match (now, next) {
+            (0, n) if n > 0 => self.note_registry_storage(registry, size as i64, 1),
+            (n, 0) if n > 0 => self.note_registry_storage(registry, -(size as i64), -1),
+            _ => {}
+        }
         if next == 0 {
             batch.delete_cf(self.cf(CF_BLOB_LINKS), key.as_bytes());
         } else {

@@ -60,6 +60,10 @@ pub struct RegistryRecord {
     /// Which client addresses may reach the registry (absent: all).
     #[serde(default)]
     pub network: NetworkRules,
+    /// Bytes the registry may store, overriding its tier's limit
+    /// (absent: the tier's).
+    #[serde(default)]
+    pub storage_limit: Option<u64>,
 }
 
 /// A registry's network rules: with `default_deny`, only clients whose
@@ -82,6 +86,7 @@ impl RegistryRecord {
             replicas: Vec::new(),
             policies: Default::default(),
             network: Default::default(),
+            storage_limit: None,
         }
     }
 }
@@ -130,6 +135,8 @@ pub enum RegistryCommand {
     },
     /// Deny (or allow) clients outside the IP rules.
     SetDefaultAction { name: String, deny: bool },
+    /// The registry's own storage limit in bytes (`None`: its tier's).
+    SetStorageLimit { name: String, bytes: Option<u64> },
 }
 
 impl MetaStore {
@@ -159,6 +166,7 @@ impl MetaStore {
                 batch.put_cf(self.cf(CF_REGISTRIES), name.as_bytes(), encode(&record));
                 let reg = self.registry(&name);
                 reg.bootstrap_identities(batch, owner, signing_key)?;
+                self.note_registry_created(&name);
                 Ok(Response::Ok)
             }
             RegistryCommand::Update { name, sku } => {
@@ -219,6 +227,13 @@ impl MetaStore {
                     true
                 })
             }
+            RegistryCommand::SetStorageLimit { name, bytes } => {
+                self.change_registry(batch, name, |record| {
+                    let changed = record.storage_limit != *bytes;
+                    record.storage_limit = *bytes;
+                    changed
+                })
+            }
             RegistryCommand::SetDefaultAction { name, deny } => {
                 self.change_registry(batch, name, |record| {
                     let changed = record.network.default_deny != *deny;
@@ -270,8 +285,9 @@ impl MetaStore {
                     }
                 }
                 for (digest, n) in links {
-                    self.drop_link(batch, &name, &digest, n, now_ms)?;
+                    self.drop_link(batch, &name, None, &digest, n, now_ms)?;
                 }
+                self.note_registry_gone(&name);
                 batch.delete_cf(self.cf(CF_REGISTRIES), name.as_bytes());
                 Ok(Response::Removed(removed))
             }
@@ -358,6 +374,7 @@ mod tests {
                 replicas: vec![],
                 policies: Default::default(),
                 network: Default::default(),
+                storage_limit: None,
             }),
             owner: owner(&format!("{}-owner", name.to_lowercase())),
             signing_key: SigningKeyRecord {

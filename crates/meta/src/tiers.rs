@@ -35,6 +35,10 @@ pub struct TierLimits {
     /// Replica regions a registry may name (geo-replication); 0: none.
     #[serde(default)]
     pub replications: u32,
+    /// Bytes a registry of the tier may store, unless its own limit says
+    /// otherwise; `None`: no limit.
+    #[serde(default)]
+    pub storage_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,29 +70,6 @@ pub struct TierUsage {
 }
 
 impl MetaStore {
-    /// The registry's stored bytes, deduplicated (each blob it links once,
-    /// however many repositories link it), and how many blobs. One pass
-    /// over the cluster's blob links: fine for an operator's query, not
-    /// for a check on every push.
-    pub fn registry_storage(&self, registry: &str) -> Result<(u64, u64), StoreError> {
-        let (mut blobs, mut bytes) = (0u64, 0u64);
-        for item in self
-            .db()
-            .iterator_cf(self.cf(CF_BLOB_LINKS), rocksdb::IteratorMode::Start)
-        {
-            let (k, _) = item?;
-            if last_part(&k) != registry {
-                continue;
-            }
-            let digest = &k[..k.len() - registry.len() - 1];
-            if let Some(b) = self.get::<crate::records::BlobRecord>(CF_BLOBS, digest)? {
-                blobs += 1;
-                bytes += b.size;
-            }
-        }
-        Ok((blobs, bytes))
-    }
-
     /// Counted from the registry's records (webhooks and identities are
     /// hundreds, at most tens of thousands).
     pub fn tier_usage(&self, registry: &str) -> Result<TierUsage, StoreError> {
@@ -144,8 +125,18 @@ impl MetaStore {
                 return Ok(None);
             }
             let over = over_limits(&self.tier_usage(&name)?, tiers.of(*to), *to);
+            let storage = self.storage_usage(&name)?.bytes;
+            let storage_limit = record.storage_limit.or(tiers.of(*to).storage_limit);
             let over = over
                 .into_iter()
+                .chain(storage_limit.filter(|l| storage > *l).map(|l| {
+                    format!(
+                        "storage: {}, {} allows {}",
+                        human_bytes(storage),
+                        to.as_str(),
+                        human_bytes(l)
+                    )
+                }))
                 .chain(
                     (record.network.default_deny && tiers.of(*to).ip_rules == 0).then(|| {
                         format!("network rules deny by default, {} has none", to.as_str())
@@ -212,6 +203,12 @@ impl MetaStore {
                     ))
                 })
             }
+            Command::PutManifest(p) => {
+                self.quota_refusal(registry, &record, limits, &p.new_links)?
+            }
+            Command::LinkBlobs { blobs, .. } => {
+                self.quota_refusal(registry, &record, limits, blobs)?
+            }
             Command::Webhook(WebhookCommand::Create { .. }) => {
                 let now = self.count_keys(registry, CF_WEBHOOKS, None)?;
                 (now >= u64::from(limits.webhooks))
@@ -242,6 +239,52 @@ impl MetaStore {
             _ => None,
         })
     }
+}
+
+impl MetaStore {
+    /// Why linking `blobs` would take `registry` past its storage limit,
+    /// if it would. Only what the registry does not store yet counts: a
+    /// push of layers it holds (a new tag, a rebuilt index) always goes
+    /// through, so a registry over a lowered limit can still be tidied.
+    fn quota_refusal(
+        &self,
+        registry: &str,
+        record: &crate::tenancy::RegistryRecord,
+        limits: &TierLimits,
+        blobs: &[crate::command::BlobRef],
+    ) -> Result<Option<ApplyError>, StoreError> {
+        let Some(limit) = record.storage_limit.or(limits.storage_limit) else {
+            return Ok(None);
+        };
+        let adds = self.bytes_new_to(registry, blobs)?;
+        if adds == 0 {
+            return Ok(None);
+        }
+        let used = self.storage_usage(registry)?.bytes;
+        Ok((used.saturating_add(adds) > limit).then(|| {
+            ApplyError::QuotaExceeded(format!(
+                "storage quota exceeded: registry {registry} stores {} of its {} limit and this push adds {}",
+                human_bytes(used),
+                human_bytes(limit),
+                human_bytes(adds)
+            ))
+        }))
+    }
+}
+
+/// `1.5 GiB`, `20.0 MiB`, `512 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 /// Each limit of `to` that `usage` exceeds, in words.
@@ -282,6 +325,7 @@ mod tests {
             included_storage_gib: 10,
             ip_rules: 0,
             replications: 0,
+            storage_limit: None,
         },
         standard: TierLimits {
             webhooks: 10,
@@ -291,6 +335,7 @@ mod tests {
             included_storage_gib: 100,
             ip_rules: 0,
             replications: 0,
+            storage_limit: None,
         },
         premium: TierLimits {
             webhooks: 500,
@@ -300,6 +345,7 @@ mod tests {
             included_storage_gib: 500,
             ip_rules: 200,
             replications: 100,
+            storage_limit: None,
         },
     };
 
@@ -342,6 +388,7 @@ mod tests {
                 replicas: vec![],
                 policies: Default::default(),
                 network: Default::default(),
+                storage_limit: None,
             }),
             owner: PrincipalRecord {
                 name: "owner".into(),
@@ -408,9 +455,13 @@ mod tests {
         link("default", "b", "sha256:own", 24);
         link("other", "a", "sha256:shared", 1000);
         link("other", "a", "sha256:big", 5000);
-        assert_eq!(s.registry_storage("default").unwrap(), (2, 1024));
-        assert_eq!(s.registry_storage("other").unwrap(), (2, 6000));
-        assert_eq!(s.registry_storage("none").unwrap(), (0, 0));
+        let stored = |r: &str| {
+            let u = s.storage_usage(r).unwrap();
+            (u.blobs, u.bytes)
+        };
+        assert_eq!(stored("default"), (2, 1024));
+        assert_eq!(stored("other"), (2, 6000));
+        assert_eq!(stored("none"), (0, 0));
     }
 
     #[test]

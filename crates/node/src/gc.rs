@@ -74,8 +74,8 @@ pub async fn scheduler(app: App, every: Duration, mut stop: Stop) {
     }
 }
 
-/// Write the pull times this node saw every `every` (and once more when
-/// the node stops).
+/// Write the pull times and operation counts this node saw every `every`
+/// (and once more when the node stops).
 pub async fn pull_flusher(app: App, every: Duration, mut stop: Stop) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -97,6 +97,12 @@ pub async fn pull_flusher(app: App, every: Duration, mut stop: Stop) {
             // Kept in memory for the next flush.
             Ok(Err(e)) => tracing::debug!(error = %e, "recording pull times postponed"),
             Err(_) => tracing::debug!("recording pull times timed out"),
+        }
+        match tokio::time::timeout(bound, app.service.flush_operations()).await {
+            Ok(Ok(n)) if n > 0 => tracing::debug!(counts = n, "recorded operations"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "recording operations postponed"),
+            Err(_) => tracing::debug!("recording operations timed out"),
         }
         if stopping {
             return;

@@ -16,7 +16,7 @@ use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use wharf_meta::Sku;
+use wharf_meta::{OperationKind, Sku};
 use wharf_oci::ErrorCode;
 
 use crate::http::error::ApiError;
@@ -32,6 +32,17 @@ pub enum Category {
 }
 
 impl Category {
+    /// The kind usage metering counts it as.
+    fn operation(self) -> OperationKind {
+        match self {
+            Category::Read => OperationKind::Read,
+            Category::Write => OperationKind::Write,
+            Category::Delete => OperationKind::Delete,
+            Category::Referrers => OperationKind::Referrers,
+            Category::Token => OperationKind::Token,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Category::Read => "read",
@@ -236,6 +247,17 @@ fn sku_of(app: &crate::tenant::Tenant) -> Sku {
         .map_or(Sku::Premium, |r| r.sku)
 }
 
+/// Count `response` for usage metering when it served the request (a
+/// refusal or a failure is not an operation).
+fn served(app: &App, registry: &str, category: Category, response: Response) -> Response {
+    if response.status().as_u16() < 400 {
+        app.service
+            .operations
+            .record(registry, category.operation(), crate::state::now_ms());
+    }
+    response
+}
+
 /// OCI requests: after authentication, so the identity is known.
 /// Anonymous callers share one identity (""), as do the admin account's.
 pub async fn limit_oci(State(app): State<App>, req: Request, next: Next) -> Response {
@@ -254,7 +276,7 @@ pub async fn limit_oci(State(app): State<App>, req: Request, next: Next) -> Resp
         Instant::now(),
     );
     match taken {
-        Ok(()) => next.run(req).await,
+        Ok(()) => served(&app, tenant.name(), category, next.run(req).await),
         Err(t) => {
             crate::metrics::Metrics::add(&app.metrics.throttled, 1);
             too_many(t)
@@ -272,7 +294,7 @@ pub async fn limit_token(State(app): State<App>, req: Request, next: Next) -> Re
         None,
         Instant::now(),
     ) {
-        Ok(()) => next.run(req).await,
+        Ok(()) => served(&app, tenant.name(), Category::Token, next.run(req).await),
         Err(t) => {
             crate::metrics::Metrics::add(&app.metrics.throttled, 1);
             too_many(t)

@@ -44,11 +44,18 @@ pub async fn run(app: App, grace: Duration, mut stop: crate::shutdown::Stop) {
                 blobs: blobs.clone(),
                 now_ms: now_ms(),
             };
+            // Gated: an upload whose manifest never came still counts
+            // against the registry's storage limit.
+            let cmd = app.service.gated(cmd);
             match app
                 .consensus
                 .write(crate::tenant::envelope(registry, cmd, None))
                 .await
             {
+                Ok(wharf_meta::Response::Refused(why)) => {
+                    tracing::warn!(%repo, %why, blobs = blobs.len(), "uploaded blobs refused; discarding them");
+                    app.service.discard_uploads(&key, &blobs).await;
+                }
                 Ok(_) => {
                     for b in &blobs {
                         if let Err(e) = app.blobs.remove_pending(&key, &b.digest) {

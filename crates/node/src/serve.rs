@@ -189,6 +189,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
             },
             registration_window: Duration::from_millis(crate::registrar::WINDOW_MS),
             pulls: Default::default(),
+            operations: Default::default(),
             tiers: tier_table(&cfg.tiers),
         }),
         metrics: Metrics::default(),
@@ -319,6 +320,7 @@ fn tier_table(t: &crate::config::TiersConfig) -> wharf_meta::TierTable {
         included_storage_gib: c.included_storage_gib,
         ip_rules: c.ip_rules,
         replications: c.replications,
+        storage_limit: (c.storage_limit_gib > 0).then_some(c.storage_limit_gib << 30),
     };
     wharf_meta::TierTable {
         basic: limits(&t.basic),

@@ -1,7 +1,8 @@
 //! Rate limits against a real node: a flood of reads by one identity past
 //! its limit gets 429 `TOOMANYREQUESTS` with a `Retry-After` that counts
 //! down, then goes through again; meanwhile skopeo, as another identity,
-//! pulls under the limit; /metrics counts the refusals.
+//! pulls under the limit (and docker, where a daemon runs); /metrics
+//! counts the refusals.
 
 mod common;
 
@@ -127,4 +128,97 @@ async fn a_flood_past_the_limit_waits_its_turn_while_others_pull() {
         .parse()
         .unwrap();
     assert!(throttled >= waits.len() as u64, "{throttled} < {waits:?}");
+}
+
+/// docker pulls under the limit, as an identity of its own, while the
+/// owner is throttled (skipped where no Docker daemon runs).
+#[test]
+fn docker_pulls_under_the_limit_while_another_client_is_throttled() {
+    let daemon = std::process::Command::new("docker").arg("info").output();
+    if !matches!(&daemon, Ok(o) if o.status.success()) {
+        eprintln!("SKIPPED docker_pulls_under_the_limit_while_another_client_is_throttled: no Docker daemon is reachable");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    // A hundredth: reads 100 a minute per identity, 200 per registry;
+    // writes 20 per identity (a skopeo push takes about six).
+    std::fs::write(&config, "[rate_limits]\nscale = 0.01\n").unwrap();
+    let node = Node::start_with(dir.path(), &["--config", &config.display().to_string()]);
+    let marker = format!("{:x}", rand::random::<u64>());
+    let layout = common::oci_layout(dir.path(), "v1", &[("marker", marker.as_bytes())]);
+    run(common::skopeo()
+        .args(["copy", "--dest-tls-verify=false", "--dest-creds"])
+        .arg(common::owner_creds())
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{}/app:v1", node.addr())));
+    let wharf = |args: &[&str]| {
+        run(std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .envs(common::owner_env())
+            .args(args)
+            .args(["--endpoint", &node.url(""), "-o", "json"]))
+    };
+    wharf(&[
+        "scope-map",
+        "create",
+        "pull",
+        "--repository",
+        "*=content/read",
+    ]);
+    let token: serde_json::Value = serde_json::from_str(&wharf(&[
+        "token",
+        "create",
+        "dockerpuller",
+        "--scope-map",
+        "pull",
+    ]))
+    .unwrap();
+    let password = token["password1"].as_str().unwrap().to_string();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let owner = Reg::new(&node.addr());
+    let throttled = || {
+        rt.block_on(async {
+            for _ in 0..150 {
+                if owner.get("/v2/app/manifests/v1").await.status() == 429 {
+                    return true;
+                }
+            }
+            false
+        })
+    };
+    assert!(throttled(), "the owner's flood was never throttled");
+
+    let docker_config = dir.path().join("docker-config");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    let docker = || {
+        let mut c = std::process::Command::new("docker");
+        c.env("DOCKER_CONFIG", &docker_config);
+        c
+    };
+    let image = format!("{}/app:v1", node.addr());
+    let pulled = std::panic::catch_unwind(|| {
+        common::run_with_stdin(
+            docker().args([
+                "login",
+                "-u",
+                "dockerpuller",
+                "--password-stdin",
+                &node.addr(),
+            ]),
+            &password,
+        );
+        run(docker().args(["pull", &image]));
+        let id = run(docker().args(["create", &image, "/none"]));
+        let copied = dir.path().join("copied");
+        let status = docker()
+            .args(["cp", &format!("{}:/marker", id.trim())])
+            .arg(&copied)
+            .status();
+        docker().args(["rm", id.trim()]).output().ok();
+        assert!(status.unwrap().success());
+        assert_eq!(std::fs::read_to_string(&copied).unwrap(), marker);
+    });
+    docker().args(["rmi", "-f", &image]).output().ok();
+    pulled.unwrap();
 }

@@ -41,6 +41,11 @@ impl ServiceError {
         }
     }
 
+    /// Whether the registry's storage limit refused the write.
+    pub fn is_quota_exceeded(&self) -> bool {
+        matches!(self, ServiceError::Refused(ApplyError::QuotaExceeded(_)))
+    }
+
     /// Whether the state machine refused because a blob is not linked
     /// (the manifest named a blob its push has not registered yet).
     pub fn is_blob_unknown(&self) -> bool {

@@ -75,32 +75,35 @@ impl Handle {
                 size: d.size,
             })
             .collect();
-        let cmd = Command::PutManifest(Box::new(PutManifest {
-            repo: name.to_string(),
-            digest: digest.to_string(),
-            media_type: parsed.media_type.clone(),
-            raw: push.raw.to_vec(),
-            tag: match &reference {
-                Reference::Tag(t) => Some(t.clone()),
-                Reference::Digest(_) => None,
-            },
-            blobs: blobs.clone(),
-            children: parsed
-                .manifests
-                .iter()
-                .map(|d| d.digest.to_string())
-                .collect(),
-            subject: subject.clone(),
-            artifact_type: parsed.artifact_type.clone(),
-            annotations_json: parsed
-                .annotations
-                .as_ref()
-                .map(|a| serde_json::Value::Object(a.clone()).to_string()),
-            now_ms: wharf_consensus::now_unix_ms(),
-            new_links: new_links.clone(),
-            region: self.service.region.clone(),
-            replica_regions: self.replica_regions()?,
-        }));
+        // Gated: the registry's storage limit is checked when it applies.
+        let cmd = self
+            .service
+            .gated(Command::PutManifest(Box::new(PutManifest {
+                repo: name.to_string(),
+                digest: digest.to_string(),
+                media_type: parsed.media_type.clone(),
+                raw: push.raw.to_vec(),
+                tag: match &reference {
+                    Reference::Tag(t) => Some(t.clone()),
+                    Reference::Digest(_) => None,
+                },
+                blobs: blobs.clone(),
+                children: parsed
+                    .manifests
+                    .iter()
+                    .map(|d| d.digest.to_string())
+                    .collect(),
+                subject: subject.clone(),
+                artifact_type: parsed.artifact_type.clone(),
+                annotations_json: parsed
+                    .annotations
+                    .as_ref()
+                    .map(|a| serde_json::Value::Object(a.clone()).to_string()),
+                now_ms: wharf_consensus::now_unix_ms(),
+                new_links: new_links.clone(),
+                region: self.service.region.clone(),
+                replica_regions: self.replica_regions()?,
+            })));
         let request_id = push
             .request_id
             .unwrap_or_else(crate::service::new_request_id);
@@ -118,6 +121,10 @@ impl Handle {
                 tokio::time::sleep(self.service.registration_window).await;
                 self.write_once_from(cmd, Some(format!("{request_id}+window")), origin)
                     .await?;
+            }
+            Err(e) if e.is_quota_exceeded() => {
+                self.service.discard_uploads(&pending_key, &new_links).await;
+                return Err(e);
             }
             other => {
                 other?;

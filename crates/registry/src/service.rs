@@ -26,6 +26,8 @@ pub struct Service {
     pub registration_window: std::time::Duration,
     /// Pulls by tag since the last flush (for keep policies).
     pub pulls: crate::pulls::PullLog,
+    /// Requests served since the last flush (usage metering).
+    pub operations: crate::operations::OperationLog,
     /// What each tier includes (the cluster configuration's `[tiers]`).
     pub tiers: wharf_meta::TierTable,
 }
@@ -36,6 +38,33 @@ impl Service {
         Command::Gated {
             tiers: Box::new(self.tiers),
             cmd: Box::new(cmd),
+        }
+    }
+}
+
+impl Service {
+    /// Forget blobs uploaded here under `pending_key` whose push the
+    /// storage limit refused: they stop being served at once, and their
+    /// files are swept like any unregistered copy (reported as held
+    /// here, which they are: the index drops the ones it does not know
+    /// into this region's sweep list). A failure leaves them to the
+    /// registrar, which the same limit refuses.
+    pub async fn discard_uploads(&self, pending_key: &str, blobs: &[wharf_meta::BlobRef]) {
+        if blobs.is_empty() {
+            return;
+        }
+        for b in blobs {
+            if let Err(e) = self.blobs.remove_pending(pending_key, &b.digest) {
+                tracing::warn!(digest = %b.digest, error = %e, "dropping a refused upload");
+            }
+        }
+        let cmd = Command::BlobsReplicated {
+            region: self.region.clone(),
+            blobs: blobs.to_vec(),
+        };
+        let env = envelope(DEFAULT_REGISTRY, cmd, None);
+        if let Err(e) = self.consensus.write(env).await {
+            tracing::warn!(error = %e, "scheduling refused uploads for the sweeper");
         }
     }
 }

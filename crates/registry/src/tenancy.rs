@@ -70,6 +70,7 @@ impl Service {
             replicas: Vec::new(),
             policies: Default::default(),
             network: Default::default(),
+            storage_limit: None,
         };
         let cmd = auth
             .create_registry_command(record.clone(), req.owner, &password, now_ms)
@@ -188,6 +189,25 @@ impl Service {
                 cidr,
                 add,
             })))
+            .await?;
+        self.registry_record(&name)
+    }
+
+    /// A registry's own storage limit (`None`: its tier's again). Lower
+    /// than what it stores, it refuses pushes of new bytes until deletes
+    /// and GC bring it under.
+    pub async fn set_storage_limit(
+        self: &Arc<Self>,
+        name: &str,
+        bytes: Option<u64>,
+    ) -> ServiceResult<RegistryRecord> {
+        let name = name.to_ascii_lowercase();
+        self.registry_record(&name)?;
+        self.registry(DEFAULT_REGISTRY)
+            .write(Command::Registry(RegistryCommand::SetStorageLimit {
+                name: name.clone(),
+                bytes,
+            }))
             .await?;
         self.registry_record(&name)
     }

@@ -7,7 +7,7 @@ mod gc;
 mod identities;
 mod images;
 mod lifecycle;
-mod registries;
+pub(crate) mod registries;
 mod replications;
 mod repositories;
 mod webhooks;

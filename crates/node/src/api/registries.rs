@@ -40,6 +40,7 @@ fn row(app: &Tenant, r: &RegistryRecord) -> wharf_api::Registry {
         login_server,
         replicas: r.replicas.clone(),
         created_ms: r.created_ms,
+        storage_limit: r.storage_limit,
     }
 }
 
@@ -143,12 +144,20 @@ pub async fn update(
         .as_deref()
         .map(parse_action)
         .transpose()?;
+    let storage_limit = req
+        .storage_limit
+        .as_deref()
+        .map(parse_storage_limit)
+        .transpose()?;
     let mut record = app
         .service
         .update_registry(&app.auth, &name, sku, req.admin_enabled)
         .await?;
     if let Some(deny) = deny {
         record = app.service.set_default_action(&name, deny).await?;
+    }
+    if let Some(limit) = storage_limit {
+        record = app.service.set_storage_limit(&name, limit).await?;
     }
     Ok(Json(row(&app, &record)))
 }
@@ -248,31 +257,63 @@ pub async fn delete_replication(
     set_replica(&app, &caller, &name, &req.location, false).await
 }
 
+#[derive(Deserialize)]
+pub struct UsageQuery {
+    /// The billing period, `YYYY-MM` (UTC); the current one by default.
+    period: Option<String>,
+    /// List repositories with what each stores.
+    #[serde(default)]
+    repositories: bool,
+    /// Repositories after this name (pagination).
+    last: Option<String>,
+    n: Option<usize>,
+}
+
+/// Repositories listed per call at most (and by default).
+const USAGE_REPOSITORIES_MAX: usize = 1000;
+
 /// `wharf registry show-usage --name N`: what the registry holds of what
-/// its tier limits.
+/// its tier limits (the cloud CLI's `value[]`), its storage, and what it
+/// was metered in a billing period.
 pub async fn usage(
     Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
+    Query(q): Query<UsageQuery>,
 ) -> ApiResult<Json<wharf_api::Usage>> {
     let name = name.to_ascii_lowercase();
     operator_or_owner(&app, &caller, &name).await?;
     let r = record(&app, &name)?;
+    let meta = app.consensus.meta();
     let limits = app.service.tiers.of(r.sku);
-    let used = app.consensus.meta().tier_usage(&name)?;
-    let (_, bytes) = app.consensus.meta().registry_storage(&name)?;
+    let used = meta.tier_usage(&name)?;
+    let storage = meta.storage_usage(&name)?;
     let item = |name: &str, limit: u32, current: u64| wharf_api::UsageItem {
         name: name.into(),
         limit: u64::from(limit),
         current_value: current,
         unit: "Count".into(),
     };
+    let mut repositories = Vec::new();
+    if q.repositories {
+        let n =
+            q.n.unwrap_or(USAGE_REPOSITORIES_MAX)
+                .min(USAGE_REPOSITORIES_MAX);
+        for (repo, s) in meta.repository_storage(&name, q.last.as_deref(), n)? {
+            repositories.push(wharf_api::RepositoryUsage {
+                unique_bytes: meta.repository_unique_bytes(&name, &repo)?,
+                name: repo,
+                logical_bytes: s.bytes,
+                blobs: s.blobs,
+            });
+        }
+    }
     Ok(Json(wharf_api::Usage {
         value: vec![
             wharf_api::UsageItem {
                 name: "Size".into(),
                 limit: limits.included_storage_gib << 30,
-                current_value: bytes,
+                current_value: storage.bytes,
                 unit: "Bytes".into(),
             },
             item("Webhooks", limits.webhooks, used.webhooks),
@@ -281,7 +322,120 @@ pub async fn usage(
             item("Replications", limits.replications, used.replications),
             item("IPRules", limits.ip_rules, used.ip_rules),
         ],
+        storage: Some(wharf_api::StorageUsage {
+            bytes: storage.bytes,
+            logical_bytes: storage.logical_bytes,
+            blobs: storage.blobs,
+            limit_bytes: r.storage_limit.or(limits.storage_limit),
+            included_bytes: limits.included_storage_gib << 30,
+        }),
+        repositories,
+        metering: Some(metering(meta, &name, q.period.as_deref())?),
     }))
+}
+
+const GIB_SECONDS_PER_GIB_DAY: f64 = (1u64 << 30) as f64 * 86_400.0;
+
+/// GiB-days and operations of `period` (`YYYY-MM`, UTC; now's by default).
+pub(crate) fn metering(
+    meta: &wharf_meta::MetaStore,
+    registry: &str,
+    period: Option<&str>,
+) -> ApiResult<wharf_api::Metering> {
+    let now = now_ms();
+    let period = match period {
+        Some(p) => p.to_string(),
+        None => date_of_day(now / wharf_meta::DAY_MS)[..7].to_string(),
+    };
+    let (first, last) = period_days(&period)?;
+    let gib = meta.metered_days(registry, first, last, now)?;
+    let ops = meta.operations(registry, first, last)?;
+    let mut days: std::collections::BTreeMap<u64, wharf_api::MeteredDay> = Default::default();
+    let day = |d: u64| wharf_api::MeteredDay {
+        date: date_of_day(d),
+        gib_days: 0.0,
+        byte_seconds: 0,
+        operations: Default::default(),
+    };
+    for (d, byte_seconds) in gib {
+        let e = days.entry(d).or_insert_with(|| day(d));
+        e.byte_seconds = byte_seconds;
+        e.gib_days = byte_seconds as f64 / GIB_SECONDS_PER_GIB_DAY;
+    }
+    let mut total_ops: std::collections::BTreeMap<String, u64> = Default::default();
+    for (d, o) in ops {
+        let e = days.entry(d).or_insert_with(|| day(d));
+        for (kind, n) in o.counts {
+            e.operations.insert(kind.as_str().to_string(), n);
+            *total_ops.entry(kind.as_str().to_string()).or_default() += n;
+        }
+    }
+    let total: u64 = days.values().map(|d| d.byte_seconds).sum();
+    Ok(wharf_api::Metering {
+        period,
+        gib_days: total as f64 / GIB_SECONDS_PER_GIB_DAY,
+        operations: total_ops,
+        days: days.into_values().collect(),
+    })
+}
+
+/// `YYYY-MM-DD` of a day counted from the epoch.
+fn date_of_day(day: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(day * 86_400);
+    humantime::format_rfc3339(t).to_string()[..10].to_string()
+}
+
+/// The first and last day (from the epoch) of a `YYYY-MM` period.
+fn period_days(period: &str) -> ApiResult<(u64, u64)> {
+    let bad = || {
+        ApiError::new(
+            ErrorCode::Unsupported,
+            format!("billing period {period:?}: YYYY-MM, a UTC month"),
+        )
+        .with_status(StatusCode::BAD_REQUEST)
+    };
+    let day_of = |y: u32, m: u32| -> ApiResult<u64> {
+        let t =
+            humantime::parse_rfc3339(&format!("{y:04}-{m:02}-01T00:00:00Z")).map_err(|_| bad())?;
+        let secs = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| bad())?
+            .as_secs();
+        Ok(secs / 86_400)
+    };
+    let (y, m) = period.split_once('-').ok_or_else(bad)?;
+    let (y, m): (u32, u32) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if y < 1970 || !(1..=12).contains(&m) || period.len() != 7 {
+        return Err(bad());
+    }
+    let first = day_of(y, m)?;
+    let next = if m == 12 {
+        day_of(y + 1, 1)?
+    } else {
+        day_of(y, m + 1)?
+    };
+    Ok((first, next - 1))
+}
+
+/// `20GiB`, `500 MB`, a number of bytes, or `tier` (`None`: the tier's).
+fn parse_storage_limit(s: &str) -> ApiResult<Option<u64>> {
+    if s.eq_ignore_ascii_case("tier") {
+        return Ok(None);
+    }
+    let bytes = s.trim().parse::<u64>().ok().or_else(|| {
+        s.trim()
+            .parse::<bytesize::ByteSize>()
+            .ok()
+            .map(|b| b.as_u64())
+    });
+    match bytes {
+        Some(b) => Ok(Some(b)),
+        None => Err(ApiError::new(
+            ErrorCode::Unsupported,
+            format!("storage limit {s:?}: a size such as 20GiB or 500MB, or tier"),
+        )
+        .with_status(StatusCode::BAD_REQUEST)),
+    }
 }
 
 /// `Allow` or `Deny` (any case): whether clients outside the rules are denied.

@@ -128,9 +128,10 @@ impl From<ApplyError> for ApiError {
                     .with_status(StatusCode::NOT_FOUND)
             }
             ApplyError::RegistryNameInvalid(_) => ErrorCode::NameInvalid,
-            ApplyError::DefaultRegistry | ApplyError::Locked(_) | ApplyError::TierLimit(_) => {
-                ErrorCode::Denied
-            }
+            ApplyError::DefaultRegistry
+            | ApplyError::Locked(_)
+            | ApplyError::TierLimit(_)
+            | ApplyError::QuotaExceeded(_) => ErrorCode::Denied,
             ApplyError::IdentityExists(_)
             | ApplyError::ScopeMapInUse(..)
             | ApplyError::RegistryExists(_)

@@ -276,7 +276,99 @@ async fn metrics(State(app): State<App>) -> Response {
             ));
         }
     }
+    registry_metrics(&app, &mut text);
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Per registry: its storage and this period's GiB-days (from the
+/// replicated state, the same on every node), and the operations this
+/// node served (sum over nodes for the cluster's).
+fn registry_metrics(app: &App, text: &mut String) {
+    use std::fmt::Write;
+    let meta = app.consensus.meta();
+    let Ok(registries) = meta.registries() else {
+        return;
+    };
+    let mut series: Vec<(&str, &str, &str, Vec<String>)> = vec![
+        (
+            "wharf_registry_storage_bytes",
+            "gauge",
+            "Bytes a registry stores, each blob once (what its storage limit counts)",
+            vec![],
+        ),
+        (
+            "wharf_registry_logical_bytes",
+            "gauge",
+            "Bytes a registry's repositories link, a shared blob once per repository",
+            vec![],
+        ),
+        (
+            "wharf_registry_blobs",
+            "gauge",
+            "Blobs a registry stores",
+            vec![],
+        ),
+        (
+            "wharf_registry_storage_limit_bytes",
+            "gauge",
+            "A registry's storage limit (its own, or its tier's)",
+            vec![],
+        ),
+        (
+            "wharf_registry_gib_days",
+            "gauge",
+            "GiB-days a registry accrued in the current billing period (UTC month)",
+            vec![],
+        ),
+        (
+            "wharf_registry_operations_total",
+            "counter",
+            "Requests this node served for a registry, by kind",
+            vec![],
+        ),
+    ];
+    for r in &registries {
+        let name = &r.name;
+        let Ok(s) = meta.storage_usage(name) else {
+            continue;
+        };
+        series[0]
+            .3
+            .push(format!("{{registry=\"{name}\"}} {}", s.bytes));
+        series[1]
+            .3
+            .push(format!("{{registry=\"{name}\"}} {}", s.logical_bytes));
+        series[2]
+            .3
+            .push(format!("{{registry=\"{name}\"}} {}", s.blobs));
+        if let Some(limit) = r
+            .storage_limit
+            .or(app.service.tiers.of(r.sku).storage_limit)
+        {
+            series[3].3.push(format!("{{registry=\"{name}\"}} {limit}"));
+        }
+        if let Ok(m) = crate::api::registries::metering(meta, name, None) {
+            series[4].3.push(format!(
+                "{{registry=\"{name}\",period=\"{}\"}} {:.6}",
+                m.period, m.gib_days
+            ));
+        }
+    }
+    for ((registry, kind), n) in app.service.operations.totals() {
+        series[5].3.push(format!(
+            "{{registry=\"{registry}\",kind=\"{}\"}} {n}",
+            kind.as_str()
+        ));
+    }
+    for (name, kind, help, lines) in series {
+        if lines.is_empty() {
+            continue;
+        }
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for l in lines {
+            let _ = writeln!(text, "{name}{l}");
+        }
+    }
 }
 
 async fn dispatch(State(app): State<App>, req: Request) -> Response {
