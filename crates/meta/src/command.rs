@@ -118,6 +118,15 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command itself, out of any `Gated` wrapper (what it changes,
+    /// once its tier allowed it).
+    pub fn ungated(&self) -> &Command {
+        match self {
+            Command::Gated { cmd, .. } => cmd.ungated(),
+            c => c,
+        }
+    }
+
     /// Whether applying it may change identities or registries (readers
     /// cache views of those by the store's identity epoch).
     pub fn changes_identities(&self) -> bool {

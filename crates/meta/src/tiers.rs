@@ -287,6 +287,27 @@ pub fn human_bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
+/// Every tier alike, generous but for `storage_limit` (tests of other
+/// modules that gate commands).
+#[cfg(test)]
+pub(crate) fn uniform_table(storage_limit: Option<u64>) -> TierTable {
+    let tier = TierLimits {
+        webhooks: 10,
+        tokens: 100,
+        scope_maps: 100,
+        anonymous_pull: true,
+        included_storage_gib: 10,
+        ip_rules: 0,
+        replications: 0,
+        storage_limit,
+    };
+    TierTable {
+        basic: tier,
+        standard: tier,
+        premium: tier,
+    }
+}
+
 /// Each limit of `to` that `usage` exceeds, in words.
 fn over_limits(usage: &TierUsage, to: &TierLimits, sku: Sku) -> Vec<String> {
     let mut over = Vec::new();

@@ -565,7 +565,6 @@ mod accounting_tests {
     use crate::command::{BlobRef, Command, Envelope, PutManifest};
     use crate::error::ApplyError;
     use crate::tenancy::RegistryCommand;
-    use crate::tiers::{TierLimits, TierTable};
 
     const MIB: u64 = 1 << 20;
 
@@ -612,22 +611,8 @@ mod accounting_tests {
     }
 
     fn gated(cmd: Command, limit: Option<u64>) -> Command {
-        let tier = TierLimits {
-            webhooks: 2,
-            tokens: 100,
-            scope_maps: 100,
-            anonymous_pull: true,
-            included_storage_gib: 10,
-            ip_rules: 0,
-            replications: 0,
-            storage_limit: limit,
-        };
         Command::Gated {
-            tiers: Box::new(TierTable {
-                basic: tier,
-                standard: tier,
-                premium: tier,
-            }),
+            tiers: Box::new(crate::tiers::uniform_table(limit)),
             cmd: Box::new(cmd),
         }
     }

@@ -482,7 +482,7 @@ impl MetaStore {
     ) -> Result<(), StoreError> {
         let mut out = Outbox::new(self, env);
         let registry = env.registry.as_str();
-        match &env.cmd {
+        match env.cmd.ungated() {
             Command::PutManifest(p) => {
                 let action = if is_chart(p.artifact_type.as_deref()) {
                     WebhookAction::ChartPush
@@ -1082,6 +1082,21 @@ mod tests {
 
     fn log(s: &MetaStore, name: &str) -> Vec<Delivery> {
         s.deliveries(R, name, None, 100).unwrap()
+    }
+
+    #[test]
+    fn a_push_checked_against_its_tier_has_its_event_like_any() {
+        let (_d, s) = store();
+        apply(&s, hook("hooka", &[WebhookAction::Push], None));
+        let gated = Command::Gated {
+            tiers: Box::new(crate::tiers::uniform_table(None)),
+            cmd: Box::new(push("app", "v1", 'a', &[])),
+        };
+        assert_eq!(apply(&s, gated), Response::Ok);
+        let a = log(&s, "hooka");
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].event.action, WebhookAction::Push);
+        assert_eq!(a[0].event.target.tag.as_deref(), Some("v1"));
     }
 
     #[test]
