@@ -18,7 +18,7 @@ use wharf_oci::{Digest, Hasher};
 
 use crate::directory::{Directory, Holder};
 use crate::pb::blob_transfer_client::BlobTransferClient;
-use crate::pb::FetchRequest;
+use crate::pb::{FetchManyRequest, FetchRequest};
 use crate::recorder::Recorder;
 use crate::server::MESSAGE_MAX_BYTES;
 use crate::transfer::{Transfer, TransferState};
@@ -58,6 +58,8 @@ pub struct FetcherStats {
     pub bytes_moved: AtomicU64,
     pub blobs_moved: AtomicU64,
     pub failures: AtomicU64,
+    /// Batches of small blobs streamed (each one round trip, one commit).
+    pub batches: AtomicU64,
 }
 
 pub struct Fetcher<D> {
@@ -191,6 +193,191 @@ impl<D: Directory> Fetcher<D> {
             me.lock_inflight().remove(&job.digest);
         });
         t
+    }
+
+    /// Copy `blobs` (small ones, each held by `holder`) in one stream and
+    /// keep them with one commit; blobs already in flight are left to
+    /// their transfer. Each gets a `Transfer` as a single fetch would, so
+    /// an on-demand read of one joins the batch. What the holder does not
+    /// have, or sends corrupt, fails alone (the replicator retries it
+    /// later, one by one); a stream that breaks sends the rest through
+    /// the one-blob path, which tries every holder.
+    pub async fn fetch_batch(self: &Arc<Self>, holder: Holder, blobs: Vec<(Digest, u64)>) {
+        let mut batch = Vec::with_capacity(blobs.len());
+        {
+            let mut inflight = self.lock_inflight();
+            for (digest, size) in blobs {
+                if inflight.contains_key(&digest) {
+                    continue;
+                }
+                let (state, _) = watch::channel(TransferState::Running(0));
+                let t = Arc::new(Transfer {
+                    partial: self.blobs.incoming_path(&digest),
+                    final_path: self.blobs.blob_path(&digest),
+                    digest: digest.clone(),
+                    size,
+                    state,
+                    restarts: Default::default(),
+                });
+                inflight.insert(digest, t.clone());
+                batch.push(t);
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        let outcome = self.copy_batch(&holder, &batch).await;
+        let (kept, failed, broken) = match outcome {
+            Ok((kept, failed)) => (kept, failed, None),
+            Err((kept, e)) => (kept, Vec::new(), Some(e)),
+        };
+        for t in &kept {
+            self.recorder.add(t.digest.clone(), t.size);
+            t.state.send_replace(TransferState::Done);
+        }
+        self.stats
+            .blobs_moved
+            .fetch_add(kept.len() as u64, Ordering::Relaxed);
+        for (t, why) in &failed {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(digest = %t.digest, region = %holder.region, error = %why, "batched copy failed");
+            t.state.send_replace(TransferState::Failed(why.clone()));
+        }
+        let mut done: std::collections::HashSet<&Digest> = kept.iter().map(|t| &t.digest).collect();
+        done.extend(failed.iter().map(|(t, _)| &t.digest));
+        if let Some(e) = broken {
+            tracing::info!(region = %holder.region, error = %e, blobs = batch.len() - done.len(), "batch stream failed; copying the rest one by one");
+            for t in batch.iter().filter(|t| !done.contains(&t.digest)) {
+                match self.copy(t, Priority::Background).await {
+                    Ok(()) => {
+                        self.recorder.add(t.digest.clone(), t.size);
+                        t.state.send_replace(TransferState::Done);
+                        self.stats.blobs_moved.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                        t.state.send_replace(TransferState::Failed(e));
+                    }
+                }
+            }
+        }
+        let mut inflight = self.lock_inflight();
+        for t in &batch {
+            inflight.remove(&t.digest);
+        }
+    }
+
+    /// The stream of one batch: the blobs kept (verified, committed) and
+    /// those that failed alone; or, if the stream itself failed, the
+    /// blobs kept before it did and why.
+    #[allow(clippy::type_complexity)]
+    async fn copy_batch(
+        &self,
+        h: &Holder,
+        batch: &[Arc<Transfer>],
+    ) -> Result<(Vec<Arc<Transfer>>, Vec<(Arc<Transfer>, String)>), (Vec<Arc<Transfer>>, String)>
+    {
+        let channel = self.channel(&h.addr).map_err(|e| (Vec::new(), e))?;
+        let mut client =
+            BlobTransferClient::new(channel).max_decoding_message_size(MESSAGE_MAX_BYTES);
+        let started = Instant::now();
+        let mut stream = client
+            .fetch_many(FetchManyRequest {
+                digests: batch.iter().map(|t| t.digest.to_string()).collect(),
+            })
+            .await
+            .map_err(|s| (Vec::new(), s.message().to_string()))?
+            .into_inner();
+        let mut verified: Vec<(Arc<Transfer>, bytes::Bytes)> = Vec::new();
+        let mut failed = Vec::new();
+        // The sender streams every blob asked for, in order, each whole
+        // before the next: `next` is the one due.
+        let mut next = 0usize;
+        let mut buf: Vec<u8> = Vec::new();
+        // The blob due failed before its last part: the rest is skipped.
+        let mut bad = false;
+        let mut first = true;
+        let result: Result<(), String> = async {
+            while let Some(part) = stream
+                .message()
+                .await
+                .map_err(|s| s.message().to_string())?
+            {
+                if first {
+                    self.latency
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(h.region.clone(), started.elapsed());
+                    first = false;
+                }
+                let index = part.index as usize;
+                let Some(t) = batch.get(index).filter(|_| index == next) else {
+                    return Err(format!("peer sent blob {index} where {next} was due"));
+                };
+                if part.missing {
+                    failed.push((t.clone(), format!("{} does not hold it", h.region)));
+                    next += 1;
+                    continue;
+                }
+                let n = part.data.len() as u64;
+                self.limiter.take(n).await;
+                self.stats.bytes_moved.fetch_add(n, Ordering::Relaxed);
+                if !bad && buf.len() as u64 + n > t.size {
+                    failed.push((
+                        t.clone(),
+                        format!("peer sent more than its {} bytes", t.size),
+                    ));
+                    bad = true;
+                    buf = Vec::new();
+                }
+                if !bad {
+                    buf.extend_from_slice(&part.data);
+                }
+                if part.last {
+                    if !bad {
+                        let bytes = std::mem::take(&mut buf);
+                        let mut hasher = Hasher::new(t.digest.algorithm());
+                        hasher.update(&bytes);
+                        let actual = hasher.finish();
+                        if bytes.len() as u64 != t.size || actual != t.digest {
+                            failed.push((
+                                t.clone(),
+                                format!("content hashes to {actual} ({} bytes)", bytes.len()),
+                            ));
+                        } else {
+                            verified.push((t.clone(), bytes::Bytes::from(bytes)));
+                        }
+                    }
+                    bad = false;
+                    next += 1;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        // Whatever arrived whole and verified is kept, stream broken or not.
+        let kept: Vec<Arc<Transfer>> = verified.iter().map(|(t, _)| t.clone()).collect();
+        let files = verified
+            .into_iter()
+            .map(|(t, b)| (t.digest.clone(), b))
+            .collect();
+        if let Err(e) = self.blobs.adopt_many(files).await {
+            return Err((Vec::new(), format!("keeping the batch: {e}")));
+        }
+        match result {
+            Ok(()) if next < batch.len() => Err((
+                kept,
+                format!("stream ended after {next} of {} blobs", batch.len()),
+            )),
+            Ok(()) => Ok((kept, failed)),
+            Err(e) => Err((kept, e)),
+        }
+    }
+
+    /// Holders of `digest`, the nearest (lowest observed latency) first.
+    pub fn holders(&self, digest: &Digest) -> Vec<Holder> {
+        self.ordered_holders(digest)
     }
 
     fn ordered_holders(&self, digest: &Digest) -> Vec<Holder> {

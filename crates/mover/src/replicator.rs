@@ -47,6 +47,15 @@ const SCAN_SPACING_MS: u64 = 200;
 /// meanwhile drops out.
 const LIST_MAX_AGE: Duration = Duration::from_secs(2);
 
+/// Blobs up to this size are copied in batches (one stream, one commit
+/// for many): below it a transfer's cost is its round trip and fsyncs,
+/// not its bytes.
+pub const BATCH_BLOB_MAX: u64 = 1 << 20;
+/// Blobs per batch, at most.
+const BATCH_BLOBS: usize = 256;
+/// Bytes per batch, at most (a batch is held in memory until committed).
+const BATCH_BYTES: u64 = 8 << 20;
+
 /// How long a stopping replicator waits for its transfers in flight; one
 /// cut short resumes from its partial file at the next start.
 const STOP_DRAIN: Duration = Duration::from_secs(4);
@@ -70,6 +79,8 @@ pub async fn run_replicator<D: Directory>(
         queue_depth.store(wants.len() as u64, Ordering::Relaxed);
         cooldown.retain(|_, until| *until > Instant::now());
         let mut stale = false;
+        // Small blobs gathered per holder until a batch is full.
+        let mut batches: HashMap<String, Batch> = HashMap::new();
         for (digest, size) in wants {
             if fetcher.is_inflight(&digest)
                 || fetcher.recorder().is_pending(&digest)
@@ -82,24 +93,46 @@ pub async fn run_replicator<D: Directory>(
                 fetcher.recorder().add(digest, size);
                 continue;
             }
-            // Wait for a slot rather than for the next scan: a scan costs a
-            // pass over the blob index, a slot frees up in one transfer.
-            let permit = tokio::select! {
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break 'scans,
-                },
-                _ = stop.wait_for(|s| *s) => break 'scans,
-            };
-            let t = fetcher.fetch(&digest, size, Priority::Background);
-            cooldown.insert(digest, Instant::now() + cfg.retry_after);
-            tokio::spawn(async move {
-                let _ = t.finished().await;
-                drop(permit);
-            });
+            cooldown.insert(digest.clone(), Instant::now() + cfg.retry_after);
+            if size <= BATCH_BLOB_MAX {
+                let Some(holder) = fetcher.holders(&digest).into_iter().next() else {
+                    continue;
+                };
+                let addr = holder.addr.clone();
+                let b = batches.entry(addr.clone()).or_insert_with(|| Batch {
+                    holder,
+                    blobs: Vec::new(),
+                    bytes: 0,
+                });
+                b.blobs.push((digest, size));
+                b.bytes += size;
+                let full = b.blobs.len() >= BATCH_BLOBS || b.bytes >= BATCH_BYTES;
+                if let Some(full) = full.then(|| batches.remove(&addr)).flatten() {
+                    if !start_batch(&fetcher, &permits, &mut stop, full).await {
+                        break 'scans;
+                    }
+                }
+            } else {
+                // Wait for a slot rather than for the next scan: a scan
+                // costs a pass over the blob index, a slot frees up in one
+                // transfer.
+                let Some(permit) = permit(&permits, &mut stop).await else {
+                    break 'scans;
+                };
+                let t = fetcher.fetch(&digest, size, Priority::Background);
+                tokio::spawn(async move {
+                    let _ = t.finished().await;
+                    drop(permit);
+                });
+            }
             if scanned.elapsed() >= LIST_MAX_AGE {
                 stale = true;
                 break;
+            }
+        }
+        for (_, b) in batches.drain() {
+            if !start_batch(&fetcher, &permits, &mut stop, b).await {
+                break 'scans;
             }
         }
         if stale {
@@ -125,4 +158,40 @@ pub async fn run_replicator<D: Directory>(
     {
         tracing::info!("stopping with transfers in flight; they resume at the next start");
     }
+}
+
+/// Small blobs to copy from one holder in one stream.
+struct Batch {
+    holder: crate::directory::Holder,
+    blobs: Vec<(Digest, u64)>,
+    bytes: u64,
+}
+
+/// A transfer slot, or `None` once the replicator stops.
+async fn permit(
+    permits: &Arc<Semaphore>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    tokio::select! {
+        p = permits.clone().acquire_owned() => p.ok(),
+        _ = stop.wait_for(|s| *s) => None,
+    }
+}
+
+/// Start copying `b` in a slot of its own; false once stopping.
+async fn start_batch<D: Directory>(
+    fetcher: &Arc<Fetcher<D>>,
+    permits: &Arc<Semaphore>,
+    stop: &mut watch::Receiver<bool>,
+    b: Batch,
+) -> bool {
+    let Some(permit) = permit(permits, stop).await else {
+        return false;
+    };
+    let fetcher = fetcher.clone();
+    tokio::spawn(async move {
+        fetcher.fetch_batch(b.holder, b.blobs).await;
+        drop(permit);
+    });
+    true
 }

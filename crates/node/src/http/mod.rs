@@ -229,6 +229,14 @@ async fn metrics(State(app): State<App>) -> Response {
                 .load(std::sync::atomic::Ordering::Relaxed),
         ),
         (
+            "wharf_mover_batches_total",
+            "Batches of small blobs copied into this region (one stream and one commit each)",
+            app.fetcher
+                .stats
+                .batches
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
             "wharf_mover_transfer_failures_total",
             "Blob transfers that failed after trying every holder",
             app.fetcher
