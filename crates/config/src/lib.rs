@@ -79,6 +79,11 @@ pub struct MoverConfig {
     pub bandwidth_mbit: u64,
     /// Rescan the blob index at least this often.
     pub rescan_s: u64,
+    /// Background bandwidth caps per link, in Mbit/s, by the region copied
+    /// from (`[mover.links] eu = 50`): the mover prefers other holders over
+    /// a capped link, and what it must copy over one goes at most this
+    /// fast, on top of `bandwidth_mbit`. On-demand fetches are not capped.
+    pub links: std::collections::BTreeMap<String, u64>,
 }
 
 impl Default for MoverConfig {
@@ -87,6 +92,7 @@ impl Default for MoverConfig {
             concurrency: 4,
             bandwidth_mbit: 0,
             rescan_s: 5,
+            links: Default::default(),
         }
     }
 }

@@ -36,6 +36,9 @@ pub struct FetchLimits {
     /// Background (replicator) bytes per second; 0 = unlimited. On-demand
     /// fetches are never throttled: a client is waiting.
     pub background_bytes_per_s: u64,
+    /// Background bytes per second from each source region (a link's
+    /// cap, on top of the node's); regions not named are not capped.
+    pub link_bytes_per_s: HashMap<String, u64>,
     pub connect_timeout: Duration,
     /// Mutual TLS to peers (None: plain text).
     pub tls: Option<tonic::transport::ClientTlsConfig>,
@@ -47,6 +50,7 @@ impl Default for FetchLimits {
             attempts: 3,
             backoff: Duration::from_millis(500),
             background_bytes_per_s: 0,
+            link_bytes_per_s: HashMap::new(),
             connect_timeout: Duration::from_secs(3),
             tls: None,
         }
@@ -67,6 +71,8 @@ pub struct Fetcher<D> {
     pub(crate) blobs: Arc<BlobStore>,
     limits: FetchLimits,
     limiter: RateLimiter,
+    /// Caps of links by source region (`link_bytes_per_s`).
+    links: HashMap<String, RateLimiter>,
     inflight: Mutex<HashMap<Digest, Arc<Transfer>>>,
     /// Observed time to first byte per region, to try the nearest first.
     latency: Mutex<HashMap<String, Duration>>,
@@ -92,6 +98,12 @@ impl<D: Directory> Fetcher<D> {
     pub fn new(dir: Arc<D>, blobs: Arc<BlobStore>, limits: FetchLimits) -> Arc<Fetcher<D>> {
         Arc::new(Fetcher {
             limiter: RateLimiter::new(limits.background_bytes_per_s),
+            links: limits
+                .link_bytes_per_s
+                .iter()
+                .filter(|(_, rate)| **rate > 0)
+                .map(|(region, rate)| (region.clone(), RateLimiter::new(*rate)))
+                .collect(),
             dir,
             blobs,
             limits,
@@ -176,23 +188,28 @@ impl<D: Directory> Fetcher<D> {
         let job = t.clone();
         tokio::spawn(async move {
             let result = me.copy(&job, priority).await;
-            match &result {
-                Ok(()) => {
-                    // Pending in the recorder before it leaves the
-                    // in-flight map: a scan never sees it as neither.
-                    me.recorder.add(job.digest.clone(), job.size);
-                    job.state.send_replace(TransferState::Done);
-                    me.stats.blobs_moved.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    me.stats.failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(digest = %job.digest, error = %e, "blob transfer failed");
-                    job.state.send_replace(TransferState::Failed(e.clone()));
-                }
-            }
+            me.settle(&job, result);
             me.lock_inflight().remove(&job.digest);
         });
         t
+    }
+
+    /// End a transfer: kept (queued for the index, then `Done`) or failed.
+    /// Pending in the recorder before it leaves the in-flight map: a scan
+    /// never sees it as neither.
+    fn settle(&self, t: &Transfer, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                self.recorder.add(t.digest.clone(), t.size);
+                t.state.send_replace(TransferState::Done);
+                self.stats.blobs_moved.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(digest = %t.digest, error = %e, "blob transfer failed");
+                t.state.send_replace(TransferState::Failed(e));
+            }
+        }
     }
 
     /// Copy `blobs` (small ones, each held by `holder`) in one stream and
@@ -232,34 +249,19 @@ impl<D: Directory> Fetcher<D> {
             Ok((kept, failed)) => (kept, failed, None),
             Err((kept, e)) => (kept, Vec::new(), Some(e)),
         };
-        for t in &kept {
-            self.recorder.add(t.digest.clone(), t.size);
-            t.state.send_replace(TransferState::Done);
-        }
-        self.stats
-            .blobs_moved
-            .fetch_add(kept.len() as u64, Ordering::Relaxed);
-        for (t, why) in &failed {
-            self.stats.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(digest = %t.digest, region = %holder.region, error = %why, "batched copy failed");
-            t.state.send_replace(TransferState::Failed(why.clone()));
-        }
         let mut done: std::collections::HashSet<&Digest> = kept.iter().map(|t| &t.digest).collect();
         done.extend(failed.iter().map(|(t, _)| &t.digest));
+        for t in &kept {
+            self.settle(t, Ok(()));
+        }
+        for (t, why) in failed.iter() {
+            self.settle(t, Err(format!("from {}: {why}", holder.region)));
+        }
         if let Some(e) = broken {
             tracing::info!(region = %holder.region, error = %e, blobs = batch.len() - done.len(), "batch stream failed; copying the rest one by one");
             for t in batch.iter().filter(|t| !done.contains(&t.digest)) {
-                match self.copy(t, Priority::Background).await {
-                    Ok(()) => {
-                        self.recorder.add(t.digest.clone(), t.size);
-                        t.state.send_replace(TransferState::Done);
-                        self.stats.blobs_moved.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                        t.state.send_replace(TransferState::Failed(e));
-                    }
-                }
+                let result = self.copy(t, Priority::Background).await;
+                self.settle(t, result);
             }
         }
         let mut inflight = self.lock_inflight();
@@ -321,7 +323,7 @@ impl<D: Directory> Fetcher<D> {
                     continue;
                 }
                 let n = part.data.len() as u64;
-                self.limiter.take(n).await;
+                self.pace(&h.region, n).await;
                 self.stats.bytes_moved.fetch_add(n, Ordering::Relaxed);
                 if !bad && buf.len() as u64 + n > t.size {
                     failed.push((
@@ -383,9 +385,24 @@ impl<D: Directory> Fetcher<D> {
     fn ordered_holders(&self, digest: &Digest) -> Vec<Holder> {
         let mut holders = self.dir.holders(digest);
         let latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        // Unknown latency sorts first, so every region gets measured once.
-        holders.sort_by_key(|h| latency.get(&h.region).copied().unwrap_or_default());
+        // Uncapped links first (a capped one is what the operator wants
+        // the mover off); then unknown latency first, so every region gets
+        // measured once.
+        holders.sort_by_key(|h| {
+            (
+                self.links.contains_key(&h.region),
+                latency.get(&h.region).copied().unwrap_or_default(),
+            )
+        });
         holders
+    }
+
+    /// Wait until `n` more background bytes from `region` may be moved.
+    async fn pace(&self, region: &str, n: u64) {
+        self.limiter.take(n).await;
+        if let Some(link) = self.links.get(region) {
+            link.take(n).await;
+        }
     }
 
     async fn copy(&self, t: &Transfer, priority: Priority) -> Result<(), String> {
@@ -465,7 +482,7 @@ impl<D: Directory> Fetcher<D> {
                 return Err(format!("peer sent more than the blob's {size} bytes"));
             }
             if priority == Priority::Background {
-                self.limiter.take(n).await;
+                self.pace(&h.region, n).await;
             }
             (file, hasher) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
                 file.write_all(&chunk.data)?;

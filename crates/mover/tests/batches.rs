@@ -1,7 +1,9 @@
 //! Small blobs move in batches over a real gRPC socket: one stream, one
 //! commit for many. What the holder lacks or sends corrupt fails alone and
 //! is never kept; the rest arrive byte-exact and are queued for the blob
-//! index; the background replicator drains a backlog through batches.
+//! index; the background replicator drains a backlog through batches; a
+//! capped link is avoided when another region holds the blob, and paced
+//! when it must be used.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,14 +15,14 @@ use wharf_mover::{Directory, FetchLimits, Fetcher, Holder, ReplicatorConfig};
 use wharf_oci::Digest;
 
 struct TestDirectory {
-    holder: Holder,
+    holders: Vec<Holder>,
     missing: Mutex<Vec<(Digest, u64)>>,
     reported: Mutex<HashMap<Digest, u64>>,
 }
 
 impl Directory for TestDirectory {
     fn holders(&self, _: &Digest) -> Vec<Holder> {
-        vec![self.holder.clone()]
+        self.holders.clone()
     }
 
     fn missing(&self, limit: usize) -> Vec<(Digest, u64)> {
@@ -47,11 +49,21 @@ async fn holder(
     dir: &std::path::Path,
     n: usize,
 ) -> (Holder, Arc<BlobStore>, Vec<(Digest, Vec<u8>)>) {
+    holder_of(dir, n, 0).await
+}
+
+/// `holder`, with blobs of about `size` bytes (0: a few hundred, growing).
+async fn holder_of(
+    dir: &std::path::Path,
+    n: usize,
+    size: usize,
+) -> (Holder, Arc<BlobStore>, Vec<(Digest, Vec<u8>)>) {
     let store = Arc::new(BlobStore::open(dir, "h", StoreLimits::default()).unwrap());
     let mut blobs = Vec::new();
     for i in 0..n {
         let mut data = (i as u64).to_be_bytes().to_vec();
-        data.extend(std::iter::repeat_n((i % 251) as u8, 100 + i * 7));
+        let len = if size > 0 { size } else { 100 + i * 7 };
+        data.extend(std::iter::repeat_n((i % 251) as u8, len));
         let digest = Digest::sha256_of(&data);
         let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(data.clone()))]);
         store.put("r", &digest, body).await.unwrap();
@@ -87,13 +99,25 @@ fn receiver(
     Arc<BlobStore>,
     Arc<Fetcher<TestDirectory>>,
 ) {
+    receiver_with(dir, vec![holder], FetchLimits::default())
+}
+
+fn receiver_with(
+    dir: &std::path::Path,
+    holders: Vec<Holder>,
+    limits: FetchLimits,
+) -> (
+    Arc<TestDirectory>,
+    Arc<BlobStore>,
+    Arc<Fetcher<TestDirectory>>,
+) {
     let store = Arc::new(BlobStore::open(dir, "x", StoreLimits::default()).unwrap());
     let directory = Arc::new(TestDirectory {
-        holder,
+        holders,
         missing: Mutex::new(Vec::new()),
         reported: Mutex::new(HashMap::new()),
     });
-    let fetcher = Fetcher::new(directory.clone(), store.clone(), FetchLimits::default());
+    let fetcher = Fetcher::new(directory.clone(), store.clone(), limits);
     (directory, store, fetcher)
 }
 
@@ -185,4 +209,52 @@ async fn the_replicator_drains_a_backlog_of_small_blobs_through_batches() {
     stop_tx.send(true).unwrap();
     replicator.await.unwrap();
     recorder.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_link_is_avoided_and_paced_when_it_must_be_used() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (capped, _held, _) = holder(a.path(), 0).await;
+    let uncapped = Holder {
+        region: "r2".into(),
+        addr: "127.0.0.1:9".into(),
+    };
+    // 1 MB/s from r1 (where the test holder is).
+    let limits = FetchLimits {
+        link_bytes_per_s: [("r1".to_string(), 1_000_000)].into(),
+        ..FetchLimits::default()
+    };
+    let (_d, _s, fetcher) = receiver_with(b.path(), vec![capped.clone(), uncapped], limits);
+    let any = Digest::sha256_of(b"x");
+    assert_eq!(
+        fetcher.holders(&any)[0].region,
+        "r2",
+        "the capped link was not last"
+    );
+
+    // Ten blobs of 200 kB that only the capped link has: 2 MB at 1 MB/s.
+    let (c, d) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (h, _held, blobs) = holder_of(c.path(), 10, 200_000).await;
+    let (_d, store, fetcher) = receiver_with(
+        d.path(),
+        vec![h.clone()],
+        FetchLimits {
+            link_bytes_per_s: [("r1".to_string(), 1_000_000)].into(),
+            ..FetchLimits::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    let asked = blobs
+        .iter()
+        .map(|(d, x)| (d.clone(), x.len() as u64))
+        .collect();
+    fetcher.fetch_batch(h, asked).await;
+    let took = started.elapsed();
+    for (d, data) in &blobs {
+        assert_eq!(read(&store, d).await.as_deref(), Some(&data[..]));
+    }
+    assert!(
+        took >= Duration::from_millis(1500),
+        "2 MB over a 1 MB/s link in {took:?}"
+    );
 }

@@ -118,6 +118,12 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         blobs.clone(),
         FetchLimits {
             background_bytes_per_s: cfg.mover.bandwidth_mbit * 1_000_000 / 8,
+            link_bytes_per_s: cfg
+                .mover
+                .links
+                .iter()
+                .map(|(region, mbit)| (region.clone(), mbit * 1_000_000 / 8))
+                .collect(),
             tls: peer_tls.map(|t| t.client),
             ..FetchLimits::default()
         },

@@ -16,6 +16,27 @@ use common::{random_bytes, run, Node};
 /// registry, writes 4 per identity.
 const CONFIG: &str = "[rate_limits]\nscale = 0.002\n";
 
+/// A token `name` that may pull every repository (through a scope map
+/// `pull`, created with it); its password.
+fn pull_token(node: &Node, name: &str) -> String {
+    let wharf = |args: &[&str]| {
+        run(std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .envs(common::owner_env())
+            .args(args)
+            .args(["--endpoint", &node.url(""), "-o", "json"]))
+    };
+    wharf(&[
+        "scope-map",
+        "create",
+        "pull",
+        "--repository",
+        "*=content/read",
+    ]);
+    let token: serde_json::Value =
+        serde_json::from_str(&wharf(&["token", "create", name, "--scope-map", "pull"])).unwrap();
+    token["password1"].as_str().unwrap().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_past_the_limit_waits_its_turn_while_others_pull() {
     let dir = tempfile::tempdir().unwrap();
@@ -33,28 +54,7 @@ async fn a_flood_past_the_limit_waits_its_turn_while_others_pull() {
         201
     );
     // A second identity, to pull with skopeo.
-    let wharf = |args: &[&str]| {
-        run(std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .envs(common::owner_env())
-            .args(args)
-            .args(["--endpoint", &node.url(""), "-o", "json"]))
-    };
-    wharf(&[
-        "scope-map",
-        "create",
-        "pull",
-        "--repository",
-        "*=content/read",
-    ]);
-    let token: serde_json::Value = serde_json::from_str(&wharf(&[
-        "token",
-        "create",
-        "puller",
-        "--scope-map",
-        "pull",
-    ]))
-    .unwrap();
-    let puller_pw = token["password1"].as_str().unwrap().to_string();
+    let puller_pw = pull_token(&node, "puller");
 
     // The owner floods reads: 20 go through, then 429.
     let mut ok = 0;
@@ -152,28 +152,7 @@ fn docker_pulls_under_the_limit_while_another_client_is_throttled() {
         .arg(common::owner_creds())
         .arg(format!("oci:{}:v1", layout.display()))
         .arg(format!("docker://{}/app:v1", node.addr())));
-    let wharf = |args: &[&str]| {
-        run(std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .envs(common::owner_env())
-            .args(args)
-            .args(["--endpoint", &node.url(""), "-o", "json"]))
-    };
-    wharf(&[
-        "scope-map",
-        "create",
-        "pull",
-        "--repository",
-        "*=content/read",
-    ]);
-    let token: serde_json::Value = serde_json::from_str(&wharf(&[
-        "token",
-        "create",
-        "dockerpuller",
-        "--scope-map",
-        "pull",
-    ]))
-    .unwrap();
-    let password = token["password1"].as_str().unwrap().to_string();
+    let password = pull_token(&node, "dockerpuller");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let owner = Reg::new(&node.addr());
