@@ -4,6 +4,7 @@
 
 mod error;
 
+pub mod bench;
 pub mod client;
 pub mod drill;
 pub mod gc;

@@ -73,6 +73,8 @@ enum Command {
     Access(cli::identity::IdentityArgs<cli::identity::AccessVerb>),
     /// Failover drills against a running cluster (region-outage).
     Drill(cli::drill::DrillArgs),
+    /// Measure a running cluster (replication: region × region latency).
+    Bench(cli::bench::BenchArgs),
     /// Garbage collection: run now (or a dry run), and its status per region.
     Gc(cli::gc::GcArgs),
     /// A registry's policies: retention of untagged manifests, soft delete.
@@ -216,6 +218,7 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
         Command::Credential(args) => Ok(cli::identity::credential(args).await?),
         Command::SigningKey(args) => Ok(cli::identity::signing_key(args).await?),
         Command::Access(args) => Ok(cli::identity::access(args).await?),
+        Command::Bench(args) => Ok(cli::bench::run(args).await?),
         Command::Drill(args) => {
             let code = cli::drill::run(args).await;
             if code != 0 {

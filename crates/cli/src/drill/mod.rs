@@ -104,17 +104,17 @@ struct OutageArgs {
 
 /// A region as `GET /api/v1/replications` lists it.
 #[derive(Debug, Clone, Deserialize)]
-struct RegionRow {
-    region: String,
+pub(crate) struct RegionRow {
+    pub(crate) region: String,
     node_id: u64,
-    endpoint: String,
-    health: String,
+    pub(crate) endpoint: String,
+    pub(crate) health: String,
     role: Option<String>,
     lag: Option<u64>,
     blobs_to_copy: u64,
 }
 
-fn client_at(conn: &Connection, endpoint: &str) -> Result<Client, NodeError> {
+pub(crate) fn client_at(conn: &Connection, endpoint: &str) -> Result<Client, NodeError> {
     let mut c = conn.clone();
     c.endpoint = endpoint.to_string();
     Client::new(&c)
@@ -163,7 +163,7 @@ pub async fn run(args: DrillArgs) -> i32 {
     }
 }
 
-async fn regions(client: &Client) -> Result<Vec<RegionRow>, NodeError> {
+pub(crate) async fn regions(client: &Client) -> Result<Vec<RegionRow>, NodeError> {
     client.get("/replications", &[]).await
 }
 
