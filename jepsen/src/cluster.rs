@@ -39,12 +39,17 @@ impl DerefMut for Cluster {
 
 impl Cluster {
     /// Start `n` regions under `dir` (their processes and links).
-    pub async fn start(wharf: &Path, dir: &Path, n: usize) -> std::io::Result<Cluster> {
+    pub async fn start(
+        wharf: &Path,
+        dir: &Path,
+        n: usize,
+        reads: wharf_config::ReadConsistency,
+    ) -> std::io::Result<Cluster> {
         assert!((1..=REGIONS_MAX).contains(&n), "1 to {REGIONS_MAX} regions");
         let mut plan = Plan::new(wharf, dir, n)
             .env("WHARF_BOOTSTRAP_PASSWORD", PASSWORD)
-            .tune(|_, c| {
-                c.reads = wharf_config::ReadConsistency::Linearizable;
+            .tune(move |_, c| {
+                c.reads = reads;
                 c.write_timeout_ms = 5000;
                 c.raft.heartbeat_ms = 100;
                 c.raft.election_timeout_min_ms = 500;

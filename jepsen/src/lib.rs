@@ -8,5 +8,6 @@ pub mod cluster;
 pub mod gc;
 pub mod history;
 pub mod linearizable;
+pub mod local;
 pub mod nemesis;
 pub mod run;

@@ -52,6 +52,11 @@ struct Args {
     /// tagged at the end has every blob in every region.
     #[arg(long)]
     gc: bool,
+    /// The nodes' read mode: linearizable (checked as linearizable
+    /// registers) or local, the default of clusters (checked: misses never
+    /// stale, monotonic reads per client, staleness bounded while healthy).
+    #[arg(long, default_value = "linearizable", value_parser = ["linearizable", "local"])]
+    reads: String,
 }
 
 fn main() {
@@ -85,6 +90,11 @@ fn main() {
         quiet_for: Duration::from_secs(a.quiet_s),
         out: out.clone(),
         gc: a.gc,
+        reads: if a.reads == "local" {
+            wharf_config::ReadConsistency::Local
+        } else {
+            wharf_config::ReadConsistency::Linearizable
+        },
     };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

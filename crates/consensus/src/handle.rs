@@ -48,6 +48,9 @@ pub struct Status {
     pub fenced: bool,
 }
 
+/// Pause between attempts of the catch-up barrier after a start.
+const CATCH_UP_RETRY_MS: u64 = 200;
+
 pub struct Consensus {
     raft: Arc<Raft>,
     meta: Arc<MetaStore>,
@@ -57,6 +60,11 @@ pub struct Consensus {
     grpc_stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
     /// Reused clients for forwarding and read-index: (address, client).
     peer_clients: std::sync::Mutex<BTreeMap<NodeId, (String, RaftClient<Channel>)>>,
+    /// Set once a read barrier succeeded since this process started: the
+    /// local state then holds everything committed before it, so it is
+    /// never older than anything this node served before a restart or a
+    /// lost disk (see `caught_up`).
+    caught_up: std::sync::atomic::AtomicBool,
 }
 
 impl Consensus {
@@ -172,7 +180,7 @@ impl Consensus {
             }
         }
 
-        Ok(Arc::new(Consensus {
+        let consensus = Arc::new(Consensus {
             raft,
             meta,
             applied,
@@ -180,7 +188,31 @@ impl Consensus {
             fence,
             grpc_stop: std::sync::Mutex::new(Some(stop_tx)),
             peer_clients: std::sync::Mutex::new(BTreeMap::new()),
-        }))
+            caught_up: std::sync::atomic::AtomicBool::new(false),
+        });
+        // Catch up once, in the background, so local reads resume without
+        // waiting for a client's miss; a weak handle lets the node stop.
+        let weak = Arc::downgrade(&consensus);
+        tokio::spawn(async move {
+            loop {
+                let Some(c) = weak.upgrade() else { return };
+                if c.read_barrier().await.is_ok() {
+                    return;
+                }
+                drop(c);
+                tokio::time::sleep(Duration::from_millis(CATCH_UP_RETRY_MS)).await;
+            }
+        });
+        Ok(consensus)
+    }
+
+    /// Whether local state may answer reads: false from the start of this
+    /// process until a read barrier succeeded. A node restarted, or rebuilt
+    /// empty after a lost disk, holds only a prefix of the log while it
+    /// replays or receives it; answering hits from that prefix would show
+    /// clients tags older than the ones this region already served them.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The address to dial for a peer (its advertised one, or an override).
@@ -424,6 +456,15 @@ impl Consensus {
     /// Linearizable read barrier (read-index): when it returns, local state
     /// reflects every write acknowledged anywhere before the call.
     pub async fn read_barrier(&self) -> Result<(), ConsensusError> {
+        let done = self.read_index().await;
+        if done.is_ok() {
+            self.caught_up
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        done
+    }
+
+    async fn read_index(&self) -> Result<(), ConsensusError> {
         self.refuse_if_fenced()?;
         let deadline = self.deadline();
         let mut last: Option<String> = None;

@@ -45,18 +45,19 @@ fn every_region_pair_is_measured_and_the_probes_are_removed() {
         assert_eq!(c["timed_out"], 0, "{c}");
         let f = |k: &str, p: &str| c[k][p].as_f64().unwrap();
         assert!(f("manifest_ms", "p50") <= f("manifest_ms", "p99"), "{c}");
-        assert!(f("blobs_local_ms", "p50") <= f("blobs_local_ms", "p99"), "{c}");
+        assert!(
+            f("blobs_local_ms", "p50") <= f("blobs_local_ms", "p99"),
+            "{c}"
+        );
         assert!(f("manifest_ms", "p50") <= f("blobs_local_ms", "p50"), "{c}");
         assert!(f("blobs_local_ms", "max") < 60_000.0, "{c}");
     }
     assert_eq!(pairs.len(), 6, "every ordered pair of regions");
     // The probes are gone.
-    let tags = common::curl_owner(
-        &cluster.nodes[0].url("/v2/wharf-bench/replication/tags/list"),
-    )
-    .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-    .output()
-    .unwrap();
+    let tags = common::curl_owner(&cluster.nodes[0].url("/v2/wharf-bench/replication/tags/list"))
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&tags.stdout), "404");
 
     // A token that may only pull is refused before anything is pushed.
@@ -68,10 +69,21 @@ fn every_region_pair_is_measured_and_the_probes_are_removed() {
                 .args(["--endpoint", &cluster.nodes[0].url(""), "-o", "json"]),
         )
     };
-    wharf(&["scope-map", "create", "pull", "--repository", "*=content/read"]);
-    let token: Value =
-        serde_json::from_str(&wharf(&["token", "create", "reader", "--scope-map", "pull"]))
-            .unwrap();
+    wharf(&[
+        "scope-map",
+        "create",
+        "pull",
+        "--repository",
+        "*=content/read",
+    ]);
+    let token: Value = serde_json::from_str(&wharf(&[
+        "token",
+        "create",
+        "reader",
+        "--scope-map",
+        "pull",
+    ]))
+    .unwrap();
     let refused = bench(&cluster.nodes[0])
         .env("WHARF_USERNAME", "reader")
         .env("WHARF_PASSWORD", token["password1"].as_str().unwrap())
@@ -79,6 +91,9 @@ fn every_region_pair_is_measured_and_the_probes_are_removed() {
         .unwrap();
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(err.contains("may not push to wharf-bench/replication"), "{err}");
+    assert!(
+        err.contains("may not push to wharf-bench/replication"),
+        "{err}"
+    );
     assert!(!err.contains("pushing"), "it announced an upload: {err}");
 }

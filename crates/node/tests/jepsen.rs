@@ -29,11 +29,42 @@ async fn a_short_run_under_mixed_faults_keeps_every_promise() {
         quiet_for: Duration::from_secs(3),
         out: dir.path().join("run"),
         gc: true,
+        reads: wharf_config::ReadConsistency::Linearizable,
     };
     let v = run(&cfg).await.expect("the run completes");
     let report = std::fs::read_to_string(dir.path().join("run/verdict.md")).unwrap();
     println!("{report}");
     assert!(v.valid, "{report}");
+    assert!(v.faults_injected >= Fault::ALL.len(), "{report}");
+    assert!(v.acknowledged_writes > 50, "{report}");
+}
+
+/// The default read mode under the same faults: tags are not linearizable
+/// there, but misses are never stale, each client's reads never go back,
+/// and while no fault is in force a read trails an acknowledged write by
+/// at most `LOCAL_STALENESS_BOUND_MS`; durability and convergence as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_with_local_reads_keeps_the_local_promises() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = RunConfig {
+        wharf: env!("CARGO_BIN_EXE_wharf").into(),
+        regions: 3,
+        duration: Duration::from_secs(105),
+        clients_per_region: 2,
+        keys: 4,
+        rate: 5,
+        faults: Fault::ALL.to_vec(),
+        fault_for: Duration::from_secs(4),
+        quiet_for: Duration::from_secs(3),
+        out: dir.path().join("run"),
+        gc: false,
+        reads: wharf_config::ReadConsistency::Local,
+    };
+    let v = run(&cfg).await.expect("the run completes");
+    let report = std::fs::read_to_string(dir.path().join("run/verdict.md")).unwrap();
+    println!("{report}");
+    assert!(v.valid, "{report}");
+    assert!(v.checks.contains_key("local reads"), "{report}");
     assert!(v.faults_injected >= Fault::ALL.len(), "{report}");
     assert!(v.acknowledged_writes > 50, "{report}");
 }

@@ -151,7 +151,9 @@ impl Handle {
         f: impl Fn(&Registry<'_>) -> Result<Option<T>, StoreError>,
     ) -> ServiceResult<Option<T>> {
         let consensus = &self.service.consensus;
-        if self.service.linearizable_reads {
+        // Until this node caught up after starting, its state may be a
+        // prefix of what it served before: every read asks the leader.
+        if self.service.linearizable_reads || !consensus.caught_up() {
             consensus.read_barrier().await?;
             return Ok(f(&self.meta())?);
         }
