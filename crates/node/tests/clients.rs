@@ -362,15 +362,10 @@ fn docker_cli_pushes_and_pulls_when_a_daemon_runs() {
         run(docker().args(["rmi", &image]));
         run(docker().args(["pull", &image]));
         // The pulled image holds the file that was pushed.
-        let id = run(docker().args(["create", &image, "/none"]));
-        let copied = dir.path().join("copied");
-        let status = docker()
-            .args(["cp", &format!("{}:/marker", id.trim())])
-            .arg(&copied)
-            .status();
-        docker().args(["rm", id.trim()]).output().ok();
-        assert!(status.unwrap().success());
-        assert_eq!(std::fs::read_to_string(&copied).unwrap(), marker);
+        assert_eq!(
+            common::file_in_docker_image(&docker, &image, "/marker", dir.path()),
+            marker
+        );
     });
     docker().args(["rmi", "-f", &image]).output().ok();
     result.unwrap();

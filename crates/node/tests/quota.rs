@@ -31,6 +31,19 @@ fn usage(node: &Node, extra: &[&str]) -> Value {
     wharf_json(&node.url(""), &args)
 }
 
+/// `wharf ARGS` as the operator fails, saying `why`.
+fn refused(node: &Node, args: &[&str], why: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .envs(common::owner_env())
+        .args(args)
+        .args(["--endpoint", &node.url("")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} was not refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(why), "{args:?}: {err}");
+}
+
 fn stored(node: &Node) -> u64 {
     usage(node, &[])["storage"]["bytes"].as_u64().unwrap()
 }
@@ -133,14 +146,18 @@ async fn a_push_past_the_storage_limit_is_refused_and_leaves_nothing_behind() {
         40u64 << 40,
         "the tier's limit"
     );
-    let bad = Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .envs(common::owner_env())
-        .args(["registry", "update", "--name", "default"])
-        .args(["--storage-limit", "lots", "--endpoint", &node.url("")])
-        .output()
-        .unwrap();
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("a size such as 20GiB"));
+    refused(
+        &node,
+        &[
+            "registry",
+            "update",
+            "--name",
+            "default",
+            "--storage-limit",
+            "lots",
+        ],
+        "a size such as 20GiB",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,14 +248,18 @@ async fn show_usage_meters_storage_by_repository_gib_days_and_operations() {
     let past = usage(&node, &["--period", "2001-02"]);
     assert_eq!(past["metering"]["gib_days"], 0.0);
     assert!(past["metering"]["days"].as_array().unwrap().is_empty());
-    let bad = Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .envs(common::owner_env())
-        .args(["registry", "show-usage", "--name", "default"])
-        .args(["--period", "2026-13", "--endpoint", &node.url("")])
-        .output()
-        .unwrap();
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("YYYY-MM"));
+    refused(
+        &node,
+        &[
+            "registry",
+            "show-usage",
+            "--name",
+            "default",
+            "--period",
+            "2026-13",
+        ],
+        "YYYY-MM",
+    );
 
     // /metrics: the same figures per registry.
     let metrics = reg.get("/metrics").await.text().await.unwrap();

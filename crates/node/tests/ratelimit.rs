@@ -188,15 +188,10 @@ fn docker_pulls_under_the_limit_while_another_client_is_throttled() {
             &password,
         );
         run(docker().args(["pull", &image]));
-        let id = run(docker().args(["create", &image, "/none"]));
-        let copied = dir.path().join("copied");
-        let status = docker()
-            .args(["cp", &format!("{}:/marker", id.trim())])
-            .arg(&copied)
-            .status();
-        docker().args(["rm", id.trim()]).output().ok();
-        assert!(status.unwrap().success());
-        assert_eq!(std::fs::read_to_string(&copied).unwrap(), marker);
+        assert_eq!(
+            common::file_in_docker_image(&docker, &image, "/marker", dir.path()),
+            marker
+        );
     });
     docker().args(["rmi", "-f", &image]).output().ok();
     pulled.unwrap();

@@ -331,3 +331,26 @@ pub fn wharf_json(endpoint: &str, args: &[&str]) -> serde_json::Value {
         .args(["--endpoint", endpoint, "-o", "json"]));
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
+
+/// The contents of `path` in `image` (pulled already), read by creating a
+/// container of it with `docker` (a command with the test's config) and
+/// copying the file out to `scratch`.
+pub fn file_in_docker_image(
+    docker: &dyn Fn() -> Command,
+    image: &str,
+    path: &str,
+    scratch: &Path,
+) -> String {
+    let id = run(docker().args(["create", image, "/none"]));
+    let copied = scratch.join("copied-from-image");
+    let status = docker()
+        .args(["cp", &format!("{}:{path}", id.trim())])
+        .arg(&copied)
+        .status();
+    docker().args(["rm", id.trim()]).output().ok();
+    assert!(
+        status.unwrap().success(),
+        "docker cp of {path} from {image}"
+    );
+    std::fs::read_to_string(&copied).unwrap()
+}
