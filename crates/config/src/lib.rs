@@ -598,6 +598,36 @@ mod tests {
         assert!(base.overlay("[raft]\nheartbeat_ms = \"fast\"").is_err());
     }
 
+    /// A tier table written before storage limits (and before `[mover]`
+    /// links) still loads: the new keys take their defaults.
+    #[test]
+    fn a_config_from_before_storage_limits_and_link_caps_loads() {
+        let old = r#"
+            [mover]
+            concurrency = 2
+            [tiers.basic]
+            webhooks = 3
+            tokens = 10
+            scope_maps = 10
+            anonymous_pull = false
+            included_storage_gib = 1
+            ip_rules = 0
+            replications = 0
+        "#;
+        let c: ServeConfig = toml::from_str(old).unwrap();
+        assert_eq!(c.tiers.basic.webhooks, 3);
+        assert_eq!(c.tiers.basic.storage_limit_gib, 40 * 1024);
+        assert_eq!(c.tiers.premium, TiersConfig::default().premium);
+        assert!(c.mover.links.is_empty());
+        let capped: ServeConfig = toml::from_str(
+            "[mover.links]
+eu-west = 50
+",
+        )
+        .unwrap();
+        assert_eq!(capped.mover.links["eu-west"], 50);
+    }
+
     #[test]
     fn validation_explains_bad_settings() {
         let mut c = ServeConfig {

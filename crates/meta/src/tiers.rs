@@ -453,6 +453,51 @@ mod tests {
         assert_eq!((r.sku, r.replicas.len()), (Sku::Basic, 1));
     }
 
+    /// A gated command written before storage limits (its tier table
+    /// has none) decodes with no limit, and its registry record with no
+    /// limit of its own: a log from the previous release applies as it did.
+    #[test]
+    fn tier_tables_and_records_from_before_storage_limits_decode_without_one() {
+        #[derive(Serialize)]
+        struct LimitsBefore {
+            webhooks: u32,
+            tokens: u32,
+            scope_maps: u32,
+            anonymous_pull: bool,
+            included_storage_gib: u64,
+            ip_rules: u32,
+            replications: u32,
+        }
+        let old = LimitsBefore {
+            webhooks: 2,
+            tokens: 100,
+            scope_maps: 100,
+            anonymous_pull: false,
+            included_storage_gib: 10,
+            ip_rules: 0,
+            replications: 0,
+        };
+        let l: TierLimits = crate::codec::decode(&crate::codec::encode(&old)).unwrap();
+        assert_eq!((l.webhooks, l.storage_limit), (2, None));
+        #[derive(Serialize)]
+        struct RecordBefore {
+            name: String,
+            sku: Sku,
+            created_ms: u64,
+            replicas: Vec<String>,
+            network: crate::tenancy::NetworkRules,
+        }
+        let r: RegistryRecord = crate::codec::decode(&crate::codec::encode(&RecordBefore {
+            name: "teamreg".into(),
+            sku: Sku::Basic,
+            created_ms: 5,
+            replicas: vec![],
+            network: Default::default(),
+        }))
+        .unwrap();
+        assert_eq!(r.storage_limit, None);
+    }
+
     #[test]
     fn storage_counts_each_blob_of_a_registry_once() {
         let dir = tempfile::tempdir().unwrap();
