@@ -37,3 +37,12 @@ pub use repositories::{
 pub use webhooks::{
     EventAttempt, NewWebhook, Redeliver, Webhook, WebhookChange, WebhookConfig, WebhookEvent,
 };
+
+/// A size as operators write it on the command line or in a request:
+/// `20GiB`, `500 MB`, or a number of bytes. `None` when it is not one.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    s.parse::<u64>()
+        .ok()
+        .or_else(|| s.parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64()))
+}

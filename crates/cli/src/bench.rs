@@ -116,13 +116,7 @@ fn figures(samples: &[f64]) -> Figures {
 }
 
 fn parse_size(s: &str) -> Result<u64, CliError> {
-    let bytes = s.trim().parse::<u64>().ok().or_else(|| {
-        s.trim()
-            .parse::<bytesize::ByteSize>()
-            .ok()
-            .map(|b| b.as_u64())
-    });
-    match bytes {
+    match wharf_api::parse_size(s) {
         Some(b) if b > 0 => Ok(b),
         _ => Err(CliError::Config(format!(
             "--size {s:?}: a size such as 1MiB or 100MiB"

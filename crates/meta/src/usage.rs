@@ -384,24 +384,7 @@ impl MetaStore {
         now_ms: u64,
     ) -> Result<Vec<(u64, u64)>, StoreError> {
         let mut days: BTreeMap<u64, u128> = BTreeMap::new();
-        let prefix = day_key(registry, b'd', 0);
-        let prefix = &prefix[..prefix.len() - 10];
-        let start = day_key(registry, b'd', from_day);
-        for item in self.db().iterator_cf(
-            self.cf(CF_USAGE),
-            IteratorMode::From(&start, rocksdb::Direction::Forward),
-        ) {
-            let (k, v) = item?;
-            if !k.starts_with(prefix) {
-                break;
-            }
-            let Ok(day) = String::from_utf8_lossy(&k[prefix.len()..]).parse::<u64>() else {
-                continue;
-            };
-            if day > to_day {
-                break;
-            }
-            let m: DayMeter = decode(CF_USAGE, &v)?;
+        for (day, m) in self.day_buckets::<DayMeter>(registry, b'd', from_day, to_day)? {
             days.insert(
                 day,
                 u128::from(m.byte_seconds) * 1000 + u128::from(m.rem_byte_ms),
@@ -428,16 +411,27 @@ impl MetaStore {
         from_day: u64,
         to_day: u64,
     ) -> Result<Vec<(u64, DayOperations)>, StoreError> {
-        let prefix = day_key(registry, b'o', 0);
-        let prefix = prefix[..prefix.len() - 10].to_vec();
-        let start = day_key(registry, b'o', from_day);
+        self.day_buckets(registry, b'o', from_day, to_day)
+    }
+
+    /// The `kind` buckets of `registry` from `from_day` to `to_day`
+    /// (inclusive), in day order.
+    fn day_buckets<T: serde::de::DeserializeOwned>(
+        &self,
+        registry: &str,
+        kind: u8,
+        from_day: u64,
+        to_day: u64,
+    ) -> Result<Vec<(u64, T)>, StoreError> {
+        let start = day_key(registry, kind, from_day);
+        let prefix = &start[..start.len() - 10];
         let mut out = Vec::new();
         for item in self.db().iterator_cf(
             self.cf(CF_USAGE),
             IteratorMode::From(&start, rocksdb::Direction::Forward),
         ) {
             let (k, v) = item?;
-            if !k.starts_with(&prefix) {
+            if !k.starts_with(prefix) {
                 break;
             }
             let Ok(day) = String::from_utf8_lossy(&k[prefix.len()..]).parse::<u64>() else {

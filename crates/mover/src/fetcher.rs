@@ -307,10 +307,7 @@ impl<D: Directory> Fetcher<D> {
                 .map_err(|s| s.message().to_string())?
             {
                 if first {
-                    self.latency
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(h.region.clone(), started.elapsed());
+                    self.note_latency(&h.region, started);
                     first = false;
                 }
                 let index = part.index as usize;
@@ -397,6 +394,14 @@ impl<D: Directory> Fetcher<D> {
         holders
     }
 
+    /// `region` answered its first byte `started.elapsed()` after asking.
+    fn note_latency(&self, region: &str, started: Instant) {
+        self.latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(region.to_string(), started.elapsed());
+    }
+
     /// Wait until `n` more background bytes from `region` may be moved.
     async fn pace(&self, region: &str, n: u64) {
         self.limiter.take(n).await;
@@ -471,10 +476,7 @@ impl<D: Directory> Fetcher<D> {
                 break;
             };
             if first {
-                self.latency
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(h.region.clone(), started.elapsed());
+                self.note_latency(&h.region, started);
                 first = false;
             }
             let n = chunk.data.len() as u64;

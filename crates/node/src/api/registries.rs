@@ -422,13 +422,7 @@ fn parse_storage_limit(s: &str) -> ApiResult<Option<u64>> {
     if s.eq_ignore_ascii_case("tier") {
         return Ok(None);
     }
-    let bytes = s.trim().parse::<u64>().ok().or_else(|| {
-        s.trim()
-            .parse::<bytesize::ByteSize>()
-            .ok()
-            .map(|b| b.as_u64())
-    });
-    match bytes {
+    match wharf_api::parse_size(s) {
         Some(b) => Ok(Some(b)),
         None => Err(ApiError::new(
             ErrorCode::Unsupported,
