@@ -18,6 +18,10 @@ pub enum BlobError {
     Stalled(u64),
     #[error("reading the request body failed: {0}")]
     Client(String),
+    #[error("blob store unavailable: {0}")]
+    Unavailable(String),
+    #[error("blob store configuration: {0}")]
+    Config(String),
     #[error("storage i/o: {0}")]
     Io(#[from] std::io::Error),
 }

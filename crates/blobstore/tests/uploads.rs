@@ -22,11 +22,8 @@ fn open(dir: &std::path::Path, limits: StoreLimits) -> BlobStore {
 }
 
 async fn read_all(store: &BlobStore, d: &Digest) -> Vec<u8> {
-    use tokio::io::AsyncReadExt;
-    let (mut f, _) = store.open_blob(d).await.unwrap().expect("blob present");
-    let mut v = Vec::new();
-    f.read_to_end(&mut v).await.unwrap();
-    v
+    let opened = store.open_blob(d).await.unwrap().expect("blob present");
+    opened.read_all().await.unwrap().to_vec()
 }
 
 #[tokio::test]
@@ -205,10 +202,10 @@ async fn pending_links_are_durable_until_removed() {
 }
 
 /// Age a stored blob by `secs` (as if written that long ago).
-fn age(store: &BlobStore, d: &Digest, secs: u64) {
+fn age(root: &std::path::Path, d: &Digest, secs: u64) {
     let f = std::fs::File::options()
         .append(true)
-        .open(store.blob_path(d))
+        .open(wharf_blobstore::fs_blob_path(root, d))
         .unwrap();
     f.set_modified(std::time::SystemTime::now() - Duration::from_secs(secs))
         .unwrap();
@@ -228,21 +225,21 @@ async fn a_gc_removal_spares_a_copy_written_or_touched_since() {
         store.remove_if_idle(&d, idle).await.unwrap(),
         Removal::Recent
     );
-    age(&store, &d, 120);
+    age(dir.path(), &d, 120);
     // Uploaded again (a new push of the same layer): young again.
     store.put("b", &d, body(&[b"layer"])).await.unwrap();
     assert_eq!(
         store.remove_if_idle(&d, idle).await.unwrap(),
         Removal::Recent
     );
-    age(&store, &d, 120);
+    age(dir.path(), &d, 120);
     // Mounted: touched, young again.
     assert_eq!(store.touch(&d).await.unwrap(), Some(5));
     assert_eq!(
         store.remove_if_idle(&d, idle).await.unwrap(),
         Removal::Recent
     );
-    age(&store, &d, 120);
+    age(dir.path(), &d, 120);
     assert_eq!(
         store.remove_if_idle(&d, idle).await.unwrap(),
         Removal::Removed(5)

@@ -68,6 +68,136 @@ impl UploadConfig {
     }
 }
 
+/// Which store holds this region's blobs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// `<data_dir>/blobs` on this node's disk.
+    #[default]
+    Filesystem,
+    /// A bucket of an S3-compatible object store, shared by the nodes of
+    /// the region.
+    S3,
+}
+
+/// `[storage]`: where this region's blobs live.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub backend: StorageBackend,
+    /// `http(s)://host:port` of an S3-compatible server; empty: AWS S3.
+    pub endpoint: String,
+    pub bucket: String,
+    /// The bucket's region (AWS), or what the server expects.
+    pub region: String,
+    /// Keys start with this, so regions may share one bucket ("eu/").
+    pub prefix: String,
+    /// A TOML file with `access_key_id` and `secret_access_key`. Without
+    /// it, the environment's `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` (or the instance's role).
+    pub credentials_file: Option<PathBuf>,
+    /// Answer a blob GET with 307 to a presigned URL of the store, so the
+    /// bytes flow from the store and not through the node. Clients must
+    /// reach the endpoint.
+    pub redirect: bool,
+    /// How long a presigned URL stays valid.
+    pub redirect_ttl_s: u64,
+    /// One request to the store may take this long.
+    pub request_timeout_s: u64,
+    /// A failing request is retried with backoff for this long, then the
+    /// client gets 503.
+    pub retry_timeout_s: u64,
+    pub max_retries: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: StorageBackend::Filesystem,
+            endpoint: String::new(),
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            prefix: String::new(),
+            credentials_file: None,
+            redirect: false,
+            redirect_ttl_s: 300,
+            request_timeout_s: 60,
+            retry_timeout_s: 15,
+            max_retries: 4,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialsFile {
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+impl StorageConfig {
+    /// The object store's settings, credentials read from their file.
+    pub fn s3_settings(&self) -> Result<wharf_blobstore::S3Settings, ConfigError> {
+        let (access_key_id, secret_access_key) = match &self.credentials_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(format!("storage.credentials_file {}: {e}", path.display()))
+                })?;
+                let c: CredentialsFile = toml::from_str(&text).map_err(|e| {
+                    ConfigError(format!("storage.credentials_file {}: {e}", path.display()))
+                })?;
+                (Some(c.access_key_id), Some(c.secret_access_key))
+            }
+            None => (None, None),
+        };
+        Ok(wharf_blobstore::S3Settings {
+            endpoint: self.endpoint.clone(),
+            bucket: self.bucket.clone(),
+            region: self.region.clone(),
+            access_key_id,
+            secret_access_key,
+            prefix: self.prefix.clone(),
+            request_timeout: Duration::from_secs(self.request_timeout_s),
+            retry_timeout: Duration::from_secs(self.retry_timeout_s),
+            max_retries: self.max_retries,
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.backend != StorageBackend::S3 {
+            if self.redirect {
+                return Err(ConfigError(
+                    "storage.redirect needs backend = \"s3\" (files have no URL)".into(),
+                ));
+            }
+            return Ok(());
+        }
+        if self.bucket.is_empty() {
+            return Err(ConfigError("storage: backend \"s3\" needs a bucket".into()));
+        }
+        if !self.endpoint.is_empty()
+            && !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://"))
+        {
+            return Err(ConfigError(format!(
+                "storage.endpoint {:?} must start with http:// or https://",
+                self.endpoint
+            )));
+        }
+        if !self.prefix.is_empty() && !self.prefix.ends_with('/') {
+            return Err(ConfigError(format!(
+                "storage.prefix {:?} must end with '/'",
+                self.prefix
+            )));
+        }
+        if self.request_timeout_s == 0 || self.redirect_ttl_s == 0 {
+            return Err(ConfigError(
+                "storage: request_timeout_s and redirect_ttl_s must be 1 or more".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Background replication of blobs into this region.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -403,6 +533,7 @@ pub struct ServeConfig {
     /// addresses the default registry.
     pub registry_domain: Option<String>,
     pub raft: RaftTimings,
+    pub storage: StorageConfig,
     pub uploads: UploadConfig,
     pub mover: MoverConfig,
     pub gc: GcConfig,
@@ -434,6 +565,7 @@ impl Default for ServeConfig {
             reads: ReadConsistency::Local,
             registry_domain: None,
             raft: RaftTimings::default(),
+            storage: StorageConfig::default(),
             uploads: UploadConfig::default(),
             mover: MoverConfig::default(),
             gc: GcConfig::default(),
@@ -509,6 +641,7 @@ impl ServeConfig {
                 "auth: login_burst and access_token_ttl_s must be 1 or more".into(),
             ));
         }
+        self.storage.validate()?;
         if self.gc.sweep_interval_s == 0 {
             return Err(ConfigError("gc.sweep_interval_s must be 1 or more".into()));
         }

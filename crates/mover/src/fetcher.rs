@@ -177,8 +177,8 @@ impl<D: Directory> Fetcher<D> {
         let t = Arc::new(Transfer {
             digest: digest.clone(),
             size,
-            partial: self.blobs.incoming_path(digest),
-            final_path: self.blobs.blob_path(digest),
+            partial: self.blobs.staging_path(digest),
+            store: self.blobs.clone(),
             state,
             restarts: Default::default(),
         });
@@ -229,8 +229,8 @@ impl<D: Directory> Fetcher<D> {
                 }
                 let (state, _) = watch::channel(TransferState::Running(0));
                 let t = Arc::new(Transfer {
-                    partial: self.blobs.incoming_path(&digest),
-                    final_path: self.blobs.blob_path(&digest),
+                    partial: self.blobs.staging_path(&digest),
+                    store: self.blobs.clone(),
                     digest: digest.clone(),
                     size,
                     state,

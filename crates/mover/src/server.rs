@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use futures::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use wharf_blobstore::BlobStore;
+use wharf_blobstore::{BlobStore, Opened};
 use wharf_oci::Digest;
 
 use crate::pb::blob_transfer_server::{BlobTransfer, BlobTransferServer};
@@ -67,7 +67,7 @@ impl BlobTransfer for Sender {
                         return;
                     }
                 };
-                let Some((mut file, size)) = opened else {
+                let Some(opened) = opened else {
                     let missing = Part {
                         index,
                         data: Vec::new(),
@@ -79,28 +79,32 @@ impl BlobTransfer for Sender {
                     }
                     continue;
                 };
-                let mut left = size;
-                loop {
-                    let mut buf = vec![0u8; CHUNK_BYTES.min(left as usize)];
-                    if let Err(e) = file.read_exact(&mut buf).await {
-                        let _ = tx
-                            .send(Err(Status::internal(format!("reading {digest}: {e}"))))
-                            .await;
-                        return;
-                    }
-                    left -= buf.len() as u64;
-                    let part = Part {
+                let size = opened.size;
+                if size == 0 {
+                    let empty = Part {
                         index,
-                        data: buf,
-                        last: left == 0,
+                        data: Vec::new(),
+                        last: true,
                         missing: false,
                     };
-                    if tx.send(Ok(part)).await.is_err() {
-                        return; // the receiver went away
+                    if tx.send(Ok(empty)).await.is_err() {
+                        return;
                     }
-                    if left == 0 {
-                        break;
+                    continue;
+                }
+                let mut left = size;
+                let sent = send_chunks(opened, 0, digest, &tx, |data| {
+                    left -= data.len() as u64;
+                    Part {
+                        index,
+                        data,
+                        last: left == 0,
+                        missing: false,
                     }
+                })
+                .await;
+                if !sent {
+                    return;
                 }
             }
         });
@@ -116,41 +120,62 @@ impl BlobTransfer for Sender {
             .digest
             .parse()
             .map_err(|e| Status::invalid_argument(format!("digest: {e}")))?;
-        let (mut file, size) = self
+        let opened = self
             .blobs
             .open_blob(&digest)
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::unavailable(e.to_string()))?
             .ok_or_else(|| Status::not_found(format!("{digest} is not held here")))?;
+        let size = opened.size;
         if req.offset > size {
             return Err(Status::out_of_range(format!(
                 "offset {} beyond size {size}",
                 req.offset
             )));
         }
-        file.seek(std::io::SeekFrom::Start(req.offset)).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
         tokio::spawn(async move {
-            let mut left = size - req.offset;
-            while left > 0 {
-                let mut buf = vec![0u8; CHUNK_BYTES.min(left as usize)];
-                let sent = match file.read_exact(&mut buf).await {
-                    Ok(_) => {
-                        left -= buf.len() as u64;
-                        tx.send(Ok(Chunk { data: buf })).await
-                    }
-                    Err(e) => {
-                        let _ = tx
-                            .send(Err(Status::internal(format!("reading {digest}: {e}"))))
-                            .await;
-                        return;
-                    }
-                };
-                if sent.is_err() {
-                    return; // the receiver went away
-                }
-            }
+            send_chunks(opened, req.offset, &digest, &tx, |data| Chunk { data }).await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// Stream `opened` from `start` into `tx` as messages of at most
+/// `CHUNK_BYTES`, each made by `msg`. False when the stream ended early (a
+/// read error, sent as the stream's last item, or a receiver gone).
+async fn send_chunks<M>(
+    opened: Opened,
+    start: u64,
+    digest: &Digest,
+    tx: &tokio::sync::mpsc::Sender<Result<M, Status>>,
+    mut msg: impl FnMut(Vec<u8>) -> M,
+) -> bool {
+    let len = opened.size - start;
+    let mut stream = match opened.stream(start, len).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tx
+                .send(Err(Status::unavailable(format!("reading {digest}: {e}"))))
+                .await;
+            return false;
+        }
+    };
+    while let Some(next) = stream.next().await {
+        let bytes = match next {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = tx
+                    .send(Err(Status::internal(format!("reading {digest}: {e}"))))
+                    .await;
+                return false;
+            }
+        };
+        for piece in bytes.chunks(CHUNK_BYTES) {
+            if tx.send(Ok(msg(piece.to_vec()))).await.is_err() {
+                return false; // the receiver went away
+            }
+        }
+    }
+    true
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 use wharf_oci::Digest;
@@ -21,13 +21,20 @@ pub enum TransferState {
     Failed(String),
 }
 
+/// Where a reader takes bytes from: the partial file while it exists,
+/// the store once the transfer moved it there.
+enum Source {
+    File(tokio::fs::File),
+    Stored(wharf_blobstore::ReadStream),
+}
+
 struct Reader {
     t: Arc<Transfer>,
     /// `t.restarts` when this reader started: bytes of an attempt that
     /// turned out corrupt must not be followed by another attempt's.
     restarts: u64,
     rx: watch::Receiver<TransferState>,
-    file: Option<tokio::fs::File>,
+    source: Option<Source>,
     pos: u64,
     end: u64,
 }
@@ -38,7 +45,7 @@ pub struct Transfer {
     /// The partial file while running.
     pub(crate) partial: PathBuf,
     /// Where the blob lives once done.
-    pub(crate) final_path: PathBuf,
+    pub(crate) store: Arc<wharf_blobstore::BlobStore>,
     pub(crate) state: watch::Sender<TransferState>,
     /// Attempts thrown away because what arrived did not match the digest.
     pub(crate) restarts: std::sync::atomic::AtomicU64,
@@ -63,12 +70,29 @@ impl Transfer {
         }
     }
 
-    async fn open(&self) -> std::io::Result<tokio::fs::File> {
+    /// Open the bytes from `pos` to `end`: the partial file, or the
+    /// stored copy once the transfer is done and the file moved into the
+    /// store.
+    async fn open(&self, pos: u64, end: u64) -> std::io::Result<Source> {
         match tokio::fs::File::open(&self.partial).await {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tokio::fs::File::open(&self.final_path).await
+            Ok(mut f) => {
+                f.seek(std::io::SeekFrom::Start(pos)).await?;
+                Ok(Source::File(f))
             }
-            other => other,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let opened = self
+                    .store
+                    .open_blob(&self.digest)
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .ok_or(e)?;
+                let stream = opened
+                    .stream(pos, end - pos)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                Ok(Source::Stored(stream))
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -85,7 +109,7 @@ impl Transfer {
             restarts: self.restarts.load(std::sync::atomic::Ordering::Acquire),
             rx: self.state.subscribe(),
             t: self.clone(),
-            file: None,
+            source: None,
             pos: start,
             end: start + len,
         };
@@ -120,17 +144,28 @@ impl Reader {
                     ));
                 }
                 if available > r.pos {
-                    if r.file.is_none() {
-                        let mut f = r.t.open().await?;
-                        f.seek(std::io::SeekFrom::Start(r.pos)).await?;
-                        r.file = Some(f);
+                    if r.source.is_none() {
+                        r.source = Some(r.t.open(r.pos, r.end).await?);
                     }
-                    let want = (available.min(r.end) - r.pos).min(READ_BYTES as u64) as usize;
-                    let mut buf = vec![0u8; want];
-                    let f = r.file.as_mut().expect("opened above");
-                    f.read_exact(&mut buf).await?;
-                    r.pos += want as u64;
-                    return Ok(Bytes::from(buf));
+                    match r.source.as_mut().expect("opened above") {
+                        Source::File(f) => {
+                            let want =
+                                (available.min(r.end) - r.pos).min(READ_BYTES as u64) as usize;
+                            let mut buf = vec![0u8; want];
+                            f.read_exact(&mut buf).await?;
+                            r.pos += want as u64;
+                            return Ok(Bytes::from(buf));
+                        }
+                        // Only opened once the transfer is done: all of it
+                        // is there.
+                        Source::Stored(s) => {
+                            let chunk = s.next().await.ok_or_else(|| {
+                                std::io::Error::other("stored copy ended early")
+                            })??;
+                            r.pos += chunk.len() as u64;
+                            return Ok(chunk);
+                        }
+                    }
                 }
                 if r.rx.changed().await.is_err() {
                     return Err(std::io::Error::other("transfer abandoned"));

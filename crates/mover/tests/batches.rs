@@ -122,23 +122,28 @@ fn receiver_with(
 }
 
 async fn read(store: &BlobStore, digest: &Digest) -> Option<Vec<u8>> {
-    use tokio::io::AsyncReadExt;
-    let (mut f, _) = store.open_blob(digest).await.unwrap()?;
-    let mut out = Vec::new();
-    f.read_to_end(&mut out).await.unwrap();
-    Some(out)
+    let opened = store.open_blob(digest).await.unwrap()?;
+    Some(opened.read_all().await.unwrap().to_vec())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_keeps_what_verifies_and_fails_alone_what_does_not() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (h, held, blobs) = holder(a.path(), 300).await;
+    let (h, _held, blobs) = holder(a.path(), 300).await;
     // Two blobs the holder's disk corrupted (one shorter, one longer than
     // its size), one it does not have.
     let corrupt = &blobs[17].0;
-    std::fs::write(held.blob_path(corrupt), b"not what the digest says").unwrap();
+    std::fs::write(
+        wharf_blobstore::fs_blob_path(a.path(), corrupt),
+        b"not what the digest says",
+    )
+    .unwrap();
     let long = &blobs[18].0;
-    std::fs::write(held.blob_path(long), vec![7u8; 3 << 20]).unwrap();
+    std::fs::write(
+        wharf_blobstore::fs_blob_path(a.path(), long),
+        vec![7u8; 3 << 20],
+    )
+    .unwrap();
     let absent = Digest::sha256_of(b"never uploaded");
     let (_dir, store, fetcher) = receiver(b.path(), h.clone());
     let mut asked: Vec<(Digest, u64)> = blobs

@@ -9,6 +9,7 @@ pub struct Metrics {
     pub responses_4xx: AtomicU64,
     pub responses_5xx: AtomicU64,
     pub blob_bytes_served: AtomicU64,
+    pub blob_redirects: AtomicU64,
     pub blob_bytes_received: AtomicU64,
     pub manifests_pushed: AtomicU64,
     pub auth_failures: AtomicU64,
@@ -49,6 +50,11 @@ impl Metrics {
                 "wharf_blob_bytes_served_total",
                 "Blob bytes sent to clients",
                 &self.blob_bytes_served,
+            ),
+            (
+                "wharf_blob_redirects_total",
+                "Blob GETs answered with a redirect to the object store",
+                &self.blob_redirects,
             ),
             (
                 "wharf_blob_bytes_received_total",

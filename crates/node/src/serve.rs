@@ -4,7 +4,8 @@ use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wharf_blobstore::BlobStore;
+use wharf_blobstore::{BlobStore, S3Backend};
+use wharf_config::StorageBackend;
 use wharf_consensus::{Consensus, ConsensusConfig};
 
 use wharf_mover::{run_recorder, run_replicator, FetchLimits, Fetcher, ReplicatorConfig};
@@ -24,6 +25,29 @@ const SWEEP_INTERVAL_S: u64 = 60;
 
 /// Hold an exclusive lock on the data directory for the process lifetime,
 /// so two nodes can never share (and corrupt) one directory.
+/// How often the blob store is asked whether it answers (`/readyz`).
+const STORE_PROBE_INTERVAL_S: u64 = 5;
+
+/// The region's blob store as `[storage]` configures it. Pending links and
+/// the mover's staging stay in `<data_dir>/blobs` whatever the backend.
+fn open_blob_store(cfg: &ServeConfig) -> Result<BlobStore, NodeError> {
+    let local = cfg.data_dir.join("blobs");
+    let node_tag = format!("n{}", cfg.node_id);
+    let store = match cfg.storage.backend {
+        StorageBackend::Filesystem => BlobStore::open(&local, &node_tag, cfg.uploads.limits())?,
+        StorageBackend::S3 => {
+            let settings = cfg
+                .storage
+                .s3_settings()
+                .map_err(|e| NodeError::Config(e.to_string()))?;
+            let backend = S3Backend::connect(settings, &node_tag, cfg.uploads.limits())?;
+            BlobStore::with_backend(&local, Arc::new(backend))?
+        }
+    };
+    tracing::info!(store = %store.describe(), "blob store");
+    Ok(store)
+}
+
 fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, NodeError> {
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -74,11 +98,10 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
              cluster, or set [auth] cluster_key_file)"
         ))
     })?;
-    let blobs = Arc::new(BlobStore::open(
-        &cfg.data_dir.join("blobs"),
-        &format!("n{}", cfg.node_id),
-        cfg.uploads.limits(),
-    )?);
+    let blobs = Arc::new(open_blob_store(&cfg)?);
+    if let Err(e) = blobs.probe().await {
+        tracing::warn!(store = %blobs.describe(), error = %e, "the blob store does not answer yet; not ready until it does");
+    }
     let members = if cfg.peers.is_empty() {
         vec![me.clone()]
     } else {
@@ -209,6 +232,10 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
             pace: wharf_gc::Pace::new(cfg.gc.share_pct),
         },
         scrub: cfg.scrub.clone(),
+        redirect_ttl: cfg
+            .storage
+            .redirect
+            .then(|| Duration::from_secs(cfg.storage.redirect_ttl_s)),
     });
     if cfg.scrub.mib_per_s > 0 {
         tasks.spawn(
@@ -258,6 +285,25 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
             ),
         );
     }
+
+    let (probed, mut stop) = (blobs.clone(), tasks.stop());
+    tasks.spawn("blob store probe", async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(STORE_PROBE_INTERVAL_S));
+        let mut was_down = probed.unavailable().is_some();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait() => return,
+            }
+            let down = probed.probe().await.err();
+            match (&down, was_down) {
+                (Some(e), false) => tracing::error!(store = %probed.describe(), error = %e, "the blob store stopped answering: clients get 503 until it is back"),
+                (None, true) => tracing::info!(store = %probed.describe(), "the blob store answers again"),
+                _ => {}
+            }
+            was_down = down.is_some();
+        }
+    });
 
     let mut stop = tasks.stop();
     tasks.spawn("session sweeper", async move {

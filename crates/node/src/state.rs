@@ -3,6 +3,7 @@
 //! per request through a `Tenant`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use wharf_blobstore::BlobStore;
 use wharf_consensus::Consensus;
@@ -44,6 +45,9 @@ pub struct AppState {
     pub gc: wharf_gc::GcSettings,
     /// How reads verify what they serve (and the background scrub's pace).
     pub scrub: wharf_config::ScrubConfig,
+    /// Blob GETs answer 307 to a presigned URL of the store valid this
+    /// long (`storage.redirect`); None: the node streams the bytes.
+    pub redirect_ttl: Option<Duration>,
 }
 
 pub type App = Arc<AppState>;

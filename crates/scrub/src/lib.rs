@@ -17,15 +17,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use wharf_blobstore::{BlobError, BlobStore, FileId};
+use wharf_blobstore::{BlobError, BlobStore, CopyId};
 use wharf_consensus::now_unix_ms;
 use wharf_meta::{Command, ScrubCommand, DEFAULT_REGISTRY};
 use wharf_netem::RateLimiter;
 use wharf_oci::{Digest, Hasher};
 use wharf_registry::{Service, ServiceResult};
-
-/// Bytes read (and hashed) at a time.
-const READ_BYTES: usize = 1 << 20;
 
 /// What a region's copy of a blob holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +33,7 @@ pub enum Verdict {
     /// It hashes to `actual`; `file` is the file that does.
     Corrupt {
         actual: Digest,
-        file: FileId,
+        file: CopyId,
     },
     /// No file (the index may still say this region holds it).
     Missing,
@@ -48,34 +45,28 @@ pub async fn verify(
     digest: &Digest,
     pace: &RateLimiter,
 ) -> Result<Verdict, BlobError> {
-    let Some((file, _, id)) = blobs.open_identified(digest).await? else {
+    let Some(opened) = blobs.open_blob(digest).await? else {
         return Ok(Verdict::Missing);
     };
-    // Read and hash on the blocking pool: a MiB of SHA-256 is milliseconds
-    // of CPU that request handlers should not wait behind.
-    let mut state = (
-        file.into_std().await,
-        Hasher::new(digest.algorithm()),
-        vec![0u8; READ_BYTES],
-    );
+    let id = opened.copy.clone();
+    let len = opened.size;
+    let mut stream = opened.stream(0, len).await?;
+    let mut hasher = Hasher::new(digest.algorithm());
     let mut size = 0u64;
-    loop {
-        let (next, n) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            let (mut file, mut hasher, mut buf) = state;
-            let n = std::io::Read::read(&mut file, &mut buf)?;
-            hasher.update(&buf[..n]);
-            Ok(((file, hasher, buf), n))
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        let n = chunk.len() as u64;
+        pace.take(n).await;
+        // Hash on the blocking pool: a MiB of SHA-256 is milliseconds of
+        // CPU that request handlers should not wait behind.
+        hasher = tokio::task::spawn_blocking(move || {
+            hasher.update(&chunk);
+            hasher
         })
         .await
-        .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
-        state = next;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        pace.take(n as u64).await;
+        .map_err(|e| BlobError::Io(std::io::Error::other(e)))?;
+        size += n;
     }
-    let hasher = state.1;
     let actual = hasher.finish();
     Ok(if actual == *digest {
         Verdict::Good { size }
@@ -91,7 +82,7 @@ pub async fn verify(
 pub async fn condemn(
     service: &Arc<Service>,
     digest: &Digest,
-    bad: Option<(&Digest, FileId)>,
+    bad: Option<(&Digest, CopyId)>,
     found_by: &str,
 ) -> ServiceResult<bool> {
     let actual = match bad {
@@ -116,7 +107,7 @@ pub async fn quarantine(
     service: &Service,
     digest: &Digest,
     actual: &Digest,
-    file: FileId,
+    file: CopyId,
     found_by: &str,
 ) -> Result<bool, BlobError> {
     let Some(to) = service
@@ -127,7 +118,7 @@ pub async fn quarantine(
         return Ok(false);
     };
     tracing::error!(
-        %digest, %actual, found_by, quarantined = %to.display(),
+        %digest, %actual, found_by, quarantined = %to,
         "corrupt blob copy quarantined; a good copy will be fetched from another region"
     );
     Ok(true)

@@ -4,18 +4,12 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 use wharf_oci::{validate_repository, Digest, ErrorCode};
 
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::headers::{self, ByteRange};
 use crate::metrics::Metrics;
 use crate::tenant::Tenant;
-
-/// Read size when streaming blobs: large reads keep syscalls and copies
-/// per GiB low (hyper has no sendfile).
-const READ_CHUNK_BYTES: usize = 1 << 20;
 
 fn blob_unknown(digest: &Digest) -> ApiError {
     ApiError::new(ErrorCode::BlobUnknown, format!("blob {digest} unknown"))
@@ -34,8 +28,21 @@ pub async fn get(
         return Err(blob_unknown(&digest));
     };
     app.registry().check_blob_read(name, &digest)?;
-    let local = app.blobs.open_identified(&digest).await?;
-    let size = local.as_ref().map_or(linked_size, |(_, len, _)| *len);
+    let local = app.blobs.open_blob(&digest).await?;
+    // The bytes from the store itself: the node spends nothing on them.
+    // (A read served so is not verified on the way; the scrub still is.)
+    if let (true, Some(ttl), Some(_)) = (with_body, app.redirect_ttl, &local) {
+        if let Some(url) = app.blobs.presigned_url(&digest, ttl).await? {
+            Metrics::add(&app.metrics.blob_redirects, 1);
+            return Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header("location", url)
+                .header("docker-content-digest", digest.as_str())
+                .body(Body::empty())
+                .map_err(ApiError::internal);
+        }
+    }
+    let size = local.as_ref().map_or(linked_size, |o| o.size);
     let (status, start, len) = match headers::byte_range(req_headers, size) {
         ByteRange::Whole => (StatusCode::OK, 0, size),
         ByteRange::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
@@ -52,11 +59,9 @@ pub async fn get(
         (false, _) => Body::empty(),
         // Small enough to check before the first byte: a bad copy is
         // condemned and the client served from another region.
-        (true, Some((file, _, id))) if whole && size <= app.scrub.verify_below_bytes => {
-            match read_verified(file, &digest)
-                .await
-                .map_err(ApiError::internal)?
-            {
+        (true, Some(opened)) if whole && size <= app.scrub.verify_below_bytes => {
+            let id = opened.copy.clone();
+            match read_verified(opened, &digest).await? {
                 Ok(bytes) => Body::from(bytes),
                 Err(actual) => {
                     // Out of the store before the fetch looks for a local copy.
@@ -66,8 +71,9 @@ pub async fn get(
                 }
             }
         }
-        (true, Some((file, _, id))) if whole && app.scrub.verify_reads => {
-            let stream = ReaderStream::with_capacity(file, READ_CHUNK_BYTES);
+        (true, Some(opened)) if whole && app.scrub.verify_reads => {
+            let id = opened.copy.clone();
+            let stream = opened.stream(0, size).await?;
             let (app2, d) = (app.clone(), digest.clone());
             Body::from_stream(wharf_scrub::verifying(
                 stream,
@@ -75,17 +81,7 @@ pub async fn get(
                 move |actual| condemn_later(&app2, &d, actual, id),
             ))
         }
-        (true, Some((mut file, _, _))) => {
-            if start > 0 {
-                file.seek(std::io::SeekFrom::Start(start))
-                    .await
-                    .map_err(ApiError::internal)?;
-            }
-            Body::from_stream(ReaderStream::with_capacity(
-                file.take(len),
-                READ_CHUNK_BYTES,
-            ))
-        }
+        (true, Some(opened)) => Body::from_stream(opened.stream(start, len).await?),
         (true, None) => fetch_on_demand(app, &digest, size, start, len)?,
     };
     if with_body {
@@ -99,11 +95,10 @@ pub async fn get(
 /// Read a (small) local copy whole and check it: its bytes, or what it
 /// hashes to instead of `digest`.
 async fn read_verified(
-    mut file: tokio::fs::File,
+    opened: wharf_blobstore::Opened,
     digest: &Digest,
-) -> std::io::Result<Result<bytes::Bytes, Digest>> {
-    let mut buf = Vec::new();
-    file.read_to_end(&mut buf).await?;
+) -> ApiResult<Result<bytes::Bytes, Digest>> {
+    let buf = opened.read_all().await?;
     let algorithm = digest.algorithm();
     let (buf, actual) = tokio::task::spawn_blocking(move || {
         let mut h = wharf_oci::Hasher::new(algorithm);
@@ -111,9 +106,9 @@ async fn read_verified(
         (buf, h.finish())
     })
     .await
-    .map_err(std::io::Error::other)?;
+    .map_err(ApiError::internal)?;
     Ok(if actual == *digest {
-        Ok(bytes::Bytes::from(buf))
+        Ok(buf)
     } else {
         Err(actual)
     })
@@ -121,7 +116,7 @@ async fn read_verified(
 
 /// This region's copy of `digest` (the file `id`) hashed to `actual`:
 /// quarantine it and tell the cluster, off the request's path.
-fn condemn_later(app: &Tenant, digest: &Digest, actual: Digest, id: wharf_blobstore::FileId) {
+fn condemn_later(app: &Tenant, digest: &Digest, actual: Digest, id: wharf_blobstore::CopyId) {
     Metrics::add(&app.metrics.scrub_corrupt, 1);
     let (service, digest) = (app.service.clone(), digest.clone());
     tokio::spawn(async move {

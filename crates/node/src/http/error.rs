@@ -193,7 +193,10 @@ impl From<BlobError> for ApiError {
                 "the blob store is out of disk space",
             )
             .with_status(StatusCode::INSUFFICIENT_STORAGE),
-            BlobError::Io(_) => ApiError::internal(e),
+            // The object store failed even after the client's retries:
+            // the client may retry; nothing was stored.
+            BlobError::Unavailable(_) => ApiError::new(ErrorCode::Unavailable, e.to_string()),
+            BlobError::Io(_) | BlobError::Config(_) => ApiError::internal(e),
         }
     }
 }

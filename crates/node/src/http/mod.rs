@@ -129,6 +129,16 @@ async fn readyz(State(app): State<App>) -> Response {
     if !app.consensus.is_ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, "no metadata leader yet").into_response();
     }
+    if let Some(why) = app.blobs.unavailable() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the blob store ({}) does not answer: {why}",
+                app.blobs.describe()
+            ),
+        )
+            .into_response();
+    }
     let default = crate::tenant::Tenant::default_registry(app.clone());
     match default.meta().signing_keys() {
         Ok(keys) if !keys.is_empty() => (StatusCode::OK, "ready").into_response(),
@@ -167,6 +177,16 @@ async fn metrics(State(app): State<App>) -> Response {
             "wharf_raft_is_leader",
             "1 when this node leads the metadata group",
             u64::from(s.role == "leader"),
+        ),
+        (
+            "wharf_blob_store_up",
+            "1 while the last probe of this region's blob store succeeded",
+            u64::from(app.blobs.unavailable().is_none()),
+        ),
+        (
+            "wharf_blob_store_errors_total",
+            "Requests to the blob store that failed even after retries",
+            app.blobs.errors_total(),
         ),
         (
             "wharf_pending_blob_links",

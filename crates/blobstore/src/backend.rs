@@ -1,0 +1,225 @@
+//! What a region's blob storage must do, whatever holds the bytes: the
+//! trait both backends (the local filesystem, an S3-compatible object
+//! store) implement, and the handle a read gets. Callers above this crate
+//! never see a file path of a stored blob: the mover, the on-demand fetch,
+//! GC and the scrub work through these calls only.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+use wharf_oci::Digest;
+
+use crate::error::BlobError;
+use crate::session::SessionInfo;
+
+/// A request body on its way into the store. The error is the client's
+/// (a broken connection), as text: the store reports it as `Client`.
+pub type ByteStream = BoxStream<'static, Result<Bytes, String>>;
+
+/// A stored copy's bytes on their way out.
+pub type ReadStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+/// Largest read when streaming a stored blob: large reads keep syscalls
+/// and copies per GiB low.
+pub const READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// Which stored copy a read saw, so a decision about its content (the
+/// scrub's quarantine) applies to that copy only, not to a good one an
+/// upload or the mover put in place since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyId {
+    /// A file: device and inode.
+    File { dev: u64, ino: u64 },
+    /// An object: its entity tag (changes whenever it is rewritten).
+    Object(String),
+}
+
+impl CopyId {
+    pub fn of(m: &std::fs::Metadata) -> CopyId {
+        use std::os::unix::fs::MetadataExt;
+        CopyId::File {
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    }
+}
+
+/// What `remove_if_idle` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Deleted; its size.
+    Removed(u64),
+    /// There was no such copy.
+    Missing,
+    /// Written (or touched) less than the idle time ago: kept.
+    Recent,
+}
+
+/// Where an opened copy's bytes come from.
+pub(crate) enum Source {
+    File(tokio::fs::File),
+    Object {
+        store: Arc<dyn object_store::ObjectStore>,
+        path: object_store::path::Path,
+        /// Reads are pinned to this version: a rewrite between the open
+        /// and a read fails the read instead of mixing two copies.
+        e_tag: Option<String>,
+    },
+}
+
+/// A stored blob opened for reading.
+pub struct Opened {
+    pub size: u64,
+    pub copy: CopyId,
+    pub(crate) source: Source,
+}
+
+impl Opened {
+    /// Bytes `start..start+len`, streamed.
+    pub async fn stream(self, start: u64, len: u64) -> Result<ReadStream, BlobError> {
+        match self.source {
+            Source::File(mut file) => {
+                if start > 0 {
+                    file.seek(std::io::SeekFrom::Start(start)).await?;
+                }
+                Ok(ReaderStream::with_capacity(file.take(len), READ_CHUNK_BYTES).boxed())
+            }
+            Source::Object { .. } if len == 0 => Ok(futures::stream::empty().boxed()),
+            Source::Object { store, path, e_tag } => {
+                let options = object_store::GetOptions {
+                    if_match: e_tag,
+                    range: Some(object_store::GetRange::Bounded(start..start + len)),
+                    ..Default::default()
+                };
+                let got = store
+                    .get_opts(&path, options)
+                    .await
+                    .map_err(crate::s3::unavailable)?;
+                Ok(got.into_stream().map_err(std::io::Error::other).boxed())
+            }
+        }
+    }
+
+    /// The whole blob in memory (small blobs only: the caller checks the
+    /// size first).
+    pub async fn read_all(self) -> Result<Bytes, BlobError> {
+        let size = self.size;
+        let mut out = Vec::with_capacity(size as usize);
+        let mut s = self.stream(0, size).await?;
+        while let Some(chunk) = s.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
+/// One region's blob storage. Every method is safe to call from several
+/// tasks at once; every write is durable when it returns `Ok`.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// For logs and `/readyz`: "filesystem /var/lib/wharf/blobs",
+    /// "s3 http://minio:9000/bucket".
+    fn describe(&self) -> String;
+
+    /// Whether the store answers at all (`/readyz`).
+    async fn check(&self) -> Result<(), BlobError>;
+
+    /// Requests that failed even after retries, since start (`/metrics`).
+    fn errors_total(&self) -> u64 {
+        0
+    }
+
+    // ---- reads ----------------------------------------------------------
+
+    /// The size of a stored blob.
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, BlobError>;
+
+    /// Open a stored blob for reading.
+    async fn open(&self, digest: &Digest) -> Result<Option<Opened>, BlobError>;
+
+    /// Every stored blob with its size, in digest order, after `after`;
+    /// at most `limit`.
+    async fn list(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<(Digest, u64)>, BlobError>;
+
+    /// A URL a client may GET the blob from directly for `ttl`, where the
+    /// store can sign one.
+    async fn presigned_url(
+        &self,
+        digest: &Digest,
+        ttl: Duration,
+    ) -> Result<Option<String>, BlobError>;
+
+    // ---- writes of verified bytes ---------------------------------------
+
+    /// Keep a file received whole from another region, already verified
+    /// against `digest` and fsynced by the caller. The file is consumed.
+    async fn adopt(&self, digest: &Digest, staged: &Path) -> Result<(), BlobError>;
+
+    /// Keep many small verified blobs with one commit where the store has
+    /// such a thing. `Err`: none may be counted as kept.
+    async fn adopt_many(&self, blobs: Vec<(Digest, Bytes)>) -> Result<(), BlobError>;
+
+    // ---- uploads --------------------------------------------------------
+
+    /// Start an upload session for `repo`. `hidden`: a monolithic upload's
+    /// own session, which no client can resume.
+    async fn create_session(&self, repo: &str, hidden: bool) -> Result<SessionInfo, BlobError>;
+
+    async fn session_info(&self, id: &str, repo: &str) -> Result<SessionInfo, BlobError>;
+
+    /// Append a chunk; `start` must continue the upload exactly.
+    async fn append(
+        &self,
+        id: &str,
+        repo: &str,
+        start: Option<u64>,
+        body: ByteStream,
+    ) -> Result<SessionInfo, BlobError>;
+
+    /// Append the final body if any, verify the digest, and make the blob
+    /// visible. Returns its size. A mismatch discards the session.
+    async fn finish(
+        &self,
+        id: &str,
+        repo: &str,
+        digest: &Digest,
+        body: Option<ByteStream>,
+    ) -> Result<u64, BlobError>;
+
+    async fn cancel(&self, id: &str, repo: &str) -> Result<(), BlobError>;
+
+    /// Delete sessions idle for longer than the expiry. Returns how many.
+    async fn sweep_expired(&self) -> usize;
+
+    /// Sessions this node knows to be open.
+    fn sessions_in_progress(&self) -> usize;
+
+    // ---- removal --------------------------------------------------------
+
+    /// Delete the stored copy unless it was written or touched less than
+    /// `idle` ago (GC's sweep).
+    async fn remove_if_idle(&self, digest: &Digest, idle: Duration) -> Result<Removal, BlobError>;
+
+    /// Move the stored copy to the quarantine if it is still `seen`.
+    /// Returns where it went.
+    async fn quarantine(
+        &self,
+        digest: &Digest,
+        seen: CopyId,
+        at_ms: u64,
+    ) -> Result<Option<String>, BlobError>;
+
+    /// Mark the stored copy as just written (a mount links it anew), so
+    /// GC's age guard keeps it; its size, or None if absent.
+    async fn touch(&self, digest: &Digest) -> Result<Option<u64>, BlobError>;
+}
