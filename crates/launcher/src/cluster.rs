@@ -65,6 +65,9 @@ pub struct Plan {
     pub env: Vec<(String, String)>,
     /// Nodes get SIGTERM when the launcher dies (`wharf up`).
     pub die_with_parent: bool,
+    /// Keep each region's blobs in a bucket of its own on this object
+    /// store (None: each node's disk).
+    pub object_store: Option<crate::s3::ObjectStore>,
 }
 
 impl Plan {
@@ -81,6 +84,7 @@ impl Plan {
             tune: None,
             env: Vec::new(),
             die_with_parent: false,
+            object_store: None,
         }
     }
 
@@ -157,6 +161,23 @@ pub struct Cluster {
     routes: Vec<Vec<PeerRoute>>,
     plan: Plan,
     http: reqwest::Client,
+    /// Per region, its bucket (with `Plan::object_store`).
+    buckets: Vec<String>,
+}
+
+/// The bucket names of a cluster's regions start with a name drawn once
+/// and kept in its directory, so a restarted cluster finds its blobs and
+/// two clusters on one store never share a bucket.
+const BUCKET_PREFIX_FILE: &str = "bucket-prefix";
+
+fn bucket_prefix(dir: &Path) -> std::io::Result<String> {
+    let path = dir.join(BUCKET_PREFIX_FILE);
+    if let Ok(p) = std::fs::read_to_string(&path) {
+        return Ok(p.trim().to_string());
+    }
+    let p = format!("wharf-{:08x}", rand::random::<u32>());
+    std::fs::write(&path, &p)?;
+    Ok(p)
 }
 
 fn port(base: u16, offset: usize) -> std::io::Result<u16> {
@@ -272,12 +293,22 @@ impl Cluster {
         }
         let http = wharf_client::http_client(plan.ca_file.as_deref())
             .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut buckets = Vec::new();
+        if let Some(store) = &plan.object_store {
+            let prefix = bucket_prefix(&plan.dir)?;
+            for i in 0..n {
+                let bucket = format!("{prefix}-{}", region_name(i));
+                store.create_bucket(&bucket)?;
+                buckets.push(bucket);
+            }
+        }
         let mut c = Cluster {
             nodes,
             links,
             routes,
             plan,
             http,
+            buckets,
         };
         for i in 0..n {
             c.write_config(i, i == 0)?;
@@ -307,6 +338,12 @@ impl Cluster {
             ..ServeConfig::default()
         };
         cfg.auth.cluster_key_file = Some(self.plan.dir.join(CLUSTER_KEY_FILE));
+        if let (Some(store), Some(bucket)) = (&self.plan.object_store, self.buckets.get(i)) {
+            cfg.storage.backend = wharf_config::StorageBackend::S3;
+            cfg.storage.endpoint = store.endpoint.clone();
+            cfg.storage.bucket = bucket.clone();
+            cfg.storage.credentials_file = Some(store.credentials_file(&self.plan.dir)?);
+        }
         if let Some(tune) = &self.plan.tune {
             tune(i, &mut cfg)?;
         }
@@ -317,6 +354,11 @@ impl Cluster {
     pub fn write_config(&self, i: usize, bootstrap: bool) -> std::io::Result<()> {
         let cfg = self.config(i, bootstrap)?;
         std::fs::write(&self.nodes[i].config, cfg.to_toml())
+    }
+
+    /// Region `i`'s bucket, when the cluster keeps blobs on an object store.
+    pub fn bucket(&self, i: usize) -> Option<&str> {
+        self.buckets.get(i).map(String::as_str)
     }
 
     /// The HTTP client the launcher checks nodes with (it trusts the

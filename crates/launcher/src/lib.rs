@@ -8,6 +8,7 @@
 
 mod cluster;
 mod process;
+pub mod s3;
 
 pub use cluster::{
     region_name, Cluster, Member, PeerLink, Plan, Ports, Tune, ID_STRIDE, REGIONS_MAX, REGION_NAMES,

@@ -848,6 +848,9 @@ async fn large_blob_streams_with_bounded_memory() {
 // and the space of the failed upload is given back.
 #[tokio::test]
 async fn disk_full_answers_5xx_and_stores_nothing() {
+    if common::filesystem_only("a full local disk") {
+        return;
+    }
     if unsafe { libc::geteuid() } != 0 {
         eprintln!(
             "SKIPPED disk_full_answers_5xx_and_stores_nothing: mounting a small tmpfs needs root"

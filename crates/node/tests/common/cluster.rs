@@ -12,6 +12,8 @@ pub const REGIONS: [&str; 3] = [REGION_NAMES[0], REGION_NAMES[1], REGION_NAMES[2
 
 pub struct Cluster {
     pub nodes: Vec<Node>,
+    /// Per region, its bucket when blobs live on the object store.
+    pub buckets: Vec<String>,
 }
 
 impl Cluster {
@@ -19,7 +21,7 @@ impl Cluster {
     /// node's generated configuration (`ServeConfig::overlay`).
     pub fn start(dir: &Path, n: usize, extra_toml: &str) -> Cluster {
         let extra = extra_toml.to_string();
-        let plan = Plan::new(Path::new(env!("CARGO_BIN_EXE_wharf")), dir, n)
+        let mut plan = Plan::new(Path::new(env!("CARGO_BIN_EXE_wharf")), dir, n)
             .env("WHARF_BOOTSTRAP_PASSWORD", super::OWNER_PASSWORD)
             .tune(move |_, c| {
                 c.raft.heartbeat_ms = 100;
@@ -28,7 +30,11 @@ impl Cluster {
                 *c = c.overlay(&extra).map_err(std::io::Error::other)?;
                 Ok(())
             });
+        plan.object_store = super::object_store();
         let launched = wharf_launcher::Cluster::start(plan).unwrap();
+        let buckets = (0..n)
+            .filter_map(|i| launched.bucket(i).map(str::to_string))
+            .collect();
         let mut nodes: Vec<Node> = launched
             .into_members()
             .into_iter()
@@ -37,7 +43,7 @@ impl Cluster {
         for n in nodes.iter_mut() {
             n.wait_ready();
         }
-        Cluster { nodes }
+        Cluster { nodes, buckets }
     }
 
     /// Index of the node leading the metadata group, as node 0 sees it.
@@ -61,8 +67,12 @@ impl Cluster {
         panic!("no leader");
     }
 
-    /// Where region `i` keeps its copy of `digest`.
+    /// Where region `i` keeps its copy of `digest` (on its disk).
     pub fn blob_file(&self, i: usize, digest: &str) -> std::path::PathBuf {
+        assert!(
+            self.buckets.is_empty(),
+            "blob files exist only on the filesystem backend"
+        );
         let hex = &digest[7..];
         self.nodes[i]
             .dir
@@ -73,6 +83,12 @@ impl Cluster {
 
     /// Whether region `i` holds `digest` in its local blob store.
     pub fn holds(&self, i: usize, digest: &str) -> bool {
-        self.blob_file(i, digest).exists()
+        match (super::object_store(), self.buckets.get(i)) {
+            (Some(store), Some(bucket)) => {
+                let hex = &digest[7..];
+                store.exists(bucket, &format!("blobs/sha256/{}/{hex}", &hex[..2]))
+            }
+            _ => self.blob_file(i, digest).exists(),
+        }
     }
 }

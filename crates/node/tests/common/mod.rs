@@ -12,6 +12,23 @@ use std::time::{Duration, Instant};
 use sha2::{Digest as _, Sha256};
 use wharf_launcher::Process;
 
+/// The object store the suites run against, when `WHARF_TEST_S3` names
+/// one (`make test` runs the spec, client and geo suites a second time
+/// so); None: every node keeps blobs on its disk.
+pub fn object_store() -> Option<wharf_launcher::s3::ObjectStore> {
+    wharf_launcher::s3::from_env()
+}
+
+/// A test that inspects or damages blob files on a node's disk means
+/// nothing on an object store: it runs in the filesystem pass only.
+pub fn filesystem_only(why: &str) -> bool {
+    if object_store().is_some() {
+        eprintln!("runs in the filesystem pass only: {why}");
+        return true;
+    }
+    false
+}
+
 /// The registry owner every test node is bootstrapped with.
 pub const OWNER: &str = "owner";
 pub const OWNER_PASSWORD: &str = "test owner password";
@@ -116,6 +133,9 @@ impl Node {
             format!("127.0.0.1:{grpc_port}").into(),
         ]);
         args.extend(extra.iter().map(OsString::from));
+        if let Some(store) = object_store() {
+            with_bucket(dir, &store, &mut args);
+        }
         let mut n = Node::launch(dir, http_port, grpc_port, args);
         n.wait_ready();
         n
@@ -207,6 +227,32 @@ impl Node {
     pub fn relaunch(&mut self) {
         assert!(!self.running(), "stop or kill first");
         self.process.spawn().expect("spawn wharf serve");
+    }
+}
+
+/// Point a single node's arguments at a bucket of its own: its `--config`
+/// (or none) with `[storage]` laid over it.
+fn with_bucket(dir: &Path, store: &wharf_launcher::s3::ObjectStore, args: &mut Vec<OsString>) {
+    let bucket = format!("wharf-node-{:08x}", rand::random::<u32>());
+    store.create_bucket(&bucket).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let credentials = store.credentials_file(dir).unwrap();
+    let storage = format!(
+        "[storage]\nbackend = \"s3\"\nendpoint = \"{}\"\nbucket = \"{bucket}\"\n\
+         credentials_file = \"{}\"\n",
+        store.endpoint,
+        credentials.display()
+    );
+    let at = args.iter().position(|a| a == "--config" || a == "-c");
+    let base = match at {
+        Some(i) => wharf_config::ServeConfig::load(Path::new(&args[i + 1])).unwrap(),
+        None => wharf_config::ServeConfig::default(),
+    };
+    let merged = dir.join("with-bucket.toml");
+    std::fs::write(&merged, base.overlay(&storage).unwrap().to_toml()).unwrap();
+    match at {
+        Some(i) => args[i + 1] = merged.into(),
+        None => args.extend(["--config".into(), merged.into()]),
     }
 }
 
