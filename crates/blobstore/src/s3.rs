@@ -42,8 +42,9 @@ use crate::StoreLimits;
 
 /// Bytes per multipart part (S3's minimum is 5 MiB but for the last).
 const PART_BYTES: usize = 8 << 20;
-/// Parts of one upload in flight at once.
-const PARTS_IN_FLIGHT: usize = 4;
+/// Parts of one upload in flight at once: two keep the link busy while
+/// the next part fills, and bound an upload's memory to three parts.
+const PARTS_IN_FLIGHT: usize = 2;
 /// Blobs of one `adopt_many` written at once.
 const ADOPT_CONCURRENCY: usize = 16;
 /// Largest object S3's CopyObject takes; a longer single chunk is
@@ -237,7 +238,7 @@ impl S3Backend {
         expect: Option<&Digest>,
     ) -> Result<Written, BlobError> {
         let idle = self.limits.body_idle_timeout;
-        let mut buf: Vec<u8> = Vec::with_capacity(PART_BYTES.min(1 << 20));
+        let mut buf: Vec<u8> = Vec::with_capacity(PART_BYTES);
         let mut upload: Option<Box<dyn object_store::MultipartUpload>> = None;
         let mut in_flight = FuturesUnordered::new();
         let mut bytes = 0u64;
@@ -255,8 +256,16 @@ impl S3Backend {
                     got: bytes,
                 });
             }
-            buf.extend_from_slice(&chunk);
-            if buf.len() >= PART_BYTES {
+            // Parts of exactly PART_BYTES: a buffer never grows past its
+            // capacity (a reallocation would double it).
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                let take = rest.len().min(PART_BYTES - buf.len());
+                buf.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if buf.len() < PART_BYTES {
+                    continue;
+                }
                 let part = std::mem::replace(&mut buf, Vec::with_capacity(PART_BYTES));
                 let (h, part) = hash_off_thread(hasher, part).await?;
                 hasher = h;
