@@ -233,6 +233,15 @@ impl Node {
 /// Point a single node's arguments at a bucket of its own: its `--config`
 /// (or none) with `[storage]` laid over it.
 fn with_bucket(dir: &Path, store: &wharf_launcher::s3::ObjectStore, args: &mut Vec<OsString>) {
+    let at = args.iter().position(|a| a == "--config" || a == "-c");
+    let base = match at {
+        Some(i) => wharf_config::ServeConfig::load(Path::new(&args[i + 1])).unwrap(),
+        None => wharf_config::ServeConfig::default(),
+    };
+    // A test that chose its own object store keeps it.
+    if base.storage.backend == wharf_config::StorageBackend::S3 {
+        return;
+    }
     let bucket = format!("wharf-node-{:08x}", rand::random::<u32>());
     store.create_bucket(&bucket).unwrap();
     std::fs::create_dir_all(dir).unwrap();
@@ -243,11 +252,6 @@ fn with_bucket(dir: &Path, store: &wharf_launcher::s3::ObjectStore, args: &mut V
         store.endpoint,
         credentials.display()
     );
-    let at = args.iter().position(|a| a == "--config" || a == "-c");
-    let base = match at {
-        Some(i) => wharf_config::ServeConfig::load(Path::new(&args[i + 1])).unwrap(),
-        None => wharf_config::ServeConfig::default(),
-    };
     let merged = dir.join("with-bucket.toml");
     std::fs::write(&merged, base.overlay(&storage).unwrap().to_toml()).unwrap();
     match at {
