@@ -53,6 +53,12 @@ pub struct UpArgs {
     /// `[rate_limits]` / `enabled = false` for a benchmark.
     #[arg(long)]
     config_overlay: Option<PathBuf>,
+    /// Keep each region's blobs in a bucket of its own on an S3-compatible
+    /// server at this `http://host:port` (which must accept any
+    /// credentials, as a local SeaweedFS or MinIO in its default setup
+    /// does), or `seaweedfs` to use (or start) a local `weed mini`.
+    #[arg(long, value_name = "ENDPOINT")]
+    object_store: Option<String>,
 }
 
 impl UpArgs {
@@ -94,6 +100,11 @@ fn plan(args: &UpArgs) -> Result<Plan, NodeError> {
     let mut plan = Plan::new(&std::env::current_exe()?, &args.data_dir, args.regions);
     plan.ports = Ports::Base(args.base_port);
     plan.die_with_parent = true;
+    plan.object_store = match args.object_store.as_deref() {
+        None => None,
+        Some("seaweedfs") => Some(wharf_launcher::s3::ObjectStore::seaweedfs()?),
+        Some(endpoint) => Some(wharf_launcher::s3::ObjectStore::at(endpoint)?),
+    };
     if wan_enabled(args) {
         plan.links = Some(wharf_netem::LinkSpec {
             one_way_delay: Duration::from_millis(args.wan_rtt_ms / 2),
