@@ -175,9 +175,10 @@ impl StorageConfig {
         if self.bucket.is_empty() {
             return Err(ConfigError("storage: backend \"s3\" needs a bucket".into()));
         }
-        if !self.endpoint.is_empty()
-            && !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://"))
-        {
+        let scheme_ok = ["http://", "https://"]
+            .iter()
+            .any(|p| self.endpoint.starts_with(p));
+        if !self.endpoint.is_empty() && !scheme_ok {
             return Err(ConfigError(format!(
                 "storage.endpoint {:?} must start with http:// or https://",
                 self.endpoint
