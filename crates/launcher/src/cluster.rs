@@ -68,6 +68,9 @@ pub struct Plan {
     /// Keep each region's blobs in a bucket of its own on this object
     /// store (None: each node's disk).
     pub object_store: Option<crate::s3::ObjectStore>,
+    /// Nodes in each region (more than one needs `object_store`: the
+    /// nodes of a region share its store). Node k serves region k / this.
+    pub nodes_per_region: usize,
 }
 
 impl Plan {
@@ -85,6 +88,7 @@ impl Plan {
             env: Vec::new(),
             die_with_parent: false,
             object_store: None,
+            nodes_per_region: 1,
         }
     }
 
@@ -210,11 +214,17 @@ impl Cluster {
     /// Lay out, configure and spawn every node; they become ready
     /// together (see `wait_ready`).
     pub fn start(plan: Plan) -> std::io::Result<Cluster> {
-        let n = plan.regions;
+        let per = plan.nodes_per_region.max(1);
+        let n = plan.regions * per;
         if !(1..=REGIONS_MAX).contains(&n) {
             return Err(std::io::Error::other(format!(
-                "a cluster has 1 to {REGIONS_MAX} regions, not {n}"
+                "a cluster has 1 to {REGIONS_MAX} nodes, not {n}"
             )));
+        }
+        if per > 1 && plan.object_store.is_none() {
+            return Err(std::io::Error::other(
+                "several nodes per region share the region's object store: set Plan::object_store",
+            ));
         }
         std::fs::create_dir_all(&plan.dir)?;
         ensure_cluster_key(&plan.dir.join(CLUSTER_KEY_FILE))?;
@@ -228,7 +238,8 @@ impl Cluster {
         let mut routes = vec![Vec::new(); n];
         if let Some(spec) = plan.links {
             for (i, route) in routes.iter_mut().enumerate() {
-                for (j, (_, grpc)) in ports.iter().enumerate().filter(|(j, _)| *j != i) {
+                // Nodes of one region talk over its LAN, not a WAN link.
+                for (j, (_, grpc)) in ports.iter().enumerate().filter(|(j, _)| j / per != i / per) {
                     let listen = match plan.ports {
                         Ports::Free => "127.0.0.1:0".to_string(),
                         Ports::Base(b) => {
@@ -282,7 +293,7 @@ impl Cluster {
             nodes.push(Member {
                 index: i,
                 id: i as u64 + 1,
-                region: region_name(i),
+                region: region_name(i / per),
                 http,
                 grpc,
                 dir,
@@ -297,7 +308,8 @@ impl Cluster {
         if let Some(store) = &plan.object_store {
             let prefix = bucket_prefix(&plan.dir)?;
             for i in 0..n {
-                let bucket = format!("{prefix}-{}", region_name(i));
+                // One bucket per region, the same for its nodes.
+                let bucket = format!("{prefix}-{}", region_name(i / per));
                 store.create_bucket(&bucket)?;
                 buckets.push(bucket);
             }

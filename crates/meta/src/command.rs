@@ -109,6 +109,8 @@ pub enum Command {
     Webhook(crate::webhooks::WebhookCommand),
     /// Usage the state machine is told of (operations served).
     Usage(crate::usage::UsageCommand),
+    /// A region's once-per-region roles (mover, sweeper, scrub): leases.
+    Role(crate::roles::RoleCommand),
     /// `cmd`, if the registry's tier (as it is when applied) allows it
     /// under `tiers` (see `tiers`).
     Gated {

@@ -24,6 +24,10 @@ pub struct ReplicatorConfig {
     pub scan_limit: usize,
     /// How long a blob that failed to copy waits before another try.
     pub retry_after: Duration,
+    /// Copy only while this is true: the region's other nodes share its
+    /// store, and one of them at a time (the holder of the region's role)
+    /// copies into it. None: always.
+    pub active: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for ReplicatorConfig {
@@ -33,6 +37,7 @@ impl Default for ReplicatorConfig {
             rescan: Duration::from_secs(5),
             scan_limit: 10_000,
             retry_after: Duration::from_secs(10),
+            active: None,
         }
     }
 }
@@ -74,6 +79,14 @@ pub async fn run_replicator<D: Directory>(
     // ends: a failing blob is retried, but not in a tight loop.
     let mut cooldown: HashMap<Digest, Instant> = HashMap::new();
     'scans: loop {
+        let active = !matches!(&cfg.active, Some(a) if !a.load(Ordering::Relaxed));
+        if !active {
+            queue_depth.store(0, Ordering::Relaxed);
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            }
+        }
         let wants = fetcher.dir.missing(cfg.scan_limit);
         let scanned = Instant::now();
         queue_depth.store(wants.len() as u64, Ordering::Relaxed);

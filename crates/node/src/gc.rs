@@ -16,6 +16,10 @@ pub async fn sweeper(app: App, every: Duration, mut stop: Stop) {
             _ = tick.tick() => {}
             _ = stop.wait() => return,
         }
+        // Another node of the region sweeps its shared store.
+        if !app.region_role.held() {
+            continue;
+        }
         // Passes until nothing more is ready, so a large GC drains fast.
         loop {
             match wharf_gc::sweep_once(&app.service, &app.gc).await {

@@ -16,6 +16,7 @@ mod proxy;
 mod ratelimit;
 mod registrar;
 mod request_id;
+mod roles;
 mod scrub;
 mod serve;
 mod shutdown;

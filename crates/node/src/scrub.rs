@@ -21,6 +21,13 @@ pub async fn scrubber(app: App, bytes_per_s: u64, interval: Duration, mut stop: 
     let (mut blobs, mut bytes) = (0u64, 0u64);
     let mut reported = Instant::now();
     loop {
+        // Another node of the region scrubs its shared store.
+        if !app.region_role.held() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                _ = stop.wait() => return,
+            }
+        }
         let step = tokio::select! {
             s = wharf_scrub::step(&app.service, &mut cursor, &pace, STEP_BLOBS) => s,
             _ = stop.wait() => return,

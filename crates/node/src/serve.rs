@@ -153,6 +153,16 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
     );
     let mover_queue = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Shutdown::new();
+    let region_role = Arc::new(crate::roles::RegionRole::default());
+    tasks.spawn(
+        "region role",
+        crate::roles::claimer(
+            consensus.clone(),
+            cfg.region.clone(),
+            region_role.clone(),
+            tasks.stop(),
+        ),
+    );
     // Copies by the replicator and by on-demand fetches alike.
     tasks.spawn(
         "recorder",
@@ -168,6 +178,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
                 ReplicatorConfig {
                     concurrency: cfg.mover.concurrency,
                     rescan: Duration::from_secs(cfg.mover.rescan_s.max(1)),
+                    active: Some(region_role.flag()),
                     ..ReplicatorConfig::default()
                 },
                 mover_queue.clone(),
@@ -236,6 +247,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
             .storage
             .redirect
             .then(|| Duration::from_secs(cfg.storage.redirect_ttl_s)),
+        region_role,
     });
     if cfg.scrub.mib_per_s > 0 {
         tasks.spawn(

@@ -48,6 +48,8 @@ pub struct AppState {
     /// Blob GETs answer 307 to a presigned URL of the store valid this
     /// long (`storage.redirect`); None: the node streams the bytes.
     pub redirect_ttl: Option<Duration>,
+    /// Whether this node runs its region's mover, GC sweep and scrub now.
+    pub region_role: Arc<crate::roles::RegionRole>,
 }
 
 pub type App = Arc<AppState>;
