@@ -123,6 +123,10 @@ pub struct Region {
     /// Blobs it lacks that no region holds any more.
     #[serde(default)]
     pub blobs_lost: u64,
+    /// This node runs its region's mover, GC sweep and scrub (one node of
+    /// a region does, under a lease).
+    #[serde(default)]
+    pub worker: bool,
 }
 
 /// `GET /images?image=R:T|R@D`: one image (or index) in detail.

@@ -111,6 +111,7 @@ pub async fn run(args: ReplicationArgs) -> Result<(), NodeError> {
                     ("ENDPOINT", "endpoint"),
                     ("HEALTH", "health"),
                     ("ROLE", "role"),
+                    ("WORKER", "worker"),
                     ("LAG", "lag"),
                     ("BLOBS TO COPY", "blobs_to_copy"),
                     ("BYTES TO COPY", "bytes_to_copy"),

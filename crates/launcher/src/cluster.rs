@@ -165,13 +165,14 @@ pub struct Cluster {
     routes: Vec<Vec<PeerRoute>>,
     plan: Plan,
     http: reqwest::Client,
-    /// Per region, its bucket (with `Plan::object_store`).
-    buckets: Vec<String>,
+    /// Per node, its region's key prefix in the shared bucket (with
+    /// `Plan::object_store`).
+    prefixes: Vec<String>,
 }
 
-/// The bucket names of a cluster's regions start with a name drawn once
+/// The key prefixes of a cluster's regions start with a name drawn once
 /// and kept in its directory, so a restarted cluster finds its blobs and
-/// two clusters on one store never share a bucket.
+/// two clusters on one store never share keys.
 const BUCKET_PREFIX_FILE: &str = "bucket-prefix";
 
 fn bucket_prefix(dir: &Path) -> std::io::Result<String> {
@@ -304,15 +305,14 @@ impl Cluster {
         }
         let http = wharf_client::http_client(plan.ca_file.as_deref())
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let mut buckets = Vec::new();
+        let mut prefixes = Vec::new();
         if let Some(store) = &plan.object_store {
+            store.create_bucket(crate::s3::SHARED_BUCKET)?;
             let prefix = bucket_prefix(&plan.dir)?;
-            for i in 0..n {
-                // One bucket per region, the same for its nodes.
-                let bucket = format!("{prefix}-{}", region_name(i / per));
-                store.create_bucket(&bucket)?;
-                buckets.push(bucket);
-            }
+            // One store per region, the same for its nodes.
+            prefixes = (0..n)
+                .map(|i| format!("{prefix}/{}/", region_name(i / per)))
+                .collect();
         }
         let mut c = Cluster {
             nodes,
@@ -320,7 +320,7 @@ impl Cluster {
             routes,
             plan,
             http,
-            buckets,
+            prefixes,
         };
         for i in 0..n {
             c.write_config(i, i == 0)?;
@@ -350,10 +350,11 @@ impl Cluster {
             ..ServeConfig::default()
         };
         cfg.auth.cluster_key_file = Some(self.plan.dir.join(CLUSTER_KEY_FILE));
-        if let (Some(store), Some(bucket)) = (&self.plan.object_store, self.buckets.get(i)) {
+        if let (Some(store), Some(prefix)) = (&self.plan.object_store, self.prefixes.get(i)) {
             cfg.storage.backend = wharf_config::StorageBackend::S3;
             cfg.storage.endpoint = store.endpoint.clone();
-            cfg.storage.bucket = bucket.clone();
+            cfg.storage.bucket = crate::s3::SHARED_BUCKET.to_string();
+            cfg.storage.prefix = prefix.clone();
             cfg.storage.credentials_file = Some(store.credentials_file(&self.plan.dir)?);
         }
         if let Some(tune) = &self.plan.tune {
@@ -368,9 +369,10 @@ impl Cluster {
         std::fs::write(&self.nodes[i].config, cfg.to_toml())
     }
 
-    /// Region `i`'s bucket, when the cluster keeps blobs on an object store.
-    pub fn bucket(&self, i: usize) -> Option<&str> {
-        self.buckets.get(i).map(String::as_str)
+    /// The key prefix of node `i`'s region in `s3::SHARED_BUCKET`, when
+    /// the cluster keeps blobs on an object store.
+    pub fn object_prefix(&self, i: usize) -> Option<&str> {
+        self.prefixes.get(i).map(String::as_str)
     }
 
     /// The HTTP client the launcher checks nodes with (it trusts the

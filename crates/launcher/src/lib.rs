@@ -6,6 +6,7 @@
 //! start clusters through this crate, so the three agree on how a cluster
 //! is laid out, configured, started, checked for readiness and stopped.
 
+pub mod balancer;
 mod cluster;
 mod process;
 pub mod s3;

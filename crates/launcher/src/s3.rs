@@ -14,6 +14,11 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8333";
 /// run against (`make test` sets it for the object-store pass).
 pub const ENDPOINT_ENV: &str = "WHARF_TEST_S3";
 
+/// The one bucket local clusters and tests use, each under a key prefix
+/// of its own: SeaweedFS gives every bucket volumes of its own and runs
+/// out of them after a handful of buckets.
+pub const SHARED_BUCKET: &str = "wharf-local";
+
 /// An S3 endpoint that answers.
 #[derive(Debug, Clone)]
 pub struct ObjectStore {

@@ -20,8 +20,9 @@ fn server() -> ObjectStore {
 /// A node whose region keeps its blobs in a fresh bucket reached at
 /// `endpoint`, with `extra` TOML in its `[storage]`.
 fn node_on(dir: &std::path::Path, s3: &ObjectStore, endpoint: &str, extra: &str) -> Node {
-    let bucket = format!("wharf-node-{:08x}", rand::random::<u32>());
-    s3.create_bucket(&bucket).unwrap();
+    let bucket = wharf_launcher::s3::SHARED_BUCKET;
+    s3.create_bucket(bucket).unwrap();
+    let prefix = format!("node-{:08x}/", rand::random::<u32>());
     std::fs::create_dir_all(dir).unwrap();
     let credentials = s3.credentials_file(dir).unwrap();
     let config = dir.join("s3.toml");
@@ -29,7 +30,7 @@ fn node_on(dir: &std::path::Path, s3: &ObjectStore, endpoint: &str, extra: &str)
         &config,
         format!(
             "[storage]\nbackend = \"s3\"\nendpoint = \"{endpoint}\"\nbucket = \"{bucket}\"\n\
-             credentials_file = \"{}\"\nretry_timeout_s = 2\nmax_retries = 2\n{extra}",
+             prefix = \"{prefix}\"\ncredentials_file = \"{}\"\nretry_timeout_s = 2\nmax_retries = 2\n{extra}",
             credentials.display()
         ),
     )

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use wharf_blobstore::{BlobError, BlobStore, Removal, S3Backend, S3Settings, StoreLimits};
-use wharf_launcher::s3::ObjectStore;
+use wharf_launcher::s3::{ObjectStore, SHARED_BUCKET as BUCKET};
 use wharf_oci::Digest;
 
 fn server() -> ObjectStore {
@@ -16,32 +16,32 @@ fn server() -> ObjectStore {
         .unwrap_or_else(|| ObjectStore::seaweedfs().expect("an S3 server for the tests"))
 }
 
-fn settings(endpoint: &str, bucket: &str) -> S3Settings {
+fn settings(endpoint: &str, bucket: &str, prefix: &str) -> S3Settings {
     S3Settings {
         endpoint: endpoint.to_string(),
         bucket: bucket.to_string(),
         region: "us-east-1".into(),
         access_key_id: Some("wharf".into()),
         secret_access_key: Some("wharf-secret".into()),
-        prefix: String::new(),
+        prefix: prefix.to_string(),
         request_timeout: Duration::from_secs(30),
         retry_timeout: Duration::from_secs(2),
         max_retries: 2,
     }
 }
 
-/// A fresh bucket, and `nodes` stores on it (each with its own local
+/// A fresh prefix of the shared bucket, and `nodes` stores on it (each with its own local
 /// directory, as nodes of one region have).
 fn region(nodes: usize) -> (ObjectStore, String, Vec<BlobStore>, Vec<tempfile::TempDir>) {
     let s3 = server();
-    let bucket = format!("wharf-test-{:08x}", rand::random::<u32>());
-    s3.create_bucket(&bucket).unwrap();
+    s3.create_bucket(BUCKET).unwrap();
+    let prefix = format!("test-{:08x}/", rand::random::<u32>());
     let mut stores = Vec::new();
     let mut dirs = Vec::new();
     for i in 0..nodes {
         let dir = tempfile::tempdir().unwrap();
         let backend = S3Backend::connect(
-            settings(&s3.endpoint, &bucket),
+            settings(&s3.endpoint, BUCKET, &prefix),
             &format!("n{i}"),
             StoreLimits::default(),
         )
@@ -49,7 +49,7 @@ fn region(nodes: usize) -> (ObjectStore, String, Vec<BlobStore>, Vec<tempfile::T
         stores.push(BlobStore::with_backend(dir.path(), Arc::new(backend)).unwrap());
         dirs.push(dir);
     }
-    (s3, bucket, stores, dirs)
+    (s3, prefix, stores, dirs)
 }
 
 fn body(parts: Vec<Vec<u8>>) -> impl futures::Stream<Item = Result<Bytes, String>> + Send {
@@ -60,13 +60,13 @@ fn bytes(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
 }
 
-fn key(d: &Digest) -> String {
-    format!("blobs/sha256/{}/{}", &d.hex()[..2], d.hex())
+fn key(prefix: &str, d: &Digest) -> String {
+    format!("{prefix}blobs/sha256/{}/{}", &d.hex()[..2], d.hex())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_started_on_one_node_continues_and_finishes_on_others() {
-    let (s3, bucket, nodes, _dirs) = region(3);
+    let (s3, prefix, nodes, _dirs) = region(3);
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     // Chunks across a multipart part boundary (8 MiB) and small ones.
     let parts = [bytes(9 << 20, 1), bytes(1000, 2), bytes(3 << 20, 3)];
@@ -106,7 +106,7 @@ async fn an_upload_started_on_one_node_continues_and_finishes_on_others() {
         Err(BlobError::UploadUnknown)
     ));
     assert!(
-        !s3.exists(&bucket, &key(&digest)),
+        !s3.exists(BUCKET, &key(&prefix, &digest)),
         "nothing visible before the digest is checked"
     );
     let size = c
@@ -131,12 +131,15 @@ async fn an_upload_started_on_one_node_continues_and_finishes_on_others() {
         a.session_info(&s.id, "repo").await,
         Err(BlobError::UploadUnknown)
     ));
-    assert!(s3.list(&bucket, "uploads/").unwrap().is_empty());
+    assert!(s3
+        .list(BUCKET, &format!("{prefix}uploads/"))
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_that_does_not_match_its_digest_is_never_visible() {
-    let (s3, bucket, nodes, _dirs) = region(1);
+    let (s3, prefix, nodes, _dirs) = region(1);
     let n = &nodes[0];
     let data = bytes(10 << 20, 7);
     let claimed = Digest::sha256_of(b"something else");
@@ -153,14 +156,14 @@ async fn a_blob_that_does_not_match_its_digest_is_never_visible() {
     assert!(matches!(e, Err(BlobError::DigestMismatch { .. })), "{e:?}");
     assert!(n.stat(&claimed).await.unwrap().is_none());
     assert!(
-        s3.list(&bucket, "").unwrap().is_empty(),
+        s3.list(BUCKET, &prefix).unwrap().is_empty(),
         "nothing left in the bucket"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranged_reads_mounts_and_gc_on_the_object_store() {
-    let (_s3, _bucket, nodes, _dirs) = region(1);
+    let (_s3, _prefix, nodes, _dirs) = region(1);
     let n = &nodes[0];
     let data = bytes(12 << 20, 9);
     let d = Digest::sha256_of(&data);
@@ -197,14 +200,14 @@ async fn ranged_reads_mounts_and_gc_on_the_object_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_copy_is_quarantined_only_if_it_is_still_the_one_seen() {
-    let (s3, bucket, nodes, _dirs) = region(1);
+    let (s3, prefix, nodes, _dirs) = region(1);
     let n = &nodes[0];
     let d = Digest::sha256_of(b"layer bytes");
     n.put("repo", &d, body(vec![b"layer bytes".to_vec()]))
         .await
         .unwrap();
     // The store's disk flipped it.
-    s3.put(&bucket, &key(&d), b"layer bytez").unwrap();
+    s3.put(BUCKET, &key(&prefix, &d), b"layer bytez").unwrap();
     let seen = n.open_blob(&d).await.unwrap().unwrap().copy;
     // A good copy arrives (an upload) before the quarantine: kept.
     n.put("repo", &d, body(vec![b"layer bytes".to_vec()]))
@@ -212,7 +215,7 @@ async fn a_corrupt_copy_is_quarantined_only_if_it_is_still_the_one_seen() {
         .unwrap();
     assert_eq!(n.quarantine(&d, seen, 1).await.unwrap(), None);
     assert!(n.stat(&d).await.unwrap().is_some());
-    s3.put(&bucket, &key(&d), b"layer bytez").unwrap();
+    s3.put(BUCKET, &key(&prefix, &d), b"layer bytez").unwrap();
     let seen = n.open_blob(&d).await.unwrap().unwrap().copy;
     let to = n
         .quarantine(&d, seen, 2)
@@ -228,7 +231,7 @@ async fn an_unreachable_store_is_unavailable_not_an_upload() {
     let port = wharf_launcher::free_port().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let backend = S3Backend::connect(
-        settings(&format!("http://127.0.0.1:{port}"), "nowhere"),
+        settings(&format!("http://127.0.0.1:{port}"), "nowhere", ""),
         "n1",
         StoreLimits::default(),
     )

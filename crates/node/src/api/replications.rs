@@ -79,8 +79,19 @@ pub async fn list(
         .flatten()
         .find(|s| s.role == "leader")
         .map(|s| s.last_log_index);
+    let worker = |id: u64, region: &str| -> ApiResult<bool> {
+        let alone = members.iter().filter(|(_, n)| n.region == region).count() <= 1;
+        if alone {
+            return Ok(true);
+        }
+        let lease = app
+            .consensus
+            .meta()
+            .role_lease(region, crate::roles::BACKGROUND)?;
+        Ok(lease.is_some_and(|l| l.node == id && l.until_ms > crate::state::now_ms()))
+    };
     let mut rows = Vec::new();
-    for ((id, node), probe) in members.into_iter().zip(probes) {
+    for ((id, node), probe) in members.iter().cloned().zip(probes) {
         let (missing, lost): (Vec<_>, Vec<_>) = app
             .consensus
             .meta()
@@ -93,7 +104,9 @@ pub async fn list(
             Ok(s) => ("ok".to_string(), Some(s.role), Some(s.applied_index)),
             Err(e) => (e, None, None),
         };
+        let worker = worker(id, &node.region)?;
         rows.push(RegionRow {
+            worker,
             lag: applied.zip(leader_log).map(|(a, l)| l.saturating_sub(a)),
             region: node.region,
             node_id: id,

@@ -242,13 +242,14 @@ fn with_bucket(dir: &Path, store: &wharf_launcher::s3::ObjectStore, args: &mut V
     if base.storage.backend == wharf_config::StorageBackend::S3 {
         return;
     }
-    let bucket = format!("wharf-node-{:08x}", rand::random::<u32>());
-    store.create_bucket(&bucket).unwrap();
+    let bucket = wharf_launcher::s3::SHARED_BUCKET;
+    store.create_bucket(bucket).unwrap();
+    let prefix = format!("node-{:08x}/", rand::random::<u32>());
     std::fs::create_dir_all(dir).unwrap();
     let credentials = store.credentials_file(dir).unwrap();
     let storage = format!(
         "[storage]\nbackend = \"s3\"\nendpoint = \"{}\"\nbucket = \"{bucket}\"\n\
-         credentials_file = \"{}\"\n",
+         prefix = \"{prefix}\"\ncredentials_file = \"{}\"\n",
         store.endpoint,
         credentials.display()
     );
