@@ -180,3 +180,65 @@ async fn a_region_keeps_serving_and_copying_when_its_working_node_dies() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_outage_drill_fences_one_node_and_its_region_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_nodes(dir.path(), 2, 2, "");
+    eventually(30, "one worker in us-east", || {
+        worker_of(&c, 2, "us-east").is_some()
+    })
+    .await;
+    let worker = worker_of(&c, 2, "us-east").unwrap();
+    let endpoint = c.nodes[2].url("");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .envs(common::owner_env())
+            .args(["drill", "node-outage", "--region", "us-east"])
+            .args(["--endpoint", &endpoint])
+            .args(["--fence-s", "5", "--baseline-s", "2", "--output", "json"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "drill failed ({}):\n{report:#}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["drill"], "node-outage");
+    assert_eq!(report["region"], "us-east");
+    // By default the node running the region's mover.
+    assert_eq!(report["node_id"], worker as u64 + 1);
+    assert_eq!(report["fence_verified"], true);
+    let sites = report["regions"].as_array().unwrap();
+    assert_eq!(sites.len(), 3, "every node left was probed: {report:#}");
+    let survivor = format!("us-east-n{}", 2 - worker);
+    assert!(
+        sites.iter().any(|s| s["region"] == survivor.as_str()),
+        "the region's other node was probed: {report:#}"
+    );
+    for s in sites {
+        assert_eq!(s["pulls_failed"], 0, "{s}");
+        assert!(s["pushes_ok"].as_u64().unwrap() > 0, "{s}");
+    }
+    assert_eq!(report["after_restore"]["push_ok"], true);
+
+    // A region of one node has no node outage, only a region outage.
+    let single = tempfile::tempdir().unwrap();
+    let one = Cluster::start(single.path(), 3, "");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .envs(common::owner_env())
+        .args(["drill", "node-outage", "--region", "us-east"])
+        .args(["--endpoint", &one.nodes[1].url("")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("region-outage"),
+        "{out:?}"
+    );
+}

@@ -1,8 +1,10 @@
-//! `wharf drill region-outage`: rehearse the loss of a region against a
-//! running cluster. The region is fenced (it stops serving and voting, as
-//! if it went dark), probes keep pushing and pulling through the other
-//! regions, the region is restored, and the report says how long writes
-//! stopped, what failed, and how long the region took to catch up.
+//! `wharf drill region-outage` / `node-outage`: rehearse the loss of a
+//! region, or of one node of a region with several, against a running
+//! cluster. What is taken out is fenced (it stops serving and voting, as
+//! if it went dark), probes keep pushing and pulling through every node
+//! left (for a node outage, its region's other nodes among them), it is
+//! restored, and the report says how long writes stopped, what failed, and
+//! how long it took to catch up.
 
 mod probe;
 mod report;
@@ -57,6 +59,12 @@ enum Verb {
     /// when every objective is met, 1 when one is not, 2 when the drill
     /// could not run. Needs an owner's credentials.
     RegionOutage(OutageArgs),
+    /// The same for one node of a region that has several: fence the node
+    /// (by default the one running the region's mover), keep probing
+    /// through the region's other nodes and every other region, restore
+    /// it. Objectives: no failed pull, writes acknowledged again within
+    /// the bound (at once unless the node led the group).
+    NodeOutage(NodeOutageArgs),
     /// Lift a region's fence now (a fence also lifts itself when it
     /// expires: the planned outage plus a minute).
     Lift {
@@ -102,7 +110,17 @@ struct OutageArgs {
     keep: bool,
 }
 
-/// A region as `GET /api/v1/replications` lists it.
+#[derive(Args)]
+struct NodeOutageArgs {
+    #[command(flatten)]
+    outage: OutageArgs,
+    /// The node to take out (its id in `wharf replication list`); by
+    /// default the region's worker.
+    #[arg(long)]
+    node: Option<u64>,
+}
+
+/// A node as `GET /api/v1/replications` lists it.
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct RegionRow {
     pub(crate) region: String,
@@ -112,6 +130,20 @@ pub(crate) struct RegionRow {
     role: Option<String>,
     lag: Option<u64>,
     blobs_to_copy: u64,
+    #[serde(default)]
+    worker: bool,
+}
+
+/// What a drill takes out, and where it probes meanwhile.
+struct Scenario {
+    drill: &'static str,
+    region: String,
+    /// Fenced, then restored.
+    targets: Vec<RegionRow>,
+    /// Probed during the outage (each its own site).
+    probed: Vec<RegionRow>,
+    /// Sites are named after nodes, not regions (several per region).
+    per_node: bool,
 }
 
 pub(crate) fn client_at(conn: &Connection, endpoint: &str) -> Result<Client, NodeError> {
@@ -140,26 +172,28 @@ pub async fn run(args: DrillArgs) -> i32 {
                 EXIT_NOT_RUN
             }
         },
-        Verb::RegionOutage(o) => match outage(&args.conn, &o, args.output).await {
-            Ok(report) => {
-                match args.output {
-                    Format::Json => println!(
-                        "{}",
-                        serde_json::to_string_pretty(&report).unwrap_or_default()
-                    ),
-                    _ => report::print_text(&report),
+        verb @ (Verb::RegionOutage(_) | Verb::NodeOutage(_)) => {
+            match drill(&args.conn, verb, args.output).await {
+                Ok(report) => {
+                    match args.output {
+                        Format::Json => println!(
+                            "{}",
+                            serde_json::to_string_pretty(&report).unwrap_or_default()
+                        ),
+                        _ => report::print_text(&report),
+                    }
+                    if report.passed {
+                        0
+                    } else {
+                        EXIT_NOT_MET
+                    }
                 }
-                if report.passed {
-                    0
-                } else {
-                    EXIT_NOT_MET
+                Err(e) => {
+                    eprintln!("wharf drill: {e}");
+                    EXIT_NOT_RUN
                 }
             }
-            Err(e) => {
-                eprintln!("wharf drill: {e}");
-                EXIT_NOT_RUN
-            }
-        },
+        }
     }
 }
 
@@ -179,16 +213,96 @@ async fn lift(conn: &Connection, region: &str) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// What `verb` takes out of the cluster `rows` describes.
+fn scenario(rows: &[RegionRow], verb: &Verb) -> Result<Scenario, NodeError> {
+    let (args, node) = match verb {
+        Verb::RegionOutage(a) => (a, None),
+        Verb::NodeOutage(n) => (&n.outage, Some(n.node)),
+        Verb::Lift { .. } => return Err(NodeError::Api("not a drill".into())),
+    };
+    let in_region: Vec<RegionRow> = rows
+        .iter()
+        .filter(|r| r.region == args.region)
+        .cloned()
+        .collect();
+    if in_region.is_empty() {
+        let mut names: Vec<&str> = rows.iter().map(|r| r.region.as_str()).collect();
+        names.dedup();
+        return Err(NodeError::Api(format!(
+            "no region named {}; the regions are {}",
+            args.region,
+            names.join(", ")
+        )));
+    }
+    let Some(node) = node else {
+        // A region outage takes every node of the region.
+        let probed = rows
+            .iter()
+            .filter(|r| r.region != args.region && r.health == "ok")
+            .cloned()
+            .collect();
+        let s = Scenario {
+            drill: "region-outage",
+            region: args.region.clone(),
+            targets: in_region,
+            probed,
+            per_node: false,
+        };
+        return Ok(s);
+    };
+    if in_region.len() < 2 {
+        return Err(NodeError::Api(format!(
+            "{} has one node: its outage is the region's (wharf drill region-outage)",
+            args.region
+        )));
+    }
+    let target = match node {
+        Some(id) => in_region
+            .iter()
+            .find(|r| r.node_id == id)
+            .cloned()
+            .ok_or_else(|| {
+                let ids: Vec<String> = in_region.iter().map(|r| r.node_id.to_string()).collect();
+                NodeError::Api(format!(
+                    "{} has no node {id}; its nodes are {}",
+                    args.region,
+                    ids.join(", ")
+                ))
+            })?,
+        None => in_region
+            .iter()
+            .find(|r| r.worker)
+            .or_else(|| in_region.first())
+            .cloned()
+            .expect("two nodes at least"),
+    };
+    let probed = rows
+        .iter()
+        .filter(|r| r.node_id != target.node_id && r.health == "ok")
+        .cloned()
+        .collect();
+    let s = Scenario {
+        drill: "node-outage",
+        region: args.region.clone(),
+        targets: vec![target],
+        probed,
+        per_node: true,
+    };
+    Ok(s)
+}
+
 /// Refuse a drill that would take the registry down rather than rehearse
-/// the loss of one region.
+/// the loss of what it takes out.
 fn check_preconditions(
     rows: &[RegionRow],
-    target: &RegionRow,
+    targets: &[RegionRow],
     force: bool,
 ) -> Result<(), NodeError> {
-    if rows.len() < 2 {
+    let target = &targets[0];
+    let taken = |r: &RegionRow| targets.iter().any(|t| t.node_id == r.node_id);
+    if rows.len() <= targets.len() {
         return Err(NodeError::Api(
-            "a single-region registry has no other region to fail over to".into(),
+            "nothing would be left to fail over to".into(),
         ));
     }
     let voters: Vec<&RegionRow> = rows
@@ -210,12 +324,12 @@ fn check_preconditions(
     }
     let left = voters
         .iter()
-        .filter(|r| r.region != target.region && r.health == "ok")
+        .filter(|r| !taken(r) && r.health == "ok")
         .count();
     let total = voters.len().max(rows.len());
     if left * 2 <= total && !force {
         return Err(NodeError::Api(format!(
-            "without {} only {left} of {total} voting regions remain: no majority, so writes \
+            "without {} only {left} of {total} voters remain: no majority, so writes \
              would stop everywhere (--force to run anyway)",
             target.region
         )));
@@ -371,7 +485,12 @@ async fn hold(duration: Duration) -> Result<(), NodeError> {
     }
 }
 
-async fn outage(conn: &Connection, args: &OutageArgs, format: Format) -> Result<Report, NodeError> {
+async fn drill(conn: &Connection, verb: Verb, format: Format) -> Result<Report, NodeError> {
+    let args = match &verb {
+        Verb::RegionOutage(a) => a,
+        Verb::NodeOutage(n) => &n.outage,
+        Verb::Lift { .. } => return Err(NodeError::Api("not a drill".into())),
+    };
     if !(args.rate > 0.0 && args.rate <= 100.0) {
         return Err(NodeError::Config(
             "--rate must be above 0 and at most 100".into(),
@@ -381,33 +500,32 @@ async fn outage(conn: &Connection, args: &OutageArgs, format: Format) -> Result<
         .map_err(|e| NodeError::Config(format!("--repository: {e}")))?;
     let entry = Client::new(conn)?;
     let rows = regions(&entry).await?;
-    let target = rows
+    let plan = scenario(&rows, &verb)?;
+    check_preconditions(&rows, &plan.targets, args.force)?;
+    let target = plan.targets[0].clone();
+    let target_clients = plan
+        .targets
         .iter()
-        .find(|r| r.region == args.region)
-        .cloned()
-        .ok_or_else(|| {
-            let names: Vec<&str> = rows.iter().map(|r| r.region.as_str()).collect();
-            NodeError::Api(format!(
-                "no region named {}; the regions are {}",
-                args.region,
-                names.join(", ")
-            ))
-        })?;
-    check_preconditions(&rows, &target, args.force)?;
-    let target_client = client_at(conn, &target.endpoint)?;
+        .map(|t| client_at(conn, &t.endpoint))
+        .collect::<Result<Vec<_>, _>>()?;
+    let target_client = &target_clients[0];
     // Fails now (not half-way) if these credentials may not fence.
     let _: FenceState = target_client.get("/fence", &[]).await?;
-    let survivors: Vec<RegionRow> = rows
-        .iter()
-        .filter(|r| r.region != target.region && r.health == "ok")
-        .cloned()
-        .collect();
+    let survivors = plan.probed.clone();
+    if survivors.is_empty() {
+        return Err(NodeError::Api("no healthy node is left to probe".into()));
+    }
     let survivor_clients = survivors
         .iter()
         .map(|r| client_at(conn, &r.endpoint))
         .collect::<Result<Vec<_>, _>>()?;
+    let per_node = plan.per_node;
     let site = |r: &RegionRow| Site {
-        region: r.region.clone(),
+        region: if per_node {
+            format!("{}-n{}", r.region, r.node_id)
+        } else {
+            r.region.clone()
+        },
         base: r.endpoint.trim_end_matches('/').to_string(),
     };
     let target_site = site(&target);
@@ -449,16 +567,21 @@ async fn outage(conn: &Connection, args: &OutageArgs, format: Format) -> Result<
 
     let outage_probes = Probes::start(&probe, &survivor_sites, args.rate);
     tokio::time::sleep(LEAD_IN).await;
-    let was_leader = regions(&entry)
-        .await
-        .ok()
-        .and_then(|rows| rows.into_iter().find(|r| r.region == target.region))
-        .is_some_and(|r| r.role.as_deref() == Some("leader"));
+    let was_leader = regions(&entry).await.ok().is_some_and(|rows| {
+        rows.into_iter().any(|r| {
+            plan.targets.iter().any(|t| t.node_id == r.node_id)
+                && r.role.as_deref() == Some("leader")
+        })
+    });
+    let what = if per_node {
+        format!("node {} of {}", target.node_id, plan.region)
+    } else {
+        plan.region.clone()
+    };
     progress(
         format,
         &format!(
-            "fencing {} for {} s{}",
-            target.region,
+            "fencing {what} for {} s{}",
             args.fence_s,
             if was_leader {
                 " (it leads the group)"
@@ -468,48 +591,66 @@ async fn outage(conn: &Connection, args: &OutageArgs, format: Format) -> Result<
         ),
     );
     let fence_at_ms = probe.ms();
-    let fenced: Result<FenceState, NodeError> = target_client
-        .send_json(
-            reqwest::Method::PUT,
-            "/fence",
-            &[],
-            &FenceRequest {
-                seconds: args.fence_s + FENCE_MARGIN_S,
-            },
-        )
-        .await;
-    if let Err(e) = fenced {
-        outage_probes.stop().await;
-        return Err(e);
+    for c in &target_clients {
+        let fenced: Result<FenceState, NodeError> = c
+            .send_json(
+                reqwest::Method::PUT,
+                "/fence",
+                &[],
+                &FenceRequest {
+                    seconds: args.fence_s + FENCE_MARGIN_S,
+                },
+            )
+            .await;
+        if let Err(e) = fenced {
+            for c in &target_clients {
+                let _: Result<FenceState, NodeError> = c.delete("/fence", &[]).await;
+            }
+            outage_probes.stop().await;
+            return Err(e);
+        }
     }
-    let fence_verified = answers_unavailable(&probe, &target_site.base).await;
+    let mut fence_verified = true;
+    for t in &plan.targets {
+        fence_verified &= answers_unavailable(&probe, t.endpoint.trim_end_matches('/')).await;
+    }
     let held = hold(Duration::from_secs(args.fence_s)).await;
     // Whatever happened, bring the region back (the fence would expire
     // by itself, later).
-    let mut lifted: Result<FenceState, NodeError> = Err(NodeError::Api("not tried".into()));
-    for _ in 0..10 {
-        lifted = target_client.delete("/fence", &[]).await;
-        if lifted.is_ok() {
-            break;
+    let mut lifted: Result<(), NodeError> = Ok(());
+    for c in &target_clients {
+        let mut this: Result<FenceState, NodeError> = Err(NodeError::Api("not tried".into()));
+        for _ in 0..10 {
+            this = c.delete("/fence", &[]).await;
+            if this.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Err(e) = this {
+            lifted = Err(e);
+        }
     }
     let restore_at_ms = probe.ms();
     outage_probes.stop().await;
     held?;
-    lifted.map_err(|e| NodeError::Api(format!("lifting the fence of {}: {e}", target.region)))?;
+    lifted.map_err(|e| NodeError::Api(format!("lifting the fence of {what}: {e}")))?;
     progress(
         format,
-        &format!("restored {}; waiting for it to catch up", target.region),
+        &format!("restored {what}; waiting for it to catch up"),
     );
 
-    let caught = catch_up(
-        &target_client,
-        &survivor_clients,
-        &target.region,
-        Duration::from_secs(args.catch_up_timeout_s),
-    )
-    .await;
+    let mut caught = Some(Duration::ZERO);
+    for c in &target_clients {
+        let this = catch_up(
+            c,
+            &survivor_clients,
+            &target.region,
+            Duration::from_secs(args.catch_up_timeout_s),
+        )
+        .await;
+        caught = caught.zip(this).map(|(a, b)| a.max(b));
+    }
     let after_restore = if caught.is_some() {
         verify_restored(&probe, &target_site, fence_at_ms).await
     } else {
@@ -531,12 +672,12 @@ async fn outage(conn: &Connection, args: &OutageArgs, format: Format) -> Result<
     }
 
     let ops = probe.ops();
-    let regions_stats: Vec<report::RegionStats> = survivors
+    let regions_stats: Vec<report::RegionStats> = survivor_sites
         .iter()
-        .map(|r| report::region_stats(&ops, &r.region, fence_at_ms, restore_at_ms))
+        .map(|s| report::region_stats(&ops, &s.region, fence_at_ms, restore_at_ms))
         .collect();
     let mut report = Report {
-        drill: "region-outage",
+        drill: plan.drill,
         region: target.region.clone(),
         node_id: target.node_id,
         was_leader,

@@ -215,7 +215,8 @@ fn opt_ms(v: Option<u64>) -> String {
 /// The report as a person reads it.
 pub fn print_text(r: &Report) {
     println!(
-        "Drill region-outage: {} (node {}{}), fenced at +{:.1} s, restored at +{:.1} s",
+        "Drill {}: {} (node {}{}), fenced at +{:.1} s, restored at +{:.1} s",
+        r.drill,
         r.region,
         r.node_id,
         if r.was_leader { ", was the leader" } else { "" },
