@@ -228,7 +228,8 @@ impl S3Backend {
     /// object is kept only if the bytes hash to it (the multipart upload
     /// is aborted otherwise, so nothing becomes visible). A body that
     /// breaks off keeps what arrived (a chunk a client can resume after),
-    /// unless `expect` is set.
+    /// unless `expect` is set. Without `expect`, an empty body writes
+    /// nothing.
     async fn write(
         &self,
         key: &Path,
@@ -305,6 +306,8 @@ impl S3Backend {
             }
         }
         match upload {
+            // An empty chunk is no object (a blob, verified, may be empty).
+            None if rest.is_empty() && expect.is_none() => {}
             None => {
                 self.store
                     .put(key, PutPayload::from(Bytes::from(rest)))
@@ -458,9 +461,6 @@ impl S3Backend {
         let w = self.write(&key, hasher, body, room, None).await?;
         if w.bytes > 0 {
             g.chunks.push((offset, w.bytes));
-        } else {
-            // Nothing arrived: no empty chunk is left behind.
-            self.delete_if_present(&key).await?;
         }
         g.hasher = prior.map(|_| w.hasher);
         g.last_active = Instant::now();
@@ -778,8 +778,14 @@ impl Backend for S3Backend {
                 let result = self
                     .write(&self.blob_key(digest), hasher, body, max, Some(digest))
                     .await;
+                let hidden = g.hidden;
                 drop(g);
-                self.drop_session(id).await?;
+                // A monolithic upload's session never reached the store.
+                if hidden {
+                    self.lock_sessions().remove(id);
+                } else {
+                    self.drop_session(id).await?;
+                }
                 return result.map(|w| w.bytes);
             }
         } else if let Some(body) = body {
