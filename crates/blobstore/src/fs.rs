@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use rand::RngCore;
 use wharf_oci::digest::Algorithm;
 use wharf_oci::{Digest, Hasher};
 
@@ -303,12 +302,7 @@ impl Backend for FsBackend {
     }
 
     async fn create_session(&self, repo: &str, hidden: bool) -> Result<SessionInfo, BlobError> {
-        if self.sessions_in_progress() >= self.limits.sessions_max {
-            return Err(BlobError::TooManySessions(self.limits.sessions_max));
-        }
-        let mut rnd = [0u8; 16];
-        rand::thread_rng().fill_bytes(&mut rnd);
-        let id = format!("{}-{}", self.node_tag, hex::encode(rnd));
+        let id = crate::session::new_id(&self.node_tag, self.sessions_in_progress(), &self.limits)?;
         let dir = session_dir(&self.root, &id);
         let state = SessionState {
             repo: repo.to_string(),

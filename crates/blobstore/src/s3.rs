@@ -30,7 +30,6 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{ObjectStore, PutPayload};
-use rand::RngCore;
 use wharf_oci::digest::Algorithm;
 use wharf_oci::{Digest, Hasher};
 
@@ -38,6 +37,7 @@ use crate::backend::{Backend, ByteStream, CopyId, Opened, Removal, Source};
 use crate::error::BlobError;
 use crate::fs::{blocking_err, now_ms};
 use crate::session::{SessionInfo, SessionState};
+use crate::writer::next_chunk;
 use crate::StoreLimits;
 
 /// Bytes per multipart part (S3's minimum is 5 MiB but for the last).
@@ -244,19 +244,11 @@ impl S3Backend {
         let mut in_flight = FuturesUnordered::new();
         let mut bytes = 0u64;
         let stream_error = loop {
-            let chunk = match tokio::time::timeout(idle, body.next()).await {
-                Err(_) => break Some(BlobError::Stalled(idle.as_secs())),
+            let chunk = match next_chunk(&mut body, idle, &mut bytes, max_bytes).await {
+                Err(e) => break Some(e),
                 Ok(None) => break None,
-                Ok(Some(Err(e))) => break Some(BlobError::Client(e)),
-                Ok(Some(Ok(c))) => c,
+                Ok(Some(c)) => c,
             };
-            bytes += chunk.len() as u64;
-            if bytes > max_bytes {
-                break Some(BlobError::SizeInvalid {
-                    expected: max_bytes,
-                    got: bytes,
-                });
-            }
             // Parts of exactly PART_BYTES: a buffer never grows past its
             // capacity (a reallocation would double it).
             let mut rest = &chunk[..];
@@ -688,12 +680,7 @@ impl Backend for S3Backend {
     }
 
     async fn create_session(&self, repo: &str, hidden: bool) -> Result<SessionInfo, BlobError> {
-        if self.sessions_in_progress() >= self.limits.sessions_max {
-            return Err(BlobError::TooManySessions(self.limits.sessions_max));
-        }
-        let mut rnd = [0u8; 16];
-        rand::thread_rng().fill_bytes(&mut rnd);
-        let id = format!("{}-{}", self.node_tag, hex::encode(rnd));
+        let id = crate::session::new_id(&self.node_tag, self.sessions_in_progress(), &self.limits)?;
         // A monolithic upload's session lives only in this request: its
         // body goes straight to the blob's key.
         if !hidden {

@@ -7,6 +7,21 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use wharf_oci::Hasher;
 
+/// A fresh session id naming this node (`n1-<32 hex>`), if another
+/// session may start with `open` in progress.
+pub fn new_id(
+    node_tag: &str,
+    open: usize,
+    limits: &crate::StoreLimits,
+) -> Result<String, crate::BlobError> {
+    if open >= limits.sessions_max {
+        return Err(crate::BlobError::TooManySessions(limits.sessions_max));
+    }
+    let mut rnd = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut rnd);
+    Ok(format!("{node_tag}-{}", hex::encode(rnd)))
+}
+
 /// What the HTTP layer reports about a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {

@@ -18,6 +18,35 @@ const PIPELINE_DEPTH_CHUNKS: usize = 16;
 /// Writes to the file are gathered into buffers of this size.
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
 
+/// The next chunk of a request body, counted into `received`: `Err` ends
+/// the body (the client stalled for `idle`, broke off, or sent more than
+/// `max_bytes`); `Ok(None)` is its end.
+pub async fn next_chunk<S, E>(
+    body: &mut S,
+    idle: Duration,
+    received: &mut u64,
+    max_bytes: u64,
+) -> Result<Option<Bytes>, BlobError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let chunk = match tokio::time::timeout(idle, body.next()).await {
+        Err(_) => return Err(BlobError::Stalled(idle.as_secs())),
+        Ok(None) => return Ok(None),
+        Ok(Some(Err(e))) => return Err(BlobError::Client(e.to_string())),
+        Ok(Some(Ok(chunk))) => chunk,
+    };
+    *received += chunk.len() as u64;
+    if *received > max_bytes {
+        return Err(BlobError::SizeInvalid {
+            expected: max_bytes,
+            got: *received,
+        });
+    }
+    Ok(Some(chunk))
+}
+
 pub struct Written {
     pub file: File,
     pub hasher: Hasher,
@@ -57,19 +86,11 @@ where
     let mut body = body;
     let mut received = 0u64;
     let stream_error = loop {
-        let next = match tokio::time::timeout(idle_timeout, body.next()).await {
-            Err(_) => break Some(BlobError::Stalled(idle_timeout.as_secs())),
+        let next = match next_chunk(&mut body, idle_timeout, &mut received, max_bytes).await {
+            Err(e) => break Some(e),
             Ok(None) => break None,
-            Ok(Some(Err(e))) => break Some(BlobError::Client(e.to_string())),
-            Ok(Some(Ok(chunk))) => chunk,
+            Ok(Some(chunk)) => chunk,
         };
-        received += next.len() as u64;
-        if received > max_bytes {
-            break Some(BlobError::SizeInvalid {
-                expected: max_bytes,
-                got: received,
-            });
-        }
         if tx.send(next).await.is_err() {
             break None; // the writer failed; its error is reported below
         }
