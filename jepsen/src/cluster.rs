@@ -39,13 +39,20 @@ impl DerefMut for Cluster {
 
 impl Cluster {
     /// Start `n` regions under `dir` (their processes and links).
+    /// With `store`, every region's blobs live on that object store and
+    /// a region may have several nodes (`per`).
     pub async fn start(
         wharf: &Path,
         dir: &Path,
         n: usize,
+        per: usize,
+        store: Option<wharf_launcher::s3::ObjectStore>,
         reads: wharf_config::ReadConsistency,
     ) -> std::io::Result<Cluster> {
-        assert!((1..=REGIONS_MAX).contains(&n), "1 to {REGIONS_MAX} regions");
+        assert!(
+            (1..=REGIONS_MAX).contains(&(n * per)),
+            "1 to {REGIONS_MAX} nodes"
+        );
         let mut plan = Plan::new(wharf, dir, n)
             .env("WHARF_BOOTSTRAP_PASSWORD", PASSWORD)
             .tune(move |_, c| {
@@ -71,6 +78,8 @@ impl Cluster {
                 Ok(())
             });
         plan.links = Some(LinkSpec::default());
+        plan.object_store = store;
+        plan.nodes_per_region = per;
         plan.incarnations = INCARNATIONS;
         let mut inner = wharf_launcher::Cluster::start(plan)?;
         inner.wait_all_ready(READY).await?;
@@ -177,6 +186,20 @@ impl Cluster {
         )
         .await?;
         Ok(id)
+    }
+
+    /// Node `i`'s region's copy of `digest`, from its disk or its object
+    /// store; None if there is none.
+    pub fn stored_copy(&self, i: usize, digest: &str) -> Option<Vec<u8>> {
+        let hex = digest.strip_prefix("sha256:")?;
+        let key = format!("blobs/sha256/{}/{hex}", &hex[..2]);
+        match (&self.inner.plan_object_store(), self.object_prefix(i)) {
+            (Some(store), Some(prefix)) => store
+                .get(wharf_launcher::s3::SHARED_BUCKET, &format!("{prefix}{key}"))
+                .ok()
+                .flatten(),
+            _ => std::fs::read(self.nodes[i].dir.join("data/blobs").join(key)).ok(),
+        }
     }
 
     /// Resume, restart and reconnect everything.

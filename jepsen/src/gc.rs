@@ -266,15 +266,13 @@ pub async fn check(
     let deadline = Instant::now() + settle;
     let mut missing = Vec::new();
     for (repo, digest, img) in &tagged {
-        for n in &cluster.nodes {
+        for (i, n) in cluster.nodes.iter().enumerate() {
             for (d, bytes) in &img.blobs {
-                let hex = d.hex();
-                let file = n
-                    .dir
-                    .join("data/blobs/blobs/sha256")
-                    .join(&hex[..2])
-                    .join(hex);
-                let good = || std::fs::read(&file).is_ok_and(|b| b == *bytes);
+                let good = || {
+                    cluster
+                        .stored_copy(i, d.as_str())
+                        .is_some_and(|b| b == *bytes)
+                };
                 while !good() && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }

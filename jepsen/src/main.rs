@@ -57,6 +57,15 @@ struct Args {
     /// stale, monotonic reads per client, staleness bounded while healthy).
     #[arg(long, default_value = "linearizable", value_parser = ["linearizable", "local"])]
     reads: String,
+    /// Nodes in each region, sharing its object store (more than one
+    /// needs --object-store; the wipe and corrupt faults act on one node's
+    /// disk and are refused then). Clients run on every node.
+    #[arg(long, default_value_t = 1)]
+    nodes_per_region: usize,
+    /// Keep every region's blobs on an S3 server: `seaweedfs` (the local
+    /// one, started if none runs) or an `http://host:port` endpoint.
+    #[arg(long, value_name = "ENDPOINT")]
+    object_store: Option<String>,
 }
 
 fn main() {
@@ -72,6 +81,37 @@ fn main() {
             }
         }
     }
+    if a.nodes_per_region > 1 && a.object_store.is_none() {
+        eprintln!(
+            "--nodes-per-region {} needs --object-store: a region's nodes share its store",
+            a.nodes_per_region
+        );
+        std::process::exit(2);
+    }
+    if a.object_store.is_some() {
+        if let Some(f) = faults
+            .iter()
+            .find(|f| matches!(f, Fault::Wipe | Fault::Corrupt))
+        {
+            eprintln!(
+                "the {} fault acts on a node's disk; with --object-store the blobs are in the store (leave it out of --faults)",
+                f.name()
+            );
+            std::process::exit(2);
+        }
+    }
+    let object_store = match a.object_store.as_deref() {
+        None => None,
+        Some("seaweedfs") => Some(wharf_launcher::s3::ObjectStore::seaweedfs()),
+        Some(e) => Some(wharf_launcher::s3::ObjectStore::at(e)),
+    };
+    let object_store = match object_store.transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("--object-store: {e}");
+            std::process::exit(2);
+        }
+    };
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -90,6 +130,8 @@ fn main() {
         quiet_for: Duration::from_secs(a.quiet_s),
         out: out.clone(),
         gc: a.gc,
+        nodes_per_region: a.nodes_per_region,
+        object_store,
         reads: if a.reads == "local" {
             wharf_config::ReadConsistency::Local
         } else {

@@ -37,6 +37,10 @@ pub struct RunConfig {
     /// `local`: misses never stale, monotonic reads, bounded staleness
     /// while healthy).
     pub reads: wharf_config::ReadConsistency,
+    /// Nodes in each region (several need `object_store`).
+    pub nodes_per_region: usize,
+    /// Keep every region's blobs on this object store.
+    pub object_store: Option<wharf_launcher::s3::ObjectStore>,
 }
 
 /// With `reads = "local"`, while no fault is in force a read may trail an
@@ -122,8 +126,16 @@ async fn drained(cluster: &Cluster, stall: Duration) -> Result<(), String> {
 
 pub async fn run(cfg: &RunConfig) -> std::io::Result<Verdict> {
     std::fs::create_dir_all(&cfg.out)?;
-    let mut cluster =
-        Cluster::start(&cfg.wharf, &cfg.out.join("cluster"), cfg.regions, cfg.reads).await?;
+    let mut cluster = Cluster::start(
+        &cfg.wharf,
+        &cfg.out.join("cluster"),
+        cfg.regions,
+        cfg.nodes_per_region.max(1),
+        cfg.object_store.clone(),
+        cfg.reads,
+    )
+    .await?;
+    let nodes = cluster.nodes.len();
     let start = Instant::now();
     let until = start + cfg.duration;
     let record = Arc::new(Mutex::new(Record::default()));
@@ -142,7 +154,8 @@ pub async fn run(cfg: &RunConfig) -> std::io::Result<Verdict> {
         record: record.clone(),
     };
     let mut tasks = Vec::new();
-    for r in 0..cfg.regions {
+    // Clients on every node (a region's nodes each get their own).
+    for r in 0..nodes {
         for c in 0..cfg.clients_per_region {
             let cl = client((r * 100 + c) as u64, r);
             tasks.push(tokio::spawn(async move {
@@ -188,7 +201,7 @@ pub async fn run(cfg: &RunConfig) -> std::io::Result<Verdict> {
 
     eprintln!("[run] final reads in every region");
     // Final reads of every key in every region, part of the history.
-    for r in 0..cfg.regions {
+    for r in 0..nodes {
         let cl = client(9000 + r as u64, r);
         for k in 0..cfg.keys {
             cl.read(&format!("t{k}")).await;
@@ -207,7 +220,7 @@ pub async fn run(cfg: &RunConfig) -> std::io::Result<Verdict> {
     let mut missing = Vec::new();
     let settle_until = Instant::now() + SETTLE;
     for a in &acked {
-        for n in &cluster.nodes {
+        for (i, n) in cluster.nodes.iter().enumerate() {
             let m = http
                 .get(n.url(&format!("/v2/{REPO}/manifests/{}", a.digest)))
                 .header("accept", "application/vnd.oci.image.manifest.v1+json")
@@ -224,16 +237,13 @@ pub async fn run(cfg: &RunConfig) -> std::io::Result<Verdict> {
             if !ok {
                 missing.push(format!("manifest {} in {}", a.digest, n.region));
             }
-            let hexd = &a.config_digest[7..];
-            let file = n
-                .dir
-                .join("data/blobs/blobs/sha256")
-                .join(&hexd[..2])
-                .join(hexd);
             // A copy the corrupt nemesis flipped may still be on its way
             // back (scrub, then the mover): allowed a bounded settle.
-            let good =
-                || std::fs::read(&file).is_ok_and(|b| b == a.config && sha(&b) == a.config_digest);
+            let good = || {
+                cluster
+                    .stored_copy(i, &a.config_digest)
+                    .is_some_and(|b| b == a.config && sha(&b) == a.config_digest)
+            };
             while !good() && Instant::now() < settle_until {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }

@@ -369,6 +369,11 @@ impl Cluster {
         std::fs::write(&self.nodes[i].config, cfg.to_toml())
     }
 
+    /// The object store the cluster keeps blobs on, if it does.
+    pub fn plan_object_store(&self) -> Option<&crate::s3::ObjectStore> {
+        self.plan.object_store.as_ref()
+    }
+
     /// The key prefix of node `i`'s region in `s3::SHARED_BUCKET`, when
     /// the cluster keeps blobs on an object store.
     pub fn object_prefix(&self, i: usize) -> Option<&str> {

@@ -31,6 +31,8 @@ fn short_run(dir: &std::path::Path, reads: ReadConsistency, gc: bool) -> RunConf
         out: dir.join("run"),
         gc,
         reads,
+        nodes_per_region: 1,
+        object_store: None,
     }
 }
 
