@@ -242,3 +242,22 @@ pub struct RestoreRequest {
 pub struct Restored {
     pub restored: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node of the release before several nodes per region answers
+    /// without `worker`: its rows still parse (a lone node of its region).
+    #[test]
+    fn a_region_row_from_before_workers_parses() {
+        let row: Region = serde_json::from_value(serde_json::json!({
+            "region": "us-east", "node_id": 1, "endpoint": "http://n1", "health": "ok",
+            "role": "leader", "applied_index": 7, "lag": 0, "blobs_to_copy": 0,
+            "bytes_to_copy": 0, "blobs_lost": 0
+        }))
+        .unwrap();
+        assert_eq!(row.region, "us-east");
+        assert!(!row.worker);
+    }
+}

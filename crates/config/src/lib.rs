@@ -753,6 +753,10 @@ mod tests {
         assert_eq!(c.tiers.basic.storage_limit_gib, 40 * 1024);
         assert_eq!(c.tiers.premium, TiersConfig::default().premium);
         assert!(c.mover.links.is_empty());
+        // Before `[storage]`: the filesystem, as it was.
+        assert_eq!(c.storage, StorageConfig::default());
+        assert_eq!(c.storage.backend, StorageBackend::Filesystem);
+        c.validate().unwrap();
         let capped: ServeConfig = toml::from_str(
             "[mover.links]
 eu-west = 50
