@@ -255,8 +255,9 @@ pub async fn run(cfg: &RunConfig) -> std::io::Result<Verdict> {
     checks.insert(
         "durability".into(),
         format!(
-            "{} acknowledged pushes checked in {} regions: {}",
+            "{} acknowledged pushes checked through {} nodes in {} regions: {}",
             acked.len(),
+            nodes,
             cfg.regions,
             if missing.is_empty() {
                 "all present, byte-exact".to_string()
@@ -475,9 +476,10 @@ fn write_results(
         serde_json::to_vec_pretty(verdict).unwrap_or_default(),
     )?;
     let mut md = format!(
-        "# Jepsen-style run: {}\n\n- regions: {}, clients per region: {}, tags: {}, duration: {:?}\n- faults: {:?} ({:?} each, {:?} quiet between)\n- operations: {}, acknowledged writes: {}, unknown outcomes: {}, failed: {}, faults injected: {}\n\n## Checks\n\n",
+        "# Jepsen-style run: {}\n\n- regions: {} of {} node(s), clients per node: {}, tags: {}, duration: {:?}\n- faults: {:?} ({:?} each, {:?} quiet between)\n- operations: {}, acknowledged writes: {}, unknown outcomes: {}, failed: {}, faults injected: {}\n\n## Checks\n\n",
         if verdict.valid { "VALID" } else { "INVALID" },
         cfg.regions,
+        cfg.nodes_per_region.max(1),
         cfg.clients_per_region,
         cfg.keys,
         cfg.duration,
