@@ -396,16 +396,19 @@ impl S3Backend {
         Ok(s)
     }
 
+    /// Every object of session `id` in the store (its state and chunks).
+    async fn session_objects(&self, id: &str) -> Result<Vec<object_store::ObjectMeta>, BlobError> {
+        self.store
+            .list(Some(&self.session_prefix(id)))
+            .try_collect()
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
     /// The chunks of a session in the store, or None if it has no state
     /// (cancelled, finished or expired).
     async fn list_chunks(&self, id: &str) -> Result<Option<Vec<(u64, u64)>>, BlobError> {
-        let prefix = self.session_prefix(id);
-        let objects: Vec<object_store::ObjectMeta> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| self.failed(e))?;
+        let objects = self.session_objects(id).await?;
         let mut has_state = false;
         let mut chunks = Vec::new();
         for o in objects {
@@ -487,13 +490,7 @@ impl S3Backend {
 
     async fn drop_session(&self, id: &str) -> Result<(), BlobError> {
         self.lock_sessions().remove(id);
-        let prefix = self.session_prefix(id);
-        let keys: Vec<object_store::ObjectMeta> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| self.failed(e))?;
+        let keys = self.session_objects(id).await?;
         // Chunks first, the state last: a session never looks complete
         // with chunks missing.
         let (state, chunks): (Vec<_>, Vec<_>) = keys

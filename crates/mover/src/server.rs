@@ -67,31 +67,23 @@ impl BlobTransfer for Sender {
                         return;
                     }
                 };
-                let Some(opened) = opened else {
-                    let missing = Part {
-                        index,
-                        data: Vec::new(),
-                        last: true,
-                        missing: true,
-                    };
-                    if tx.send(Ok(missing)).await.is_err() {
-                        return;
+                // A blob not held here, or an empty one: one part says so.
+                let opened = match opened {
+                    Some(o) if o.size > 0 => o,
+                    other => {
+                        let part = Part {
+                            index,
+                            data: Vec::new(),
+                            last: true,
+                            missing: other.is_none(),
+                        };
+                        if tx.send(Ok(part)).await.is_err() {
+                            return;
+                        }
+                        continue;
                     }
-                    continue;
                 };
                 let size = opened.size;
-                if size == 0 {
-                    let empty = Part {
-                        index,
-                        data: Vec::new(),
-                        last: true,
-                        missing: false,
-                    };
-                    if tx.send(Ok(empty)).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
                 let mut left = size;
                 let sent = send_chunks(opened, 0, digest, &tx, |data| {
                     left -= data.len() as u64;
