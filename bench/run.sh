@@ -12,7 +12,7 @@ RUNS=${RUNS:-3}
 WRK_SECONDS=${WRK_SECONDS:-10}
 [ "${1:-}" = "--quick" ] && { BLOB_MIB=128; RUNS=1; WRK_SECONDS=3; }
 WHARF_PORT=7101 DIST_PORT=7102 NGINX_PORT=7103
-WHARF=$ROOT/target/release/wharf
+WHARF=${WHARF:-$ROOT/target/release/wharf}
 [ -x "$WHARF" ] || { echo "build first: make release" >&2; exit 1; }
 for t in wrk docker-registry nginx curl openssl; do command -v $t >/dev/null || { echo "missing $t: make deps-bench" >&2; exit 1; }; done
 

@@ -11,12 +11,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 use wharf_oci::Digest;
 
 use crate::error::BlobError;
 use crate::session::SessionInfo;
+use crate::sums::BlockSums;
 
 /// A request body on its way into the store. The error is the client's
 /// (a broken connection), as text: the store reports it as `Client`.
@@ -26,8 +25,9 @@ pub type ByteStream = BoxStream<'static, Result<Bytes, String>>;
 pub type ReadStream = BoxStream<'static, std::io::Result<Bytes>>;
 
 /// Largest read when streaming a stored blob: large reads keep syscalls
-/// and copies per GiB low.
-pub const READ_CHUNK_BYTES: usize = 1 << 20;
+/// and copies per GiB low. Block sums' blocks are multiples of it, so a
+/// read never spans two blocks.
+pub const READ_CHUNK_BYTES: usize = 1 << crate::sums::MIN_BLOCK_SHIFT;
 
 /// Which stored copy a read saw, so a decision about its content (the
 /// scrub's quarantine) applies to that copy only, not to a good one an
@@ -63,7 +63,9 @@ pub enum Removal {
 
 /// Where an opened copy's bytes come from.
 pub(crate) enum Source {
-    File(tokio::fs::File),
+    /// Read with positioned reads on the blocking pool, straight into the
+    /// buffer that goes to the socket (one copy out of the page cache).
+    File(Arc<std::fs::File>),
     Object {
         store: Arc<dyn object_store::ObjectStore>,
         path: object_store::path::Path,
@@ -78,18 +80,25 @@ pub struct Opened {
     pub size: u64,
     pub copy: CopyId,
     pub(crate) source: Source,
+    /// The copy's block sums, where it has them (files only).
+    pub(crate) sums: Option<BlockSums>,
 }
 
 impl Opened {
+    /// Whether reads of this copy can be checked block by block.
+    pub fn has_sums(&self) -> bool {
+        self.sums.is_some()
+    }
+
+    /// The block sums kept with this copy, if any.
+    pub fn sums(&self) -> Option<&BlockSums> {
+        self.sums.as_ref()
+    }
+
     /// Bytes `start..start+len`, streamed.
     pub async fn stream(self, start: u64, len: u64) -> Result<ReadStream, BlobError> {
         match self.source {
-            Source::File(mut file) => {
-                if start > 0 {
-                    file.seek(std::io::SeekFrom::Start(start)).await?;
-                }
-                Ok(ReaderStream::with_capacity(file.take(len), READ_CHUNK_BYTES).boxed())
-            }
+            Source::File(file) => Ok(file_stream(file, start, len, None)),
             Source::Object { .. } if len == 0 => Ok(futures::stream::empty().boxed()),
             Source::Object { store, path, e_tag } => {
                 let options = object_store::GetOptions {
@@ -106,6 +115,39 @@ impl Opened {
         }
     }
 
+    /// Bytes `start..start+len`, every block they touch checked against
+    /// the copy's sums: the chunk ending a block goes out only after the
+    /// block matched, so no read (whole or ranged) completes with a byte
+    /// that differs from what was stored. On a mismatch the stream ends
+    /// with an error and `on_mismatch` is called (the caller confirms with
+    /// SHA-256 before condemning: the sums, not the bytes, may be wrong).
+    /// Gives `self` back when the copy has no sums.
+    pub fn stream_checked(
+        self,
+        start: u64,
+        len: u64,
+        on_mismatch: impl FnOnce() + Send + 'static,
+    ) -> Result<ReadStream, Box<Opened>> {
+        match (self.source, self.sums) {
+            (Source::File(file), Some(sums)) => Ok(file_stream(
+                file,
+                start,
+                len,
+                Some(Check {
+                    sums,
+                    on_mismatch: Some(Box::new(on_mismatch)),
+                    block_crc: 0,
+                }),
+            )),
+            (source, sums) => Err(Box::new(Opened {
+                size: self.size,
+                copy: self.copy,
+                source,
+                sums,
+            })),
+        }
+    }
+
     /// The whole blob in memory (small blobs only: the caller checks the
     /// size first).
     pub async fn read_all(self) -> Result<Bytes, BlobError> {
@@ -117,6 +159,122 @@ impl Opened {
         }
         Ok(Bytes::from(out))
     }
+}
+
+/// A checked read's state: the sums and the CRC of the block so far.
+struct Check {
+    sums: BlockSums,
+    on_mismatch: Option<Box<dyn FnOnce() + Send>>,
+    block_crc: u32,
+}
+
+struct FileRead {
+    file: Arc<std::fs::File>,
+    /// The next byte to read; reading ends at `to`.
+    pos: u64,
+    to: u64,
+    /// What the caller asked for; a checked read reads whole blocks and
+    /// sends only these.
+    start: u64,
+    end: u64,
+    check: Option<Check>,
+}
+
+fn file_stream(file: Arc<std::fs::File>, start: u64, len: u64, check: Option<Check>) -> ReadStream {
+    let end = start + len;
+    let (from, to) = match &check {
+        Some(c) if len > 0 => {
+            let b = c.sums.block_size();
+            (
+                start / b * b,
+                end.div_ceil(b).saturating_mul(b).min(c.sums.size()),
+            )
+        }
+        _ => (start, end),
+    };
+    let state = FileRead {
+        file,
+        pos: from,
+        to,
+        start,
+        end,
+        check,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if st.pos >= st.to {
+                return None;
+            }
+            let (pos, n) = (st.pos, (READ_CHUNK_BYTES as u64).min(st.to - st.pos));
+            let (file, want_crc) = (st.file.clone(), st.check.is_some());
+            let read = tokio::task::spawn_blocking(move || read_at(&file, pos, n, want_crc))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            let (chunk, crc) = match read {
+                Ok(r) => r,
+                Err(e) => {
+                    st.pos = st.to;
+                    return Some((Err(e), st));
+                }
+            };
+            st.pos += n;
+            if let Some(c) = st.check.as_mut() {
+                let b = c.sums.block_size();
+                c.block_crc = if pos % b == 0 {
+                    crc
+                } else {
+                    crc32c::crc32c_combine(c.block_crc, crc, n as usize)
+                };
+                let block = (pos / b) as usize;
+                let ends_block = st.pos % b == 0 || st.pos == c.sums.size();
+                if ends_block && c.sums.crc(block) != Some(c.block_crc) {
+                    st.pos = st.to;
+                    if let Some(f) = c.on_mismatch.take() {
+                        f();
+                    }
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "block {block} of the stored copy fails its checksum: read aborted"
+                        ),
+                    );
+                    return Some((Err(e), st));
+                }
+            }
+            let (a, z) = (st.start.max(pos), st.end.min(pos + n));
+            if a < z {
+                let chunk = chunk.slice((a - pos) as usize..(z - pos) as usize);
+                return Some((Ok(chunk), st));
+            }
+            // A block's bytes before or after the range: checked, not sent.
+        }
+    })
+    .boxed()
+}
+
+/// `n` bytes of `file` at `pos` (and their CRC32C when asked), read into
+/// a buffer that is not zeroed first.
+fn read_at(
+    file: &std::fs::File,
+    pos: u64,
+    n: u64,
+    want_crc: bool,
+) -> std::io::Result<(Bytes, u32)> {
+    use std::io::{Read, Seek};
+    // One read of this file runs at a time (the stream waits for each), so
+    // the shared offset is this stream's alone.
+    let mut f = file;
+    f.seek(std::io::SeekFrom::Start(pos))?;
+    let mut buf = Vec::with_capacity(n as usize);
+    f.take(n).read_to_end(&mut buf)?;
+    if buf.len() as u64 != n {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "stored copy shorter than when it was opened",
+        ));
+    }
+    let crc = if want_crc { crc32c::crc32c(&buf) } else { 0 };
+    Ok((Bytes::from(buf), crc))
 }
 
 /// One region's blob storage. Every method is safe to call from several
@@ -222,4 +380,17 @@ pub trait Backend: Send + Sync + 'static {
     /// Mark the stored copy as just written (a mount links it anew), so
     /// GC's age guard keeps it; its size, or None if absent.
     async fn touch(&self, digest: &Digest) -> Result<Option<u64>, BlobError>;
+
+    /// Keep `sums` with the copy `copy` of `digest` (just verified by a
+    /// full hash), so later reads check blocks instead of hashing. Whether
+    /// they were kept: not where the backend has no block sums (objects),
+    /// the copy was replaced meanwhile, or the filesystem refuses.
+    async fn attach_sums(
+        &self,
+        _digest: &Digest,
+        _copy: &CopyId,
+        _sums: BlockSums,
+    ) -> Result<bool, BlobError> {
+        Ok(false)
+    }
 }

@@ -18,6 +18,7 @@ use crate::backend::{Backend, ByteStream, CopyId, Opened, Removal, Source};
 use crate::error::BlobError;
 use crate::layout::{self, blob_path, session_dir, sync_dir};
 use crate::session::{Session, SessionInfo, SessionState};
+use crate::sums::{BlockSums, SumsBuilder};
 use crate::writer;
 use crate::StoreLimits;
 
@@ -60,16 +61,65 @@ pub(crate) fn sync_filesystem(path: &Path) -> std::io::Result<()> {
 
 /// Hash a whole file with the given algorithm (after a restart, or when the
 /// client's digest uses another algorithm than the running hash).
-pub(crate) fn hash_file(path: &Path, algorithm: Algorithm) -> std::io::Result<Hasher> {
+/// Reads of blobs stream from start to end: let the kernel read ahead
+/// further than it would for random access.
+fn advise_sequential(f: &std::fs::File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain syscall on a descriptor we own; only a hint.
+        unsafe {
+            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+        }
+    }
+}
+
+pub(crate) fn hash_file(
+    path: &Path,
+    algorithm: Algorithm,
+) -> std::io::Result<(Hasher, SumsBuilder)> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Hasher::new(algorithm);
+    let mut sums = SumsBuilder::default();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
-            return Ok(h);
+            return Ok((h, sums));
         }
         h.update(&buf[..n]);
+        sums.update(&buf[..n]);
+    }
+}
+
+/// The block sums of the file at `path`.
+fn blob_sums(path: &Path) -> std::io::Result<BlockSums> {
+    let mut f = std::fs::File::open(path)?;
+    let mut sums = SumsBuilder::default();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf)? {
+            0 => return Ok(sums.finish()),
+            n => sums.update(&buf[..n]),
+        }
+    }
+}
+
+/// Keep `sums` with the file at `path` if it is still the copy `copy`.
+/// A filesystem without user attributes is not an error: reads of the copy
+/// then verify with SHA-256, as they did before block sums.
+fn store_sums(path: &Path, copy: Option<&CopyId>, sums: &BlockSums) -> std::io::Result<bool> {
+    let f = std::fs::File::open(path)?;
+    let m = f.metadata()?;
+    if copy.is_some_and(|c| *c != CopyId::of(&m)) || m.len() != sums.size() {
+        return Ok(false);
+    }
+    match sums.store(&f) {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            tracing::debug!(path = %path.display(), error = %e, "block sums not kept");
+            Ok(false)
+        }
     }
 }
 
@@ -152,7 +202,7 @@ impl FsBackend {
 
     async fn append_locked(&self, g: &mut Session, body: ByteStream) -> Result<(), BlobError> {
         let data = g.dir.join(layout::SESSION_DATA);
-        let hasher = match g.hasher.take() {
+        let (hasher, sums) = match g.hasher.take() {
             Some(h) => h,
             None => {
                 let d = data.clone();
@@ -163,14 +213,15 @@ impl FsBackend {
         };
         let file = OpenOptions::new().append(true).open(&data)?;
         let room = self.limits.blob_max_bytes.saturating_sub(g.offset);
-        let w = writer::append(file, hasher, body, self.limits.body_idle_timeout, room).await?;
+        let idle = self.limits.body_idle_timeout;
+        let w = writer::append(file, hasher, sums, body, idle, room).await?;
         // Make the acknowledged offset durable before answering.
         let file = w.file;
         tokio::task::spawn_blocking(move || file.sync_data())
             .await
             .map_err(blocking_err)??;
         g.offset += w.bytes;
-        g.hasher = Some(w.hasher);
+        g.hasher = Some((w.hasher, w.sums));
         g.last_active = Instant::now();
         match w.stream_error {
             Some(e) => Err(e),
@@ -199,18 +250,23 @@ impl Backend for FsBackend {
     }
 
     async fn open(&self, digest: &Digest) -> Result<Option<Opened>, BlobError> {
-        match tokio::fs::File::open(blob_path(&self.root, digest)).await {
+        let path = blob_path(&self.root, digest);
+        tokio::task::spawn_blocking(move || match std::fs::File::open(path) {
             Ok(f) => {
-                let m = f.metadata().await?;
+                let m = f.metadata()?;
+                advise_sequential(&f);
                 Ok(Some(Opened {
                     size: m.len(),
                     copy: CopyId::of(&m),
-                    source: Source::File(f),
+                    sums: BlockSums::load(&f, m.len()),
+                    source: Source::File(Arc::new(f)),
                 }))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
-        }
+        })
+        .await
+        .map_err(blocking_err)?
     }
 
     async fn list(
@@ -255,6 +311,10 @@ impl Backend for FsBackend {
         let received = staged.to_path_buf();
         let commits = self.commits.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            // The mover verified the digest as the bytes arrived; one more
+            // pass over them (in the page cache) for CRCs is cheap.
+            let sums = blob_sums(&received)?;
+            store_sums(&received, None, &sums)?;
             let parent = target.parent().expect("blob paths have a parent");
             std::fs::create_dir_all(parent)?;
             let _held = commits.lock().unwrap_or_else(|p| p.into_inner());
@@ -283,6 +343,7 @@ impl Backend for FsBackend {
             for (digest, bytes) in &blobs {
                 let partial = layout::incoming_path(&root, digest);
                 std::fs::write(&partial, bytes)?;
+                store_sums(&partial, None, &BlockSums::of(bytes))?;
                 placed.push((partial, blob_path(&root, digest)));
             }
             sync_filesystem(&root)?;
@@ -332,7 +393,7 @@ impl Backend for FsBackend {
             repo: repo.to_string(),
             dir,
             offset: 0,
-            hasher: Some(Hasher::new(Algorithm::Sha256)),
+            hasher: Some((Hasher::new(Algorithm::Sha256), SumsBuilder::default())),
             last_active: Instant::now(),
         };
         let info = session.info();
@@ -390,14 +451,14 @@ impl Backend for FsBackend {
             self.append_locked(&mut g, body).await?;
         }
         let data = g.dir.join(layout::SESSION_DATA);
-        let actual = match g.hasher.take() {
-            Some(h) if h.algorithm() == digest.algorithm() => h.finish(),
+        let (actual, sums) = match g.hasher.take() {
+            Some((h, sums)) if h.algorithm() == digest.algorithm() => (h.finish(), sums),
             _ => {
                 let (d, algo) = (data.clone(), digest.algorithm());
-                tokio::task::spawn_blocking(move || hash_file(&d, algo))
+                let (h, sums) = tokio::task::spawn_blocking(move || hash_file(&d, algo))
                     .await
-                    .map_err(blocking_err)??
-                    .finish()
+                    .map_err(blocking_err)??;
+                (h.finish(), sums)
             }
         };
         let size = g.offset;
@@ -413,6 +474,10 @@ impl Backend for FsBackend {
         let target = blob_path(&self.root, digest);
         let commits = self.commits.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            // The sums travel with the file; the directory sync below makes
+            // them durable with the rename (and a copy that lost them is
+            // verified with SHA-256 until a full hash puts them back).
+            store_sums(&data, None, &sums.finish())?;
             let parent = target.parent().expect("blob paths have a parent");
             std::fs::create_dir_all(parent)?;
             // Even over an existing copy (the same bytes): the file is then
@@ -546,5 +611,22 @@ impl Backend for FsBackend {
         .await
         .map_err(blocking_err)??;
         Ok(size)
+    }
+
+    async fn attach_sums(
+        &self,
+        digest: &Digest,
+        copy: &CopyId,
+        sums: BlockSums,
+    ) -> Result<bool, BlobError> {
+        let (path, copy) = (blob_path(&self.root, digest), copy.clone());
+        match tokio::task::spawn_blocking(move || store_sums(&path, Some(&copy), &sums))
+            .await
+            .map_err(blocking_err)?
+        {
+            Ok(kept) => Ok(kept),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 }

@@ -16,6 +16,7 @@ mod pending;
 mod s3;
 mod session;
 mod store;
+mod sums;
 mod writer;
 
 pub use backend::{Backend, ByteStream, CopyId, Opened, ReadStream, Removal, READ_CHUNK_BYTES};
@@ -24,6 +25,7 @@ pub use fs::FsBackend;
 pub use s3::{S3Backend, S3Settings};
 pub use session::SessionInfo;
 pub use store::{BlobStore, StoreLimits};
+pub use sums::{BlockSums, SumsBuilder};
 
 /// Where the filesystem backend under `root` keeps `digest` (for tests and
 /// tools that inspect a store on disk).

@@ -595,6 +595,7 @@ impl Backend for S3Backend {
         Ok(Some(Opened {
             size: m.size,
             copy: CopyId::Object(m.e_tag.clone().unwrap_or_default()),
+            sums: None,
             source: Source::Object {
                 store: self.store.clone(),
                 path: key,

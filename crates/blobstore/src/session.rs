@@ -46,9 +46,9 @@ pub struct Session {
     pub repo: String,
     pub dir: PathBuf,
     pub offset: u64,
-    /// Running hash of bytes 0..offset. `None` after a restart until it is
-    /// recomputed from the data file (the hash state is not persisted).
-    pub hasher: Option<Hasher>,
+    /// Running hash and block sums of bytes 0..offset. `None` after a
+    /// restart until recomputed from the data file (not persisted).
+    pub hasher: Option<(Hasher, crate::sums::SumsBuilder)>,
     pub last_active: Instant,
 }
 

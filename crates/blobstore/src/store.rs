@@ -310,4 +310,14 @@ impl BlobStore {
     pub async fn touch(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {
         self.backend.touch(digest).await
     }
+
+    /// See [`Backend::attach_sums`].
+    pub async fn attach_sums(
+        &self,
+        digest: &Digest,
+        copy: &CopyId,
+        sums: crate::sums::BlockSums,
+    ) -> Result<bool, BlobError> {
+        self.backend.attach_sums(digest, copy, sums).await
+    }
 }

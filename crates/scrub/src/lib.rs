@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use wharf_blobstore::{BlobError, BlobStore, CopyId};
+use wharf_blobstore::{BlobError, BlobStore, BlockSums, CopyId, SumsBuilder};
 use wharf_consensus::now_unix_ms;
 use wharf_meta::{Command, ScrubCommand, DEFAULT_REGISTRY};
 use wharf_netem::RateLimiter;
@@ -50,8 +50,9 @@ pub async fn verify(
     };
     let id = opened.copy.clone();
     let len = opened.size;
+    let kept = opened.sums().cloned();
     let mut stream = opened.stream(0, len).await?;
-    let mut hasher = Hasher::new(digest.algorithm());
+    let mut running = (Hasher::new(digest.algorithm()), SumsBuilder::default());
     let mut size = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
@@ -59,20 +60,48 @@ pub async fn verify(
         pace.take(n).await;
         // Hash on the blocking pool: a MiB of SHA-256 is milliseconds of
         // CPU that request handlers should not wait behind.
-        hasher = tokio::task::spawn_blocking(move || {
+        running = tokio::task::spawn_blocking(move || {
+            let (mut hasher, mut sums) = running;
             hasher.update(&chunk);
-            hasher
+            sums.update(&chunk);
+            (hasher, sums)
         })
         .await
         .map_err(|e| BlobError::Io(std::io::Error::other(e)))?;
         size += n;
     }
+    let (hasher, sums) = running;
     let actual = hasher.finish();
-    Ok(if actual == *digest {
-        Verdict::Good { size }
-    } else {
-        Verdict::Corrupt { actual, file: id }
-    })
+    if actual != *digest {
+        return Ok(Verdict::Corrupt { actual, file: id });
+    }
+    // A good copy without sums (written before them, or on a filesystem
+    // that lost them) gets them; wrong ones are replaced.
+    let sums = sums.finish();
+    if kept.as_ref() != Some(&sums) {
+        if kept.is_some() {
+            tracing::warn!(%digest, "stored block sums disagreed with a good copy; replaced");
+        }
+        blobs.attach_sums(digest, &id, sums).await?;
+    }
+    Ok(Verdict::Good { size })
+}
+
+/// A read found a block of this region's copy of `digest` failing its
+/// sums: hash the whole copy to decide. Corrupt: condemned as by the scrub
+/// (true). Good: the sums were wrong and are replaced (false).
+pub async fn confirm(
+    service: &Arc<Service>,
+    digest: &Digest,
+    found_by: &str,
+) -> ServiceResult<bool> {
+    let unpaced = RateLimiter::new(0);
+    match verify(&service.blobs, digest, &unpaced).await? {
+        Verdict::Corrupt { actual, file } => {
+            condemn(service, digest, Some((&actual, file)), found_by).await
+        }
+        Verdict::Good { .. } | Verdict::Missing => Ok(false),
+    }
 }
 
 /// A copy of `digest` is bad (`actual`: what it hashed to, or None when
@@ -145,36 +174,42 @@ pub async fn report(
 
 /// `inner` (a whole blob, `digest`), hashed as it streams: the last chunk
 /// is held back until the digest is confirmed. On a mismatch the stream
-/// ends with an error and `on_corrupt` is called with what it hashed to.
-pub fn verifying<S, F>(
+/// ends with an error and `on_corrupt` is called with what it hashed to;
+/// on a match `on_good` gets the block sums of the bytes that matched.
+pub fn verifying<S, F, G>(
     inner: S,
     digest: Digest,
     on_corrupt: F,
+    on_good: G,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static
 where
     S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin + 'static,
     F: FnOnce(Digest) + Send + 'static,
+    G: FnOnce(BlockSums) + Send + 'static,
 {
-    struct State<S, F> {
+    struct State<S, F, G> {
         inner: S,
-        hasher: Option<Hasher>,
+        hasher: Option<(Hasher, SumsBuilder)>,
         held: Option<Bytes>,
         digest: Digest,
         on_corrupt: Option<F>,
+        on_good: Option<G>,
     }
     let state = State {
         inner,
-        hasher: Some(Hasher::new(digest.algorithm())),
+        hasher: Some((Hasher::new(digest.algorithm()), SumsBuilder::default())),
         held: None,
         digest,
         on_corrupt: Some(on_corrupt),
+        on_good: Some(on_good),
     };
     futures::stream::unfold(state, |mut s| async move {
         loop {
-            let hasher = s.hasher.as_mut()?;
+            let (hasher, sums) = s.hasher.as_mut()?;
             match s.inner.next().await {
                 Some(Ok(chunk)) => {
                     hasher.update(&chunk);
+                    sums.update(&chunk);
                     if let Some(previous) = s.held.replace(chunk) {
                         return Some((Ok(previous), s));
                     }
@@ -184,8 +219,12 @@ where
                     return Some((Err(e), s));
                 }
                 None => {
-                    let actual = s.hasher.take()?.finish();
+                    let (hasher, sums) = s.hasher.take()?;
+                    let actual = hasher.finish();
                     if actual == s.digest {
+                        if let Some(f) = s.on_good.take() {
+                            f(sums.finish());
+                        }
                         let last = s.held.take()?;
                         return Some((Ok(last), s));
                     }
@@ -281,11 +320,16 @@ mod tests {
     async fn a_good_blob_streams_whole_and_a_corrupt_one_never_completes() {
         let good: &[u8] = b"hello, wharf";
         let digest = Digest::sha256_of(good);
-        let out: Vec<_> = verifying(chunks(&[&good[..5], &good[5..]]), digest.clone(), |_| {
-            panic!("not corrupt")
-        })
+        let (sums_tx, sums_rx) = std::sync::mpsc::channel();
+        let out: Vec<_> = verifying(
+            chunks(&[&good[..5], &good[5..]]),
+            digest.clone(),
+            |_| panic!("not corrupt"),
+            move |sums| sums_tx.send(sums).unwrap(),
+        )
         .collect()
         .await;
+        assert_eq!(sums_rx.recv().unwrap(), BlockSums::of(good));
         let bytes: Vec<u8> = out
             .iter()
             .flat_map(|c| c.as_ref().unwrap().to_vec())
@@ -294,9 +338,12 @@ mod tests {
 
         let flipped: &[u8] = b"hellO, wharf";
         let (tx, rx) = std::sync::mpsc::channel();
-        let out: Vec<_> = verifying(chunks(&[&flipped[..5], &flipped[5..]]), digest, move |a| {
-            tx.send(a).unwrap()
-        })
+        let out: Vec<_> = verifying(
+            chunks(&[&flipped[..5], &flipped[5..]]),
+            digest,
+            move |a| tx.send(a).unwrap(),
+            |_| panic!("not good"),
+        )
         .collect()
         .await;
         assert!(out.last().unwrap().is_err(), "the read ends with an error");

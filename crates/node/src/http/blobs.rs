@@ -55,6 +55,30 @@ pub async fn get(
         }
     };
     let whole = status == StatusCode::OK;
+    // A copy with block sums is checked block by block, ranges too, at a
+    // fraction of a full hash's cost; one without is hashed (below) and
+    // gets its sums from that hash.
+    let local = match local {
+        // (Small whole reads keep the path below: checked before the first
+        // byte, a bad copy is replaced by another region's for this read.)
+        Some(opened)
+            if with_body
+                && app.scrub.verify_reads
+                && !(whole && size <= app.scrub.verify_below_bytes) =>
+        {
+            let (app2, d) = (app.clone(), digest.clone());
+            match opened.stream_checked(start, len, move || confirm_later(&app2, &d)) {
+                Ok(stream) => {
+                    Metrics::add(&app.metrics.blob_bytes_served, len);
+                    return blob_response(status, &digest, start, len, size)
+                        .body(Body::from_stream(stream))
+                        .map_err(ApiError::internal);
+                }
+                Err(opened) => Some(*opened),
+            }
+        }
+        other => other,
+    };
     let body = match (with_body, local) {
         (false, _) => Body::empty(),
         // Small enough to check before the first byte: a bad copy is
@@ -75,10 +99,12 @@ pub async fn get(
             let id = opened.copy.clone();
             let stream = opened.stream(0, size).await?;
             let (app2, d) = (app.clone(), digest.clone());
+            let (app3, d3, id3) = (app.clone(), digest.clone(), id.clone());
             Body::from_stream(wharf_scrub::verifying(
                 stream,
                 digest.clone(),
                 move |actual| condemn_later(&app2, &d, actual, id),
+                move |sums| attach_sums_later(&app3, &d3, id3, sums),
             ))
         }
         (true, Some(opened)) => Body::from_stream(opened.stream(start, len).await?),
@@ -122,6 +148,38 @@ fn condemn_later(app: &Tenant, digest: &Digest, actual: Digest, id: wharf_blobst
     tokio::spawn(async move {
         if let Err(e) = wharf_scrub::condemn(&service, &digest, Some((&actual, id)), "read").await {
             tracing::warn!(%digest, error = %e, "reporting a corrupt copy failed; the scrub will find it again");
+        }
+    });
+}
+
+/// A read found a block of this region's copy of `digest` failing its
+/// sums: a full hash, off the request's path, decides between a corrupt
+/// copy (condemned) and wrong sums (replaced).
+fn confirm_later(app: &Tenant, digest: &Digest) {
+    let (app, digest) = (app.clone(), digest.clone());
+    tokio::spawn(async move {
+        match wharf_scrub::confirm(&app.service, &digest, "read").await {
+            Ok(true) => Metrics::add(&app.metrics.scrub_corrupt, 1),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "checking a copy that failed its block sums failed; the scrub will find it again");
+            }
+        }
+    });
+}
+
+/// A whole read hashed this region's copy of `digest` good: keep its
+/// block sums so the next reads check blocks instead of hashing.
+fn attach_sums_later(
+    app: &Tenant,
+    digest: &Digest,
+    id: wharf_blobstore::CopyId,
+    sums: wharf_blobstore::BlockSums,
+) {
+    let (service, digest) = (app.service.clone(), digest.clone());
+    tokio::spawn(async move {
+        if let Err(e) = service.blobs.attach_sums(&digest, &id, sums).await {
+            tracing::debug!(%digest, error = %e, "block sums not kept");
         }
     });
 }
