@@ -1,5 +1,6 @@
 //! SHA-256 throughput of the sha2 crate (what Wharf hashes with) against
-//! ring's (which rustls already brings in), on this machine, in one run:
+//! ring's (which rustls already brings in), and of the CRC32C the block
+//! sums of stored copies use (what a checked read costs), in one run:
 //! `cargo run --release -p wharf-oci --example hash_throughput [MIB] [ROUNDS]`.
 //! The push path hashes every byte it stores, so this bounds how close a
 //! push can come to the disk's speed. Prints one line per implementation
@@ -25,12 +26,23 @@ fn main() {
         chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
     }
     println!("sha-ni: {}", sha_ni());
-    let mut results: Vec<(&str, Vec<f64>)> = vec![("sha2", vec![]), ("ring", vec![])];
+    let mut results: Vec<(&str, Vec<f64>)> =
+        vec![("sha2", vec![]), ("ring", vec![]), ("crc32c", vec![])];
     let mut digests = Vec::new();
     for round in 0..rounds {
         for (name, times) in results.iter_mut() {
             let t = Instant::now();
             let hex = match *name {
+                "crc32c" => {
+                    let mut crc = 0u32;
+                    for c in data.chunks(UPDATE_BYTES) {
+                        crc = crc32c::crc32c_append(crc, c);
+                    }
+                    let s = t.elapsed().as_secs_f64();
+                    println!("round {round} crc32c: {s:.3} s for {mib} MiB ({crc:08x})");
+                    times.push(s);
+                    continue;
+                }
                 "sha2" => {
                     let mut h = sha2::Sha256::new();
                     for c in data.chunks(UPDATE_BYTES) {
