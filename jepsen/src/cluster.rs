@@ -115,6 +115,32 @@ impl Cluster {
         None
     }
 
+    /// The highest Raft term that the running nodes in `among` report
+    /// (None if none answers).
+    pub async fn max_term(&self, among: &[usize]) -> Option<u64> {
+        let mut max = None;
+        for &i in among {
+            let n = &self.nodes[i];
+            if !n.running() || n.process.paused() {
+                continue;
+            }
+            let Ok(r) = self
+                .http()
+                .get(n.url("/api/v1/status"))
+                .basic_auth(USER, Some(PASSWORD))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+            else {
+                continue;
+            };
+            if let Ok(v) = r.json::<serde_json::Value>().await {
+                max = max.max(v["term"].as_u64());
+            }
+        }
+        max
+    }
+
     /// Ask the running nodes other than `i`, in turn, until one answers
     /// 2xx (membership changes need a leader, which may be being elected).
     async fn admin(

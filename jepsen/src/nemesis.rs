@@ -106,7 +106,31 @@ pub struct Nemesis {
     /// When faults were in force (ms since the start, from injection to
     /// heal), for checkers that only hold while none is.
     pub windows: Vec<(u64, u64)>,
+    /// Each partition healed, with the term before and after it.
+    pub heals: Vec<Heal>,
+    /// The last heal, its term afterwards not read yet.
+    watching: Option<Heal>,
     start: Instant,
+}
+
+/// A partition (isolate, split, silence) and the highest term on its
+/// majority side when it healed, against the highest term anywhere at
+/// the end of the quiet time after it. Healing must elect nobody: a
+/// node that was cut off may not come back with a higher term and
+/// depose the majority's leader (pre-vote).
+#[derive(Debug, Clone, Serialize)]
+pub struct Heal {
+    pub at_ms: u64,
+    pub fault: String,
+    pub term_before: Option<u64>,
+    pub term_after: Option<u64>,
+}
+
+impl Heal {
+    /// Did the heal raise the term (an election)?
+    pub fn elected(&self) -> bool {
+        matches!((self.term_before, self.term_after), (Some(b), Some(a)) if a > b)
+    }
 }
 
 impl Nemesis {
@@ -123,6 +147,8 @@ impl Nemesis {
             timeline: Vec::new(),
             injected: 0,
             windows: Vec::new(),
+            heals: Vec::new(),
+            watching: None,
             start,
         }
     }
@@ -144,6 +170,7 @@ impl Nemesis {
         let mut round: Vec<Fault> = Vec::new();
         while Instant::now() + self.fault_for < until {
             tokio::time::sleep(self.quiet_for).await;
+            self.read_heal(cluster).await;
             if self.faults.is_empty() {
                 continue;
             }
@@ -178,8 +205,7 @@ impl Nemesis {
                     self.log(format!("isolate node {} ({})", target + 1, fault.name()));
                     cluster.isolate(target);
                     tokio::time::sleep(self.fault_for).await;
-                    self.log("heal network".into());
-                    cluster.heal();
+                    self.heal_watched(cluster, fault, &[target]).await;
                 }
                 Fault::Split => {
                     let mut idx: Vec<usize> = (0..n).collect();
@@ -192,8 +218,7 @@ impl Nemesis {
                     ));
                     cluster.split(&minority);
                     tokio::time::sleep(self.fault_for).await;
-                    self.log("heal network".into());
-                    cluster.heal();
+                    self.heal_watched(cluster, fault, &minority).await;
                 }
                 Fault::Bridge => {
                     // Two sides that reach each other only through the
@@ -247,8 +272,7 @@ impl Nemesis {
                     ));
                     cluster.silence(victim);
                     tokio::time::sleep(self.fault_for).await;
-                    self.log("heal network".into());
-                    cluster.heal();
+                    self.heal_watched(cluster, fault, &[victim]).await;
                 }
                 Fault::Corrupt => {
                     match flip_a_stored_byte(&cluster.nodes[victim].dir) {
@@ -282,12 +306,47 @@ impl Nemesis {
             self.windows
                 .push((began, self.start.elapsed().as_millis() as u64));
         }
+        self.read_heal(cluster).await;
         self.log("heal everything".into());
         let began = self.start.elapsed().as_millis() as u64;
         let healed = cluster.heal_all().await;
         self.windows
             .push((began, self.start.elapsed().as_millis() as u64));
         healed
+    }
+
+    /// Heal a partition whose cut-off side was `away`, noting the highest
+    /// term on the other side first.
+    async fn heal_watched(&mut self, cluster: &Cluster, fault: Fault, away: &[usize]) {
+        let majority: Vec<usize> = (0..cluster.nodes.len())
+            .filter(|i| !away.contains(i))
+            .collect();
+        let term_before = cluster.max_term(&majority).await;
+        self.log(format!("heal network (majority's term {term_before:?})"));
+        cluster.heal();
+        self.watching = Some(Heal {
+            at_ms: self.start.elapsed().as_millis() as u64,
+            fault: fault.name().into(),
+            term_before,
+            term_after: None,
+        });
+    }
+
+    /// After the quiet time that followed a watched heal: the highest term
+    /// anywhere now.
+    async fn read_heal(&mut self, cluster: &Cluster) {
+        let Some(mut heal) = self.watching.take() else {
+            return;
+        };
+        let all: Vec<usize> = (0..cluster.nodes.len()).collect();
+        heal.term_after = cluster.max_term(&all).await;
+        if heal.elected() {
+            self.log(format!(
+                "the heal of {} at {} ms raised the term: {:?} -> {:?}",
+                heal.fault, heal.at_ms, heal.term_before, heal.term_after
+            ));
+        }
+        self.heals.push(heal);
     }
 
     /// Was a fault in force at `at_ms`, or healed less than `grace_ms`

@@ -444,6 +444,29 @@ pub async fn run(cfg: &RunConfig) -> std::io::Result<Verdict> {
         }
     }
 
+    // Healing a partition elects nobody (pre-vote): the term after the
+    // quiet time is the one the majority side had when the links came
+    // back.
+    let elected: Vec<_> = nemesis.heals.iter().filter(|h| h.elected()).collect();
+    checks.insert(
+        "heals".into(),
+        format!(
+            "{} partitions healed (isolate, split, silence): {}",
+            nemesis.heals.len(),
+            if elected.is_empty() {
+                "none raised the term".to_string()
+            } else {
+                format!("{} raised the term", elected.len())
+            }
+        ),
+    );
+    for h in elected {
+        reasons.push(format!(
+            "healing {} at {} ms caused an election: term {:?} on the majority side, {:?} after",
+            h.fault, h.at_ms, h.term_before, h.term_after
+        ));
+    }
+
     let count = |o: Outcome| history.iter().filter(|h| h.outcome == o).count();
     let verdict = Verdict {
         valid: reasons.is_empty(),

@@ -20,6 +20,7 @@ use crate::log_store::LogStore;
 use crate::network::{self, NetworkFactory, Rpc};
 use crate::pb::raft_client::RaftClient;
 use crate::pb::raft_server::RaftServer;
+use crate::prevote::{spawn_campaigner, Liveness};
 use crate::server::{ForwardError, ForwardReply, PeerService, ReadIndexReply};
 use crate::state_machine::StateMachine;
 use crate::types::{NodeId, NodeInfo, Raft};
@@ -52,11 +53,15 @@ pub struct Status {
 const CATCH_UP_RETRY_MS: u64 = 200;
 
 pub struct Consensus {
-    raft: Arc<Raft>,
+    pub(crate) raft: Arc<Raft>,
     meta: Arc<MetaStore>,
     applied: watch::Receiver<u64>,
-    cfg: ConsensusConfig,
-    fence: Arc<Fence>,
+    pub(crate) cfg: ConsensusConfig,
+    pub(crate) fence: Arc<Fence>,
+    /// The election timer: when a leader was last heard (see `prevote`).
+    pub(crate) liveness: Arc<Liveness>,
+    /// The Raft log, read by pre-votes (a handle on the same RocksDB).
+    pub(crate) log: LogStore,
     grpc_stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
     /// Reused clients for forwarding and read-index: (address, client).
     peer_clients: std::sync::Mutex<BTreeMap<NodeId, (String, RaftClient<Channel>)>>,
@@ -95,6 +100,9 @@ impl Consensus {
             install_snapshot_timeout: t.install_snapshot_timeout_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_after_entries),
             max_in_snapshot_log_to_keep: t.logs_kept_after_snapshot,
+            // Elections start after a pre-vote (`prevote`), not on
+            // openraft's own timer.
+            enable_elect: false,
             ..Default::default()
         }
         .validate()
@@ -108,7 +116,7 @@ impl Consensus {
                     overrides: cfg.peer_overrides.clone(),
                     tls: cfg.peer_tls.as_ref().map(|t| t.client.clone()),
                 },
-                log,
+                log.clone(),
                 sm,
             )
             .await
@@ -122,9 +130,15 @@ impl Consensus {
         let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
             .map_err(|e| ConsensusError::Raft(e.to_string()))?;
         let (stop_tx, stop_rx) = oneshot::channel();
-        let service = RaftServer::new(PeerService { raft: raft.clone() })
-            .max_decoding_message_size(PEER_MESSAGE_MAX_BYTES)
-            .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES);
+        let liveness = Arc::new(Liveness::new());
+        let service = RaftServer::new(PeerService {
+            raft: raft.clone(),
+            liveness: liveness.clone(),
+            log: log.clone(),
+            lease: Duration::from_millis(t.election_timeout_max_ms),
+        })
+        .max_decoding_message_size(PEER_MESSAGE_MAX_BYTES)
+        .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES);
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &cfg.peer_tls {
             builder = builder
@@ -189,7 +203,10 @@ impl Consensus {
             grpc_stop: std::sync::Mutex::new(Some(stop_tx)),
             peer_clients: std::sync::Mutex::new(BTreeMap::new()),
             caught_up: std::sync::atomic::AtomicBool::new(false),
+            liveness,
+            log,
         });
+        spawn_campaigner(&consensus);
         // Catch up once, in the background, so local reads resume without
         // waiting for a client's miss; a weak handle lets the node stop.
         let weak = Arc::downgrade(&consensus);
@@ -394,7 +411,7 @@ impl Consensus {
     /// A client for a peer, dialing its overridden address if any. One
     /// HTTP/2 connection per peer is kept and reused: opening one per
     /// forwarded write would cost an extra round trip on a WAN link.
-    fn peer_client(
+    pub(crate) fn peer_client(
         &self,
         id: NodeId,
         node: &NodeInfo,
@@ -635,9 +652,8 @@ fn set_fence(raft: &Arc<Raft>, fence: &Arc<Fence>, until_ms: Option<u64>) {
     let until_ms = until_ms.filter(|u| *u > now_unix_ms());
     let was = fence.raw_until();
     fence.set(until_ms);
-    let active = until_ms.is_none();
-    raft.runtime_config().elect(active);
-    raft.runtime_config().heartbeat(active);
+    // Campaigning is the pre-vote timer's, which skips fenced nodes.
+    raft.runtime_config().heartbeat(until_ms.is_none());
     let Some(until) = until_ms else {
         if was != 0 {
             tracing::info!("fence lifted: rejoining the group");

@@ -17,6 +17,7 @@ mod fence;
 mod handle;
 mod log_store;
 mod network;
+mod prevote;
 mod server;
 mod state_machine;
 mod types;
