@@ -146,6 +146,16 @@ impl Handle {
 
     /// Read from local state; on a miss, confirm with a linearizable read
     /// before reporting "unknown" (promise 3: no false "manifest unknown").
+    ///
+    /// While that read-index runs (two round trips to the leader, one of
+    /// them its heartbeat round), the entry a client is looking for is
+    /// usually already on its way here: the leader sends the new commit
+    /// index to every follower as soon as it commits, half a round trip
+    /// after the push was acknowledged. So the miss path also watches this
+    /// node's own applies and answers as soon as the value appears: that
+    /// answer is a local hit like any other (the `local` mode serves hits
+    /// from applied state), only found a little later. A miss still needs
+    /// the read-index, so "unknown" is never answered early.
     pub async fn read<T>(
         &self,
         f: impl Fn(&Registry<'_>) -> Result<Option<T>, StoreError>,
@@ -157,11 +167,34 @@ impl Handle {
             consensus.read_barrier().await?;
             return Ok(f(&self.meta())?);
         }
+        // Subscribe before the first look, so an apply between the look
+        // and the wait is not missed.
+        let mut applied = consensus.applied_watch();
+        applied.borrow_and_update();
         if let Some(v) = f(&self.meta())? {
             return Ok(Some(v));
         }
-        consensus.read_barrier().await?;
-        Ok(f(&self.meta())?)
+        let barrier = consensus.read_barrier();
+        tokio::pin!(barrier);
+        let mut watching = true;
+        loop {
+            tokio::select! {
+                done = &mut barrier => {
+                    done?;
+                    return Ok(f(&self.meta())?);
+                }
+                changed = applied.changed(), if watching => {
+                    // The state machine stopped: only the barrier is left.
+                    if changed.is_err() {
+                        watching = false;
+                        continue;
+                    }
+                    if let Some(v) = f(&self.meta())? {
+                        return Ok(Some(v));
+                    }
+                }
+            }
+        }
     }
 
     /// The size of `digest` if `repo` links it: pending registration on
