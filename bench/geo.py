@@ -13,7 +13,9 @@ Writes bench/results/<date>-geo.md. Usage: bench/geo.py [--quick]
 import base64, hashlib, json, os, signal, statistics, subprocess, sys, time, urllib.request, urllib.error, shutil, datetime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WHARF = os.path.join(ROOT, "target", "release", "wharf")
+# WHARF= benches another binary (two releases side by side in one session);
+# OUT= writes the report elsewhere.
+WHARF = os.environ.get("WHARF") or os.path.join(ROOT, "target", "release", "wharf")
 WORK = os.path.join(ROOT, "bench", "work-geo")
 QUICK = "--quick" in sys.argv
 RTT_MS, MBIT = 80, 200
@@ -233,12 +235,12 @@ def main():
             up.kill()
 
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    out = os.path.join(ROOT, "bench", "results", f"{datetime.date.today()}-geo.md")
+    out = os.environ.get("OUT") or os.path.join(ROOT, "bench", "results", f"{datetime.date.today()}-geo.md")
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     cpu = next((l.split(":")[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     with open(out, "w") as f:
         f.write(f"# Geo-replication benchmark, {datetime.datetime.utcnow():%Y-%m-%dT%H:%MZ}\n\n")
-        f.write(f"- command: `bench/geo.py {' '.join(sys.argv[1:])}`\n- commit: {commit}\n")
+        f.write(f"- command: `bench/geo.py {' '.join(sys.argv[1:])}` (WHARF={WHARF}, SIZES_MIB={','.join(map(str, SIZES_MIB))})\n- commit: {commit}\n")
         f.write(f"- machine: {os.cpu_count()} cores, {cpu}; all three regions, the WAN proxies and the client share it\n")
         f.write(f"- cluster: `wharf up --regions 3 --wan-rtt-ms {RTT_MS} --wan-bandwidth-mbit {MBIT}` (release build); the emulated links carry Raft and blob transfer between regions, clients talk to each region over loopback\n\n")
         f.write("\n".join(report) + "\n")
