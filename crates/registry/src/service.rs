@@ -167,8 +167,12 @@ impl Handle {
             consensus.read_barrier().await?;
             return Ok(f(&self.meta())?);
         }
-        // Subscribe before the first look, so an apply between the look
-        // and the wait is not missed.
+        if let Some(v) = f(&self.meta())? {
+            return Ok(Some(v));
+        }
+        // Subscribe only on a miss (hits stay free of it), then look once
+        // more: an apply between the first look and the subscription
+        // would otherwise be missed until the next one.
         let mut applied = consensus.applied_watch();
         applied.borrow_and_update();
         if let Some(v) = f(&self.meta())? {
