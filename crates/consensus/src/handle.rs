@@ -268,6 +268,14 @@ impl Consensus {
             .collect()
     }
 
+    /// The distinct regions of the members, sorted.
+    pub fn regions(&self) -> Vec<String> {
+        let mut regions: Vec<String> = self.members().into_iter().map(|(_, n)| n.region).collect();
+        regions.sort();
+        regions.dedup();
+        regions
+    }
+
     pub fn node_id(&self) -> NodeId {
         self.cfg.node_id
     }

@@ -145,7 +145,7 @@ impl MetaStore {
         record: &BlobRecord,
         now_ms: u64,
     ) -> FreedBlob {
-        batch.delete_cf(self.cf(CF_BLOBS), digest.as_bytes());
+        self.delete_blob(batch, digest, record);
         for region in &record.regions {
             batch.put_cf(
                 self.cf(CF_SWEEPS),

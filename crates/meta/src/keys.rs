@@ -45,6 +45,14 @@ pub const CF_BLOB_WAITS: &str = "blob_waits";
 /// Storage counters, GiB-days and operations per registry (see `usage`).
 pub const CF_USAGE: &str = "usage";
 
+/// Linked blobs by holder count (see `holders`): derived from
+/// `CF_BLOBS`, so left out of snapshots and rebuilt from it.
+pub const CF_BLOB_HOLDERS: &str = "blob_holders";
+
+/// Column families derived from the others: opened with them, never
+/// sent in a snapshot.
+pub const DERIVED_CFS: [&str; 1] = [CF_BLOB_HOLDERS];
+
 /// Every column family; snapshots name them (see `snapshot`).
 pub const ALL_CFS: [&str; 20] = [
     CF_REPOS,

@@ -10,6 +10,7 @@ mod command;
 mod command_v01;
 mod error;
 mod gc;
+mod holders;
 mod identity;
 mod identity_store;
 mod keys;

@@ -509,14 +509,13 @@ impl<'a> Registry<'a> {
                 marked_ms: None,
             };
             batch.put_cf(self.cf(CF_REPO_BLOBS), &link_key, encode(&touched));
-            let mut record = self
-                .get::<BlobRecord>(CF_BLOBS, digest.as_bytes())?
-                .unwrap_or(BlobRecord {
-                    size,
-                    regions: Vec::new(),
-                    links: 0,
-                    registered_ms: now_ms,
-                });
+            let old = self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())?;
+            let mut record = old.clone().unwrap_or(BlobRecord {
+                size,
+                regions: Vec::new(),
+                links: 0,
+                registered_ms: now_ms,
+            });
             add_region(&mut record, region);
             if newly_linked {
                 record.links += 1;
@@ -525,7 +524,7 @@ impl<'a> Registry<'a> {
                 self.store
                     .note_repo_storage(&self.name, repo, record.size as i64, 1);
             }
-            batch.put_cf(self.cf(CF_BLOBS), digest.as_bytes(), encode(&record));
+            self.store.put_blob(batch, digest, old.as_ref(), &record);
         }
         self.touch_repo(batch, repo, now_ms)?;
         Ok(Response::Ok)
@@ -842,7 +841,8 @@ mod tests {
             region: &str,
             n: usize,
         ) -> Result<Vec<(String, BlobRecord)>, StoreError> {
-            self.0.blobs_missing_in(region, n)
+            // Every holder count: the tests' regions are not a cluster's.
+            self.0.blobs_missing_in(region, usize::MAX, n)
         }
 
         fn read_sys(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

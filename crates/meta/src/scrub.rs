@@ -84,8 +84,9 @@ impl MetaStore {
                 let mut changed = 0;
                 if let Some(mut record) = self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())? {
                     if let Ok(at) = record.regions.binary_search(region) {
+                        let old = record.clone();
                         record.regions.remove(at);
-                        batch.put_cf(self.cf(CF_BLOBS), digest.as_bytes(), encode(&record));
+                        self.put_blob(batch, digest, Some(&old), &record);
                         changed = 1;
                     }
                 }
@@ -215,7 +216,7 @@ mod tests {
         assert_eq!(s.blob(&d).unwrap().unwrap().regions, ["r1"]);
         assert!(s.blobs_held_in("r2", None, 10).unwrap().is_empty());
         assert_eq!(
-            s.blobs_missing_in("r2", 10).unwrap()[0].0,
+            s.blobs_missing_in("r2", usize::MAX, 10).unwrap()[0].0,
             d,
             "the mover copies it back"
         );

@@ -154,6 +154,8 @@ impl MetaStore {
         db.write(batch)?;
         // A snapshot from a node before usage counters has none.
         self.count_usage_if_needed()?;
+        // Derived indexes are never sent: built from what arrived.
+        self.rebuild_holders()?;
         self.sync()?;
         self.bump_identity_epoch();
         Ok(records)

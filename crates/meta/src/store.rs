@@ -20,6 +20,9 @@ pub struct MetaStore {
     identity_epoch: std::sync::atomic::AtomicU64,
     /// Storage changes of the command being applied (see `usage`).
     usage: crate::usage::UsageScratch,
+    /// Holder-index entries deleted since its low counts were last
+    /// compacted (see `holders`).
+    pub(crate) holder_deletes: std::sync::atomic::AtomicU64,
 }
 
 /// A manifest as listed by `show-manifests`.
@@ -66,11 +69,12 @@ impl MetaStore {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let db = DB::open_cf(&opts, path, ALL_CFS)?;
+        let db = DB::open_cf(&opts, path, ALL_CFS.iter().chain(DERIVED_CFS.iter()))?;
         let store = MetaStore {
             db,
             identity_epoch: std::sync::atomic::AtomicU64::new(1),
             usage: Default::default(),
+            holder_deletes: Default::default(),
         };
         let migrated = store.migrate(crate::DEFAULT_REGISTRY)?;
         if migrated > 0 {
@@ -84,6 +88,9 @@ impl MetaStore {
             tracing::info!(
                 "counted the storage of every registry (a store from before usage counters)"
             );
+        }
+        if store.index_holders_if_needed()? {
+            tracing::info!("indexed the blobs by holder count (a store from before the index)");
         }
         Ok(store)
     }
@@ -238,8 +245,9 @@ impl MetaStore {
         for b in blobs {
             match self.get::<BlobRecord>(CF_BLOBS, b.digest.as_bytes())? {
                 Some(mut record) => {
+                    let old = record.clone();
                     if add_region(&mut record, region) {
-                        batch.put_cf(self.cf(CF_BLOBS), b.digest.as_bytes(), encode(&record));
+                        self.put_blob(batch, &b.digest, Some(&old), &record);
                     }
                 }
                 // Freed while it was being copied: the copy is garbage.
@@ -260,8 +268,9 @@ impl MetaStore {
             let (k, v) = item?;
             let mut record: BlobRecord = decode(CF_BLOBS, &v)?;
             if let Ok(at) = record.regions.binary_search_by(|r| r.as_str().cmp(region)) {
+                let old = record.clone();
                 record.regions.remove(at);
-                batch.put_cf(self.cf(CF_BLOBS), &k, encode(&record));
+                self.put_blob(batch, &String::from_utf8_lossy(&k), Some(&old), &record);
             }
         }
         Ok(Response::Ok)
@@ -290,6 +299,7 @@ impl MetaStore {
             if record.links == 0 {
                 freed = Some(self.free_blob(batch, digest, &record, now_ms));
             } else {
+                // Same holders and age: the index entry stays as it is.
                 batch.put_cf(self.cf(CF_BLOBS), digest.as_bytes(), encode(&record));
             }
         }
@@ -371,37 +381,36 @@ impl MetaStore {
     /// not wait behind fresh pushes that two regions hold); among equals,
     /// newest first. Blobs no region holds come last: nothing can copy
     /// them until a client uploads them again.
+    ///
+    /// `regions` is how many regions the cluster has: a blob held by that
+    /// many is held everywhere, so the walk of the holder-count index
+    /// (`holders`) stops there and costs what is under-replicated, not
+    /// the whole blob index.
     pub fn blobs_missing_in(
         &self,
         region: &str,
+        regions: usize,
         limit: usize,
     ) -> Result<Vec<(String, BlobRecord)>, StoreError> {
+        self.compact_holders_if_churned(regions);
         let mut out = Vec::new();
         let mut replicas = std::collections::HashMap::new();
-        for item in self.db.iterator_cf(self.cf(CF_BLOBS), IteratorMode::Start) {
-            let (k, v) = item?;
-            let record: BlobRecord = decode(CF_BLOBS, &v)?;
-            if record.links > 0
-                && record
+        for holders in (1..regions.min(crate::holders::HOLDERS_MAX + 1)).chain([0]) {
+            self.blobs_held_by(holders, |digest, record| {
+                if record
                     .regions
                     .binary_search_by(|r| r.as_str().cmp(region))
                     .is_err()
-            {
-                let digest = String::from_utf8_lossy(&k).into_owned();
-                if self.wanted_in(&digest, region, &mut replicas)? {
+                    && self.wanted_in(&digest, region, &mut replicas)?
+                {
                     out.push((digest, record));
                 }
+                Ok(out.len() < limit)
+            })?;
+            if out.len() >= limit {
+                break;
             }
         }
-        out.sort_by_cached_key(|(digest, r)| {
-            (
-                r.regions.is_empty(),
-                r.regions.len(),
-                std::cmp::Reverse(r.registered_ms),
-                digest.clone(),
-            )
-        });
-        out.truncate(limit);
         Ok(out)
     }
 

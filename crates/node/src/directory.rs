@@ -38,7 +38,12 @@ impl Directory for NodeDirectory {
         if self.consensus.fence().is_fenced() {
             return Vec::new();
         }
-        match self.consensus.meta().blobs_missing_in(&self.region, limit) {
+        let regions = self.consensus.regions().len();
+        match self
+            .consensus
+            .meta()
+            .blobs_missing_in(&self.region, regions, limit)
+        {
             // A blob no region holds cannot be copied (`wharf replication
             // list` counts it as lost); it only would take a slot.
             Ok(list) => list

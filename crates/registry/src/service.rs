@@ -103,15 +103,7 @@ impl Service {
         if !registry.replicas.is_empty() {
             return registry.replicas.clone();
         }
-        let mut all: Vec<String> = self
-            .consensus
-            .members()
-            .into_iter()
-            .map(|(_, n)| n.region)
-            .collect();
-        all.sort();
-        all.dedup();
-        all
+        self.consensus.regions()
     }
 
     /// The registry named `name` (canonical, lower case).

@@ -90,12 +90,13 @@ pub async fn list(
             .role_lease(region, crate::roles::BACKGROUND)?;
         Ok(lease.is_some_and(|l| l.node == id && l.until_ms > crate::state::now_ms()))
     };
+    let regions = app.consensus.regions().len();
     let mut rows = Vec::new();
     for ((id, node), probe) in members.iter().cloned().zip(probes) {
         let (missing, lost): (Vec<_>, Vec<_>) = app
             .consensus
             .meta()
-            .blobs_missing_in(&node.region, usize::MAX)?
+            .blobs_missing_in(&node.region, regions, usize::MAX)?
             .into_iter()
             .partition(|(_, r)| !r.regions.is_empty());
         let (health, role, applied) = match probe {
