@@ -86,24 +86,27 @@ impl Cluster {
         Ok(Cluster { inner })
     }
 
+    /// Node `i`'s `/api/v1/status`, if it is running and answers.
+    async fn status(&self, i: usize) -> Option<serde_json::Value> {
+        let n = &self.nodes[i];
+        if !n.running() || n.process.paused() {
+            return None;
+        }
+        let r = self
+            .http()
+            .get(n.url("/api/v1/status"))
+            .basic_auth(USER, Some(PASSWORD))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
     /// The leader as some running node reports it (index), if any.
     pub async fn leader(&self) -> Option<usize> {
-        for n in self
-            .nodes
-            .iter()
-            .filter(|n| n.running() && !n.process.paused())
-        {
-            let Ok(r) = self
-                .http()
-                .get(n.url("/api/v1/status"))
-                .basic_auth(USER, Some(PASSWORD))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-            else {
-                continue;
-            };
-            let Ok(v) = r.json::<serde_json::Value>().await else {
+        for i in 0..self.nodes.len() {
+            let Some(v) = self.status(i).await else {
                 continue;
             };
             if let Some(l) = v["leader"].as_u64() {
@@ -120,21 +123,7 @@ impl Cluster {
     pub async fn max_term(&self, among: &[usize]) -> Option<u64> {
         let mut max = None;
         for &i in among {
-            let n = &self.nodes[i];
-            if !n.running() || n.process.paused() {
-                continue;
-            }
-            let Ok(r) = self
-                .http()
-                .get(n.url("/api/v1/status"))
-                .basic_auth(USER, Some(PASSWORD))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-            else {
-                continue;
-            };
-            if let Ok(v) = r.json::<serde_json::Value>().await {
+            if let Some(v) = self.status(i).await {
                 max = max.max(v["term"].as_u64());
             }
         }
