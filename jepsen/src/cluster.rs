@@ -118,6 +118,24 @@ impl Cluster {
         None
     }
 
+    /// The leader and term that every running node in `among` reports,
+    /// when they all agree on one (None while an election is unsettled,
+    /// or if none answers).
+    pub async fn settled_term(&self, among: &[usize]) -> Option<u64> {
+        let mut seen = None;
+        for &i in among {
+            let Some(v) = self.status(i).await else {
+                continue;
+            };
+            let view = (v["leader"].as_u64()?, v["term"].as_u64()?);
+            if seen.is_some_and(|s| s != view) {
+                return None;
+            }
+            seen = Some(view);
+        }
+        seen.map(|(_, term)| term)
+    }
+
     /// The highest Raft term that the running nodes in `among` report
     /// (None if none answers).
     pub async fn max_term(&self, among: &[usize]) -> Option<u64> {

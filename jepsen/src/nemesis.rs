@@ -113,9 +113,10 @@ pub struct Nemesis {
     start: Instant,
 }
 
-/// A partition (isolate, split, silence) and the highest term on its
-/// majority side when it healed, against the highest term anywhere at
-/// the end of the quiet time after it. Healing must elect nobody: a
+/// A partition (isolate, split, silence) and the term its majority side
+/// agreed on when it healed (None: an election was still unsettled
+/// there, and the heal is not judged), against the highest term anywhere
+/// at the end of the quiet time after it. Healing must elect nobody: a
 /// node that was cut off may not come back with a higher term and
 /// depose the majority's leader (pre-vote).
 #[derive(Debug, Clone, Serialize)]
@@ -321,7 +322,9 @@ impl Nemesis {
         let majority: Vec<usize> = (0..cluster.nodes.len())
             .filter(|i| !away.contains(i))
             .collect();
-        let term_before = cluster.max_term(&majority).await;
+        // Only a settled majority is a baseline: a heal during its own
+        // election (a split vote, say) may end in a later term honestly.
+        let term_before = cluster.settled_term(&majority).await;
         self.log(format!("heal network (majority's term {term_before:?})"));
         cluster.heal();
         self.watching = Some(Heal {

@@ -451,8 +451,9 @@ pub async fn run(cfg: &RunConfig) -> std::io::Result<Verdict> {
     checks.insert(
         "heals".into(),
         format!(
-            "{} partitions healed (isolate, split, silence): {}",
+            "{} partitions healed (isolate, split, silence; {} during an unsettled election, not judged): {}",
             nemesis.heals.len(),
+            nemesis.heals.iter().filter(|h| h.term_before.is_none()).count(),
             if elected.is_empty() {
                 "none raised the term".to_string()
             } else {
