@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Metadata at scale: fill a cluster with tags and measure, at each size,
+what users and operators do against it.
+
+Starts `wharf up --regions 3` (no emulated WAN: this measures the state,
+not the links), then, for each target size in --sizes (tags in all;
+TAGS_PER_REPO tags per repository, each tag its own manifest), pushes
+until the cluster holds that many and records:
+  - manifest GET by tag, random tags of the whole set (wrk -t2 -c32, a Lua
+    script picking a tag per request): req/s, p50, p99;
+  - tags/list of one repository (n=100), catalog first page (n=100):
+    latency p50/p99 over 50 calls;
+  - `wharf repository list` and `wharf replication list`: wall time;
+  - the fill rate (tags/s) and the leader's RSS.
+Writes bench/results/<date>-scale.md (or $OUT). WHARF= benches another binary.
+Usage: bench/scale.py [--sizes 10000,100000] [--quick]
+"""
+import base64, concurrent.futures, datetime, hashlib, http.client, json, os, random, shutil, signal, subprocess, sys, threading, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WHARF = os.environ.get("WHARF") or os.path.join(ROOT, "target", "release", "wharf")
+WORK = os.path.join(ROOT, "bench", "work-scale")
+BASE = 7600
+TAGS_PER_REPO = 10
+PUSHERS = 16
+OCI = "application/vnd.oci.image.manifest.v1+json"
+CFG = b'{"architecture":"amd64","os":"linux"}'
+LAYER = b"scale benchmark layer\n"
+
+
+def sha(b):
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+class Conn:
+    """One keep-alive HTTP connection per thread, as the owner."""
+
+    def __init__(self, port, auth):
+        self.port, self.auth = port, auth
+        self.c = None
+
+    def req(self, method, path, body=None, headers=None):
+        headers = dict(headers or {})
+        headers["Authorization"] = self.auth
+        for attempt in range(3):
+            try:
+                if self.c is None:
+                    self.c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+                self.c.request(method, path, body=body, headers=headers)
+                r = self.c.getresponse()
+                return r.status, r.read()
+            except (http.client.HTTPException, OSError):
+                self.c = None
+                if attempt == 2:
+                    raise
+                time.sleep(0.2)
+
+
+local = threading.local()
+
+
+def conn(port, auth):
+    if getattr(local, "conn", None) is None:
+        local.conn = Conn(port, auth)
+    return local.conn
+
+
+def manifest(repo, tag):
+    # Each tag its own manifest: an annotation makes the digest unique.
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI,
+                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(CFG), "size": len(CFG)},
+                       "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(LAYER), "size": len(LAYER)}],
+                       "annotations": {"bench": f"{repo}:{tag}"}}, separators=(",", ":")).encode()
+
+
+def fill_repo(port, auth, r):
+    c = conn(port, auth)
+    repo = f"scale/r{r:06d}"
+    for blob in (CFG, LAYER):
+        code, body = c.req("POST", f"/v2/{repo}/blobs/uploads/?digest={sha(blob)}", blob,
+                           {"Content-Type": "application/octet-stream"})
+        assert code == 201, (code, body[:200])
+    for t in range(TAGS_PER_REPO):
+        code, body = c.req("PUT", f"/v2/{repo}/manifests/t{t}", manifest(repo, t), {"Content-Type": OCI})
+        assert code == 201, (code, body[:200])
+
+
+def timed(n, f):
+    xs = []
+    for _ in range(n):
+        t = time.perf_counter()
+        f()
+        xs.append((time.perf_counter() - t) * 1000)
+    return pct(xs, 50), pct(xs, 99)
+
+
+def rss_mb(pid):
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def write(report):
+    """The report so far (after every size: a long run keeps what it measured)."""
+    out = os.environ.get("OUT") or os.path.join(ROOT, "bench", "results", f"{datetime.date.today()}-scale.md")
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    cpu = next((l.split(":")[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    with open(out, "w") as f:
+        f.write(f"# Metadata at scale, {datetime.datetime.utcnow():%Y-%m-%dT%H:%MZ}\n\n")
+        f.write(f"- command: `bench/scale.py {' '.join(sys.argv[1:])}` (WHARF={WHARF})\n- commit: {commit}\n")
+        f.write(f"- machine: {os.cpu_count()} cores, {cpu}; the three nodes, wrk and this script share it\n")
+        f.write(f"- cluster: `wharf up --regions 3` (no emulated WAN), rate limits off; {TAGS_PER_REPO} tags per repository, each its own manifest (one shared config and layer); {PUSHERS} pushing threads to the leader; reads through node 1 (a follower or the leader)\n\n")
+        f.write("\n".join(report) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def main():
+    sizes = [10_000, 100_000]
+    if "--quick" in sys.argv:
+        sizes = [1_000, 5_000]
+    if "--sizes" in sys.argv:
+        sizes = [int(x) for x in sys.argv[sys.argv.index("--sizes") + 1].split(",")]
+    if not os.path.exists(WHARF):
+        sys.exit("build first: make release")
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    overlay = os.path.join(WORK, "overlay.toml")
+    with open(overlay, "w") as f:
+        f.write("[rate_limits]\nenabled = false\n")
+    up = subprocess.Popen([WHARF, "up", "--regions", "3", "--data-dir", os.path.join(WORK, "data"),
+                           "--base-port", str(BASE), "--config-overlay", overlay],
+                          stdout=open(os.path.join(WORK, "up.log"), "w"), stderr=subprocess.STDOUT)
+    report = []
+    say = lambda s="": (report.append(s), print(s, file=sys.stderr))
+    try:
+        cj = os.path.join(WORK, "data", "cluster.json")
+        deadline = time.time() + 60
+        while not os.path.exists(cj):
+            assert time.time() < deadline and up.poll() is None, open(os.path.join(WORK, "up.log")).read()
+            time.sleep(0.1)
+        time.sleep(1)
+        cluster = json.load(open(cj))
+        cred = cluster["credentials"]
+        user = f'{cred["username"]}:{cred["password"]}'
+        auth = "Basic " + base64.b64encode(user.encode()).decode()
+        port = BASE + 1
+        status = json.loads(Conn(port, auth).req("GET", "/api/v1/status")[1])
+        leader = status["leader"]
+        leader_port = BASE + leader
+        leader_pid = next(n["pid"] for r in cluster["regions"] for n in r["nodes"] if n["id"] == leader)
+        say(f"Pushes go to the leader (node {leader}); reads to node 1.")
+        say()
+        say("| tags | repositories | fill tags/s | manifest GET req/s | p50 | p99 | tags/list p50 / p99 | catalog page p50 / p99 | `repository list` | `replication list` | leader RSS |")
+        say("|---|---|---|---|---|---|---|---|---|---|---|")
+        lua = os.path.join(WORK, "tags.lua")
+        env = dict(os.environ, WHARF_CREDENTIALS=cj, WHARF_ENDPOINT=f"http://127.0.0.1:{port}")
+        repos = 0
+        for size in sizes:
+            want = size // TAGS_PER_REPO
+            t = time.time()
+            with concurrent.futures.ThreadPoolExecutor(PUSHERS) as pool:
+                for f in concurrent.futures.as_completed([pool.submit(fill_repo, leader_port, auth, r) for r in range(repos, want)]):
+                    f.result()
+            fill_rate = (want - repos) * TAGS_PER_REPO / (time.time() - t)
+            repos = want
+            with open(lua, "w") as f:
+                f.write(f'math.randomseed(os.time())\nrequest = function()\n'
+                        f'  local path = string.format("/v2/scale/r%06d/manifests/t%d", math.random(0, {repos - 1}), math.random(0, {TAGS_PER_REPO - 1}))\n'
+                        f'  return wrk.format("GET", path)\nend\n')
+            out = subprocess.run(["wrk", "-t2", "-c32", "-d8s", "--latency", "-s", lua, "-H", f"Authorization: {auth}",
+                                  "-H", f"Accept: {OCI}", f"http://127.0.0.1:{port}"], capture_output=True, text=True).stdout
+            with open(os.path.join(WORK, f"wrk-{size}.txt"), "w") as f:
+                f.write(out)
+            rps = next((l.split()[1] for l in out.splitlines() if l.startswith("Requests/sec")), "?")
+            p50 = next((l.split()[1] for l in out.splitlines() if l.strip().startswith("50%")), "?")
+            p99 = next((l.split()[1] for l in out.splitlines() if l.strip().startswith("99%")), "?")
+            non2xx = next((l for l in out.splitlines() if "Non-2xx" in l), "")
+            assert not non2xx, non2xx
+            c = Conn(port, auth)
+            tl = timed(50, lambda: c.req("GET", f"/v2/scale/r{random.randrange(repos):06d}/tags/list?n=100"))
+            cat = timed(50, lambda: c.req("GET", "/v2/_catalog?n=100"))
+            t = time.time()
+            subprocess.run([WHARF, "repository", "list", "-o", "json"], env=env, capture_output=True, check=True)
+            rl = time.time() - t
+            t = time.time()
+            subprocess.run([WHARF, "replication", "list", "-o", "json"], env=env, capture_output=True, check=True)
+            repl = time.time() - t
+            say(f"| {size:,} | {repos:,} | {fill_rate:,.0f} | {float(rps):,.0f} | {p50} | {p99} | {tl[0]:.1f} / {tl[1]:.1f} ms | {cat[0]:.1f} / {cat[1]:.1f} ms | {rl:.2f} s | {repl:.2f} s | {rss_mb(leader_pid):.0f} MB |")
+            write(report)
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            up.kill()
+    write(report)
+
+
+if __name__ == "__main__":
+    main()
