@@ -133,6 +133,7 @@ def main():
         sys.exit("build first: make release")
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
+    # A million tags take gigabytes per node: say what each holds at the end.
     overlay = os.path.join(WORK, "overlay.toml")
     with open(overlay, "w") as f:
         f.write("[rate_limits]\nenabled = false\n")
@@ -153,8 +154,11 @@ def main():
         user = f'{cred["username"]}:{cred["password"]}'
         auth = "Basic " + base64.b64encode(user.encode()).decode()
         port = BASE + 1
-        status = json.loads(Conn(port, auth).req("GET", "/api/v1/status")[1])
-        leader = status["leader"]
+        leader = None
+        while leader is None:
+            assert time.time() < deadline + 60, "no leader"
+            leader = json.loads(Conn(port, auth).req("GET", "/api/v1/status")[1]).get("leader")
+            time.sleep(0.2)
         leader_port = BASE + leader
         leader_pid = next(n["pid"] for r in cluster["regions"] for n in r["nodes"] if n["id"] == leader)
         say(f"Pushes go to the leader (node {leader}); reads to node 1.")
@@ -196,6 +200,13 @@ def main():
             repl = time.time() - t
             say(f"| {size:,} | {repos:,} | {fill_rate:,.0f} | {float(rps):,.0f} | {p50} | {p99} | {tl[0]:.1f} / {tl[1]:.1f} ms | {cat[0]:.1f} / {cat[1]:.1f} ms | {rl:.2f} s | {repl:.2f} s | {rss_mb(leader_pid):.0f} MB |")
             write(report)
+        for node in ("node-1",):
+            d = os.path.join(WORK, "data", node, "data")
+            sizes_mb = {part: sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(os.path.join(d, part)) for f in fs) / 2**20
+                        for part in ("meta", "raft-log", "snapshots", "blobs")}
+            wal = sum(os.path.getsize(os.path.join(d, "meta", f)) for f in os.listdir(os.path.join(d, "meta")) if f.endswith(".log")) / 2**20
+            say()
+            say(f"Disk of {node} at the end: " + ", ".join(f"{k} {v:,.0f} MiB" for k, v in sizes_mb.items()) + f" (of meta, write-ahead logs {wal:,.0f} MiB)")
     finally:
         up.send_signal(signal.SIGINT)
         try:

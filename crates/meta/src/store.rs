@@ -9,6 +9,11 @@ use crate::error::StoreError;
 use crate::keys::*;
 use crate::records::*;
 
+/// Memory for the metadata store's memtables, all column families together.
+const META_MEMTABLES_BYTES: usize = 256 << 20;
+/// Write-ahead log past which the column families holding it are flushed.
+const META_WAL_BYTES_MAX: u64 = 256 << 20;
+
 /// A raw key and value read from a column family.
 pub(crate) type KeyValue = (Box<[u8]>, Box<[u8]>);
 
@@ -69,6 +74,13 @@ impl MetaStore {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
+        // One budget for the memtables of all 21 column families, and a
+        // bound on the write-ahead log they keep alive: RocksDB's defaults
+        // (64 MiB per family, WAL up to four times all of them) let a node
+        // filled with a million tags hold gigabytes of WAL and memtables
+        // (bench/scale.py), replayed in full at every start.
+        opts.set_db_write_buffer_size(META_MEMTABLES_BYTES);
+        opts.set_max_total_wal_size(META_WAL_BYTES_MAX);
         let db = DB::open_cf(&opts, path, ALL_CFS.iter().chain(DERIVED_CFS.iter()))?;
         let store = MetaStore {
             db,
