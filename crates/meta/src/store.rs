@@ -305,14 +305,16 @@ impl MetaStore {
     ) -> Result<Option<crate::gc::FreedBlob>, StoreError> {
         let mut freed = None;
         let mut size = 0;
-        if let Some(mut record) = self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())? {
-            size = record.size;
-            record.links = record.links.saturating_sub(count);
+        if let Some(old) = self.get::<BlobRecord>(CF_BLOBS, digest.as_bytes())? {
+            size = old.size;
+            let record = BlobRecord {
+                links: old.links.saturating_sub(count),
+                ..old.clone()
+            };
             if record.links == 0 {
                 freed = Some(self.free_blob(batch, digest, &record, now_ms));
             } else {
-                // Same holders and age: the index entry stays as it is.
-                batch.put_cf(self.cf(CF_BLOBS), digest.as_bytes(), encode(&record));
+                self.put_blob(batch, digest, Some(&old), &record);
             }
         }
         if let Some(repo) = repo {

@@ -98,13 +98,7 @@ pub async fn status(
 
 /// The cluster's regions, and `also` (regions that left but have work).
 fn regions(app: &Tenant, also: impl Iterator<Item = String>) -> Vec<String> {
-    let mut regions: Vec<String> = app
-        .consensus
-        .members()
-        .into_iter()
-        .map(|(_, n)| n.region)
-        .chain(also)
-        .collect();
+    let mut regions: Vec<String> = app.consensus.regions().into_iter().chain(also).collect();
     regions.sort();
     regions.dedup();
     regions
