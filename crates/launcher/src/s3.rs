@@ -119,20 +119,30 @@ impl ObjectStore {
             .is_ok_and(|(status, _)| status == 200 || status == 409)
     }
 
-    /// Make a bucket (fine if it exists).
+    /// Make a bucket (fine if it exists) and wait until it takes an
+    /// object: SeaweedFS answers the bucket's creation before it has grown
+    /// volumes for it, and a fresh server on a slow machine then fails
+    /// writes with 500 for seconds, longer than a node's retries last.
     pub fn create_bucket(&self, bucket: &str) -> std::io::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match self.request("PUT", &format!("/{bucket}"), b"") {
-                Ok((200 | 409, _)) => return Ok(()),
-                other if Instant::now() > deadline => {
-                    return Err(std::io::Error::other(format!(
-                        "creating bucket {bucket}: {other:?}"
-                    )))
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let steps: [(String, &[u8]); 2] = [
+            (format!("/{bucket}"), b""),
+            (format!("/{bucket}/.wharf-writable"), b"ready"),
+        ];
+        for (path, body) in &steps {
+            loop {
+                match self.request("PUT", path, body) {
+                    Ok((200 | 409, _)) => break,
+                    other if Instant::now() > deadline => {
+                        return Err(std::io::Error::other(format!(
+                            "bucket {bucket} not writable (PUT {path}): {other:?}"
+                        )))
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(200)),
                 }
-                _ => std::thread::sleep(Duration::from_millis(200)),
             }
         }
+        Ok(())
     }
 
     /// A credentials file for `[storage] credentials_file` in `dir` (the
