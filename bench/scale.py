@@ -10,7 +10,9 @@ until the cluster holds that many and records:
     script picking a tag per request): req/s, p50, p99;
   - tags/list of one repository (n=100), catalog first page (n=100):
     latency p50/p99 over 50 calls;
-  - `wharf repository list` and `wharf replication list`: wall time;
+  - a page of `wharf repository list` (the API, n=1000 after a random
+    repository): p50/p99; the whole `wharf repository list` (the CLI
+    following every page) and `wharf replication list`: wall time;
   - the fill rate (tags/s) and the leader's RSS.
 Writes bench/results/<date>-scale.md (or $OUT). WHARF= benches another binary.
 Usage: bench/scale.py [--sizes 10000,100000] [--quick]
@@ -163,8 +165,8 @@ def main():
         leader_pid = next(n["pid"] for r in cluster["regions"] for n in r["nodes"] if n["id"] == leader)
         say(f"Pushes go to the leader (node {leader}); reads to node 1.")
         say()
-        say("| tags | repositories | fill tags/s | manifest GET req/s | p50 | p99 | tags/list p50 / p99 | catalog page p50 / p99 | `repository list` | `replication list` | leader RSS |")
-        say("|---|---|---|---|---|---|---|---|---|---|---|")
+        say("| tags | repositories | fill tags/s | manifest GET req/s | p50 | p99 | tags/list p50 / p99 | catalog page p50 / p99 | `repository list` page of 1,000 p50 / p99 | whole `repository list` | `replication list` | leader RSS |")
+        say("|---|---|---|---|---|---|---|---|---|---|---|---|")
         lua = os.path.join(WORK, "tags.lua")
         env = dict(os.environ, WHARF_CREDENTIALS=cj, WHARF_ENDPOINT=f"http://127.0.0.1:{port}")
         repos = 0
@@ -192,13 +194,14 @@ def main():
             c = Conn(port, auth)
             tl = timed(50, lambda: c.req("GET", f"/v2/scale/r{random.randrange(repos):06d}/tags/list?n=100"))
             cat = timed(50, lambda: c.req("GET", "/v2/_catalog?n=100"))
+            rpage = timed(20, lambda: c.req("GET", f"/api/v1/repositories?n=1000&last=scale/r{random.randrange(repos):06d}"))
             t = time.time()
             subprocess.run([WHARF, "repository", "list", "-o", "json"], env=env, capture_output=True, check=True)
             rl = time.time() - t
             t = time.time()
             subprocess.run([WHARF, "replication", "list", "-o", "json"], env=env, capture_output=True, check=True)
             repl = time.time() - t
-            say(f"| {size:,} | {repos:,} | {fill_rate:,.0f} | {float(rps):,.0f} | {p50} | {p99} | {tl[0]:.1f} / {tl[1]:.1f} ms | {cat[0]:.1f} / {cat[1]:.1f} ms | {rl:.2f} s | {repl:.2f} s | {rss_mb(leader_pid):.0f} MB |")
+            say(f"| {size:,} | {repos:,} | {fill_rate:,.0f} | {float(rps):,.0f} | {p50} | {p99} | {tl[0]:.1f} / {tl[1]:.1f} ms | {cat[0]:.1f} / {cat[1]:.1f} ms | {rpage[0]:.1f} / {rpage[1]:.1f} ms | {rl:.2f} s | {repl:.2f} s | {rss_mb(leader_pid):.0f} MB |")
             write(report)
         for node in ("node-1",):
             d = os.path.join(WORK, "data", node, "data")

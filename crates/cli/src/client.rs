@@ -138,6 +138,48 @@ impl Client {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, NodeError> {
+        Ok(self.send_for_headers(req).await?.0)
+    }
+
+    /// Every row of a listing the node answers in pages (`n`, `last`, a
+    /// `Link` header naming the next page), `top` at most.
+    pub async fn get_all<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        top: Option<usize>,
+    ) -> Result<Vec<T>, NodeError> {
+        let mut rows: Vec<T> = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let mut q = query.to_vec();
+            if let Some(l) = &last {
+                q.push(("last", l.clone()));
+            }
+            let (page, headers): (Vec<T>, _) = self
+                .send_for_headers(
+                    self.http
+                        .get(format!("{}/api/v1{path}", self.base))
+                        .query(&q),
+                )
+                .await?;
+            rows.extend(page);
+            if top.is_some_and(|t| rows.len() >= t) {
+                rows.truncate(top.unwrap_or(usize::MAX));
+                return Ok(rows);
+            }
+            match next_last(&self.base, &headers) {
+                // A node that answers the same `last` again would loop.
+                Some(next) if last.as_ref() != Some(&next) => last = Some(next),
+                _ => return Ok(rows),
+            }
+        }
+    }
+
+    async fn send_for_headers<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(T, reqwest::header::HeaderMap), NodeError> {
         let req = match &self.login {
             Some((u, p)) => req.basic_auth(u, Some(p)),
             None => req,
@@ -151,6 +193,7 @@ impl Client {
             .await
             .map_err(|e| NodeError::Api(format!("cannot reach {}: {e}", self.base)))?;
         let status = resp.status();
+        let headers = resp.headers().clone();
         let body = resp
             .text()
             .await
@@ -165,7 +208,9 @@ impl Client {
         if !status.is_success() {
             return Err(NodeError::Api(explain(status, &body)));
         }
-        serde_json::from_str(&body).map_err(|e| NodeError::Api(format!("unexpected answer: {e}")))
+        let value = serde_json::from_str(&body)
+            .map_err(|e| NodeError::Api(format!("unexpected answer: {e}")))?;
+        Ok((value, headers))
     }
 
     pub async fn get<T: DeserializeOwned>(
@@ -222,5 +267,48 @@ impl Client {
                 .query(query),
         )
         .await
+    }
+}
+
+/// The `last` of the next page a `Link: <…?n=…&last=…>; rel="next"`
+/// header names, if any.
+fn next_last(base: &str, headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
+    let (target, rel) = link.split_once(';')?;
+    if !rel.contains("rel=\"next\"") {
+        return None;
+    }
+    let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+    let url = reqwest::Url::parse(base).ok()?.join(target).ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == "last")
+        .map(|(_, v)| v.into_owned())
+}
+
+#[cfg(test)]
+mod next_page_tests {
+    use super::next_last;
+
+    fn with_link(v: &str) -> reqwest::header::HeaderMap {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::LINK, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn reads_the_next_pages_last_and_decodes_it() {
+        let h = with_link("</api/v1/repositories?n=2&last=team%2Fapp>; rel=\"next\"");
+        assert_eq!(
+            next_last("http://127.0.0.1:5000", &h).as_deref(),
+            Some("team/app")
+        );
+    }
+
+    #[test]
+    fn no_link_or_another_rel_is_the_end() {
+        let none = reqwest::header::HeaderMap::new();
+        assert_eq!(next_last("http://h", &none), None);
+        let prev = with_link("</x?last=a>; rel=\"prev\"");
+        assert_eq!(next_last("http://h", &prev), None);
     }
 }

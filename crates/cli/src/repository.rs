@@ -36,8 +36,13 @@ impl OrderBy {
 
 #[derive(Subcommand)]
 enum Verb {
-    /// List repositories.
-    List,
+    /// List repositories in name order, with their tag and manifest counts
+    /// (fetched a page of 1,000 at a time).
+    List {
+        /// Show at most this many.
+        #[arg(long)]
+        top: Option<usize>,
+    },
     /// Repositories with manifests or tags in the recycle bin (soft delete).
     ListDeleted,
     /// List the tags of a repository.
@@ -164,8 +169,9 @@ pub async fn run(args: RepositoryArgs) -> Result<(), NodeError> {
     let client = args.target.client()?;
     let out = args.target.output;
     match args.verb {
-        Verb::List => {
-            let rows: Vec<wharf_api::Repository> = client.get("/repositories", &[]).await?;
+        Verb::List { top } => {
+            let rows: Vec<wharf_api::Repository> =
+                client.get_all("/repositories", &[], top).await?;
             let rows = values(&rows);
             output::print(
                 out,

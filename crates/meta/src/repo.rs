@@ -793,6 +793,16 @@ impl<'a> Registry<'a> {
             .collect())
     }
 
+    /// How many tags `repo` has (keys counted, records not read).
+    pub fn tag_count(&self, repo: &str) -> Result<usize, StoreError> {
+        self.store.count(CF_TAGS, &self.repo_prefix(repo))
+    }
+
+    /// How many manifests `repo` holds (keys counted, records not read).
+    pub fn manifest_count(&self, repo: &str) -> Result<usize, StoreError> {
+        self.store.count(CF_MANIFESTS, &self.repo_prefix(repo))
+    }
+
     pub fn manifests(&self, repo: &str) -> Result<Vec<ManifestSummary>, StoreError> {
         let prefix = self.repo_prefix(repo);
         let mut out = Vec::new();

@@ -162,6 +162,20 @@ impl MetaStore {
         Ok(out)
     }
 
+    /// How many keys start with `prefix`: keys only, no value is copied
+    /// or decoded (a listing's counts, per row).
+    pub(crate) fn count(&self, cf: &'static str, prefix: &[u8]) -> Result<usize, StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(cf));
+        it.seek(prefix);
+        let mut n = 0;
+        while it.valid() && it.key().is_some_and(|k| k.starts_with(prefix)) {
+            n += 1;
+            it.next();
+        }
+        it.status()?;
+        Ok(n)
+    }
+
     /// Changes whenever identities may have changed.
     pub fn identity_epoch(&self) -> u64 {
         self.identity_epoch

@@ -241,6 +241,64 @@ async fn readers_are_denied_writes_and_see_only_their_repositories() {
 // Repository-scoped tokens: a scope map limits them to their repositories
 // and actions; disabled, expired and deleted tokens stop working, and so
 // do their access tokens.
+// `repository list` answers a page at a time (`n`, `last`, a `Link` to the
+// next page, as the catalog does), never every repository in one call; a
+// reader's pages hold only what it may see; the CLI follows the pages.
+#[tokio::test]
+async fn repository_list_pages_and_shows_only_what_the_caller_may_see() {
+    let (_d, n) = node();
+    let owner = Reg::new(&n.addr());
+    for repo in ["a/one", "team/app", "team/db", "team/web", "z/last"] {
+        push_image(&owner, repo, "v1").await;
+    }
+    push_image(&owner, "team/app", "v2").await;
+    user(&n, "rita", "rita reads a lot", "reader", "team/*");
+    let rita = Reg::with_login(&n.addr(), "rita", "rita reads a lot");
+
+    // Follow the Link headers as a client would, `n` rows at most each.
+    async fn all_pages(reg: &Reg, first: &str, n: usize) -> (Vec<Value>, usize) {
+        let (mut rows, mut pages, mut next) = (Vec::new(), 0, Some(first.to_string()));
+        while let Some(path) = next.take() {
+            let r = reg.get(&path).await;
+            assert_eq!(r.status(), 200, "{path}");
+            next = r.headers().get("link").map(|l| {
+                let l = l.to_str().unwrap();
+                assert!(l.ends_with("; rel=\"next\""), "{l}");
+                l[1..l.find('>').unwrap()].to_string()
+            });
+            let page: Vec<Value> = r.json().await.unwrap();
+            assert!(page.len() <= n, "{path}: {page:?}");
+            rows.extend(page);
+            pages += 1;
+            assert!(pages < 20, "pagination does not end");
+        }
+        (rows, pages)
+    }
+    let names = |rows: &[Value]| -> Vec<String> {
+        rows.iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (rows, pages) = all_pages(&owner, "/api/v1/repositories?n=2", 2).await;
+    assert_eq!(
+        names(&rows),
+        ["a/one", "team/app", "team/db", "team/web", "z/last"]
+    );
+    assert_eq!(pages, 3);
+    assert_eq!(rows[1]["tag_count"], 2);
+    assert_eq!(rows[1]["manifest_count"], 2);
+    let (rows, _) = all_pages(&rita, "/api/v1/repositories?n=1", 1).await;
+    assert_eq!(names(&rows), ["team/app", "team/db", "team/web"]);
+    let r = owner.get("/api/v1/repositories?n=many").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "PAGINATION_NUMBER_INVALID");
+
+    let listed = wharf(&n, &["repository", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 5);
+    let top = wharf(&n, &["repository", "list", "--top", "2"]);
+    assert_eq!(names(top.as_array().unwrap()), ["a/one", "team/app"]);
+}
+
 #[tokio::test]
 async fn scoped_tokens_hold_to_their_scope_map_and_expire() {
     let (_d, n) = node();

@@ -4,6 +4,7 @@ use wharf_auth::Action;
 
 use crate::http::access::Caller;
 use crate::tenant::Tenant;
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use wharf_meta::{Command, ManifestSummary};
@@ -37,8 +38,8 @@ fn repository_row(
     r: wharf_meta::RepoRecord,
 ) -> ApiResult<RepositoryRow> {
     Ok(RepositoryRow {
-        tag_count: m.tags(&name, None, usize::MAX)?.len(),
-        manifest_count: m.manifests(&name)?.len(),
+        tag_count: m.tag_count(&name)?,
+        manifest_count: m.manifest_count(&name)?,
         created_ms: r.created_ms,
         updated_ms: r.updated_ms,
         attributes: attributes(r.attributes),
@@ -46,25 +47,53 @@ fn repository_row(
     })
 }
 
-/// Repositories listed in one answer, at most.
-const LIST_MAX: usize = 100_000;
+/// Repositories in one page, at most and by default; the rest follows
+/// through the `Link` header (`n`, `last`, as the catalog pages).
+const LIST_PAGE: usize = 1000;
 
+/// Repositories read per call at most, seen or not: a caller who may see
+/// few of many repositories gets short (even empty) pages with a `Link`,
+/// never one call that walks every repository.
+const LIST_SCAN: usize = 10 * LIST_PAGE;
+
+/// `wharf repository list`: one page of the repositories the caller may
+/// see, in name order, each with its tag and manifest counts.
 pub async fn list(
     Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
-) -> ApiResult<Json<Vec<RepositoryRow>>> {
+    uri: axum::http::Uri,
+) -> ApiResult<axum::response::Response> {
     caller.require_identity(&app, true)?;
+    let page = crate::http::pagination::parse_up_to(&uri, LIST_PAGE)?;
     app.consensus.read_barrier().await?;
     let m = app.meta();
     let access = crate::http::access::access_settings(&app)?;
     let mut rows = Vec::new();
-    for (name, r) in m.repositories(None, LIST_MAX)? {
-        if !caller.subject.may_see(&name, &access) {
-            continue;
+    let mut after = page.last.clone();
+    let mut scanned = 0;
+    let mut more = page.n > 0;
+    while more && rows.len() < page.n && scanned < LIST_SCAN {
+        let want = (page.n - rows.len()).min(LIST_SCAN - scanned);
+        // One more than wanted tells whether anything follows.
+        let batch = m.repositories(after.as_deref(), want + 1)?;
+        more = batch.len() > want;
+        for (name, r) in batch.into_iter().take(want) {
+            scanned += 1;
+            after = Some(name.clone());
+            if caller.subject.may_see(&name, &access) {
+                rows.push(repository_row(&m, name, r)?);
+            }
         }
-        rows.push(repository_row(&m, name, r)?);
     }
-    Ok(Json(rows))
+    let mut response = Json(rows).into_response();
+    if let (true, Some(last)) = (more, after) {
+        // The router this sits in is nested, so `uri` lacks the prefix.
+        let link = crate::http::pagination::next_link("/api/v1/repositories", page.n, &last);
+        if let Ok(v) = axum::http::HeaderValue::from_str(&link) {
+            response.headers_mut().insert(axum::http::header::LINK, v);
+        }
+    }
+    Ok(response)
 }
 
 #[derive(Deserialize)]

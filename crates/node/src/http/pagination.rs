@@ -23,10 +23,15 @@ pub struct Page {
 }
 
 pub fn parse(uri: &Uri) -> ApiResult<Page> {
+    parse_up_to(uri, PAGE_MAX)
+}
+
+/// `n` and `last` from the query, `n` at most (and by default) `max`.
+pub fn parse_up_to(uri: &Uri, max: usize) -> ApiResult<Page> {
     let raw: Raw = serde_urlencoded::from_str(uri.query().unwrap_or(""))
         .map_err(|e| ApiError::new(ErrorCode::PaginationInvalid, e.to_string()))?;
     let n = match raw.n {
-        None => PAGE_MAX,
+        None => max,
         Some(s) => s
             .parse::<usize>()
             .map_err(|_| {
@@ -35,7 +40,7 @@ pub fn parse(uri: &Uri) -> ApiResult<Page> {
                     format!("n must be a non-negative integer, got {s:?}"),
                 )
             })?
-            .min(PAGE_MAX),
+            .min(max),
     };
     Ok(Page {
         n,
@@ -52,7 +57,13 @@ pub fn finish(mut items: Vec<String>, page: &Page, path: &str) -> (Vec<String>, 
     }
     items.truncate(page.n);
     let last = items.last().cloned().unwrap_or_default();
-    let query = serde_urlencoded::to_string([("n", page.n.to_string()), ("last", last)])
+    let link = next_link(path, page.n, &last);
+    (items, Some(link))
+}
+
+/// The `Link` header value of the page of `n` after `last`.
+pub fn next_link(path: &str, n: usize, last: &str) -> String {
+    let query = serde_urlencoded::to_string([("n", n.to_string()), ("last", last.to_string())])
         .unwrap_or_default();
-    (items, Some(format!("<{path}?{query}>; rel=\"next\"")))
+    format!("<{path}?{query}>; rel=\"next\"")
 }
