@@ -87,7 +87,15 @@ pub async fn run_replicator<D: Directory>(
                 _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
             }
         }
-        let wants = fetcher.dir.missing(cfg.scan_limit);
+        // A blocking index walk (and, after heavy churn, a compaction of
+        // the churned range): off the async workers.
+        let wants = {
+            let f = fetcher.clone();
+            let limit = cfg.scan_limit;
+            tokio::task::spawn_blocking(move || f.dir.missing(limit))
+                .await
+                .unwrap_or_default()
+        };
         let scanned = Instant::now();
         queue_depth.store(wants.len() as u64, Ordering::Relaxed);
         cooldown.retain(|_, until| *until > Instant::now());

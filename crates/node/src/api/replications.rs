@@ -90,15 +90,14 @@ pub async fn list(
             .role_lease(region, crate::roles::BACKGROUND)?;
         Ok(lease.is_some_and(|l| l.node == id && l.until_ms > crate::state::now_ms()))
     };
-    let regions = app.consensus.regions().len();
+    let backlog = backlog_by_region(&app, &members).await?;
     let mut rows = Vec::new();
     for ((id, node), probe) in members.iter().cloned().zip(probes) {
-        let (missing, lost): (Vec<_>, Vec<_>) = app
-            .consensus
-            .meta()
-            .blobs_missing_in(&node.region, regions, usize::MAX)?
-            .into_iter()
-            .partition(|(_, r)| !r.regions.is_empty());
+        let Backlog {
+            blobs_to_copy,
+            bytes_to_copy,
+            blobs_lost,
+        } = backlog.get(&node.region).copied().unwrap_or_default();
         let (health, role, applied) = match probe {
             // Fenced: it answers, but serves no client and casts no vote.
             Ok(s) if s.fenced => ("fenced".to_string(), Some(s.role), Some(s.applied_index)),
@@ -115,12 +114,54 @@ pub async fn list(
             health,
             role,
             applied_index: applied,
-            blobs_to_copy: missing.len() as u64,
-            bytes_to_copy: missing.iter().map(|(_, r)| r.size).sum(),
-            blobs_lost: lost.len() as u64,
+            blobs_to_copy,
+            bytes_to_copy,
+            blobs_lost,
         });
     }
     Ok(Json(rows))
+}
+
+/// What one region still lacks.
+#[derive(Clone, Copy, Default)]
+struct Backlog {
+    blobs_to_copy: u64,
+    bytes_to_copy: u64,
+    /// Lacking here and held by no region.
+    blobs_lost: u64,
+}
+
+/// The backlog of every region the members are in, each region read once,
+/// off the async workers: the index walk is a blocking RocksDB scan, and
+/// its first call after heavy churn compacts the churned range.
+async fn backlog_by_region(
+    app: &Tenant,
+    members: &[(u64, NodeInfo)],
+) -> ApiResult<std::collections::HashMap<String, Backlog>> {
+    let mut regions: Vec<String> = members.iter().map(|(_, n)| n.region.clone()).collect();
+    regions.sort();
+    regions.dedup();
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || {
+        let holders = app.consensus.regions().len();
+        let meta = app.consensus.meta();
+        let mut out = std::collections::HashMap::new();
+        for region in regions {
+            let mut b = Backlog::default();
+            for (_, r) in meta.blobs_missing_in(&region, holders, usize::MAX)? {
+                if r.regions.is_empty() {
+                    b.blobs_lost += 1;
+                } else {
+                    b.blobs_to_copy += 1;
+                    b.bytes_to_copy += r.size;
+                }
+            }
+            out.insert(region, b);
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| ApiError::new(ErrorCode::Internal, format!("counting the backlog: {e}")))?
 }
 
 #[derive(Deserialize, Serialize)]
