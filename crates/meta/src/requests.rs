@@ -8,6 +8,16 @@
 //! envelope (kept in the state, so every replica has the same one), and
 //! each apply removes at most `EXPIRED_PER_APPLY_MAX` expired ids, bounding
 //! the work of one entry however many ids expire at once.
+//!
+//! The ids by time are a queue: expired from the front, added at the back.
+//! Seeking from the front of the range on every apply would step over
+//! every deletion RocksDB has not compacted away yet, a number that grows
+//! with the write rate times the TTL: at ~600 writes/s, 15 minutes into a
+//! fill, applies slowed until the state machine starved heartbeats and the
+//! cluster churned elections (bench/scale.py at a million tags). So each
+//! node remembers where the live entries start (`ExpiryStart`), a hint
+//! that never changes which ids expire: it is only ever at or before the
+//! first live entry, forgotten at start and at a snapshot install.
 
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
@@ -41,6 +51,48 @@ fn by_id(id: &str) -> Vec<u8> {
 
 fn by_time(at_ms: u64, id: &str) -> Vec<u8> {
     format!("{KEY_BY_TIME}\0{at_ms:020}\0{id}").into_bytes()
+}
+
+/// A key at or before every live entry of the ids by time (`None`: the
+/// start of the range), and the one the apply being built will leave,
+/// which becomes the hint only once that apply's batch is written.
+#[derive(Default)]
+pub(crate) struct ExpiryStart {
+    hint: std::sync::Mutex<Hint>,
+}
+
+#[derive(Default)]
+struct Hint {
+    start: Option<Vec<u8>>,
+    proposed: Option<Vec<u8>>,
+}
+
+impl ExpiryStart {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Hint> {
+        self.hint.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn start(&self) -> Option<Vec<u8>> {
+        self.lock().start.clone()
+    }
+
+    /// What the apply being built leaves (taken by `commit`).
+    fn propose(&self, next: Option<Vec<u8>>) {
+        self.lock().proposed = next;
+    }
+
+    /// The apply's batch is written: its proposal is the hint now.
+    pub(crate) fn commit(&self) {
+        let mut h = self.lock();
+        if let Some(next) = h.proposed.take() {
+            h.start = Some(next);
+        }
+    }
+
+    /// The entries changed under the hint (a snapshot installed).
+    pub(crate) fn reset(&self) {
+        *self.lock() = Hint::default();
+    }
 }
 
 impl MetaStore {
@@ -85,21 +137,54 @@ impl MetaStore {
         }
         let horizon = clock.saturating_sub(REQUEST_ID_TTL_MS);
         let prefix = format!("{KEY_BY_TIME}\0").into_bytes();
-        for (k, _) in self.scan(CF_REQUESTS, &prefix, None, EXPIRED_PER_APPLY_MAX)? {
+        // The same first entries a walk from the front of the range finds
+        // (every key before `start` is deleted), without stepping over the
+        // deletions that precede them.
+        let start = self
+            .request_expiry
+            .start()
+            .unwrap_or_else(|| prefix.clone());
+        let mut it = self.db().raw_iterator_cf(self.cf(CF_REQUESTS));
+        it.seek(&start);
+        let mut next_start = Some(start);
+        // The hint moves only over entries this batch deletes.
+        let mut contiguous = true;
+        let mut seen = 0;
+        while seen < EXPIRED_PER_APPLY_MAX {
+            let Some(k) = it.key().filter(|k| k.starts_with(&prefix)) else {
+                break;
+            };
+            seen += 1;
             let rest = &k[prefix.len()..];
-            let Some((at, id)) = std::str::from_utf8(rest)
+            match std::str::from_utf8(rest)
                 .ok()
                 .and_then(|s| s.split_once('\0'))
-            else {
-                continue;
-            };
-            let at: u64 = at.parse().unwrap_or(0);
-            if at >= horizon {
-                break;
+            {
+                Some((at, id)) => {
+                    let at: u64 = at.parse().unwrap_or(0);
+                    if at >= horizon {
+                        break;
+                    }
+                    batch.delete_cf(self.cf(CF_REQUESTS), k);
+                    batch.delete_cf(self.cf(CF_REQUESTS), by_id(id));
+                    if contiguous {
+                        next_start = Some(k.to_vec());
+                    }
+                }
+                None => contiguous = false,
             }
-            batch.delete_cf(self.cf(CF_REQUESTS), &k);
-            batch.delete_cf(self.cf(CF_REQUESTS), by_id(id));
+            it.next();
         }
+        it.status()?;
+        // An id written now may sort before where the live entries start
+        // (its proposer's clock behind the others').
+        if let Some(id) = id {
+            let added = by_time(at_ms, id);
+            if next_start.as_ref().is_some_and(|s| added < *s) {
+                next_start = Some(added);
+            }
+        }
+        self.request_expiry.propose(next_start);
         Ok(())
     }
 }
@@ -208,5 +293,98 @@ mod tests {
         assert!(s.remembered("old").unwrap().is_none());
         assert!(s.remembered("slow").unwrap().is_none());
         assert!(s.remembered("newer").unwrap().is_some());
+    }
+
+    /// Every key of the request-id column family, in order.
+    fn remembered_keys(s: &MetaStore) -> Vec<Vec<u8>> {
+        s.scan(CF_REQUESTS, b"", None, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k.to_vec())
+            .collect()
+    }
+
+    // Where expiry starts looking is a node-local hint: a node that
+    // restarts (and forgets it) must expire exactly the ids one that ran
+    // on did, through bursts larger than one apply's share, proposers with
+    // slow clocks, and writes without ids.
+    #[test]
+    fn where_expiry_starts_never_changes_which_ids_expire() {
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = MetaStore::open(a_dir.path()).unwrap();
+        let mut b = MetaStore::open(b_dir.path()).unwrap();
+        let mut at = 1_000u64;
+        for i in 0..2_000u64 {
+            // Bursts of ids at one time, so a later apply finds far more
+            // expired than it may remove; every 7th proposer's clock lags
+            // by more than the TTL (its id is expired on arrival).
+            at += if i % 500 == 0 {
+                REQUEST_ID_TTL_MS / 2
+            } else {
+                i % 3
+            };
+            let when = if i % 7 == 0 {
+                at.saturating_sub(REQUEST_ID_TTL_MS + 5)
+            } else {
+                at
+            };
+            let d = char::from(b'a' + (i % 26) as u8);
+            let env = if i % 11 == 0 {
+                let mut e = put("t", d, when, "unused");
+                e.request_id = None;
+                e
+            } else {
+                put(&format!("t{}", i % 5), d, when, &format!("w{i}"))
+            };
+            let ra = a.apply(&env, &[]).unwrap();
+            let rb = b.apply(&env, &[]).unwrap();
+            assert_eq!(ra, rb, "apply {i}");
+            if i % 97 == 0 {
+                drop(b);
+                b = MetaStore::open(b_dir.path()).unwrap();
+            }
+            if i % 50 == 0 {
+                assert_eq!(remembered_keys(&a), remembered_keys(&b), "after apply {i}");
+            }
+        }
+        assert_eq!(remembered_keys(&a), remembered_keys(&b));
+        assert!(a.remembered("w1999").unwrap().is_some());
+        assert!(a.remembered("w1").unwrap().is_none(), "expired long ago");
+    }
+
+    // The cost of an apply does not grow with the ids expired before it:
+    // it steps over no more deletions than it makes (counted by RocksDB,
+    // not timed), where a walk from the front of the range stepped over
+    // every deletion not yet compacted away.
+    #[test]
+    fn expiry_does_not_step_over_earlier_deletions() {
+        use rocksdb::perf::{set_perf_stats, PerfContext, PerfMetric, PerfStatsLevel};
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        for i in 0..5_000u64 {
+            s.apply(&put("t", 'a', 1_000 + i, &format!("old{i}")), &[])
+                .unwrap();
+        }
+        // Far past the TTL: every apply from here expires up to 256 ids.
+        let late = 1_000 + REQUEST_ID_TTL_MS * 2;
+        for i in 0..18u64 {
+            s.apply(&put("t", 'b', late + i, &format!("new{i}")), &[])
+                .unwrap();
+        }
+        // 18 applies, 256 each: the first 4,608 are gone.
+        assert!(s.remembered("old4607").unwrap().is_none());
+        assert!(s.remembered("old4608").unwrap().is_some());
+        set_perf_stats(PerfStatsLevel::EnableCount);
+        let mut ctx = PerfContext::default();
+        ctx.reset();
+        s.apply(&put("t", 'c', late + 100, "last"), &[]).unwrap();
+        let skipped = ctx.metric(PerfMetric::InternalDeleteSkippedCount);
+        set_perf_stats(PerfStatsLevel::Disable);
+        assert!(
+            skipped <= 2 * EXPIRED_PER_APPLY_MAX as u64,
+            "stepped over {skipped} deletions (4,608 ids were expired before it)"
+        );
+        assert!(s.remembered("old4863").unwrap().is_none());
+        assert!(s.remembered("old4864").unwrap().is_some());
     }
 }

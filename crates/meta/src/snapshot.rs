@@ -152,6 +152,7 @@ impl MetaStore {
             }
         }
         db.write(batch)?;
+        self.request_expiry.reset();
         // A snapshot from a node before usage counters has none.
         self.count_usage_if_needed()?;
         // Derived indexes are never sent: built from what arrived.

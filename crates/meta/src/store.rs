@@ -28,6 +28,8 @@ pub struct MetaStore {
     /// Holder-index entries deleted since its low counts were last
     /// compacted (see `holders`).
     pub(crate) holder_deletes: std::sync::atomic::AtomicU64,
+    /// Where the expiry of request ids starts looking (see `requests`).
+    pub(crate) request_expiry: crate::requests::ExpiryStart,
 }
 
 /// A manifest as listed by `show-manifests`.
@@ -87,6 +89,7 @@ impl MetaStore {
             identity_epoch: std::sync::atomic::AtomicU64::new(1),
             usage: Default::default(),
             holder_deletes: Default::default(),
+            request_expiry: Default::default(),
         };
         let migrated = store.migrate(crate::DEFAULT_REGISTRY)?;
         if migrated > 0 {
@@ -256,6 +259,7 @@ impl MetaStore {
         )?;
         self.put_sys(&mut batch, sys);
         self.db.write(batch)?;
+        self.request_expiry.commit();
         if env.cmd.changes_identities() {
             self.bump_identity_epoch();
         }
