@@ -111,11 +111,18 @@ impl MetaStore {
         }
         let db = self.db();
         let mut batch = WriteBatch::default();
+        // One range deletion per column family, from its first key to just
+        // past its last: a batch of one deletion per key held the whole
+        // old state's keys in memory (a lagging node with a million tags:
+        // millions of them).
         for name in ALL_CFS {
             let cf = db.cf_handle(name).expect("column family opened at start");
-            for item in db.iterator_cf(cf, IteratorMode::Start) {
-                let (k, _) = item?;
-                batch.delete_cf(cf, k);
+            let first = db.iterator_cf(cf, IteratorMode::Start).next().transpose()?;
+            let last = db.iterator_cf(cf, IteratorMode::End).next().transpose()?;
+            if let (Some((first, _)), Some((last, _))) = (first, last) {
+                let mut end = last.to_vec();
+                end.push(0);
+                batch.delete_range_cf(cf, first.to_vec(), end);
             }
         }
         let mut records = 0;
@@ -188,7 +195,11 @@ mod tests {
             Envelope::new(DEFAULT_REGISTRY, cmd, 1)
         };
         a.apply(&link("keep"), &[("applied", vec![7])]).unwrap();
-        b.apply(&link("stale"), &[]).unwrap();
+        // Old contents at both ends of the key space and under the same
+        // keys the snapshot brings.
+        for repo in ["0-first", "keep", "stale", "zzz-last"] {
+            b.apply(&link(repo), &[]).unwrap();
+        }
         let mut buf = Vec::new();
         let (n, sys) = a.write_snapshot(&mut buf, &["applied", "absent"]).unwrap();
         assert_eq!(sys, vec![Some(vec![7]), None]);
@@ -196,10 +207,13 @@ mod tests {
         assert_eq!(b.install_snapshot(&mut buf.as_slice()).unwrap(), n);
         let reg = b.registry(DEFAULT_REGISTRY);
         assert!(reg.repository("keep").unwrap().is_some());
-        assert!(
-            reg.repository("stale").unwrap().is_none(),
-            "old contents are replaced"
-        );
+        for gone in ["0-first", "stale", "zzz-last"] {
+            assert!(
+                reg.repository(gone).unwrap().is_none(),
+                "old contents are replaced: {gone}"
+            );
+        }
+        assert_eq!(reg.repositories(None, 10).unwrap().len(), 1);
         assert_eq!(b.read_sys("applied").unwrap(), Some(vec![7]));
         assert!(b.install_snapshot(&mut &b"garbage!"[..]).is_err());
     }
