@@ -14,6 +14,8 @@ until the cluster holds that many and records:
     repository): p50/p99; the whole `wharf repository list` (the CLI
     following every page) and `wharf replication list`: wall time;
   - the fill rate (tags/s) and the leader's RSS.
+Reads are timed SETTLE_S (30 s) after each fill, so that a snapshot the
+fill started is not measured instead of the state.
 Writes bench/results/<date>-scale.md (or $OUT). WHARF= benches another binary.
 Usage: bench/scale.py [--sizes 10000,100000] [--quick]
 """
@@ -25,6 +27,7 @@ WORK = os.path.join(ROOT, "bench", "work-scale")
 BASE = 7600
 TAGS_PER_REPO = 10
 PUSHERS = 16
+SETTLE_S = 30
 OCI = "application/vnd.oci.image.manifest.v1+json"
 CFG = b'{"architecture":"amd64","os":"linux"}'
 LAYER = b"scale benchmark layer\n"
@@ -178,6 +181,10 @@ def main():
                     f.result()
             fill_rate = (want - repos) * TAGS_PER_REPO / (time.time() - t)
             repos = want
+            # Every node builds a snapshot each 100,000 entries (15 s and
+            # 1.5 GB at a million tags): let one the fill started finish
+            # before anything is timed.
+            time.sleep(SETTLE_S)
             with open(lua, "w") as f:
                 f.write(f'math.randomseed(os.time())\nrequest = function()\n'
                         f'  local path = string.format("/v2/scale/r%06d/manifests/t%d", math.random(0, {repos - 1}), math.random(0, {TAGS_PER_REPO - 1}))\n'

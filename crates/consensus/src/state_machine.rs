@@ -198,6 +198,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let meta = self.meta.clone();
         let dir = self.dir.clone();
+        let started = std::time::Instant::now();
         let snap_meta = tokio::task::spawn_blocking(move || build_snapshot_files(&meta, &dir))
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))??;
@@ -207,7 +208,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         )
         .await
         .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        tracing::info!(snapshot = %snap_meta.snapshot_id, "built snapshot");
+        let bytes = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+        tracing::info!(
+            snapshot = %snap_meta.snapshot_id,
+            bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "built snapshot"
+        );
         Ok(Snapshot {
             meta: snap_meta,
             snapshot: Box::new(file),
@@ -299,6 +306,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let mut file = snapshot.into_std().await;
         let store = self.meta.clone();
+        let started = std::time::Instant::now();
         let sys = vec![
             (SYS_APPLIED, encode(&meta.last_log_id)),
             (SYS_MEMBERSHIP, encode(&meta.last_membership)),
@@ -325,7 +333,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(l) = meta.last_log_id {
             self.applied_tx.send_replace(l.index);
         }
-        tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "installed snapshot"
+        );
         Ok(())
     }
 
