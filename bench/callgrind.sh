@@ -67,14 +67,16 @@ gets() { # count
   grep -qv ' 200$' "$WORK/codes-$1.txt" && { echo "non-200 answers: $(cat "$WORK/codes-$1.txt")" >&2; exit 1; } || true
 }
 gets 200
-callgrind_control -i on "$PID" >/dev/null
+callgrind_control -i on "$PID" >/dev/null 2>&1
 gets "$N"
-callgrind_control -i off "$PID" >/dev/null
-callgrind_control -d "$PID" >/dev/null
+callgrind_control -i off "$PID" >/dev/null 2>&1
+callgrind_control -d "$PID" >/dev/null 2>&1
 sleep 1
 OUTFILE=$(ls -t "$WORK"/callgrind.out* | head -1)
-TOTAL=$(callgrind_annotate "$OUTFILE" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1; exit}')
+callgrind_annotate --threshold=90 "$OUTFILE" >"$WORK/annotate.txt" 2>/dev/null
+TOTAL=$(awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1; exit}' "$WORK/annotate.txt")
+[ -n "$TOTAL" ] || { echo "no totals in $OUTFILE" >&2; exit 1; }
 echo "binary: $WHARF"
 echo "requests: $N; instructions: $TOTAL; per request: $((TOTAL / N))"
 echo
-callgrind_annotate --threshold=90 "$OUTFILE" 2>/dev/null | sed -n '/file:function/,$p' | head -40
+sed -n '/file:function/,$p' "$WORK/annotate.txt" | head -40

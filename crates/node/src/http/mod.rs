@@ -451,43 +451,53 @@ async fn handle(app: crate::tenant::Tenant, route: Route<'_>, req: Request) -> A
     }
     // A client may name its write so that a retry applies once.
     let request_id = crate::request_id::from_headers(req.headers(), caller.subject.name())?;
+    // Every arm but the manifest read is boxed: this future's size is its
+    // largest arm's (an upload's), and each layer of the router moves it
+    // into a box of its own, six per request (callgrind: 14 % of a
+    // manifest GET's instructions were those copies).
     match route {
         Route::Catalog if method == Method::GET => {
             caller.require_catalog(&app)?;
-            catalog::list_repositories(&app, &caller, req.uri()).await
+            Box::pin(catalog::list_repositories(&app, &caller, req.uri())).await
         }
         Route::Tags { name } if method == Method::GET => {
-            catalog::list_tags(&app, &name, req.uri()).await
+            Box::pin(catalog::list_tags(&app, &name, req.uri())).await
         }
         Route::Manifest { name, reference } => match method {
             Method::GET => manifests::get(&app, &name, reference, true).await,
             Method::HEAD => manifests::get(&app, &name, reference, false).await,
             Method::PUT => {
                 let origin = crate::request_id::origin(&req);
-                manifests::put(&app, &name, reference, req, request_id, origin).await
+                Box::pin(manifests::put(
+                    &app, &name, reference, req, request_id, origin,
+                ))
+                .await
             }
             Method::DELETE => {
                 let origin = crate::request_id::origin(&req);
-                manifests::delete(&app, &name, reference, request_id, origin).await
+                Box::pin(manifests::delete(
+                    &app, &name, reference, request_id, origin,
+                ))
+                .await
             }
             _ => unsupported(),
         },
         Route::Blob { name, digest } => match method {
-            Method::GET => blobs::get(&app, &name, digest, req.headers(), true).await,
-            Method::HEAD => blobs::get(&app, &name, digest, req.headers(), false).await,
-            Method::DELETE => blobs::delete(&app, &name, digest, request_id).await,
+            Method::GET => Box::pin(blobs::get(&app, &name, digest, req.headers(), true)).await,
+            Method::HEAD => Box::pin(blobs::get(&app, &name, digest, req.headers(), false)).await,
+            Method::DELETE => Box::pin(blobs::delete(&app, &name, digest, request_id)).await,
             _ => unsupported(),
         },
         Route::Upload { name, id } => match (method, id.is_empty()) {
-            (Method::POST, true) => uploads::start(&app, &caller, &name, req).await,
-            (Method::PATCH, false) => uploads::patch(&app, &name, id, req).await,
-            (Method::PUT, false) => uploads::put(&app, &name, id, req).await,
-            (Method::GET, false) => uploads::status(&app, &name, id).await,
-            (Method::DELETE, false) => uploads::cancel(&app, &name, id).await,
+            (Method::POST, true) => Box::pin(uploads::start(&app, &caller, &name, req)).await,
+            (Method::PATCH, false) => Box::pin(uploads::patch(&app, &name, id, req)).await,
+            (Method::PUT, false) => Box::pin(uploads::put(&app, &name, id, req)).await,
+            (Method::GET, false) => Box::pin(uploads::status(&app, &name, id)).await,
+            (Method::DELETE, false) => Box::pin(uploads::cancel(&app, &name, id)).await,
             _ => unsupported(),
         },
         Route::Referrers { name, digest } if method == Method::GET => {
-            referrers::list(&app, &name, digest, req.uri()).await
+            Box::pin(referrers::list(&app, &name, digest, req.uri())).await
         }
         _ => unsupported(),
     }
