@@ -688,16 +688,30 @@ impl<'a> Registry<'a> {
         manifest: &ManifestRecord,
         digest: &str,
     ) -> Result<Option<ApplyError>, StoreError> {
+        let tag = match tag {
+            Some(t) => Some((t, self.tag(repo, t)?.map(|r| r.attributes))),
+            None => None,
+        };
+        let tag = tag.as_ref().map(|(t, a)| (*t, a.as_ref()));
+        self.read_lock_with(repo, tag, manifest, digest)
+    }
+
+    /// `read_lock` with the tag's locks already read (with the tag's
+    /// digest, by a pull): the tag is not read twice.
+    pub fn read_lock_with(
+        &self,
+        repo: &str,
+        tag: Option<(&str, Option<&crate::locks::Attributes>)>,
+        manifest: &ManifestRecord,
+        digest: &str,
+    ) -> Result<Option<ApplyError>, StoreError> {
         let locked =
             |what: String| Some(ApplyError::Locked(format!("{what} has read-enabled false")));
         if !self.repository_attributes(repo)?.read_enabled {
             return Ok(locked(format!("repository {repo}")));
         }
-        if let Some(tag) = tag {
-            if self
-                .tag(repo, tag)?
-                .is_some_and(|t| !t.attributes.read_enabled)
-            {
+        if let Some((tag, Some(attributes))) = tag {
+            if !attributes.read_enabled {
                 return Ok(locked(format!("tag {repo}:{tag}")));
             }
         }

@@ -49,12 +49,16 @@ impl Handle {
         repo: &str,
         reference: &Reference,
     ) -> ServiceResult<(String, ManifestRecord)> {
-        let (digest, record) = self.manifest(repo, reference).await?;
+        let (digest, record, tag_locks) = self.manifest_and_tag(repo, reference).await?;
         let tag = match reference {
             Reference::Tag(t) => Some(t.as_str()),
             Reference::Digest(_) => None,
         };
-        if let Some(lock) = self.meta().read_lock(repo, tag, &record, &digest)? {
+        let with_locks = tag.map(|t| (t, tag_locks.as_ref()));
+        if let Some(lock) = self
+            .meta()
+            .read_lock_with(repo, with_locks, &record, &digest)?
+        {
             return Err(lock.into());
         }
         let reference = tag.unwrap_or(&digest);

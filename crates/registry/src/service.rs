@@ -251,16 +251,27 @@ impl Handle {
         repo: &str,
         reference: &Reference,
     ) -> ServiceResult<(String, ManifestRecord)> {
+        let (digest, record, _) = self.manifest_and_tag(repo, reference).await?;
+        Ok((digest, record))
+    }
+
+    /// `manifest`, with the locks of the tag it was reached through (read
+    /// with the tag's digest, so a pull's lock check need not read it again).
+    pub(crate) async fn manifest_and_tag(
+        &self,
+        repo: &str,
+        reference: &Reference,
+    ) -> ServiceResult<(String, ManifestRecord, Option<wharf_meta::Attributes>)> {
         let found = self
             .read(|m| {
-                let digest = match reference {
-                    Reference::Digest(d) => d.to_string(),
+                let (digest, tag) = match reference {
+                    Reference::Digest(d) => (d.to_string(), None),
                     Reference::Tag(t) => match m.tag(repo, t)? {
-                        Some(tag) => tag.digest,
+                        Some(tag) => (tag.digest, Some(tag.attributes)),
                         None => return Ok(None),
                     },
                 };
-                Ok(m.manifest(repo, &digest)?.map(|r| (digest, r)))
+                Ok(m.manifest(repo, &digest)?.map(|r| (digest, r, tag)))
             })
             .await?;
         found.ok_or_else(|| {
