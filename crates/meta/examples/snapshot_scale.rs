@@ -133,30 +133,23 @@ fn main() {
     drop(source);
 
     let target = MetaStore::open(&dir.path().join("target")).expect("open");
-    reset_peak();
-    let before = memory().1;
-    let t = Instant::now();
-    let mut r = BufReader::new(std::fs::File::open(&file).expect("open snapshot"));
-    let installed = target.install_snapshot(&mut r).expect("install");
-    let took = t.elapsed().as_secs_f64();
-    let (peak, _) = memory();
-    println!(
-        "installed: {installed} records in {took:.1} s; peak resident {peak} MiB ({} MiB above the start of the step)",
-        peak.saturating_sub(before)
-    );
+    let install = |what: &str| {
+        reset_peak();
+        let before = memory().1;
+        let t = Instant::now();
+        let mut r = BufReader::new(std::fs::File::open(&file).expect("open snapshot"));
+        let n = target.install_snapshot(&mut r).expect("install");
+        let took = t.elapsed().as_secs_f64();
+        let (peak, _) = memory();
+        println!(
+            "{what}: {n} records in {took:.1} s; peak resident {peak} MiB ({} MiB above the start of the step)",
+            peak.saturating_sub(before)
+        );
+    };
+    install("installed");
     // A lagging node installs over the state it already holds: the old
     // contents go with one range deletion per column family.
-    reset_peak();
-    let before = memory().1;
-    let t = Instant::now();
-    let mut r = BufReader::new(std::fs::File::open(&file).expect("open snapshot"));
-    let again = target.install_snapshot(&mut r).expect("install");
-    let took = t.elapsed().as_secs_f64();
-    let (peak, _) = memory();
-    println!(
-        "installed over a store holding it already: {again} records in {took:.1} s; peak resident {peak} MiB ({} MiB above the start of the step)",
-        peak.saturating_sub(before)
-    );
+    install("installed over a store holding it already");
     let last = format!("scale/r{:06}", repos - 1);
     let reg = target.registry(DEFAULT_REGISTRY);
     assert!(
