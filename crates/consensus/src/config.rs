@@ -40,7 +40,7 @@ impl Default for RaftTimings {
             election_timeout_min_ms: 750,
             election_timeout_max_ms: 1500,
             install_snapshot_timeout_ms: 30_000,
-            // A snapshot is a copy of the whole state (~500 MB at a million
+            // A snapshot is a copy of the whole state (1.5 GB at a million
             // tags): every 10,000 entries, a fill spent most of its disk
             // and CPU building them (bench/scale.py). etcd's default.
             snapshot_after_entries: 100_000,
