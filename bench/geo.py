@@ -10,7 +10,8 @@ Measures, with links of --rtt-ms RTT and --mbit Mbit/s:
      pulls in the surviving regions meanwhile.
 Writes bench/results/<date>-geo.md. Usage: bench/geo.py [--quick]
 """
-import base64, hashlib, json, os, signal, statistics, subprocess, sys, time, urllib.request, urllib.error, shutil, datetime
+import report as report_file
+import base64, hashlib, json, os, signal, statistics, subprocess, sys, time, urllib.request, urllib.error, shutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # WHARF= benches another binary (two releases side by side in one session);
@@ -234,17 +235,11 @@ def main():
         except subprocess.TimeoutExpired:
             up.kill()
 
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    out = os.environ.get("OUT") or os.path.join(ROOT, "bench", "results", f"{datetime.date.today()}-geo.md")
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    cpu = next((l.split(":")[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    with open(out, "w") as f:
-        f.write(f"# Geo-replication benchmark, {datetime.datetime.utcnow():%Y-%m-%dT%H:%MZ}\n\n")
-        f.write(f"- command: `bench/geo.py {' '.join(sys.argv[1:])}` (WHARF={WHARF}, SIZES_MIB={','.join(map(str, SIZES_MIB))})\n- commit: {commit}\n")
-        f.write(f"- machine: {os.cpu_count()} cores, {cpu}; all three regions, the WAN proxies and the client share it\n")
-        f.write(f"- cluster: `wharf up --regions 3 --wan-rtt-ms {RTT_MS} --wan-bandwidth-mbit {MBIT}` (release build); the emulated links carry Raft and blob transfer between regions, clients talk to each region over loopback\n\n")
-        f.write("\n".join(report) + "\n")
-    print(f"wrote {out}", file=sys.stderr)
+    report_file.write("geo", report_file.head(
+        "Geo-replication benchmark", f"bench/geo.py {' '.join(sys.argv[1:])}",
+        f"; binary: {WHARF}, SIZES_MIB={','.join(map(str, SIZES_MIB))}",
+        "all three regions, the WAN proxies and the client share it",
+        f"cluster: `wharf up --regions 3 --wan-rtt-ms {RTT_MS} --wan-bandwidth-mbit {MBIT}` (release build); the emulated links carry Raft and blob transfer between regions, clients talk to each region over loopback") + report)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ the default configuration (`mover.concurrency` 4).
 Writes bench/results/<date>-mover.md (OUT= to name another file); WHARF=
 benches another binary. Usage: bench/mover.py [--quick]
 """
-import base64, concurrent.futures, datetime, hashlib, json, os, shutil, subprocess, sys, time
+import report as report_file
+import base64, concurrent.futures, hashlib, json, os, shutil, subprocess, sys, time
 import urllib.error, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,17 +124,9 @@ def main():
         except subprocess.TimeoutExpired:
             up.kill()
 
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    cpu = next((l.split(":")[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    out = os.environ.get("OUT") or os.path.join(ROOT, "bench", "results", f"{datetime.date.today()}-mover.md")
-    lines = [
-        f"# Mover catch-up, {datetime.datetime.utcnow():%Y-%m-%dT%H:%MZ}",
-        "",
-        f"- command: `{' '.join(f'{k}={os.environ[k]}' for k in ('WHARF', 'BLOBS', 'BLOB_BYTES', 'RTT_MS') if k in os.environ)} bench/mover.py {' '.join(sys.argv[1:])}`".replace("`  ", "`"),
-        f"- commit: {commit}; binary: {WHARF}",
-        f"- machine: {os.cpu_count()} cores, {cpu}; three regions, the WAN proxies and the client share it",
-        f"- cluster: `wharf up --regions 3 --wan-rtt-ms {RTT_MS}`, default mover configuration (4 transfers)",
-        "",
+    command = " ".join(f"{k}={os.environ[k]}" for k in ("WHARF", "BLOBS", "BLOB_BYTES", "RTT_MS") if k in os.environ)
+    command = f"{command} bench/mover.py {' '.join(sys.argv[1:])}".strip()
+    figures = [
         "| figure | value |",
         "|---|---|",
         f"| blobs region 3 missed (fenced while they were uploaded) | {BLOBS} of {BLOB_BYTES} B |",
@@ -143,13 +136,12 @@ def main():
         f"| copy rate after the first copy | {peak / max(total - first_drop, 1e-9):,.0f} blobs/s |",
         "",
         "Backlog after the fence's lift (s, blobs left): " + " ".join(f"{t:.1f}:{left}" for t, left in timeline),
-        "",
     ]
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        f.write("\n".join(lines))
-    print("\n".join(lines[7:13]), file=sys.stderr)
-    print(f"wrote {out}", file=sys.stderr)
+    print("\n".join(figures[2:7]), file=sys.stderr)
+    report_file.write("mover", report_file.head(
+        "Mover catch-up", command, f"; binary: {WHARF}",
+        "three regions, the WAN proxies and the client share it",
+        f"cluster: `wharf up --regions 3 --wan-rtt-ms {RTT_MS}`, default mover configuration (4 transfers)") + figures)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ fill started is not measured instead of the state.
 Writes bench/results/<date>-scale.md (or $OUT). WHARF= benches another binary.
 Usage: bench/scale.py [--sizes 10000,100000] [--quick]
 """
-import base64, concurrent.futures, datetime, hashlib, http.client, json, os, random, shutil, signal, subprocess, sys, threading, time
+import report as report_file
+import base64, concurrent.futures, hashlib, http.client, json, os, random, shutil, signal, subprocess, sys, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WHARF = os.environ.get("WHARF") or os.path.join(ROOT, "target", "release", "wharf")
@@ -116,16 +117,10 @@ def rss_mb(pid):
 
 def write(report):
     """The report so far (after every size: a long run keeps what it measured)."""
-    out = os.environ.get("OUT") or os.path.join(ROOT, "bench", "results", f"{datetime.date.today()}-scale.md")
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    cpu = next((l.split(":")[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    with open(out, "w") as f:
-        f.write(f"# Metadata at scale, {datetime.datetime.utcnow():%Y-%m-%dT%H:%MZ}\n\n")
-        f.write(f"- command: `bench/scale.py {' '.join(sys.argv[1:])}` (WHARF={WHARF})\n- commit: {commit}\n")
-        f.write(f"- machine: {os.cpu_count()} cores, {cpu}; the three nodes, wrk and this script share it\n")
-        f.write(f"- cluster: `wharf up --regions 3` (no emulated WAN), rate limits off; {TAGS_PER_REPO} tags per repository, each its own manifest (one shared config and layer); {PUSHERS} pushing threads to the leader; reads through node 1 (a follower or the leader)\n\n")
-        f.write("\n".join(report) + "\n")
-    print(f"wrote {out}", file=sys.stderr)
+    report_file.write("scale", report_file.head(
+        "Metadata at scale", f"bench/scale.py {' '.join(sys.argv[1:])}", f"; binary: {WHARF}",
+        "the three nodes, wrk and this script share it",
+        f"cluster: `wharf up --regions 3` (no emulated WAN), rate limits off; {TAGS_PER_REPO} tags per repository, each its own manifest (one shared config and layer); {PUSHERS} pushing threads to the leader; reads through node 1 (a follower or the leader)") + report)
 
 
 def main():
