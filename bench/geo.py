@@ -10,8 +10,9 @@ Measures, with links of --rtt-ms RTT and --mbit Mbit/s:
      pulls in the surviving regions meanwhile.
 Writes bench/results/<date>-geo.md. Usage: bench/geo.py [--quick]
 """
+import cluster as local_cluster
 import report as report_file
-import base64, hashlib, json, os, signal, statistics, subprocess, sys, time, urllib.request, urllib.error, shutil
+import base64, hashlib, json, os, signal, statistics, subprocess, sys, time, urllib.request, urllib.error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # WHARF= benches another binary (two releases side by side in one session);
@@ -95,17 +96,8 @@ def pct(xs, p):
 
 
 def main():
-    if not os.path.exists(WHARF):
-        sys.exit("build first: make release")
-    shutil.rmtree(WORK, ignore_errors=True)
-    os.makedirs(WORK)
-    overlay = os.path.join(WORK, "overlay.toml")
-    with open(overlay, "w") as f:
-        f.write("[rate_limits]\nenabled = false\n")  # latency, not throttling
-    up = subprocess.Popen([WHARF, "up", "--regions", "3", "--data-dir", WORK, "--base-port", str(BASE),
-                           "--wan-rtt-ms", str(RTT_MS), "--wan-bandwidth-mbit", str(MBIT),
-                           "--config-overlay", overlay],
-                          stdout=open(os.path.join(WORK, "up.log"), "w"), stderr=subprocess.STDOUT)
+    up = local_cluster.start(WHARF, WORK, WORK, BASE,
+                             ["--wan-rtt-ms", str(RTT_MS), "--wan-bandwidth-mbit", str(MBIT)])
     report = []
     try:
         deadline = time.time() + 60
@@ -229,11 +221,7 @@ def main():
         say(f"- leader was node {leader}; writes through region {survivors[0]} resumed after {resumed:.2f} s (target <= 3 s)" if resumed else "- writes did not resume within 20 s")
         say(f"- pulls of an existing image from the surviving regions meanwhile: {pulls} made, {failed_pulls} failed (target 0)")
     finally:
-        up.send_signal(signal.SIGINT)
-        try:
-            up.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            up.kill()
+        local_cluster.stop(up)
 
     report_file.write("geo", report_file.head(
         "Geo-replication benchmark", f"bench/geo.py {' '.join(sys.argv[1:])}",

@@ -11,8 +11,9 @@ the default configuration (`mover.concurrency` 4).
 Writes bench/results/<date>-mover.md (OUT= to name another file); WHARF=
 benches another binary. Usage: bench/mover.py [--quick]
 """
+import cluster as local_cluster
 import report as report_file
-import base64, concurrent.futures, hashlib, json, os, shutil, subprocess, sys, time
+import base64, concurrent.futures, hashlib, json, os, sys, time
 import urllib.error, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,18 +66,7 @@ def backlog(region):
 
 
 def main():
-    if not os.path.exists(WHARF):
-        sys.exit("build first: make release (or set WHARF=)")
-    shutil.rmtree(WORK, ignore_errors=True)
-    os.makedirs(WORK)
-    overlay = os.path.join(WORK, "overlay.toml")
-    with open(overlay, "w") as f:
-        f.write("[rate_limits]\nenabled = false\n")  # throughput, not throttling
-    args = [WHARF, "up", "--regions", "3", "--data-dir", WORK, "--base-port", str(BASE),
-            "--config-overlay", overlay]
-    if RTT_MS:
-        args += ["--wan-rtt-ms", str(RTT_MS)]
-    up = subprocess.Popen(args, stdout=open(os.path.join(WORK, "up.log"), "w"), stderr=subprocess.STDOUT)
+    up = local_cluster.start(WHARF, WORK, WORK, BASE, ["--wan-rtt-ms", str(RTT_MS)] if RTT_MS else [])
     try:
         deadline = time.time() + 90
         while not os.path.exists(os.path.join(WORK, "cluster.json")):
@@ -118,11 +108,7 @@ def main():
         peak = max(left for _, left in timeline)
         first_drop = next((t for t, left in timeline if left < peak), total)
     finally:
-        up.send_signal(2)
-        try:
-            up.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            up.kill()
+        local_cluster.stop(up)
 
     command = " ".join(f"{k}={os.environ[k]}" for k in ("WHARF", "BLOBS", "BLOB_BYTES", "RTT_MS") if k in os.environ)
     command = f"{command} bench/mover.py {' '.join(sys.argv[1:])}".strip()

@@ -19,8 +19,9 @@ fill started is not measured instead of the state.
 Writes bench/results/<date>-scale.md (or $OUT). WHARF= benches another binary.
 Usage: bench/scale.py [--sizes 10000,100000] [--quick]
 """
+import cluster as local_cluster
 import report as report_file
-import base64, concurrent.futures, hashlib, http.client, json, os, random, shutil, signal, subprocess, sys, threading, time
+import base64, concurrent.futures, hashlib, http.client, json, os, random, subprocess, sys, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WHARF = os.environ.get("WHARF") or os.path.join(ROOT, "target", "release", "wharf")
@@ -129,17 +130,8 @@ def main():
         sizes = [1_000, 5_000]
     if "--sizes" in sys.argv:
         sizes = [int(x) for x in sys.argv[sys.argv.index("--sizes") + 1].split(",")]
-    if not os.path.exists(WHARF):
-        sys.exit("build first: make release")
-    shutil.rmtree(WORK, ignore_errors=True)
-    os.makedirs(WORK)
     # A million tags take gigabytes per node: say what each holds at the end.
-    overlay = os.path.join(WORK, "overlay.toml")
-    with open(overlay, "w") as f:
-        f.write("[rate_limits]\nenabled = false\n")
-    up = subprocess.Popen([WHARF, "up", "--regions", "3", "--data-dir", os.path.join(WORK, "data"),
-                           "--base-port", str(BASE), "--config-overlay", overlay],
-                          stdout=open(os.path.join(WORK, "up.log"), "w"), stderr=subprocess.STDOUT)
+    up = local_cluster.start(WHARF, WORK, os.path.join(WORK, "data"), BASE)
     report = []
     say = lambda s="": (report.append(s), print(s, file=sys.stderr))
     try:
@@ -213,11 +205,7 @@ def main():
             say()
             say(f"Disk of {node} at the end: " + ", ".join(f"{k} {v:,.0f} MiB" for k, v in sizes_mb.items()) + f" (of meta, write-ahead logs {wal:,.0f} MiB)")
     finally:
-        up.send_signal(signal.SIGINT)
-        try:
-            up.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            up.kill()
+        local_cluster.stop(up)
     write(report)
 
 
