@@ -688,12 +688,11 @@ impl<'a> Registry<'a> {
         manifest: &ManifestRecord,
         digest: &str,
     ) -> Result<Option<ApplyError>, StoreError> {
-        let tag = match tag {
-            Some(t) => Some((t, self.tag(repo, t)?.map(|r| r.attributes))),
+        let locks = match tag {
+            Some(t) => self.tag(repo, t)?.map(|r| r.attributes),
             None => None,
         };
-        let tag = tag.as_ref().map(|(t, a)| (*t, a.as_ref()));
-        self.read_lock_with(repo, tag, manifest, digest)
+        self.read_lock_with(repo, tag.map(|t| (t, locks.as_ref())), manifest, digest)
     }
 
     /// `read_lock` with the tag's locks already read (with the tag's
