@@ -211,10 +211,11 @@ impl FsBackend {
                     .map_err(blocking_err)??
             }
         };
-        let file = OpenOptions::new().append(true).open(&data)?;
+        let file = OpenOptions::new().write(true).open(&data)?;
         let room = self.limits.blob_max_bytes.saturating_sub(g.offset);
         let idle = self.limits.body_idle_timeout;
-        let w = writer::append(file, hasher, sums, body, idle, room).await?;
+        let direct = self.limits.direct_io;
+        let w = writer::append(file, direct, hasher, sums, body, idle, room).await?;
         // Make the acknowledged offset durable before answering.
         let file = w.file;
         tokio::task::spawn_blocking(move || file.sync_data())

@@ -9,6 +9,7 @@
 //! continue one; idle sessions are swept.
 
 mod backend;
+mod direct;
 mod error;
 mod fs;
 mod layout;

@@ -29,6 +29,9 @@ pub struct StoreLimits {
     pub session_expiry: Duration,
     /// Largest blob accepted.
     pub blob_max_bytes: u64,
+    /// Write uploads around the page cache (`O_DIRECT`) where the
+    /// filesystem allows it (see `direct.rs` for why).
+    pub direct_io: bool,
 }
 
 impl Default for StoreLimits {
@@ -38,6 +41,7 @@ impl Default for StoreLimits {
             body_idle_timeout: Duration::from_secs(60),
             session_expiry: Duration::from_secs(3600),
             blob_max_bytes: 64 << 30,
+            direct_io: true,
         }
     }
 }

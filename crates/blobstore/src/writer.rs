@@ -5,7 +5,6 @@
 //! side: a push costs the slower of the two, not their sum.
 
 use std::fs::File;
-use std::io::{IoSlice, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use wharf_oci::Hasher;
 
+use crate::direct::Appender;
 use crate::error::BlobError;
 use crate::sums::SumsBuilder;
 
@@ -26,14 +26,10 @@ const BATCH_BYTES: usize = 256 << 10;
 /// 2 MiB per upload).
 const PIPELINE_DEPTH_BATCHES: usize = 8;
 /// Batches already received are written together, up to this many bytes
-/// (one `writev`, no copy into a buffer of our own).
+/// (one `writev` where the page cache takes them).
 const WRITE_GATHER_BYTES: usize = 1 << 20;
 /// Slices per `writev` (Linux takes at most 1024).
 const WRITE_GATHER_SLICES: usize = 256;
-/// Every this many bytes written, the kernel is told to start writing them
-/// out (`sync_file_range`), so the fsync that acknowledges the upload waits
-/// for the last few MiB only, not the whole blob.
-const WRITEBACK_BYTES: u64 = 8 << 20;
 
 /// The next chunk of a request body, counted into `received`: `Err` ends
 /// the body (the client stalled for `idle`, broke off, or sent more than
@@ -69,15 +65,19 @@ pub struct Written {
     pub hasher: Hasher,
     pub sums: SumsBuilder,
     pub bytes: u64,
+    /// Of `bytes`, those written around the page cache (`O_DIRECT`).
+    pub direct_bytes: u64,
     /// Set when the body stream failed; `bytes` were still written.
     pub stream_error: Option<BlobError>,
 }
 
-/// Append `body` to `file` (positioned at its end), updating `hasher` and
-/// `sums`. Stops with `stream_error` when the client stalls for
+/// Append `body` to `file` (open for writing), updating `hasher` and
+/// `sums`; `direct`: around the page cache where the filesystem allows it
+/// (see `direct.rs`). Stops with `stream_error` when the client stalls for
 /// `idle_timeout` or sends more than `max_bytes`.
 pub async fn append<S, E>(
     file: File,
+    direct: bool,
     hasher: Hasher,
     sums: SumsBuilder,
     body: S,
@@ -100,7 +100,7 @@ where
         }
         (hasher, sums)
     });
-    let writing = tokio::task::spawn_blocking(move || write_chunks(file, write_rx));
+    let writing = tokio::task::spawn_blocking(move || write_chunks(file, direct, write_rx));
 
     let mut body = body;
     let mut received = 0u64;
@@ -133,13 +133,14 @@ where
     };
     drop((write_tx, hash_tx));
     let joined = |e: tokio::task::JoinError| BlobError::Io(std::io::Error::other(e.to_string()));
-    let (file, bytes) = writing.await.map_err(joined)??;
+    let (file, bytes, direct_bytes) = writing.await.map_err(joined)??;
     let (hasher, sums) = hashing.await.map_err(joined)?;
     Ok(Written {
         file,
         hasher,
         sums,
         bytes,
+        direct_bytes,
         stream_error,
     })
 }
@@ -147,11 +148,14 @@ where
 /// Chunks received together, shared by both threads.
 type Batch = Arc<[Bytes]>;
 
-/// The writing thread: batches as they come, gathered into `writev`s, with
-/// writeback started behind them.
-fn write_chunks(mut file: File, mut rx: mpsc::Receiver<Batch>) -> std::io::Result<(File, u64)> {
-    let base = file.metadata()?.len();
-    let (mut written, mut started) = (0u64, 0u64);
+/// The writing thread: batches as they come, gathered into large writes.
+fn write_chunks(
+    file: File,
+    direct: bool,
+    mut rx: mpsc::Receiver<Batch>,
+) -> std::io::Result<(File, u64, u64)> {
+    let mut out = Appender::new(file, direct)?;
+    let mut written = 0u64;
     let mut gathered: Vec<Bytes> = Vec::with_capacity(WRITE_GATHER_SLICES);
     while let Some(first) = rx.blocking_recv() {
         gathered.extend(first.iter().cloned());
@@ -161,52 +165,14 @@ fn write_chunks(mut file: File, mut rx: mpsc::Receiver<Batch>) -> std::io::Resul
                 Err(_) => break,
             }
         }
-        let len = bytes_in(&gathered);
-        write_all_vectored(&mut file, &gathered)?;
+        out.write(&gathered)?;
+        written += bytes_in(&gathered) as u64;
         gathered.clear();
-        written += len as u64;
-        if written - started >= WRITEBACK_BYTES {
-            start_writeback(&file, base + started, written - started);
-            started = written;
-        }
     }
-    Ok((file, written))
+    let (file, direct_bytes) = out.finish()?;
+    Ok((file, written, direct_bytes))
 }
 
 fn bytes_in(chunks: &[Bytes]) -> usize {
     chunks.iter().map(Bytes::len).sum()
 }
-
-fn write_all_vectored(file: &mut File, bufs: &[Bytes]) -> std::io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
-    let mut rest = &mut slices[..];
-    while !rest.is_empty() {
-        match file.write_vectored(rest) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Ask the kernel to start writing `len` bytes at `offset` to the disk
-/// without waiting. Only a hint: the fsync after the upload is what makes
-/// them durable, so a failure here changes nothing but speed.
-#[cfg(target_os = "linux")]
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain syscall on a descriptor this thread owns.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_: &File, _: u64, _: u64) {}
