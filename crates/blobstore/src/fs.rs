@@ -216,6 +216,11 @@ impl FsBackend {
         let idle = self.limits.body_idle_timeout;
         let direct = self.limits.direct_io;
         let w = writer::append(file, direct, hasher, sums, body, idle, room).await?;
+        tracing::debug!(
+            bytes = w.bytes,
+            direct = w.direct_bytes,
+            "appended to an upload"
+        );
         // Make the acknowledged offset durable before answering.
         let file = w.file;
         tokio::task::spawn_blocking(move || file.sync_data())

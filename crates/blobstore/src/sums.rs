@@ -40,6 +40,12 @@ fn blocks_of(size: u64, shift: u8) -> usize {
 }
 
 impl BlockSums {
+    /// Sums as given (tests of readers with blocks of another size).
+    #[cfg(test)]
+    pub(crate) fn from_parts(shift: u8, size: u64, crcs: Vec<u32>) -> BlockSums {
+        BlockSums { shift, size, crcs }
+    }
+
     pub fn block_size(&self) -> u64 {
         1 << self.shift
     }
