@@ -1,12 +1,16 @@
 //! Appending an upload's bytes to its session file around the page cache
 //! (`O_DIRECT`), where the filesystem allows it.
 //!
-//! Why: on the machines Wharf was measured on, a buffered write of a GiB
-//! spent 1.0–2.9 s of kernel CPU allocating and filling page-cache pages
-//! (`dd conv=fsync`), against 0.2 s for the same GiB written with
-//! `O_DIRECT` (`bench/results/2026-12-07-direct-io.md`). An upload's bytes
-//! are not read back soon (the hash is taken from memory as they arrive),
-//! so caching them buys little.
+//! Why, and when: filling page-cache pages is most of a buffered write's
+//! kernel CPU, and on a virtual machine whose memory the host has not yet
+//! backed it is very costly (1.0–2.9 s per GiB here with `dd
+//! conv=fsync`, 0.36 s once the guest's memory had been touched once,
+//! against 0.2 s with `O_DIRECT`; `bench/results/2026-12-07-direct-io.md`).
+//! But the first read of a blob written around the cache (a pull, or the
+//! mover copying it to another region) then reads the disk and pays that
+//! fill instead (`bench/results/2026-12-07-blob-ab-direct-io.md`). So it
+//! is off by default (`uploads.direct_io`): worth it where pushes
+//! dominate and blobs are rarely read back soon, or memory is short.
 //!
 //! `O_DIRECT` wants the buffer's address, the file offset and the length
 //! aligned to the device's logical block: the aligned middle of each

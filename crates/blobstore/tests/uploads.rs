@@ -254,3 +254,49 @@ async fn a_gc_removal_spares_a_copy_written_or_touched_since() {
     store.add_pending("some/repo", &d, 5).await.unwrap();
     assert!(store.is_pending(&d));
 }
+
+#[tokio::test]
+async fn uploads_written_around_the_page_cache_are_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = StoreLimits {
+        direct_io: true,
+        ..StoreLimits::default()
+    };
+    let store = open(dir.path(), limits);
+    // Three PATCHes ending mid-block and a final PUT: heads and tails
+    // through the page cache, whole blocks around it.
+    let data: Vec<u8> = (0..(3 << 20) + 777u32)
+        .map(|i| (i * 7 % 253) as u8)
+        .collect();
+    let d = Digest::sha256_of(&data);
+    let s = store.create_session("r").await.unwrap();
+    let cuts = [
+        0,
+        1_000_001,
+        1_000_002 + (1 << 20),
+        (2 << 20) + 4096,
+        data.len(),
+    ];
+    for w in cuts.windows(2).take(3) {
+        let part = &data[w[0]..w[1]];
+        let info = store
+            .append(
+                &s.id,
+                "r",
+                Some(w[0] as u64),
+                body(&[&part[..part.len() / 2], &part[part.len() / 2..]]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(info.offset, w[1] as u64);
+    }
+    let last = &data[cuts[3]..];
+    assert_eq!(
+        store
+            .finish(&s.id, "r", &d, Some(body(&[last])))
+            .await
+            .unwrap(),
+        data.len() as u64
+    );
+    assert!(read_all(&store, &d).await == data);
+}

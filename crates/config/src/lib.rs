@@ -41,8 +41,9 @@ pub struct UploadConfig {
     /// manifest is stored; pushing again waits again).
     pub ack_timeout_ms: u64,
     /// Write uploaded bytes around the page cache (`O_DIRECT`) where the
-    /// filesystem allows it: a push then costs a fraction of the kernel
-    /// CPU, but a pull right after it reads from the disk, not memory.
+    /// filesystem allows it: a push then spends less kernel CPU filling
+    /// the page cache, but the first read of the blob (a pull, the mover
+    /// copying it to another region) reads the disk and pays that fill.
     pub direct_io: bool,
 }
 
