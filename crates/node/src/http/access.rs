@@ -279,9 +279,11 @@ impl Caller {
 
 /// Authenticate the request and attach its `Caller`. Bad credentials are
 /// refused here; a missing Authorization header makes an anonymous caller
-/// that handlers refuse unless anonymous pull allows it.
-pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) -> Response {
-    let app = crate::tenant::of(&req, &app);
+/// that handlers refuse unless anonymous pull allows it. Then the rate
+/// limits, which count by caller (in this layer rather than their own:
+/// each `from_fn` layer boxes the request's future and clones the routes).
+pub async fn authenticate(State(node): State<App>, mut req: Request, next: Next) -> Response {
+    let app = crate::tenant::of(&req, &node);
     let realm = realm(&app, req.headers());
     let service = app.auth.config().service.clone();
     let bare = Caller {
@@ -328,7 +330,7 @@ pub async fn authenticate(State(app): State<App>, mut req: Request, next: Next) 
         }
     };
     req.extensions_mut().insert(caller);
-    next.run(req).await
+    crate::ratelimit::limit_oci(State(node), req, next).await
 }
 
 /// The caller attached by `authenticate` (anonymous if absent).
