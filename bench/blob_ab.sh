@@ -19,11 +19,8 @@ BLOB_MIB=${BLOB_MIB:-1024}
 ROUNDS=${ROUNDS:-5}
 [ -x "$WHARF" ] || { echo "build first: make release" >&2; exit 1; }
 [ -x "${BASE_WHARF:-}" ] || { echo "set BASE_WHARF to the binary to compare with" >&2; exit 1; }
-rm -rf "$WORK"; mkdir -p "$WORK"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-wait_http() { for _ in $(seq 1 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not up: $1" >&2; exit 1; }
+. bench/lib.sh
+fresh_work "$WORK"
 PW=bench-owner-password
 AUTH=(-u "owner:$PW")
 declare -A PORT=([this]=7501 [base]=7502) BIN=([this]=$WHARF [base]=$BASE_WHARF) PID

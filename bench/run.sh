@@ -16,12 +16,8 @@ WHARF=${WHARF:-$ROOT/target/release/wharf}
 [ -x "$WHARF" ] || { echo "build first: make release" >&2; exit 1; }
 for t in wrk docker-registry nginx curl openssl; do command -v $t >/dev/null || { echo "missing $t: make deps-bench" >&2; exit 1; }; done
 
-rm -rf "$WORK"; mkdir -p "$WORK"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-wait_http() { for _ in $(seq 1 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not up: $1" >&2; exit 1; }
+. bench/lib.sh
+fresh_work "$WORK"
 
 # --- servers -----------------------------------------------------------------
 # Wharf is private: the bench logs in as the bootstrap owner. Distribution

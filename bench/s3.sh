@@ -18,11 +18,8 @@ RUNS=${RUNS:-3}
 S3=${S3:-http://127.0.0.1:8333}
 WEED=${WEED:-$ROOT/.venv/bin/weed}
 [ -x "$WHARF" ] || { echo "build first: make release" >&2; exit 1; }
-rm -rf "$WORK"; mkdir -p "$WORK"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-wait_http() { for _ in $(seq 1 300); do curl -sf -o /dev/null "$1" && return 0; sleep 0.2; done; echo "not up: $1" >&2; exit 1; }
+. bench/lib.sh
+fresh_work "$WORK"
 if ! curl -s -o /dev/null -X PUT "$S3/wharf-probe"; then
   [ -x "$WEED" ] || { echo "no S3 server on $S3 and no $WEED: make deps-test" >&2; exit 1; }
   mkdir -p "$WORK/weed"
@@ -53,7 +50,7 @@ for mode in filesystem s3 s3-redirect; do
   NODE[$mode]=$!
   PIDS+=($!)
 done
-for mode in filesystem s3 s3-redirect; do wait_http "http://127.0.0.1:${PORT[$mode]}/readyz"; done
+for mode in filesystem s3 s3-redirect; do wait_http "http://127.0.0.1:${PORT[$mode]}/readyz" 60; done
 ROWS=()
 for run in $(seq 1 "$RUNS"); do
   blob=$WORK/blob-$run
