@@ -28,6 +28,9 @@ pub struct MetaStore {
     /// Holder-index entries deleted since its low counts were last
     /// compacted (see `holders`).
     pub(crate) holder_deletes: std::sync::atomic::AtomicU64,
+    /// Webhook queue entries deleted since the queue was last compacted
+    /// (see `webhooks`).
+    pub(crate) queue_deletes: std::sync::atomic::AtomicU64,
     /// Where the expiry of request ids starts looking (see `requests`).
     pub(crate) request_expiry: crate::requests::ExpiryStart,
 }
@@ -89,6 +92,7 @@ impl MetaStore {
             identity_epoch: std::sync::atomic::AtomicU64::new(1),
             usage: Default::default(),
             holder_deletes: Default::default(),
+            queue_deletes: Default::default(),
             request_expiry: Default::default(),
         };
         let migrated = store.migrate(crate::DEFAULT_REGISTRY)?;

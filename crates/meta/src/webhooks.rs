@@ -34,6 +34,14 @@ pub const HELM_CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.helm.config.v1+js
 pub const ATTEMPTS_KEPT: usize = 32;
 
 const SEQ_KEY: &[u8] = b"\0seq";
+/// Queue entries deleted (events delivered or given up) after which the
+/// next read of the queue compacts it first. Every read starts at the
+/// front of a queue, where the delivered events were, and steps over each
+/// deletion RocksDB has not compacted away yet: without this, a busy
+/// webhook's reads grow with everything it ever delivered since the last
+/// compaction (the request-id expiry's fault of 2026-12-07, again). The
+/// queue holds only what is pending, so compacting it is cheap.
+const QUEUE_COMPACT_AFTER_DELETES: u64 = 10_000;
 
 /// What happened. `Ping` is sent by `wharf webhook ping` only; the rest
 /// are what a webhook subscribes to.
@@ -757,11 +765,12 @@ impl MetaStore {
                 let mut prefix = key;
                 prefix.push(0);
                 let mut removed = 0;
-                for cf in [CF_WEBHOOK_LOG, CF_WEBHOOK_QUEUE] {
-                    for (k, _) in self.scan(cf, &prefix, None, usize::MAX)? {
-                        batch.delete_cf(self.cf(cf), &k);
-                        removed += u64::from(cf == CF_WEBHOOK_LOG);
-                    }
+                for (k, _) in self.scan(CF_WEBHOOK_LOG, &prefix, None, usize::MAX)? {
+                    batch.delete_cf(self.cf(CF_WEBHOOK_LOG), &k);
+                    removed += 1;
+                }
+                for (k, _) in self.scan(CF_WEBHOOK_QUEUE, &prefix, None, usize::MAX)? {
+                    self.unqueue(batch, &k);
                 }
                 Ok(Response::Removed(removed))
             }
@@ -853,7 +862,7 @@ impl MetaStore {
             }
             let key = log_key(registry, name, seq);
             if d.state != DeliveryState::Pending {
-                batch.delete_cf(self.cf(CF_WEBHOOK_QUEUE), &key);
+                self.unqueue(batch, &key);
             }
             batch.put_cf(self.cf(CF_WEBHOOK_LOG), &key, encode(&d));
             n += 1;
@@ -912,9 +921,39 @@ impl MetaStore {
         self.get(CF_WEBHOOKS, &webhook_key(registry, name))
     }
 
+    /// Take an event off its webhook's queue (counted, see
+    /// `QUEUE_COMPACT_AFTER_DELETES`).
+    fn unqueue(&self, batch: &mut WriteBatch, key: &[u8]) {
+        batch.delete_cf(self.cf(CF_WEBHOOK_QUEUE), key);
+        self.queue_deletes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Compact the queue if enough was taken off it since the last time,
+    /// so reads from its front do not step over every deletion.
+    fn compact_queue_if_churned(&self) {
+        use std::sync::atomic::Ordering;
+        if self.queue_deletes.load(Ordering::Relaxed) < QUEUE_COMPACT_AFTER_DELETES {
+            return;
+        }
+        self.queue_deletes.store(0, Ordering::Relaxed);
+        // Forced: files at the bottom level are rewritten too (RocksDB's
+        // default skips them, and the deletions in them).
+        let mut opts = rocksdb::CompactOptions::default();
+        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        self.db().compact_range_cf_opt(
+            self.cf(CF_WEBHOOK_QUEUE),
+            None::<&[u8]>,
+            None::<&[u8]>,
+            &opts,
+        );
+    }
+
     /// Every webhook with pending events, as (registry, webhook): the
-    /// deliverer's work list.
+    /// deliverer's work list, read every poll. Blocking: it compacts the
+    /// queue first when enough was delivered since the last time.
     pub fn webhooks_with_pending(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.compact_queue_if_churned();
         let mut out: Vec<(String, String)> = Vec::new();
         let mut after: Option<Vec<u8>> = None;
         loop {
@@ -933,7 +972,9 @@ impl MetaStore {
         }
     }
 
-    /// The oldest `limit` pending events of a webhook, in order.
+    /// The oldest `limit` pending events of a webhook, in order (the
+    /// deliverer's `webhooks_with_pending` keeps the deletions in front of
+    /// them compacted).
     pub fn pending(
         &self,
         registry: &str,
@@ -1435,5 +1476,65 @@ mod tests {
         };
         assert!(p.replica_regions.is_empty());
         assert_eq!(p.repo, "app");
+    }
+
+    // Reading the queue does not step over every event delivered before
+    // (counted by RocksDB, not timed): past QUEUE_COMPACT_AFTER_DELETES
+    // deletions the deliverer's next read compacts them away first.
+    #[test]
+    fn reading_a_busy_queue_does_not_step_over_what_was_delivered() {
+        use rocksdb::perf::{set_perf_stats, PerfContext, PerfMetric, PerfStatsLevel};
+        let (_d, s) = store();
+        apply(&s, hook("hooka", &[WebhookAction::Push], None));
+        let total = QUEUE_COMPACT_AFTER_DELETES + 2_000;
+        for i in 0..total {
+            apply(&s, push("app", &format!("v{i}"), 'a', &[]));
+        }
+        let seqs: Vec<u64> = s
+            .pending(R, "hooka", usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|d| d.event.seq)
+            .collect();
+        assert_eq!(seqs.len() as u64, total);
+        // Every event but the last delivered, a thousand per command.
+        let (done, last) = seqs.split_at(seqs.len() - 1);
+        for chunk in done.chunks(1_000) {
+            let reports = chunk
+                .iter()
+                .map(|&seq| AttemptReport {
+                    seq,
+                    attempt: Attempt {
+                        status: Some(200),
+                        ..Attempt::default()
+                    },
+                    outcome: Outcome::Delivered,
+                })
+                .collect();
+            apply(
+                &s,
+                Command::Webhook(WebhookCommand::Attempted {
+                    name: "hooka".into(),
+                    reports,
+                }),
+            );
+        }
+        set_perf_stats(PerfStatsLevel::EnableCount);
+        let mut ctx = PerfContext::default();
+        ctx.reset();
+        let with_pending = s.webhooks_with_pending().unwrap();
+        let first = ctx.metric(PerfMetric::InternalDeleteSkippedCount);
+        ctx.reset();
+        let pending = s.pending(R, "hooka", 10).unwrap();
+        let second = ctx.metric(PerfMetric::InternalDeleteSkippedCount);
+        set_perf_stats(PerfStatsLevel::Disable);
+        assert_eq!(with_pending, vec![(R.to_string(), "hooka".to_string())]);
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].event.seq, last[0]);
+        assert!(
+            first + second < 1_000,
+            "stepped over {first} + {second} deletions ({} events were delivered)",
+            done.len()
+        );
     }
 }

@@ -157,7 +157,13 @@ impl Deliverer {
                 self.stats.busy_webhooks.store(0, Ordering::Relaxed);
                 continue;
             }
-            match self.consensus.meta().webhooks_with_pending() {
+            // Off the runtime's workers: the read may compact the queue.
+            let consensus = self.consensus.clone();
+            let listed =
+                tokio::task::spawn_blocking(move || consensus.meta().webhooks_with_pending())
+                    .await
+                    .unwrap_or_else(|e| Err(wharf_meta::StoreError::Io(std::io::Error::other(e))));
+            match listed {
                 Ok(list) => {
                     for key in list {
                         // A disabled webhook keeps its queue until enabled.
