@@ -231,6 +231,38 @@ fn rand_suffix() -> String {
     format!("{:x}-{}", nanos, std::process::id())
 }
 
+/// Apply `entries` in order, each with the applied index in the same
+/// write; the responses, and the last index applied.
+fn apply_entries(
+    meta: &MetaStore,
+    entries: Vec<Entry>,
+) -> Result<(Vec<Response>, Option<u64>), StorageError> {
+    let mut out = Vec::with_capacity(entries.len());
+    let mut last = None;
+    for entry in entries {
+        let applied = encode(&Some(entry.log_id));
+        let response = match &entry.payload {
+            EntryPayload::Blank => {
+                meta.write_sys(&[(SYS_APPLIED, applied)])
+                    .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                Response::Ok
+            }
+            EntryPayload::Normal(cmd) => meta
+                .apply(cmd, &[(SYS_APPLIED, applied)])
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?,
+            EntryPayload::Membership(m) => {
+                let stored = StoredMembership::new(Some(entry.log_id), m.clone());
+                meta.write_sys(&[(SYS_APPLIED, applied), (SYS_MEMBERSHIP, encode(&stored))])
+                    .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                Response::Ok
+            }
+        };
+        last = Some(entry.log_id.index);
+        out.push(response);
+    }
+    Ok((out, last))
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
@@ -243,32 +275,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut out = Vec::new();
-        let mut last = None;
-        for entry in entries {
-            let applied = encode(&Some(entry.log_id));
-            let response = match &entry.payload {
-                EntryPayload::Blank => {
-                    self.meta
-                        .write_sys(&[(SYS_APPLIED, applied)])
-                        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-                    Response::Ok
-                }
-                EntryPayload::Normal(cmd) => self
-                    .meta
-                    .apply(cmd, &[(SYS_APPLIED, applied)])
-                    .map_err(|e| sm_err(ErrorVerb::Write, e))?,
-                EntryPayload::Membership(m) => {
-                    let stored = StoredMembership::new(Some(entry.log_id), m.clone());
-                    self.meta
-                        .write_sys(&[(SYS_APPLIED, applied), (SYS_MEMBERSHIP, encode(&stored))])
-                        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-                    Response::Ok
-                }
-            };
-            last = Some(entry.log_id.index);
-            out.push(response);
-        }
+        // On a blocking thread, not the runtime's: an apply that takes long
+        // (a large batch, RocksDB stepping over deletions, a compaction
+        // stall) would otherwise hold a runtime worker, and with it the
+        // heartbeats and client requests scheduled there (two workers on
+        // a two-core node).
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let meta = self.meta.clone();
+        let (out, last) = tokio::task::spawn_blocking(move || apply_entries(&meta, entries))
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Write, std::io::Error::other(e.to_string())))??;
         if let Some(index) = last {
             self.applied_tx.send_replace(index);
         }
