@@ -17,21 +17,10 @@ WORK=$ROOT/bench/work-blob-ab
 WHARF=${WHARF:-$ROOT/target/release/wharf}
 BLOB_MIB=${BLOB_MIB:-1024}
 ROUNDS=${ROUNDS:-5}
-[ -x "$WHARF" ] || { echo "build first: make release" >&2; exit 1; }
-[ -x "${BASE_WHARF:-}" ] || { echo "set BASE_WHARF to the binary to compare with" >&2; exit 1; }
 . bench/lib.sh
 fresh_work "$WORK"
-PW=bench-owner-password
-AUTH=(-u "owner:$PW")
-declare -A PORT=([this]=7501 [base]=7502) BIN=([this]=$WHARF [base]=$BASE_WHARF) PID
-printf '[rate_limits]\nenabled = false\n' >"$WORK/base.toml"
-printf '[rate_limits]\nenabled = false\n%s\n' "${EXTRA_TOML:-}" >"$WORK/this.toml"
-for n in this base; do
-  WHARF_BOOTSTRAP_PASSWORD=$PW "${BIN[$n]}" serve --config "$WORK/$n.toml" --data-dir "$WORK/$n" \
-    --http-listen 127.0.0.1:${PORT[$n]} --grpc-listen 127.0.0.1:$((PORT[$n] + 100)) >"$WORK/$n.log" 2>&1 &
-  PIDS+=($!); PID[$n]=$!
-done
-for n in this base; do wait_http http://127.0.0.1:${PORT[$n]}/readyz; done
+declare -A PORT PID
+ab_nodes 7501 7502
 
 echo "generating a $BLOB_MIB MiB blob" >&2
 dd if=/dev/urandom of="$WORK/blob" bs=1M count="$BLOB_MIB" status=none

@@ -14,20 +14,10 @@ ROOT=$PWD
 WORK=$ROOT/bench/work-put-ab
 WHARF=${WHARF:-$ROOT/target/release/wharf}
 ROUNDS=${ROUNDS:-6}
-[ -x "$WHARF" ] || { echo "build first: make release" >&2; exit 1; }
-[ -x "${BASE_WHARF:-}" ] || { echo "set BASE_WHARF to the binary to compare with" >&2; exit 1; }
 . bench/lib.sh
 fresh_work "$WORK"
-PW=bench-owner-password
-AUTH=(-u "owner:$PW")
-declare -A PORT=([this]=7801 [base]=7802) BIN=([this]=$WHARF [base]=$BASE_WHARF)
-printf '[rate_limits]\nenabled = false\n' >"$WORK/wharf.toml"
-for n in this base; do
-  WHARF_BOOTSTRAP_PASSWORD=$PW "${BIN[$n]}" serve --config "$WORK/wharf.toml" --data-dir "$WORK/$n" \
-    --http-listen 127.0.0.1:${PORT[$n]} --grpc-listen 127.0.0.1:$((PORT[$n] + 100)) >"$WORK/$n.log" 2>&1 &
-  PIDS+=($!)
-done
-for n in this base; do wait_http "http://127.0.0.1:${PORT[$n]}/readyz"; done
+declare -A PORT PID
+ab_nodes 7801 7802
 printf '{"architecture":"amd64","os":"linux"}' >"$WORK/config.json"
 CD=sha256:$(sha256sum "$WORK/config.json" | cut -c1-64)
 for n in this base; do

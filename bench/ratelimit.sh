@@ -20,7 +20,6 @@ WRK_SECONDS=${WRK_SECONDS:-10}
 for t in wrk curl; do command -v $t >/dev/null || { echo "missing $t: make deps-bench" >&2; exit 1; }; done
 . bench/lib.sh
 fresh_work "$WORK"
-PW=bench-owner-password
 printf '[rate_limits]\nenabled = false\n' >"$WORK/off.toml"
 printf '[rate_limits]\nenabled = true\nscale = 1000.0\n' >"$WORK/on.toml"
 declare -A PORT=([off]=7401 [on]=7402 [base]=7403)

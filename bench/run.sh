@@ -20,10 +20,8 @@ for t in wrk docker-registry nginx curl openssl; do command -v $t >/dev/null || 
 fresh_work "$WORK"
 
 # --- servers -----------------------------------------------------------------
-# Wharf is private: the bench logs in as the bootstrap owner. Distribution
+# Wharf is private: the bench logs in as the bootstrap owner (lib.sh). Distribution
 # and nginx ignore the credentials, so every server gets the same requests.
-PW=bench-owner-password
-AUTH=(-u "owner:$PW")
 # Throughput, not throttling: the limiter's own cost is bench/ratelimit.sh's.
 printf '[rate_limits]\nenabled = false\n' >"$WORK/wharf.toml"
 WHARF_BOOTSTRAP_PASSWORD=$PW "$WHARF" serve --config "$WORK/wharf.toml" --data-dir "$WORK/wharf" --http-listen 127.0.0.1:$WHARF_PORT --grpc-listen 127.0.0.1:7201 \

@@ -30,7 +30,6 @@ fi
 WEED_PID=$(pgrep -f "weed mini" | head -1)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # clock ticks
 TICKS=$(getconf CLK_TCK)
-PW=bench-owner-password
 printf 'access_key_id = "bench"\nsecret_access_key = "bench-secret"\n' >"$WORK/creds.toml"
 declare -A PORT=([filesystem]=7501 [s3]=7502 [s3-redirect]=7503)
 : >"$WORK/fs.toml"
