@@ -23,7 +23,9 @@ fresh_work "$WORK"
 if ! curl -s -o /dev/null -X PUT "$S3/wharf-probe"; then
   [ -x "$WEED" ] || { echo "no S3 server on $S3 and no $WEED: make deps-test" >&2; exit 1; }
   mkdir -p "$WORK/weed"
-  (cd "$WORK/weed" && "$WEED" mini -dir="$WORK/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 >"$WORK/weed.log" 2>&1) &
+  # exec: the pid kept is the server's, so it stops with this script (a
+  # server left running had its directory deleted by the next run).
+  (cd "$WORK/weed" && exec "$WEED" mini -dir="$WORK/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 >"$WORK/weed.log" 2>&1) &
   PIDS+=($!)
   for _ in $(seq 1 360); do curl -s -o /dev/null -X PUT "$S3/wharf-probe" && break; sleep 0.25; done
 fi
