@@ -48,8 +48,10 @@ struct Page([u8; ALIGN]);
 /// Appends to one file: direct where it can, buffered where it must.
 pub struct Appender {
     /// The session file, open for writing (buffered writes, the fsync).
-    /// Its cursor is moved to `end` before each buffered write.
     file: File,
+    /// Whether `file`'s cursor is at `end` (a direct write does not move
+    /// it; one cut short may leave the file longer than `end`).
+    positioned: bool,
     /// The same file opened with `O_DIRECT`; `None` once refused.
     direct: Option<File>,
     pages: Vec<Page>,
@@ -80,6 +82,7 @@ impl Appender {
         };
         Ok(Appender {
             file,
+            positioned: false,
             direct,
             pages,
             filled: 0,
@@ -152,6 +155,7 @@ impl Appender {
             Ok(()) => {
                 self.direct_bytes += whole as u64;
                 self.end += whole as u64;
+                self.positioned = false;
                 self.filled -= whole;
                 let filled = self.filled;
                 as_bytes_mut(&mut self.pages).copy_within(whole..whole + filled, 0);
@@ -182,9 +186,10 @@ impl Appender {
     /// Write at `end` through the page cache, starting writeback behind.
     fn write_buffered(&mut self, chunks: &[Bytes]) -> std::io::Result<()> {
         use std::io::Seek;
-        // Direct writes do not move the cursor (and one cut short may have
-        // left the file longer than `end`): position it explicitly.
-        self.file.seek(std::io::SeekFrom::Start(self.end))?;
+        if !self.positioned {
+            self.file.seek(std::io::SeekFrom::Start(self.end))?;
+            self.positioned = true;
+        }
         write_all_vectored(&mut self.file, chunks)?;
         let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
         self.end += len;

@@ -41,7 +41,7 @@ pub(crate) const HOLDERS_MAX: usize = 254;
 /// Entries written per batch while rebuilding.
 const REBUILD_BATCH: usize = 50_000;
 /// Deleted entries after which a walk compacts the low counts first.
-const COMPACT_AFTER_DELETES: u64 = 100_000;
+pub(crate) const COMPACT_AFTER_DELETES: u64 = 100_000;
 
 /// The index key of `digest`'s `record`.
 pub(crate) fn key(digest: &str, record: &BlobRecord) -> Vec<u8> {
@@ -89,28 +89,18 @@ impl MetaStore {
     }
 
     fn note_holder_delete(&self) {
-        self.holder_deletes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.holder_deletes.deleted(1);
     }
 
     /// Compact the entries below `regions` holders once enough were
     /// deleted since the last time (see the module's note).
     pub(crate) fn compact_holders_if_churned(&self, regions: usize) {
-        use std::sync::atomic::Ordering;
-        if self.holder_deletes.load(Ordering::Relaxed) < COMPACT_AFTER_DELETES {
-            return;
-        }
-        self.holder_deletes.store(0, Ordering::Relaxed);
         let end = [regions.min(HOLDERS_MAX) as u8];
-        // Forced: files already at the bottom level are rewritten too
-        // (RocksDB's default skips them, and their tombstones with them).
-        let mut opts = rocksdb::CompactOptions::default();
-        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
-        self.db().compact_range_cf_opt(
+        self.holder_deletes.compact_if_due(
+            self.db(),
             self.cf(CF_BLOB_HOLDERS),
             Some(&[0u8][..]),
             Some(&end[..]),
-            &opts,
         );
     }
 

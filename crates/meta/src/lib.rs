@@ -5,6 +5,7 @@
 //! with the consensus layer's applied-state record, so a crash leaves either
 //! all or none of an entry's effects. Queries read the same column families.
 
+mod churn;
 pub mod codec;
 mod command;
 mod command_v01;

@@ -27,10 +27,10 @@ pub struct MetaStore {
     usage: crate::usage::UsageScratch,
     /// Holder-index entries deleted since its low counts were last
     /// compacted (see `holders`).
-    pub(crate) holder_deletes: std::sync::atomic::AtomicU64,
+    pub(crate) holder_deletes: crate::churn::Churn,
     /// Webhook queue entries deleted since the queue was last compacted
     /// (see `webhooks`).
-    pub(crate) queue_deletes: std::sync::atomic::AtomicU64,
+    pub(crate) queue_deletes: crate::churn::Churn,
     /// Where the expiry of request ids starts looking (see `requests`).
     pub(crate) request_expiry: crate::requests::ExpiryStart,
 }
@@ -91,8 +91,8 @@ impl MetaStore {
             db,
             identity_epoch: std::sync::atomic::AtomicU64::new(1),
             usage: Default::default(),
-            holder_deletes: Default::default(),
-            queue_deletes: Default::default(),
+            holder_deletes: crate::churn::Churn::new(crate::holders::COMPACT_AFTER_DELETES),
+            queue_deletes: crate::churn::Churn::new(crate::webhooks::QUEUE_COMPACT_AFTER_DELETES),
             request_expiry: Default::default(),
         };
         let migrated = store.migrate(crate::DEFAULT_REGISTRY)?;

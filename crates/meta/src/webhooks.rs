@@ -41,7 +41,7 @@ const SEQ_KEY: &[u8] = b"\0seq";
 /// webhook's reads grow with everything it ever delivered since the last
 /// compaction (the request-id expiry's fault of 2026-12-07, again). The
 /// queue holds only what is pending, so compacting it is cheap.
-const QUEUE_COMPACT_AFTER_DELETES: u64 = 10_000;
+pub(crate) const QUEUE_COMPACT_AFTER_DELETES: u64 = 10_000;
 
 /// What happened. `Ping` is sent by `wharf webhook ping` only; the rest
 /// are what a webhook subscribes to.
@@ -925,28 +925,14 @@ impl MetaStore {
     /// `QUEUE_COMPACT_AFTER_DELETES`).
     fn unqueue(&self, batch: &mut WriteBatch, key: &[u8]) {
         batch.delete_cf(self.cf(CF_WEBHOOK_QUEUE), key);
-        self.queue_deletes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.queue_deletes.deleted(1);
     }
 
     /// Compact the queue if enough was taken off it since the last time,
     /// so reads from its front do not step over every deletion.
     fn compact_queue_if_churned(&self) {
-        use std::sync::atomic::Ordering;
-        if self.queue_deletes.load(Ordering::Relaxed) < QUEUE_COMPACT_AFTER_DELETES {
-            return;
-        }
-        self.queue_deletes.store(0, Ordering::Relaxed);
-        // Forced: files at the bottom level are rewritten too (RocksDB's
-        // default skips them, and the deletions in them).
-        let mut opts = rocksdb::CompactOptions::default();
-        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
-        self.db().compact_range_cf_opt(
-            self.cf(CF_WEBHOOK_QUEUE),
-            None::<&[u8]>,
-            None::<&[u8]>,
-            &opts,
-        );
+        self.queue_deletes
+            .compact_if_due(self.db(), self.cf(CF_WEBHOOK_QUEUE), None, None);
     }
 
     /// Every webhook with pending events, as (registry, webhook): the
