@@ -11,34 +11,9 @@
 use std::io::{BufReader, BufWriter};
 use std::time::Instant;
 
-use wharf_meta::{BlobRef, Command, Envelope, MetaStore, PutManifest, DEFAULT_REGISTRY};
+use wharf_meta::{MetaStore, DEFAULT_REGISTRY};
 
-const TAGS_PER_REPO: usize = 10;
-const CONFIG: &str = "sha256:00000000000000000000000000000000000000000000000000000000000000c0";
-const LAYER: &str = "sha256:000000000000000000000000000000000000000000000000000000000000001a";
-
-fn apply(s: &MetaStore, cmd: Command) {
-    s.apply(&Envelope::new(DEFAULT_REGISTRY, cmd, 1), &[])
-        .expect("apply");
-}
-
-fn blobs() -> Vec<BlobRef> {
-    [(CONFIG, 300), (LAYER, 1 << 20)]
-        .into_iter()
-        .map(|(d, size)| BlobRef {
-            digest: d.into(),
-            size,
-        })
-        .collect()
-}
-
-/// A manifest of the usual size (~450 bytes) that differs per tag.
-fn manifest(repo: usize, tag: usize) -> Vec<u8> {
-    format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{CONFIG}","size":300}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{LAYER}","size":1048576}}],"annotations":{{"org.example.build":"{repo}-{tag}"}}}}"#
-    )
-    .into_bytes()
-}
+mod scale_fill;
 
 /// Forget the peak resident memory so far (Linux: `clear_refs` 5), so the
 /// next reading is the peak of one step.
@@ -66,49 +41,10 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
-    let repos = tags.div_ceil(TAGS_PER_REPO);
     let dir = tempfile::tempdir().expect("temp dir");
     let source = MetaStore::open(&dir.path().join("source")).expect("open");
     let t = Instant::now();
-    for r in 0..repos {
-        let repo = format!("scale/r{r:06}");
-        apply(
-            &source,
-            Command::LinkBlobs {
-                repo: repo.clone(),
-                region: "r1".into(),
-                blobs: blobs(),
-                now_ms: 1,
-            },
-        );
-        for i in 0..TAGS_PER_REPO.min(tags - r * TAGS_PER_REPO) {
-            let raw = manifest(r, i);
-            // Apply takes the proposer's verified digest; any unique one will do.
-            let digest = format!("sha256:{r:032x}{i:032x}");
-            apply(
-                &source,
-                Command::PutManifest(Box::new(PutManifest {
-                    repo: repo.clone(),
-                    digest,
-                    media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-                    raw,
-                    tag: Some(format!("t{i}")),
-                    blobs: blobs(),
-                    children: vec![],
-                    subject: None,
-                    artifact_type: None,
-                    annotations_json: None,
-                    now_ms: 2,
-                    new_links: vec![],
-                    region: "r1".into(),
-                    replica_regions: vec![],
-                })),
-            );
-        }
-        if r % 10_000 == 9_999 {
-            eprintln!("filled {} tags", (r + 1) * TAGS_PER_REPO);
-        }
-    }
+    let repos = scale_fill::fill(&source, tags);
     println!(
         "filled {tags} tags over {repos} repositories in {:.1} s; resident {} MiB",
         t.elapsed().as_secs_f64(),
@@ -150,7 +86,7 @@ fn main() {
     // A lagging node installs over the state it already holds: the old
     // contents go with one range deletion per column family.
     install("installed over a store holding it already");
-    let last = format!("scale/r{:06}", repos - 1);
+    let last = scale_fill::repo_name(repos - 1);
     let reg = target.registry(DEFAULT_REGISTRY);
     assert!(
         !reg.tags(&last, None, usize::MAX).expect("tags").is_empty(),
