@@ -129,6 +129,18 @@ impl Command {
         }
     }
 
+    /// Whether applying it may disable a repository's reads (readers keep
+    /// the read-locked repositories in memory, see `read_locks`).
+    pub fn may_lock_repository_reads(&self) -> bool {
+        matches!(
+            self.ungated(),
+            Command::UpdateAttributes {
+                target: crate::locks::LockTarget::Repository,
+                ..
+            }
+        )
+    }
+
     /// Whether applying it may change identities or registries (readers
     /// cache views of those by the store's identity epoch).
     pub fn changes_identities(&self) -> bool {

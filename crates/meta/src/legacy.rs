@@ -230,6 +230,7 @@ impl MetaStore {
         db.write_opt(batch, &sync)?;
         if migrated > 0 {
             self.bump_identity_epoch();
+            self.read_locks().changed();
         }
         Ok(migrated)
     }

@@ -18,6 +18,7 @@ mod keys;
 mod legacy;
 mod lifecycle;
 mod locks;
+mod read_locks;
 mod records;
 mod repo;
 mod requests;

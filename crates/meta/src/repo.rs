@@ -148,6 +148,16 @@ impl<'a> Registry<'a> {
             .unwrap_or_default())
     }
 
+    /// Whether `repo` may be read (pulled), as `repository_attributes`
+    /// says, without a lookup for the repositories that are not
+    /// read-locked (see `read_locks`).
+    pub fn repository_reads_enabled(&self, repo: &str) -> Result<bool, StoreError> {
+        if !self.store.maybe_read_locked(&self.key(&[repo]))? {
+            return Ok(true);
+        }
+        Ok(self.repository_attributes(repo)?.read_enabled)
+    }
+
     fn update_attributes(
         &self,
         batch: &mut WriteBatch,
@@ -706,7 +716,7 @@ impl<'a> Registry<'a> {
     ) -> Result<Option<ApplyError>, StoreError> {
         let locked =
             |what: String| Some(ApplyError::Locked(format!("{what} has read-enabled false")));
-        if !self.repository_attributes(repo)?.read_enabled {
+        if !self.repository_reads_enabled(repo)? {
             return Ok(locked(format!("repository {repo}")));
         }
         if let Some((tag, Some(attributes))) = tag {
@@ -1366,6 +1376,56 @@ mod tests {
             s.r().read_lock("r", Some("d"), &m3, &digest('3')).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn a_repository_read_lock_binds_the_next_pull_and_survives_a_snapshot() {
+        let (_d, s) = store();
+        let m = digest('1');
+        s.apply(&put("a", &m, Some("v1"), &[], None), &[]).unwrap();
+        s.apply(&put("b", &m, Some("v1"), &[], None), &[]).unwrap();
+        let record = s.r().manifest("a", &m).unwrap().unwrap();
+        let pull = |repo: &str| s.r().read_lock(repo, Some("v1"), &record, &m).unwrap();
+        let locked = Some(ApplyError::Locked(
+            "repository a has read-enabled false".into(),
+        ));
+        // The in-memory view of read-locked repositories is built here...
+        assert_eq!(pull("a"), None);
+        let reads = |on: bool| AttributeChange {
+            read_enabled: Some(on),
+            ..Default::default()
+        };
+        s.apply(&lock("a", LockTarget::Repository, reads(false)), &[])
+            .unwrap();
+        // ...and a lock applied after it binds the very next pull.
+        assert_eq!(pull("a"), locked);
+        assert_eq!(pull("b"), None);
+        assert!(!s.r().repository_reads_enabled("a").unwrap());
+        s.apply(&lock("a", LockTarget::Repository, reads(true)), &[])
+            .unwrap();
+        assert_eq!(pull("a"), None);
+
+        // A node that catches up by a snapshot holding the lock sees it,
+        // though it had built its view with the repository unlocked.
+        s.apply(&lock("a", LockTarget::Repository, reads(false)), &[])
+            .unwrap();
+        let mut snapshot = Vec::new();
+        s.0.write_snapshot(&mut snapshot, &[]).unwrap();
+        let (_d2, lagging) = store();
+        lagging
+            .apply(&put("a", &m, Some("v1"), &[], None), &[])
+            .unwrap();
+        let lagging_pull = || lagging.r().read_lock("a", Some("v1"), &record, &m).unwrap();
+        assert_eq!(lagging_pull(), None);
+        lagging.0.install_snapshot(&mut &snapshot[..]).unwrap();
+        assert_eq!(lagging_pull(), locked);
+
+        // A locked repository deleted and pushed again is a new one: its
+        // stale place in the view does not refuse it.
+        s.apply(&Command::DeleteRepository { repo: "a".into() }, &[])
+            .unwrap();
+        s.apply(&put("a", &m, Some("v1"), &[], None), &[]).unwrap();
+        assert_eq!(pull("a"), None);
     }
 
     #[test]

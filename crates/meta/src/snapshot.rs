@@ -166,6 +166,7 @@ impl MetaStore {
         self.rebuild_holders()?;
         self.sync()?;
         self.bump_identity_epoch();
+        self.read_locks().changed();
         Ok(records)
     }
 }

@@ -33,6 +33,8 @@ pub struct MetaStore {
     pub(crate) queue_deletes: crate::churn::Churn,
     /// Where the expiry of request ids starts looking (see `requests`).
     pub(crate) request_expiry: crate::requests::ExpiryStart,
+    /// The repositories with reads disabled (see `read_locks`).
+    read_locks: crate::read_locks::ReadLocks,
 }
 
 /// A manifest as listed by `show-manifests`.
@@ -94,6 +96,7 @@ impl MetaStore {
             holder_deletes: crate::churn::Churn::new(crate::holders::COMPACT_AFTER_DELETES),
             queue_deletes: crate::churn::Churn::new(crate::webhooks::QUEUE_COMPACT_AFTER_DELETES),
             request_expiry: Default::default(),
+            read_locks: Default::default(),
         };
         let migrated = store.migrate(crate::DEFAULT_REGISTRY)?;
         if migrated > 0 {
@@ -194,6 +197,10 @@ impl MetaStore {
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
+    pub(crate) fn read_locks(&self) -> &crate::read_locks::ReadLocks {
+        &self.read_locks
+    }
+
     // ---- consensus bookkeeping ------------------------------------------
 
     pub fn read_sys(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -266,6 +273,9 @@ impl MetaStore {
         self.request_expiry.commit();
         if env.cmd.changes_identities() {
             self.bump_identity_epoch();
+        }
+        if env.cmd.may_lock_repository_reads() {
+            self.read_locks.changed();
         }
         Ok(response)
     }

@@ -70,7 +70,7 @@ impl Handle {
 
     /// Refuse a blob read of a read-locked repository.
     pub fn check_blob_read(&self, repo: &str, digest: &Digest) -> ServiceResult<()> {
-        if self.meta().repository_attributes(repo)?.read_enabled {
+        if self.meta().repository_reads_enabled(repo)? {
             return Ok(());
         }
         Err(wharf_meta::ApplyError::Locked(format!(
