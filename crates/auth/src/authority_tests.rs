@@ -186,3 +186,28 @@ fn a_token_of_one_registry_is_refused_by_another() {
         .login(&one, "nobody-here", "owner password 1", SRC, now)
         .is_err());
 }
+
+#[test]
+fn a_cached_tokens_signature_does_not_vouch_for_other_claims() {
+    let (_d, store, a) = setup();
+    let m = store.registry(DEFAULT_REGISTRY);
+    let now = 10_000_000;
+    let s = a.login(&m, "owner", "owner password 1", SRC, now).unwrap();
+    let (first, _) = a.issue(&m, &s, vec![], TokenUse::Access, now).unwrap();
+    let (second, _) = a
+        .issue(&m, &s, vec![], TokenUse::Access, now + 5_000)
+        .unwrap();
+    assert_ne!(first, second);
+    // The first token is verified, so remembered by its signature.
+    assert!(a.verify(&m, &first, TokenUse::Access, now).is_ok());
+    // The second token's header and claims under the first's signature.
+    let signature = first.rsplit('.').next().unwrap();
+    let claims_end = second.rfind('.').unwrap();
+    let forged = format!("{}.{signature}", &second[..claims_end]);
+    assert!(matches!(
+        a.verify(&m, &forged, TokenUse::Access, now),
+        Err(AuthError::InvalidToken("bad signature"))
+    ));
+    assert!(a.verify(&m, &first, TokenUse::Access, now).is_ok());
+    assert!(a.verify(&m, &second, TokenUse::Access, now).is_ok());
+}

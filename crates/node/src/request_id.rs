@@ -7,18 +7,21 @@
 //! (`wharf_registry::new_request_id`), which still makes the node's own
 //! retries safe.
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use wharf_oci::ErrorCode;
 
 use crate::http::error::{ApiError, ApiResult};
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The header's name parsed once: looking a header up by `&str` parses
+/// and hashes the name on every request.
+const IDEMPOTENCY_KEY_HEADER: HeaderName = HeaderName::from_static(IDEMPOTENCY_KEY);
 /// Longest key accepted from a client (the id adds the caller's name).
 pub const IDEMPOTENCY_KEY_MAX_BYTES: usize = 64;
 
 /// The id of a write the caller `subject` names with `headers`' key, if any.
 pub fn from_headers(headers: &HeaderMap, subject: &str) -> ApiResult<Option<String>> {
-    let Some(v) = headers.get(IDEMPOTENCY_KEY) else {
+    let Some(v) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
         return Ok(None);
     };
     let key = v.to_str().ok().filter(|k| {

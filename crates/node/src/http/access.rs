@@ -6,6 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{AUTHORIZATION, HOST};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -44,7 +45,7 @@ pub enum Credentials {
 }
 
 pub fn credentials(headers: &HeaderMap) -> Result<Option<Credentials>, AuthError> {
-    let Some(v) = headers.get("authorization") else {
+    let Some(v) = headers.get(AUTHORIZATION) else {
         return Ok(None);
     };
     let v = v
@@ -85,7 +86,7 @@ fn realm(app: &Tenant, headers: &HeaderMap) -> String {
         return r.clone();
     }
     let host = headers
-        .get("host")
+        .get(HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
     format!("{}://{host}/auth/token", app.scheme)

@@ -1,10 +1,12 @@
 //! Header names and values shared by the route families.
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 
-pub const API_VERSION: &str = "docker-distribution-api-version";
+// Names set on every pull are `HeaderName`s, parsed once: a `&str` name
+// is parsed and hashed again by every insert.
+pub const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 pub const API_VERSION_VALUE: &str = "registry/2.0";
-pub const CONTENT_DIGEST: &str = "docker-content-digest";
+pub const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 pub const UPLOAD_UUID: &str = "docker-upload-uuid";
 pub const OCI_SUBJECT: &str = "oci-subject";
 pub const OCI_FILTERS_APPLIED: &str = "oci-filters-applied";

@@ -3,6 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use wharf_oci::manifest::MANIFEST_MAX_BYTES;
@@ -33,9 +34,9 @@ pub async fn get(
     let (digest, record) = app.registry().pull_manifest(name, &reference).await?;
     let builder = Response::builder()
         .status(StatusCode::OK)
-        .header("content-type", &record.media_type)
-        .header("content-length", record.raw.len())
-        .header("etag", format!("\"{digest}\""))
+        .header(CONTENT_TYPE, &record.media_type)
+        .header(CONTENT_LENGTH, record.raw.len())
+        .header(ETAG, format!("\"{digest}\""))
         .header(headers::CONTENT_DIGEST, &digest);
     let body = if with_body {
         Body::from(record.raw)
@@ -85,7 +86,7 @@ pub async fn put(
         StatusCode::CREATED,
         [
             ("location", format!("/v2/{name}/manifests/{digest}")),
-            (headers::CONTENT_DIGEST, digest.to_string()),
+            (headers::CONTENT_DIGEST.as_str(), digest.to_string()),
             ("content-length", "0".to_string()),
         ],
     )

@@ -54,7 +54,7 @@ fn created(name: &str, digest: &Digest) -> Response {
         StatusCode::CREATED,
         [
             ("location", format!("/v2/{name}/blobs/{digest}")),
-            (headers::CONTENT_DIGEST, digest.to_string()),
+            (headers::CONTENT_DIGEST.as_str(), digest.to_string()),
             ("content-length", "0".to_string()),
         ],
     )
