@@ -1,17 +1,19 @@
 //! What a pull's lookups cost as the state grows: fills stores with 1,000,
 //! 10,000, 100,000 and TAGS tags (default 1,000,000), then times random
-//! pulls' reads (tag → manifest → repository, what a manifest GET by tag
-//! reads from the store), each size twice, alternated.
+//! pulls' reads (tag → manifest → the repository's read lock, what a
+//! manifest GET by tag reads from the store), each size twice, alternated.
 //! `cargo run --release -p wharf-meta --example read_scale [TAGS] [LOOKUPS]`.
 //! One thread: the latencies are the store's, without a runtime or HTTP.
 //! This is the store's share of a pull's cost at a million tags
-//! (`bench/scale.py` measures the whole GET).
+//! (`bench/scale.py` measures the whole GET). Last, what the first pull
+//! after a repository's read lock changes pays at each size: the rebuild
+//! of the in-memory set of read-locked repositories.
 
 use std::path::Path;
 use std::time::Instant;
 
 use rand::Rng;
-use wharf_meta::{MetaStore, DEFAULT_REGISTRY};
+use wharf_meta::{AttributeChange, Command, LockTarget, MetaStore, DEFAULT_REGISTRY};
 
 mod scale_fill;
 
@@ -31,9 +33,9 @@ fn pulls(store: &MetaStore, repos: usize, lookups: usize) -> Vec<u64> {
         let t = Instant::now();
         let record = reg.tag(&repo, &tag).expect("tag").expect("tag exists");
         let manifest = reg.manifest(&repo, &record.digest).expect("manifest");
-        let repository = reg.repository(&repo).expect("repository");
+        let readable = reg.repository_reads_enabled(&repo).expect("read lock");
         ns.push(t.elapsed().as_nanos() as u64);
-        assert!(manifest.is_some() && repository.is_some());
+        assert!(manifest.is_some() && readable);
     }
     ns.sort_unstable();
     ns
@@ -72,5 +74,32 @@ fn main() {
             let (p50, p99, mean) = measure(path, *repos, lookups);
             println!("| {size} | {round} | {p50:.1} | {p99:.1} | {mean:.1} |");
         }
+    }
+    println!();
+    println!("| tags | repositories | first pull after a repository lock changed, µs | the pull after it, µs |");
+    println!("|---|---|---|---|");
+    for (size, repos, path) in &stores {
+        let store = MetaStore::open(path).expect("open");
+        let reg = store.registry(DEFAULT_REGISTRY);
+        let locked = scale_fill::repo_name(repos / 2);
+        scale_fill::apply(
+            &store,
+            Command::UpdateAttributes {
+                repo: locked.clone(),
+                target: LockTarget::Repository,
+                change: AttributeChange {
+                    read_enabled: Some(false),
+                    ..Default::default()
+                },
+            },
+        );
+        let mut took = Vec::new();
+        for _ in 0..2 {
+            let t = Instant::now();
+            let enabled = reg.repository_reads_enabled(&locked).expect("read");
+            took.push(t.elapsed().as_secs_f64() * 1e6);
+            assert!(!enabled, "the lock is seen");
+        }
+        println!("| {size} | {repos} | {:.0} | {:.1} |", took[0], took[1]);
     }
 }

@@ -8,7 +8,7 @@ pub const TAGS_PER_REPO: usize = 10;
 const CONFIG: &str = "sha256:00000000000000000000000000000000000000000000000000000000000000c0";
 const LAYER: &str = "sha256:000000000000000000000000000000000000000000000000000000000000001a";
 
-fn apply(s: &MetaStore, cmd: Command) {
+pub fn apply(s: &MetaStore, cmd: Command) {
     s.apply(&Envelope::new(DEFAULT_REGISTRY, cmd, 1), &[])
         .expect("apply");
 }
