@@ -4,6 +4,7 @@
 //! `Caller` for the action they are about to perform.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{AUTHORIZATION, HOST};
@@ -31,11 +32,13 @@ pub enum Proof {
 
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub subject: Subject,
+    /// Shared: the caller is cloned out of the request's extensions by
+    /// every layer that reads it, and a subject holds its whole record.
+    pub subject: Arc<Subject>,
     pub proof: Proof,
     /// The realm and service for challenges.
-    realm: String,
-    service: String,
+    realm: Arc<str>,
+    service: Arc<str>,
 }
 
 /// Credentials as sent in an Authorization header.
@@ -285,10 +288,10 @@ impl Caller {
 /// each `from_fn` layer boxes the request's future and clones the routes).
 pub async fn authenticate(State(node): State<App>, mut req: Request, next: Next) -> Response {
     let app = crate::tenant::of(&req, &node);
-    let realm = realm(&app, req.headers());
-    let service = app.auth.config().service.clone();
+    let realm = realm(&app, req.headers()).into();
+    let service = app.auth.config().service.as_str().into();
     let bare = Caller {
-        subject: Subject::Anonymous,
+        subject: Arc::new(Subject::Anonymous),
         proof: Proof::None,
         realm,
         service,
@@ -303,7 +306,7 @@ pub async fn authenticate(State(node): State<App>, mut req: Request, next: Next)
                 .login(&app.meta(), &user, &password, source, now_ms())
             {
                 Ok(subject) => Caller {
-                    subject,
+                    subject: Arc::new(subject),
                     proof: Proof::Basic,
                     ..bare
                 },
@@ -319,7 +322,7 @@ pub async fn authenticate(State(node): State<App>, mut req: Request, next: Next)
                 .verify(&app.meta(), &token, TokenUse::Access, now_ms())
             {
                 Ok((subject, claims)) => Caller {
-                    subject,
+                    subject: Arc::new(subject),
                     proof: Proof::Bearer(claims),
                     ..bare
                 },
@@ -337,9 +340,9 @@ pub async fn authenticate(State(node): State<App>, mut req: Request, next: Next)
 /// The caller attached by `authenticate` (anonymous if absent).
 pub fn caller_of(req: &Request) -> Caller {
     req.extensions().get::<Caller>().cloned().unwrap_or(Caller {
-        subject: Subject::Anonymous,
+        subject: Arc::new(Subject::Anonymous),
         proof: Proof::None,
-        realm: String::new(),
-        service: String::new(),
+        realm: "".into(),
+        service: "".into(),
     })
 }
