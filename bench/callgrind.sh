@@ -78,5 +78,14 @@ TOTAL=$(awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1; exit}' "$WORK/annotate.
 [ -n "$TOTAL" ] || { echo "no totals in $OUTFILE" >&2; exit 1; }
 echo "binary: $WHARF"
 echo "requests: $N; instructions: $TOTAL; per request: $((TOTAL / N))"
+# RocksDB formats its statistics into its LOG every 10 minutes of wall
+# clock; a window that includes it counts ~7 k more per request. Say so,
+# with the count without it, so two runs compare like with like.
+DUMP=$(callgrind_annotate --inclusive=yes --threshold=100 "$OUTFILE" 2>/dev/null \
+  | awk 'index($0, "rocksdb::DBImpl::DumpStats()") && !n {gsub(",","",$1); print $1; n=1}')
+if [ -n "$DUMP" ]; then
+  echo "this window included RocksDB's periodic stats dump ($DUMP instructions):" \
+    "per request without it: $(((TOTAL - DUMP) / N))"
+fi
 echo
 sed -n '/file:function/,$p' "$WORK/annotate.txt" | head -40
