@@ -24,7 +24,14 @@ struct Project {
 impl Project {
     fn cmd(&self) -> Command {
         let mut c = Command::new("docker-compose");
-        c.current_dir(compose_dir()).args(["-p", &self.name]);
+        // docker-compose gives up on the engine after 60 s per call; a busy
+        // two-core CI machine has taken longer than that to create six
+        // containers (CI of stop 31), which failed the test without any
+        // fault of Wharf's.
+        c.current_dir(compose_dir())
+            .env("COMPOSE_HTTP_TIMEOUT", "300")
+            .env("DOCKER_CLIENT_TIMEOUT", "300")
+            .args(["-p", &self.name]);
         c
     }
 }
@@ -79,7 +86,17 @@ fn three_regions_of_two_nodes_push_pull_and_survive_one_node_per_region() {
         name: format!("wharftest{:06x}", rand::random::<u32>() & 0xffffff),
     };
     run(Command::new(compose_dir().join("build.sh")).arg(env!("CARGO_BIN_EXE_wharf")));
-    run(project.cmd().args(["up", "-d"]));
+    // `up -d` converges on the declared state, so a second try after an
+    // engine timeout finishes what the first began rather than duplicating it.
+    if project
+        .cmd()
+        .args(["up", "-d"])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        run(project.cmd().args(["up", "-d"]));
+    }
     let deadline = Instant::now() + Duration::from_secs(120);
     while !(5001..=5006).all(ready) {
         if Instant::now() > deadline {
