@@ -10,7 +10,7 @@ UP_ARGS ?=
 # Build: RocksDB is linked from Debian's librocksdb-dev (see .cargo/config.toml),
 # bindgen needs libclang. Tests: the real clients. Bench: the reference registry.
 BUILD_PKGS := librocksdb-dev libclang-dev clang pkg-config curl
-TEST_PKGS := busybox-static skopeo umoci podman buildah containerd uidmap
+TEST_PKGS := busybox-static skopeo umoci podman buildah containerd uidmap chromium chromium-driver fonts-dejavu-core
 BENCH_PKGS := docker-registry wrk nginx-light apache2-utils
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -29,6 +29,7 @@ pub struct AuthConfig {
     pub service: String,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+    pub session_ttl: Duration,
     pub login_limits: LoginLimits,
 }
 
@@ -38,6 +39,7 @@ impl Default for AuthConfig {
             service: "wharf".into(),
             access_ttl: Duration::from_secs(3 * 3600),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            session_ttl: Duration::from_secs(8 * 3600),
             login_limits: LoginLimits::default(),
         }
     }
@@ -476,6 +478,7 @@ impl Authority {
         let ttl = match token_use {
             TokenUse::Access => self.cfg.access_ttl,
             TokenUse::Refresh => self.cfg.refresh_ttl,
+            TokenUse::Session => self.cfg.session_ttl,
         }
         .as_secs();
         let now_s = now_ms / 1000;
@@ -547,7 +550,7 @@ impl Authority {
                 c
             }
         };
-        if claims.token_use != token_use {
+        if !token_use.accepts(claims.token_use) {
             return Err(AuthError::InvalidToken("wrong kind of token"));
         }
         let subject = self

@@ -211,3 +211,30 @@ fn a_cached_tokens_signature_does_not_vouch_for_other_claims() {
     assert!(a.verify(&m, &first, TokenUse::Access, now).is_ok());
     assert!(a.verify(&m, &second, TokenUse::Access, now).is_ok());
 }
+
+#[test]
+fn a_console_session_stands_in_for_an_access_token_and_nothing_more() {
+    let (_d, store, a) = setup();
+    let m = store.registry(DEFAULT_REGISTRY);
+    let now = 10_000_000;
+    let s = a.login(&m, "owner", "owner password 1", SRC, now).unwrap();
+    let (session, ttl) = a.issue(&m, &s, vec![], TokenUse::Session, now).unwrap();
+    assert_eq!(ttl, 8 * 3600, "a working day, not an access token's hours");
+    let (_, claims) = a.verify(&m, &session, TokenUse::Access, now).unwrap();
+    assert_eq!(
+        claims.token_use,
+        TokenUse::Session,
+        "the node knows what it holds"
+    );
+    assert!(a.verify(&m, &session, TokenUse::Session, now).is_ok());
+    assert!(
+        a.verify(&m, &session, TokenUse::Refresh, now).is_err(),
+        "a session is not exchanged for tokens"
+    );
+    assert!(a
+        .verify(&m, &session, TokenUse::Access, now + ttl * 1000)
+        .is_err());
+    // An access token is no session (the console's cookie asks for one).
+    let (access, _) = a.issue(&m, &s, vec![], TokenUse::Access, now).unwrap();
+    assert!(a.verify(&m, &access, TokenUse::Session, now).is_err());
+}

@@ -19,6 +19,19 @@ pub enum TokenUse {
     /// Exchanged at the token endpoint for access tokens (`docker login`
     /// keeps it instead of the password); weeks.
     Refresh,
+    /// A web console login, carried in an `HttpOnly` cookie (or as
+    /// `Bearer` on the calls a node makes for it): everything its subject
+    /// may do, like the password it was exchanged for, for a working day.
+    Session,
+}
+
+impl TokenUse {
+    /// Whether a token issued for `presented` may be used where `self` is
+    /// asked for: a session stands in for an access token (it is one with
+    /// its subject's whole rights), nothing else stands in for another.
+    pub fn accepts(self, presented: TokenUse) -> bool {
+        self == presented || (self == TokenUse::Access && presented == TokenUse::Session)
+    }
 }
 
 /// One granted resource, as in the Docker token spec's `access` claim.

@@ -439,6 +439,8 @@ pub struct AuthSettings {
     pub bootstrap_user: String,
     pub access_token_ttl_s: u64,
     pub refresh_token_ttl_s: u64,
+    /// How long a web console login lasts.
+    pub console_session_ttl_s: u64,
     /// Failed logins allowed in a burst, per name and per source address.
     pub login_burst: u32,
     /// One more failed login is allowed after this long.
@@ -455,6 +457,7 @@ impl Default for AuthSettings {
             bootstrap_user: "owner".into(),
             access_token_ttl_s: d.access_ttl.as_secs(),
             refresh_token_ttl_s: d.refresh_ttl.as_secs(),
+            console_session_ttl_s: d.session_ttl.as_secs(),
             login_burst: d.login_limits.burst,
             login_refill_ms: d.login_limits.refill_every.as_millis() as u64,
         }
@@ -467,6 +470,7 @@ impl AuthSettings {
             service: self.service.clone(),
             access_ttl: Duration::from_secs(self.access_token_ttl_s),
             refresh_ttl: Duration::from_secs(self.refresh_token_ttl_s),
+            session_ttl: Duration::from_secs(self.console_session_ttl_s),
             login_limits: wharf_auth::LoginLimits {
                 burst: self.login_burst,
                 refill_every: Duration::from_millis(self.login_refill_ms),

@@ -177,10 +177,26 @@ impl Caller {
         Ok(self.subject.may(repo, action, &access) && self.token_allows(repo, action))
     }
 
+    /// The caller a console session makes: its subject's whole rights.
+    pub fn for_session(subject: Subject, claims: Arc<Claims>) -> Caller {
+        Caller {
+            subject: Arc::new(subject),
+            proof: Proof::Bearer(claims),
+            realm: "".into(),
+            service: "".into(),
+        }
+    }
+
+    /// Whether the caller's token (if it came with one) grants `action`
+    /// on `repo`: an access token only for the scopes in it; a console
+    /// session, like a password, for everything its subject may do.
     fn token_allows(&self, repo: &str, action: Action) -> bool {
         let Proof::Bearer(claims) = &self.proof else {
             return true;
         };
+        if claims.token_use == TokenUse::Session {
+            return true;
+        }
         let needed = match action {
             Action::Pull | Action::MetadataRead => "pull",
             Action::Push | Action::MetadataWrite => "push",
@@ -266,10 +282,11 @@ impl Caller {
     pub fn require_catalog(&self, app: &Tenant) -> ApiResult<()> {
         self.require_identity(app, true)?;
         if let Proof::Bearer(claims) = &self.proof {
-            let granted = claims
-                .access
-                .iter()
-                .any(|g| g.kind == "registry" && g.name == "catalog");
+            let granted = claims.token_use == TokenUse::Session
+                || claims
+                    .access
+                    .iter()
+                    .any(|g| g.kind == "registry" && g.name == "catalog");
             if !granted {
                 return Err(self.unauthorized(
                     Some("registry:catalog:*"),
@@ -299,7 +316,34 @@ pub async fn authenticate(State(node): State<App>, mut req: Request, next: Next)
     let source = source_of(&req);
     let caller = match credentials(req.headers()) {
         Err(e) => return auth_error(e, Some(bare.challenge(None, None))).into_response(),
-        Ok(None) => bare,
+        Ok(None) => match crate::http::console::session_of(&app, req.headers()) {
+            None => bare,
+            Some(Err(e)) => return refused(&app, e, None).into_response(),
+            Some(Ok(crate::http::console::Session {
+                token,
+                subject,
+                claims,
+            })) => {
+                // A browser sends the cookie with requests other sites
+                // cause: a change needs the CSRF token only a console page
+                // of this origin can have.
+                if !req.method().is_safe() {
+                    if let Err(refusal) = crate::http::console::check_csrf(&token, req.headers()) {
+                        return refusal.into_response();
+                    }
+                }
+                // Nodes asked on the caller's behalf (the replication
+                // view's status probes) are sent its credentials.
+                if let Ok(v) = axum::http::HeaderValue::from_str(&format!("Bearer {token}")) {
+                    req.headers_mut().insert(AUTHORIZATION, v);
+                }
+                Caller {
+                    subject: Arc::new(subject),
+                    proof: Proof::Bearer(claims),
+                    ..bare
+                }
+            }
+        },
         Ok(Some(Credentials::Basic { user, password })) => {
             match app
                 .auth

@@ -1,9 +1,11 @@
 //! The HTTP surface of a node: the OCI Distribution API at /v2/, the
-//! management API at /api/v1/, and health and metrics endpoints.
+//! management API at /api/v1/, the web console at /console/, and health
+//! and metrics endpoints.
 
 pub mod access;
 pub mod blobs;
 pub mod catalog;
+pub mod console;
 pub mod error;
 pub mod headers;
 pub mod manifests;
@@ -49,6 +51,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .merge(protected)
         .merge(token_route)
+        .merge(console::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
