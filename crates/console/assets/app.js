@@ -168,7 +168,7 @@ function toLogin() {
 function shell(active, crumbs, body) {
   const s = state.session;
   const nav = [["repositories", "Repositories"], ["replication", "Replication"]];
-  if (s.owner) nav.push(["registries", "Registries"]);
+  if (s.owner) nav.push(["tokens", "Tokens"], ["webhooks", "Webhooks"], ["gc", "Garbage collection"], ["registries", "Registries"]);
   return h("div", { class: "shell" },
     h("nav", { class: "side", "aria-label": "Sections" },
       h("div", { class: "brand" }, h("img", { src: "/console/assets/logo.svg", alt: "" }), "Wharf"),
@@ -682,6 +682,150 @@ function registryCard(r, usage) {
     }));
 }
 
+
+// ---- tokens (owners) -----------------------------------------------------
+
+async function tokensPage() {
+  mount(shell("tokens", [h("span", { class: "here" }, "Tokens")], h("div", { class: "loading" }, "Loading tokens…")));
+  let tokens, maps;
+  try {
+    [tokens, maps] = await Promise.all([getJson("/api/v1/tokens"), getJson("/api/v1/scope-maps")]);
+  } catch (e) { setContent(failure(e)); return; }
+  const name = h("input", { type: "text", name: "token-name", placeholder: "ci-pull", required: true, "aria-label": "Token name" });
+  const map = h("select", { name: "scope-map", "aria-label": "Scope map" }, maps.map((m) => h("option", { value: m.name }, m.name)));
+  const days = h("input", { type: "text", name: "expiry-days", placeholder: "never", inputmode: "numeric", size: 6, "aria-label": "Expires in days" });
+  const form = h("form", {
+    class: "toolbar card",
+    onsubmit: async (ev) => {
+      ev.preventDefault();
+      const body = { name: name.value.trim(), scope_map: map.value };
+      const d = parseInt(days.value, 10);
+      if (d > 0) body.expiry_ms = Date.now() + d * 86400000;
+      try {
+        const made = await (await call("POST", "/api/v1/tokens", body)).json();
+        await showSecrets(made);
+        tokensPage();
+      } catch (e) { toast(e.message, true); }
+    },
+  },
+  h("b", {}, "New token"), name, h("span", { class: "hint" }, "scope map"), map,
+  h("span", { class: "hint" }, "expires in days"), days,
+  h("button", { type: "submit", class: "primary", disabled: !maps.length }, "Create token"),
+  maps.length ? null : h("span", { class: "hint" }, "First create a scope map: wharf scope-map create NAME --repository 'REPO=content/read'"));
+  setContent(h("h1", {}, "Tokens"),
+    h("p", { class: "sub" }, "Repository-scoped credentials for CI and deployments: docker login with the token's name and one of its passwords."),
+    form,
+    h("div", { class: "table-wrap" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["Name", "Scope map", "Status", "Expires", "Passwords", "Created", ""].map((t) => h("th", {}, t)))),
+      h("tbody", {}, tokens.length ? tokens.map((t) => h("tr", { "data-token": t.name },
+        h("td", {}, t.name), h("td", {}, t.scope_map),
+        h("td", {}, h("span", { class: "badge " + (t.enabled ? "ok" : "") }, t.enabled ? "enabled" : "disabled")),
+        h("td", {}, t.expiry_ms ? new Date(t.expiry_ms).toISOString().slice(0, 10) : "never"),
+        h("td", {}, t.passwords.length ? t.passwords.map((p) => "password" + p).join(", ") : "none"),
+        h("td", {}, when(t.created_ms)),
+        h("td", {}, h("button", { type: "button", class: "small", onclick: async () => {
+          try { await call("PATCH", "/api/v1/tokens/" + encodeURIComponent(t.name), { enabled: !t.enabled }); tokensPage(); } catch (e) { toast(e.message, true); }
+        } }, t.enabled ? "Disable" : "Enable"))))
+        : h("tr", {}, h("td", { class: "empty", colspan: 7 }, "No tokens yet."))))));
+}
+
+// A new token's passwords, shown this once.
+function showSecrets(made) {
+  return new Promise((resolve) => {
+    const line = (label, value) => value ? h("div", {}, h("div", { class: "stat-label" }, label),
+      h("div", { class: "toolbar" }, h("code", { class: "secret grow" }, value),
+        h("button", { type: "button", class: "small", onclick: () => navigator.clipboard && navigator.clipboard.writeText(value).then(() => toast("Copied")) }, "Copy"))) : null;
+    const d = h("dialog", { "aria-label": "Token created" },
+      h("h3", {}, `Token ${made.name} created`),
+      h("p", {}, "Copy a password now: it is shown this once and cannot be read again (regenerate it if lost)."),
+      line("password1", made.password1), line("password2", made.password2),
+      h("p", { class: "hint" }, h("code", {}, `docker login -u ${made.name} ${location.host}`)),
+      h("div", { class: "actions" }, h("button", { type: "button", class: "primary", onclick: () => d.close() }, "Done")));
+    d.addEventListener("close", () => { d.remove(); resolve(); });
+    document.body.append(d);
+    d.showModal();
+  });
+}
+
+// ---- webhooks (owners) ---------------------------------------------------
+
+async function webhooksPage() {
+  mount(shell("webhooks", [h("span", { class: "here" }, "Webhooks")], h("div", { class: "loading" }, "Loading webhooks…")));
+  let hooks;
+  try { hooks = await getJson("/api/v1/webhooks"); } catch (e) { setContent(failure(e)); return; }
+  setContent(h("h1", {}, "Webhooks"),
+    h("p", { class: "sub" }, "Events sent to your services on push and delete; open one for its delivery log."),
+    h("div", { class: "table-wrap" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["Name", "Endpoint", "Actions", "Scope", "Status", "Pending"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, hooks.length ? hooks.map((w) => h("tr", { "data-webhook": w.name },
+        h("td", {}, h("a", { href: "#/webhook?" + q({ name: w.name }) }, w.name)),
+        h("td", { class: "wrap" }, h("code", {}, w.uri)),
+        h("td", {}, w.actions.join(", ")), h("td", {}, w.scope || "all"),
+        h("td", {}, h("span", { class: "badge " + (w.status === "enabled" ? "ok" : "") }, w.status)),
+        h("td", { class: "num" }, w.pending)))
+        : h("tr", {}, h("td", { class: "empty", colspan: 6 }, "No webhooks: wharf webhook create NAME --uri URL --actions push"))))));
+}
+
+async function webhookPage(name) {
+  mount(shell("webhooks", [h("a", { href: "#/webhooks" }, "Webhooks"), h("span", { class: "here" }, name)], h("div", { class: "loading" }, "Loading the delivery log…")));
+  let events;
+  try { events = await getJson(`/api/v1/webhooks/${encodeURIComponent(name)}/events?limit=200`); } catch (e) { setContent(failure(e)); return; }
+  const tone = { delivered: "ok", pending: "warn", dead: "bad" };
+  setContent(h("h1", {}, name), h("p", { class: "sub" }, `${events.length} most recent events`),
+    h("div", { class: "table-wrap" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["Time", "Action", "Image", "State", "Attempts", "Last answer", ""].map((t) => h("th", {}, t)))),
+      h("tbody", {}, events.length ? events.map((ev) => {
+        const last = ev.attempts[ev.attempts.length - 1];
+        return h("tr", { "data-event": ev.id },
+          h("td", {}, when(ev.timestamp_ms)), h("td", {}, ev.action),
+          h("td", {}, ev.repository + (ev.tag ? ":" + ev.tag : ev.digest ? "@" + shortDigest(ev.digest) : "")),
+          h("td", {}, h("span", { class: "badge " + (tone[ev.state] || "") }, ev.state)),
+          h("td", { class: "num" }, ev.attempts.length),
+          h("td", { class: "wrap" }, last ? (last.status ? `HTTP ${last.status}` : last.error || "—") + ` · ${last.latency_ms} ms` : "—"),
+          h("td", {}, h("button", { type: "button", class: "small", onclick: async () => {
+            try { await call("POST", `/api/v1/webhooks/${encodeURIComponent(name)}/redeliver`, { event_id: ev.id }); toast("Redelivery queued"); webhookPage(name); } catch (e) { toast(e.message, true); }
+          } }, "Redeliver")));
+      }) : h("tr", {}, h("td", { class: "empty", colspan: 7 }, "Nothing delivered yet."))))));
+}
+
+// ---- garbage collection and retention (owners) ---------------------------
+
+async function gcPage() {
+  mount(shell("gc", [h("span", { class: "here" }, "Garbage collection")], h("div", { class: "loading" }, "Loading…")));
+  let status, policies;
+  try {
+    [status, policies] = await Promise.all([getJson("/api/v1/gc"), getJson("/api/v1/policies")]);
+  } catch (e) { setContent(failure(e)); return; }
+  const run = async (dry) => {
+    if (!dry && !(await confirmDialog("Collect garbage", "Remove the layers no manifest needs, in every region, now?", "Collect now"))) return;
+    try {
+      const r = await (await call("POST", "/api/v1/gc/runs", { dry_run: dry })).json();
+      toast(`${dry ? "Would free" : "Freed"} ${r.blobs_freed} blobs, ${bytes(r.bytes_freed)}`);
+      gcPage();
+    } catch (e) { toast(e.message, true); }
+  };
+  const policy = (label, p) => h("div", { class: "card" }, h("div", { class: "stat-label" }, label),
+    h("div", { class: "stat" }, p.enabled ? `${p.days} days` : "off"));
+  setContent(
+    h("div", { class: "toolbar" }, h("h1", { class: "grow" }, "Garbage collection"),
+      h("button", { type: "button", onclick: () => run(true) }, "Dry run"),
+      h("button", { type: "button", class: "danger", onclick: () => run(false) }, "Collect now")),
+    h("div", { class: "cards" }, policy("Untagged manifests expire after", policies.retention), policy("Deleted images kept (soft delete)", policies.soft_delete),
+      h("div", { class: "card" }, h("div", { class: "stat-label" }, "Keep rules"), policies.keep.length ? policies.keep.map((k) => h("div", {}, h("code", {}, k.pattern), k.keep_last ? ` keep last ${k.keep_last}` : "", k.untouched_days ? ` · untouched ${k.untouched_days} d` : "")) : "none")),
+    h("h2", {}, "Regions"),
+    h("div", { class: "table-wrap" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["Region", "Files deleted", "Freed", "Kept", "Sweeps pending", "Last sweep"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, status.regions.map((r) => h("tr", {}, h("td", {}, r.region), h("td", { class: "num" }, r.files_deleted),
+        h("td", { class: "num" }, bytes(r.bytes_freed)), h("td", { class: "num" }, r.files_kept), h("td", { class: "num" }, r.sweeps_pending), h("td", {}, when(r.last_sweep_ms))))))),
+    h("h2", {}, "Recent runs"),
+    h("div", { class: "table-wrap" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["Started", "Registry", "Links removed", "Blobs freed", "Bytes freed", "Manifests expired", "Tags expired"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, status.runs.length ? status.runs.map((r) => h("tr", { "data-run": r.id }, h("td", {}, when(r.started_ms)), h("td", {}, r.registry),
+        h("td", { class: "num" }, r.links_removed), h("td", { class: "num" }, r.blobs_freed), h("td", { class: "num" }, bytes(r.bytes_freed)),
+        h("td", { class: "num" }, r.manifests_expired), h("td", { class: "num" }, r.tags_expired)))
+        : h("tr", {}, h("td", { class: "empty", colspan: 7 }, "No run yet."))))));
+}
+
 // ---- routing -------------------------------------------------------------
 
 async function route() {
@@ -693,6 +837,10 @@ async function route() {
   if (path === "/image") return imagePage(params.get("repo") || "", params.get("ref") || "latest");
   if (path === "/replication") return replicationPage();
   if (path === "/registries") return registriesPage();
+  if (path === "/tokens") return tokensPage();
+  if (path === "/webhooks") return webhooksPage();
+  if (path === "/webhook") return webhookPage(params.get("name") || "");
+  if (path === "/gc") return gcPage();
   return repositoriesPage();
 }
 

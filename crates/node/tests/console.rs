@@ -498,6 +498,140 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
     .await;
     shot(&b, "registries").await;
 
+    // A token made in the console: its password shown once, and it works.
+    wharf(
+        &c.nodes[0],
+        &[
+            "scope-map",
+            "create",
+            "ci-pull",
+            "--repository",
+            "console/app=content/read,metadata/read",
+        ],
+    );
+    b.goto(&c.nodes[0].url("/console/#/tokens")).await.unwrap();
+    wait_for(&b, "input[name=token-name]")
+        .await
+        .send_keys("ci-reader")
+        .await
+        .unwrap();
+    b.find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let secret = wait_for(&b, "dialog[open] code.secret")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(secret.len() >= 32, "a generated password: {secret:?}");
+    shot(&b, "token-created").await;
+    b.find(Locator::Css("dialog[open] button.primary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&b, "tr[data-token='ci-reader']").await;
+    assert!(
+        b.find_all(Locator::Css("code.secret"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the password is not shown again"
+    );
+    shot(&b, "tokens").await;
+    let listed = run(skopeo()
+        .args(["list-tags", "--tls-verify=false", "--creds"])
+        .arg(format!("ci-reader:{secret}"))
+        .arg(format!("docker://{}/console/app", c.nodes[1].addr())));
+    assert!(listed.contains("v1"), "the console's token pulls: {listed}");
+
+    // A webhook's delivery log (its endpoint refuses), and a redelivery.
+    let dead = format!("http://127.0.0.1:{}/hook", common::free_port());
+    wharf(
+        &c.nodes[0],
+        &[
+            "webhook",
+            "create",
+            "--name",
+            "cihook",
+            "--uri",
+            &dead,
+            "--actions",
+            "push",
+        ],
+    );
+    push(
+        dir.path(),
+        &c.nodes[0],
+        "console/app:v4",
+        &[("v4.txt", b"four")],
+    );
+    b.goto(&c.nodes[0].url("/console/#/webhooks"))
+        .await
+        .unwrap();
+    wait_for(&b, "tr[data-webhook='cihook'] a")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(row) = b.find(Locator::Css("tr[data-event]")).await {
+            if !row.text().await.unwrap().contains("—") {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no delivery attempt in the log");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        b.refresh().await.unwrap();
+    }
+    shot(&b, "webhook-log").await;
+    b.find(Locator::Css("tr[data-event] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&b, ".toast", 20, |t| t.contains("Redelivery queued")).await;
+
+    // Garbage collection: a dry run reports and changes nothing.
+    b.goto(&c.nodes[0].url("/console/#/gc")).await.unwrap();
+    wait_for(&b, "h1").await;
+    b.find(Locator::XPath("//button[text()='Dry run']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let said = b
+            .execute(
+                "return [...document.querySelectorAll('.toast')].map(t => t.textContent);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if said
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t.as_str().unwrap().starts_with("Would free"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dry run reported nothing: {said}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shot(&b, "gc").await;
+
     // Delete a tag through the console, after a confirmation naming it.
     b.goto(&c.nodes[0].url("/console/#/repository/console%2Fapp"))
         .await
