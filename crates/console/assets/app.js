@@ -367,8 +367,8 @@ function tagRow(repo, t) {
     h("td", {}, h("a", { href: "#/image?" + q({ repo, ref: t.name }) }, t.name)),
     h("td", {}, h("code", { title: t.digest }, shortDigest(t.digest))),
     h("td", {}, kind(t.media_type)),
-    h("td", { "data-arch": t.digest }, "…"),
-    h("td", { class: "num", "data-size": t.digest }, "…"),
+    h("td", { class: "pending", "data-arch": t.digest }, "…"),
+    h("td", { class: "num pending", "data-size": t.digest }, "…"),
     h("td", {}, when(t.updated_ms)),
     h("td", {}, locks(t.attributes)),
     h("td", {},
@@ -393,8 +393,8 @@ async function fillDetails(repo, rows) {
 function paintDetail(digest) {
   const d = details.get(digest);
   if (!d) return;
-  document.querySelectorAll(`[data-arch="${CSS.escape(digest)}"]`).forEach((el) => { el.textContent = d.platforms || "—"; });
-  document.querySelectorAll(`[data-size="${CSS.escape(digest)}"]`).forEach((el) => { el.textContent = bytes(d.size); });
+  document.querySelectorAll(`[data-arch="${CSS.escape(digest)}"]`).forEach((el) => { el.textContent = d.platforms || "—"; el.classList.remove("pending"); });
+  document.querySelectorAll(`[data-size="${CSS.escape(digest)}"]`).forEach((el) => { el.textContent = bytes(d.size); el.classList.remove("pending"); });
 }
 
 async function imageSummary(repo, digest) {

@@ -367,6 +367,21 @@ fn up_with_tls_serves_https_and_peers_use_mutual_tls() {
             "{rows}"
         );
 
+        // The console's session cookie is marked Secure under TLS.
+        let login = run(Command::new("curl")
+            .args(["-s", "-D", "-", "-o", "/dev/null", "--cacert", &ca])
+            .args(["-H", "content-type: application/json", "--data"])
+            .arg(format!(r#"{{"username":"owner","password":"{password}"}}"#))
+            .arg(format!("https://{}/console/api/login", host(1))));
+        let cookie = login
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+            .unwrap_or_else(|| panic!("no session cookie: {login}"));
+        assert!(
+            cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+            "{cookie}"
+        );
+
         // The peer port: TLS with a client certificate of the cluster only.
         let peer = format!("https://wharf-peer:{}/", base + 101);
         let resolve = format!("wharf-peer:{}:127.0.0.1", base + 101);
