@@ -1,7 +1,7 @@
 """A local cluster for the bench/*.py scripts: `wharf up --regions 3` in a
 fresh work directory, rate limits off (throughput and latency, not
 throttling), its output in WORK/up.log."""
-import os, shutil, signal, subprocess, sys
+import base64, http.client, json, os, shutil, signal, subprocess, sys, time
 
 
 def start(wharf, work, data_dir, base, extra=()):
@@ -25,3 +25,29 @@ def stop(up):
         up.wait(timeout=30)
     except subprocess.TimeoutExpired:
         up.kill()
+
+
+def ready(up, work, data_dir, base):
+    """Wait for the cluster `start` began: its cluster.json and a leader.
+    Returns (cluster.json as a dict, the owner's Basic header, the
+    leader's node id)."""
+    cj = os.path.join(data_dir, "cluster.json")
+    deadline = time.time() + 60
+    while not os.path.exists(cj):
+        assert time.time() < deadline and up.poll() is None, open(os.path.join(work, "up.log")).read()
+        time.sleep(0.1)
+    time.sleep(1)
+    cluster = json.load(open(cj))
+    cred = cluster["credentials"]
+    auth = "Basic " + base64.b64encode(f'{cred["username"]}:{cred["password"]}'.encode()).decode()
+    while True:
+        assert time.time() < deadline + 60, "no leader"
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", base + 1, timeout=10)
+            c.request("GET", "/api/v1/status", headers={"Authorization": auth})
+            leader = json.loads(c.getresponse().read()).get("leader")
+            if leader:
+                return cluster, auth, leader
+        except (OSError, http.client.HTTPException, ValueError):
+            pass
+        time.sleep(0.2)

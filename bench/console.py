@@ -25,10 +25,10 @@ binary. Usage: bench/console.py [--quick]
 """
 import cluster as local_cluster
 import report as report_file
-import base64, concurrent.futures, hashlib, json, os, socket, statistics, subprocess, sys, tempfile, time
+import concurrent.futures, json, os, socket, statistics, subprocess, sys, time
 import urllib.request
 
-from scale import Conn, conn, sha, CFG, LAYER, OCI  # the fill's manifests and HTTP client
+from scale import conn, sha, CFG, LAYER, OCI  # the fill's blobs and HTTP client
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WHARF = os.environ.get("WHARF") or os.path.join(ROOT, "target", "release", "wharf")
@@ -145,21 +145,9 @@ def main():
     report = []
     say = lambda s="": (report.append(s), print(s, file=sys.stderr))
     try:
-        cj = os.path.join(WORK, "data", "cluster.json")
-        deadline = time.time() + 60
-        while not os.path.exists(cj):
-            assert time.time() < deadline and up.poll() is None, open(os.path.join(WORK, "up.log")).read()
-            time.sleep(0.1)
-        time.sleep(1)
-        cluster = json.load(open(cj))
+        cluster, auth, leader = local_cluster.ready(up, WORK, os.path.join(WORK, "data"), BASE)
         cred = cluster["credentials"]
-        auth = "Basic " + base64.b64encode(f'{cred["username"]}:{cred["password"]}'.encode()).decode()
         port = BASE + 1
-        leader = None
-        while leader is None:
-            assert time.time() < deadline + 60, "no leader"
-            leader = json.loads(Conn(port, auth).req("GET", "/api/v1/status")[1]).get("leader")
-            time.sleep(0.2)
         node_pid = next(n["pid"] for r in cluster["regions"] for n in r["nodes"] if n["id"] == 1)
         t = time.time()
         with concurrent.futures.ThreadPoolExecutor(PUSHERS) as pool:

@@ -21,7 +21,7 @@ Usage: bench/scale.py [--sizes 10000,100000] [--quick]
 """
 import cluster as local_cluster
 import report as report_file
-import base64, concurrent.futures, hashlib, http.client, json, os, random, subprocess, sys, threading, time
+import concurrent.futures, hashlib, http.client, json, os, random, subprocess, sys, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WHARF = os.environ.get("WHARF") or os.path.join(ROOT, "target", "release", "wharf")
@@ -135,22 +135,9 @@ def main():
     report = []
     say = lambda s="": (report.append(s), print(s, file=sys.stderr))
     try:
+        cluster, auth, leader = local_cluster.ready(up, WORK, os.path.join(WORK, "data"), BASE)
         cj = os.path.join(WORK, "data", "cluster.json")
-        deadline = time.time() + 60
-        while not os.path.exists(cj):
-            assert time.time() < deadline and up.poll() is None, open(os.path.join(WORK, "up.log")).read()
-            time.sleep(0.1)
-        time.sleep(1)
-        cluster = json.load(open(cj))
-        cred = cluster["credentials"]
-        user = f'{cred["username"]}:{cred["password"]}'
-        auth = "Basic " + base64.b64encode(user.encode()).decode()
         port = BASE + 1
-        leader = None
-        while leader is None:
-            assert time.time() < deadline + 60, "no leader"
-            leader = json.loads(Conn(port, auth).req("GET", "/api/v1/status")[1]).get("leader")
-            time.sleep(0.2)
         leader_port = BASE + leader
         leader_pid = next(n["pid"] for r in cluster["regions"] for n in r["nodes"] if n["id"] == leader)
         say(f"Pushes go to the leader (node {leader}); reads to node 1.")

@@ -30,25 +30,7 @@ fn wharf(n: &Node, args: &[&str]) -> Value {
 }
 
 fn user(n: &Node, name: &str, password: &str, role: &str, scope: &str) {
-    run(std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .envs(owner_env())
-        .env("WHARF_NEW_PASSWORD", password)
-        .args(["user", "create", name, "--endpoint", &n.url("")]));
-    if !role.is_empty() {
-        wharf(
-            n,
-            &[
-                "role",
-                "assign",
-                "--principal",
-                name,
-                "--role",
-                role,
-                "--scope",
-                scope,
-            ],
-        );
-    }
+    common::create_user(n, name, password, role, scope)
 }
 
 /// An access token from the token endpoint (GET with Basic credentials).

@@ -12,51 +12,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, REGIONS};
-use common::{have, oci_layout, owner_creds, random_bytes, run, skopeo, Node, OWNER_PASSWORD};
+use common::{
+    have, oci_layout, owner_creds, random_bytes, run, skopeo, wharf_json, Node, OWNER_PASSWORD,
+};
 use fantoccini::{Client, Locator};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-fn wharf(n: &Node, args: &[&str]) -> String {
-    run(Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .envs(common::owner_env())
-        .args(args)
-        .args(["--endpoint", &n.url("")]))
-}
-
-/// A user with `role` on `scope`.
-fn user(n: &Node, name: &str, password: &str, role: &str, scope: &str) {
-    run(Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .envs(common::owner_env())
-        .env("WHARF_NEW_PASSWORD", password)
-        .args(["user", "create", name, "--endpoint", &n.url("")]));
-    wharf(
-        n,
-        &[
-            "role",
-            "assign",
-            "--principal",
-            name,
-            "--role",
-            role,
-            "--scope",
-            scope,
-        ],
-    );
-}
-
 fn push(dir: &Path, node: &Node, image: &str, files: &[(&str, &[u8])]) {
     let tag = image.rsplit(':').next().unwrap();
-    let layout = oci_layout(dir, tag, files);
-    run(skopeo()
-        .args([
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            &owner_creds(),
-        ])
-        .arg(format!("oci:{}:{tag}", layout.display()))
-        .arg(format!("docker://{}/{image}", node.addr())));
+    common::skopeo_push(&oci_layout(dir, tag, files), tag, &node.addr(), image);
 }
 
 fn tags_by_skopeo(node: &Node, repo: &str) -> Vec<String> {
@@ -110,7 +75,7 @@ async fn console_sessions_need_the_login_and_changes_need_the_csrf_token() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(&dir.path().join("n"));
     push(dir.path(), &node, "console/app:v1", &[("a.txt", b"one")]);
-    user(&node, "rita", "rita reads a lot", "reader", "*");
+    common::create_user(&node, "rita", "rita reads a lot", "reader", "*");
     let http = no_redirects();
 
     // No session: the console sends the browser to its login page, which
@@ -310,6 +275,16 @@ async fn shot(c: &Client, name: &str) {
     std::fs::write(shots_dir().join(format!("{name}.png")), png).unwrap();
 }
 
+/// Click the first element `css` matches (it must be there).
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css} to click: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
     c.wait()
         .at_most(Duration::from_secs(30))
@@ -357,12 +332,7 @@ async fn sign_in(c: &Client, node: &Node, user: &str, password: &str) {
         .send_keys(password)
         .await
         .unwrap();
-    c.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "button[type=submit]").await;
     wait_text(c, "#user", 30, |t| t == user).await;
 }
 
@@ -387,7 +357,7 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
         "console/app:v2",
         &[("v2.txt", b"two")],
     );
-    user(&c.nodes[0], "rita", "rita reads a lot", "reader", "*");
+    common::create_user(&c.nodes[0], "rita", "rita reads a lot", "reader", "*");
     let driver = chromedriver();
     let b = browser(&driver).await;
 
@@ -414,12 +384,7 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
     })
     .await;
     shot(&b, "tags").await;
-    b.find(Locator::Css("tr[data-tag='v1'] a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, "tr[data-tag='v1'] a").await;
     wait_for(&b, "tr[data-layer]").await;
     // The mover copies every layer everywhere; the page shows it on reload.
     let all_regions = |t: &str| REGIONS.iter().all(|r| t.contains(r));
@@ -445,12 +410,7 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
         wait_for(&b, "tr[data-layer]").await;
     }
     shot(&b, "image").await;
-    b.find(Locator::Css("button[data-tab=where]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, "button[data-tab=where]").await;
     wait_for(&b, &format!(".card[data-region='{}']", REGIONS[2])).await;
     shot(&b, "image-regions").await;
 
@@ -499,8 +459,8 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
     shot(&b, "registries").await;
 
     // A token made in the console: its password shown once, and it works.
-    wharf(
-        &c.nodes[0],
+    wharf_json(
+        &c.nodes[0].url(""),
         &[
             "scope-map",
             "create",
@@ -515,12 +475,7 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
         .send_keys("ci-reader")
         .await
         .unwrap();
-    b.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, "form button[type=submit]").await;
     let secret = wait_for(&b, "dialog[open] code.secret")
         .await
         .text()
@@ -528,12 +483,7 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
         .unwrap();
     assert!(secret.len() >= 32, "a generated password: {secret:?}");
     shot(&b, "token-created").await;
-    b.find(Locator::Css("dialog[open] button.primary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, "dialog[open] button.primary").await;
     wait_for(&b, "tr[data-token='ci-reader']").await;
     assert!(
         b.find_all(Locator::Css("code.secret"))
@@ -551,8 +501,8 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
 
     // A webhook's delivery log (its endpoint refuses), and a redelivery.
     let dead = format!("http://127.0.0.1:{}/hook", common::free_port());
-    wharf(
-        &c.nodes[0],
+    wharf_json(
+        &c.nodes[0].url(""),
         &[
             "webhook",
             "create",
@@ -590,12 +540,7 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
         b.refresh().await.unwrap();
     }
     shot(&b, "webhook-log").await;
-    b.find(Locator::Css("tr[data-event] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, "tr[data-event] button").await;
     wait_text(&b, ".toast", 20, |t| t.contains("Redelivery queued")).await;
 
     // Garbage collection: a dry run reports and changes nothing.
@@ -665,12 +610,7 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
     assert!(tags_by_skopeo(&c.nodes[0], "console/app").contains(&"v1".to_string()));
 
     // A reader sees the tags but no delete button.
-    b.find(Locator::Css(".who button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, ".who button").await;
     wait_for(&b, "input[name=username]").await;
     sign_in(&b, &c.nodes[0], "rita", "rita reads a lot").await;
     b.goto(&c.nodes[0].url("/console/#/repository/console%2Fapp"))

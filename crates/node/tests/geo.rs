@@ -22,15 +22,7 @@ async fn push_in_one_region_is_pullable_in_every_other_at_once() {
     let c = Cluster::start(dir.path(), 3, "");
     let big = random_bytes(4 << 20);
     let layout = oci_layout(dir.path(), "v1", &[("big.bin", &big), ("etc/motd", b"geo")]);
-    run(skopeo()
-        .args([
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            &owner_creds(),
-        ])
-        .arg(format!("oci:{}:v1", layout.display()))
-        .arg(format!("docker://{}/geo/app:v1", c.nodes[0].addr())));
+    common::skopeo_push(&layout, "v1", &c.nodes[0].addr(), "geo/app:v1");
     for (i, n) in c.nodes.iter().enumerate().skip(1) {
         let out = dir.path().join(format!("out-{i}"));
         run(skopeo()

@@ -374,6 +374,44 @@ pub async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) 
     }
 }
 
+/// A user `name` with `password` and, unless `role` is empty, `role` on
+/// `scope`, made by the owner with the CLI.
+pub fn create_user(n: &Node, name: &str, password: &str, role: &str, scope: &str) {
+    run(Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .envs(owner_env())
+        .env("WHARF_NEW_PASSWORD", password)
+        .args(["user", "create", name, "--endpoint", &n.url("")]));
+    if !role.is_empty() {
+        wharf_json(
+            &n.url(""),
+            &[
+                "role",
+                "assign",
+                "--principal",
+                name,
+                "--role",
+                role,
+                "--scope",
+                scope,
+            ],
+        );
+    }
+}
+
+/// Push `tag` of the OCI layout at `layout` to `addr` as `image`, with
+/// skopeo, as the owner.
+pub fn skopeo_push(layout: &Path, tag: &str, addr: &str, image: &str) {
+    run(skopeo()
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &owner_creds(),
+        ])
+        .arg(format!("oci:{}:{tag}", layout.display()))
+        .arg(format!("docker://{addr}/{image}")));
+}
+
 /// `wharf ARGS --endpoint E -o json` as the owner; its parsed answer.
 pub fn wharf_json(endpoint: &str, args: &[&str]) -> serde_json::Value {
     let out = run(Command::new(env!("CARGO_BIN_EXE_wharf"))
