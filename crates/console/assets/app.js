@@ -168,7 +168,7 @@ function toLogin() {
 function shell(active, crumbs, body) {
   const s = state.session;
   const nav = [["repositories", "Repositories"], ["replication", "Replication"]];
-  if (s.owner) nav.push(["tokens", "Tokens"], ["webhooks", "Webhooks"], ["gc", "Garbage collection"], ["registries", "Registries"]);
+  if (s.owner) nav.push(["tokens", "Users & tokens"], ["webhooks", "Webhooks"], ["gc", "Garbage collection"], ["registries", "Registries"]);
   return h("div", { class: "shell" },
     h("nav", { class: "side", "aria-label": "Sections" },
       h("div", { class: "brand" }, h("img", { src: "/console/assets/logo.svg", alt: "" }), "Wharf"),
@@ -686,10 +686,10 @@ function registryCard(r, usage) {
 // ---- tokens (owners) -----------------------------------------------------
 
 async function tokensPage() {
-  mount(shell("tokens", [h("span", { class: "here" }, "Tokens")], h("div", { class: "loading" }, "Loading tokens…")));
-  let tokens, maps;
+  mount(shell("tokens", [h("span", { class: "here" }, "Users & tokens")], h("div", { class: "loading" }, "Loading identities…")));
+  let tokens, maps, users;
   try {
-    [tokens, maps] = await Promise.all([getJson("/api/v1/tokens"), getJson("/api/v1/scope-maps")]);
+    [tokens, maps, users] = await Promise.all([getJson("/api/v1/tokens"), getJson("/api/v1/scope-maps"), getJson("/api/v1/users")]);
   } catch (e) { setContent(failure(e)); return; }
   const name = h("input", { type: "text", name: "token-name", placeholder: "ci-pull", required: true, "aria-label": "Token name" });
   const map = h("select", { name: "scope-map", "aria-label": "Scope map" }, maps.map((m) => h("option", { value: m.name }, m.name)));
@@ -712,7 +712,16 @@ async function tokensPage() {
   h("span", { class: "hint" }, "expires in days"), days,
   h("button", { type: "submit", class: "primary", disabled: !maps.length }, "Create token"),
   maps.length ? null : h("span", { class: "hint" }, "First create a scope map: wharf scope-map create NAME --repository 'REPO=content/read'"));
-  setContent(h("h1", {}, "Tokens"),
+  setContent(h("h1", {}, "Users & tokens"),
+    h("h2", {}, "Users and service principals"),
+    h("div", { class: "table-wrap" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["Name", "Kind", "Status", "Roles", "Created"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, users.map((u) => h("tr", { "data-user": u.name },
+        h("td", {}, u.name), h("td", {}, u.kind),
+        h("td", {}, h("span", { class: "badge " + (u.enabled ? "ok" : "") }, u.enabled ? "enabled" : "disabled")),
+        h("td", { class: "wrap" }, u.roles.length ? u.roles.map((r) => h("span", { class: "badge info" }, `${r.role} on ${r.scope || "the registry"}`)) : "none"),
+        h("td", {}, when(u.created_ms))))))),
+    h("h2", {}, "Tokens"),
     h("p", { class: "sub" }, "Repository-scoped credentials for CI and deployments: docker login with the token's name and one of its passwords."),
     form,
     h("div", { class: "table-wrap" }, h("table", {},

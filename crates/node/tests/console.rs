@@ -470,6 +470,7 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
         ],
     );
     b.goto(&c.nodes[0].url("/console/#/tokens")).await.unwrap();
+    wait_text(&b, "tr[data-user='rita']", 30, |t| t.contains("reader")).await;
     wait_for(&b, "input[name=token-name]")
         .await
         .send_keys("ci-reader")
