@@ -32,7 +32,14 @@ struct Entry {
 pub struct Pending {
     dir: PathBuf,
     entries: Mutex<HashMap<(String, String), Entry>>,
+    /// Makes each write's temporary file its own: uploads of one blob to
+    /// one repository at once (CI jobs pushing the same base layer) each
+    /// write the record, and a shared temporary name let one rename the
+    /// other's file away (ENOENT, a 500 for an upload that had succeeded).
+    writes: std::sync::atomic::AtomicU64,
 }
+
+const TMP_SUFFIX: &str = ".tmp";
 
 /// One file per (repository, digest); repository names can be longer than
 /// a file name may be, so the name is a hash.
@@ -51,6 +58,11 @@ impl Pending {
         let mut entries = HashMap::new();
         for e in std::fs::read_dir(&dir)?.flatten() {
             let path = e.path();
+            // A temporary file never renamed was never acknowledged.
+            if path.to_string_lossy().ends_with(TMP_SUFFIX) {
+                std::fs::remove_file(&path)?;
+                continue;
+            }
             let record: Option<Record> = std::fs::read(&path)
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
@@ -71,6 +83,7 @@ impl Pending {
         Ok(Pending {
             dir,
             entries: Mutex::new(entries),
+            writes: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -81,7 +94,10 @@ impl Pending {
     /// Record durably (fsynced) before the upload is acknowledged.
     pub fn add(&self, repo: &str, digest: &str, size: u64) -> std::io::Result<()> {
         let name = file_name(repo, digest);
-        let tmp = self.dir.join(format!("{name}.tmp"));
+        let n = self
+            .writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.dir.join(format!("{name}.{n}{TMP_SUFFIX}"));
         let record = Record {
             repo: repo.to_string(),
             digest: digest.to_string(),
@@ -143,5 +159,59 @@ impl Pending {
 
     pub fn len(&self) -> usize {
         self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_of_one_blob_written_at_once_all_succeed_and_leave_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = std::sync::Arc::new(Pending::open(dir.path()).unwrap());
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let (p, d) = (p.clone(), d.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        p.add("team/app", &d, 7)?;
+                    }
+                    Ok::<_, std::io::Error>(())
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join()
+                .unwrap()
+                .expect("every write of the record succeeds");
+        }
+        let files: Vec<_> = std::fs::read_dir(dir.path().join(PENDING_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(p.get("team/app", &d), Some(7));
+    }
+
+    #[test]
+    fn a_temporary_file_left_by_a_crash_is_not_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = format!("sha256:{}", "cd".repeat(32));
+        {
+            let p = Pending::open(dir.path()).unwrap();
+            p.add("team/app", &d, 9).unwrap();
+        }
+        // A whole record under a temporary name: written, never renamed,
+        // so never acknowledged.
+        let pending = dir.path().join(PENDING_DIR);
+        let stray = pending.join(format!("{}.3{TMP_SUFFIX}", file_name("other", &d)));
+        let rec = br#"{"repo":"other","digest":"x","size":1}"#;
+        std::fs::write(&stray, rec).unwrap();
+        let p = Pending::open(dir.path()).unwrap();
+        assert!(!stray.exists());
+        assert_eq!(p.len(), 1);
+        assert_eq!(p.get("team/app", &d), Some(9));
     }
 }

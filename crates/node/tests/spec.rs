@@ -709,13 +709,17 @@ async fn docker_schema2_manifest_and_manifest_list() {
 }
 
 // Two clients uploading the same blob at once both succeed, and the blob
-// is stored once, intact.
+// is stored once, intact; so do many at once into one repository (CI jobs
+// pushing the same base layer).
 #[tokio::test]
 async fn concurrent_uploads_of_the_same_blob() {
     let (_d, _n, reg) = node();
     let bytes = common::random_bytes(3 << 20);
     let (a, b) = tokio::join!(reg.blob("c1", &bytes), reg.blob("c2", &bytes));
     assert_eq!(a, b);
+    let small = common::random_bytes(100);
+    let same = futures::future::join_all((0..16).map(|_| reg.blob("c1", &small))).await;
+    assert!(same.iter().all(|d| *d == sha256(&small)));
     for repo in ["c1", "c2"] {
         let got = reg
             .get(&format!("/v2/{repo}/blobs/{a}"))
