@@ -201,7 +201,10 @@ def main():
             time.sleep(min(took, 10))
             idle = (cpu_s(node_pid) - i0) * took / min(took, 10)
             per_view = max(0.0, busy - idle) / VIEWS * 1000
-            say(f"| {name} | {statistics.median(fcp):.0f} / {max(fcp):.0f} ms | {statistics.median(usable):.0f} / {max(usable):.0f} ms | "
+            # Chromium reports no paint entry for some loads: the median of
+            # those it reported, and how many.
+            painted = [x for x in fcp if x >= 0] or [float("nan")]
+            say(f"| {name} | {statistics.median(painted):.0f} / {max(painted):.0f} ms ({len([x for x in fcp if x >= 0])} of {RUNS}) | {statistics.median(usable):.0f} / {max(usable):.0f} ms | "
                 f"{statistics.median(full):.0f} ms | {per_view:.1f} ms |")
         say()
         say(f"Raw: a view's CPU is over {VIEWS} views less the idle node's CPU over as long.")

@@ -78,6 +78,10 @@ pub struct Tag {
     /// every `gc.pulls_flush_s`).
     #[serde(default)]
     pub pulled_ms: Option<u64>,
+    /// What the manifest's blobs (config and layers, or an index's own
+    /// blobs) add up to; absent from nodes of earlier releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<u64>,
 }
 
 /// One manifest of a repository, with the tags pointing at it.

@@ -382,7 +382,7 @@ async function fillDetails(repo, rows) {
   const worker = async () => {
     while (todo.length) {
       const t = todo.shift();
-      try { details.set(t.digest, await imageSummary(repo, t.digest)); } catch (_) { details.set(t.digest, { size: null, platforms: "?" }); }
+      try { details.set(t.digest, await imageSummary(repo, t)); } catch (_) { details.set(t.digest, { size: t.image_size, platforms: "?" }); }
       paintDetail(t.digest);
     }
   };
@@ -397,13 +397,16 @@ function paintDetail(digest) {
   document.querySelectorAll(`[data-size="${CSS.escape(digest)}"]`).forEach((el) => { el.textContent = bytes(d.size); el.classList.remove("pending"); });
 }
 
-async function imageSummary(repo, digest) {
-  const img = await getJson("/api/v1/images?" + q({ image: repo + "@" + digest }));
-  if (img.manifests && img.manifests.length) {
-    return { size: img.image_size, platforms: img.manifests.map((m) => m.platform).filter(Boolean).join(", ") || "—" };
+// The platforms of one tag's image: an index's from its manifest, an
+// image's from its config (two small reads, only for the rows on screen).
+async function imageSummary(repo, t) {
+  const manifest = await getJson(`/v2/${repo}/manifests/${t.digest}`, MANIFEST_TYPES);
+  if (Array.isArray(manifest.manifests)) {
+    const ps = manifest.manifests.map((m) => m.platform && platformOf(m.platform)).filter((p) => p && p !== "unknown/unknown");
+    return { size: t.image_size, platforms: ps.join(", ") || "—" };
   }
-  const config = await imageConfig(repo, digest);
-  return { size: img.image_size, platforms: config ? platformOf(config) : "—" };
+  const config = await configOf(repo, manifest);
+  return { size: t.image_size, platforms: config ? platformOf(config) : "—" };
 }
 
 function platformOf(config) {
@@ -412,7 +415,10 @@ function platformOf(config) {
 
 // The image's config blob (small JSON), when the manifest has one that is JSON.
 async function imageConfig(repo, digest) {
-  const manifest = await getJson(`/v2/${repo}/manifests/${digest}`, MANIFEST_TYPES);
+  return configOf(repo, await getJson(`/v2/${repo}/manifests/${digest}`, MANIFEST_TYPES));
+}
+
+async function configOf(repo, manifest) {
   const c = manifest.config;
   if (!c || !c.digest || !/json/.test(c.mediaType || "") || c.size > 1 << 20) return null;
   try { return await getJson(`/v2/${repo}/blobs/${c.digest}`, "*/*"); } catch (_) { return null; }

@@ -139,6 +139,9 @@ pub async fn tags(
             name,
             media_type: manifest.as_ref().map(|r| r.media_type.clone()),
             manifest_size: manifest.as_ref().map(|r| r.raw.len() as u64),
+            image_size: manifest
+                .as_ref()
+                .map(|r| r.blobs.iter().map(|b| b.size).sum()),
             digest: t.digest,
             updated_ms: t.updated_ms,
             attributes: attributes(t.attributes),
