@@ -25,7 +25,7 @@ binary. Usage: bench/console.py [--quick]
 """
 import cluster as local_cluster
 import report as report_file
-import concurrent.futures, json, os, socket, statistics, subprocess, sys, time
+import concurrent.futures, json, os, signal, socket, statistics, subprocess, sys, time
 import urllib.request
 
 from scale import conn, sha, CFG, LAYER, OCI  # the fill's blobs and HTTP client
@@ -160,7 +160,9 @@ def main():
         time.sleep(5)
 
         dport = free_port()
-        driver = subprocess.Popen(["chromedriver", f"--port={dport}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own process group, so that the browsers go with it.
+        driver = subprocess.Popen(["chromedriver", f"--port={dport}"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
         time.sleep(1)
         b = Browser(f"http://127.0.0.1:{dport}")
         base = f"http://127.0.0.1:{port}"
@@ -243,7 +245,8 @@ def main():
         b.close()
     finally:
         if driver:
-            driver.kill()
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
         local_cluster.stop(up)
     report_file.write("console", report_file.head(
         "Web console", f"bench/console.py {' '.join(sys.argv[1:])}", f"; binary: {WHARF}",

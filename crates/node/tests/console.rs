@@ -210,7 +210,9 @@ async fn console_sessions_need_the_login_and_changes_need_the_csrf_token() {
 
 // ---- in a browser ---------------------------------------------------------
 
-/// chromedriver on a free port, killed with the test.
+/// chromedriver on a free port, killed with the test: with the browser
+/// it started, which a failed test never closes (they share a process
+/// group of their own).
 struct Driver {
     child: Child,
     port: u16,
@@ -218,14 +220,20 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SAFETY: kill(2) with a negative pid signals that process group,
+        // the one `process_group(0)` made for chromedriver.
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+        }
         let _ = self.child.wait();
     }
 }
 
 fn chromedriver() -> Driver {
+    use std::os::unix::process::CommandExt;
     let port = common::free_port();
     let child = Command::new("chromedriver")
+        .process_group(0)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
