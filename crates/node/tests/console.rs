@@ -344,6 +344,26 @@ async fn sign_in(c: &Client, node: &Node, user: &str, password: &str) {
     wait_text(c, "#user", 30, |t| t == user).await;
 }
 
+// Behind a TLS-terminating proxy the node serves plain HTTP; the proxy it
+// trusts says the browser came over TLS, and the cookie is Secure.
+#[tokio::test]
+async fn behind_a_trusted_tls_proxy_the_session_cookie_is_secure() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("wharf.toml");
+    std::fs::write(&cfg, "trusted_proxies = [\"127.0.0.1/32\"]\n").unwrap();
+    let node = Node::start_with(&dir.path().join("n"), &["--config", cfg.to_str().unwrap()]);
+    let r = reqwest::Client::new()
+        .post(node.url("/console/api/login"))
+        .header("x-forwarded-proto", "https")
+        .json(&json!({"username": "owner", "password": OWNER_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let set = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(set.ends_with("; Secure"), "{set}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the_browser() {
     if !have("chromium") || !have("chromedriver") {

@@ -155,15 +155,29 @@ fn info(app: &Tenant, token: &str, subject: &Subject, expires_s: u64) -> Session
     }
 }
 
-fn secure(app: &Tenant) -> bool {
-    app.scheme == "https"
+/// Whether the browser reached us over TLS: this node serves it, or a
+/// trusted proxy (`trusted_proxies`) that ended TLS says so in
+/// `X-Forwarded-Proto`. A cookie marked Secure is never sent over plain
+/// HTTP, so it is marked only then.
+fn secure(app: &Tenant, peer: std::net::IpAddr, headers: &HeaderMap) -> bool {
+    if app.scheme == "https" {
+        return true;
+    }
+    let via_trusted_proxy = app.trusted_proxies.iter().any(|n| n.contains(&peer));
+    via_trusted_proxy
+        && headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
 }
 
 /// POST /console/api/login `{username, password}` (a user's password or a
 /// token's): sets the session cookie. Failed logins count against the
 /// same limiter as every other login.
 async fn login(Extension(app): Extension<Tenant>, req: Request) -> ApiResult<Response> {
+    // The same source as every other login's limiter counts by.
     let source = access::source_of(&req);
+    let tls = secure(&app, source, req.headers());
     let body = axum::body::to_bytes(req.into_body(), LOGIN_BODY_MAX)
         .await
         .map_err(|_| bad_request("a login is a small JSON object"))?;
@@ -180,8 +194,7 @@ async fn login(Extension(app): Extension<Tenant>, req: Request) -> ApiResult<Res
         .map_err(|e| access::auth_error(e, None))?;
     let body = info(&app, &token, &subject, now / 1000 + ttl);
     let mut resp = Json(body).into_response();
-    if let Ok(v) = HeaderValue::from_str(&wharf_console::session_cookie(&token, ttl, secure(&app)))
-    {
+    if let Ok(v) = HeaderValue::from_str(&wharf_console::session_cookie(&token, ttl, tls)) {
         resp.headers_mut().insert(SET_COOKIE, v);
     }
     Ok(resp)
@@ -210,12 +223,14 @@ async fn session(
 /// POST /console/api/logout: forget the session in this browser. The
 /// token itself stays valid until it expires (it is not stored anywhere
 /// to revoke); changing the password ends every session at once.
-async fn logout(Extension(app): Extension<Tenant>, headers: HeaderMap) -> ApiResult<Response> {
-    if let Some(Ok(s)) = session_of(&app, &headers) {
-        check_csrf(&s.token, &headers)?;
+async fn logout(Extension(app): Extension<Tenant>, req: Request) -> ApiResult<Response> {
+    let headers = req.headers();
+    if let Some(Ok(s)) = session_of(&app, headers) {
+        check_csrf(&s.token, headers)?;
     }
+    let tls = secure(&app, access::source_of(&req), headers);
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    if let Ok(v) = HeaderValue::from_str(&wharf_console::clear_cookie(secure(&app))) {
+    if let Ok(v) = HeaderValue::from_str(&wharf_console::clear_cookie(tls)) {
         resp.headers_mut().insert(SET_COOKIE, v);
     }
     Ok(resp)
