@@ -441,6 +441,32 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
     click(&b, "button[data-tab=where]").await;
     wait_for(&b, &format!(".card[data-region='{}']", REGIONS[2])).await;
     shot(&b, "image-regions").await;
+    // The manifest and config as JSON, and the (empty) referrers.
+    click(&b, "button[data-tab=manifest]").await;
+    wait_text(&b, "#panel pre.json", 30, |t| {
+        t.contains("\"schemaVersion\": 2")
+    })
+    .await;
+    click(&b, "button[data-tab=config]").await;
+    wait_text(&b, "#panel", 30, |t| t.contains("linux/amd64")).await;
+    click(&b, "button[data-tab=referrers]").await;
+    wait_text(&b, "#panel", 30, |t| t.contains("No referrers")).await;
+    // Keyboard: "/" jumps to the search box.
+    b.goto(&c.nodes[0].url("/console/#/repositories"))
+        .await
+        .unwrap();
+    wait_for(&b, "a[data-repo]").await;
+    b.find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .send_keys("/")
+        .await
+        .unwrap();
+    let focused = b.active_element().await.unwrap();
+    assert_eq!(
+        focused.attr("type").await.unwrap().as_deref(),
+        Some("search")
+    );
 
     // The replication page follows a region going down and catching up by
     // itself: the marker set in the page survives (no reload).
