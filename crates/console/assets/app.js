@@ -320,7 +320,7 @@ function focusSearch() {
 
 // ---- one repository's tags ----------------------------------------------
 
-const tagView = { repo: null, rows: null, perms: null, filter: "", sort: { key: "updated_ms", desc: true }, page: 0 };
+const tagView = { repo: null, rows: null, perms: null, info: null, filter: "", sort: { key: "updated_ms", desc: true }, page: 0 };
 const details = new Map(); // digest -> {size, platforms}
 
 async function repositoryPage(repo) {
@@ -328,12 +328,12 @@ async function repositoryPage(repo) {
     h("div", { class: "loading" }, "Loading tags…")));
   if (tagView.repo !== repo) Object.assign(tagView, { repo, filter: "", page: 0, sort: { key: "updated_ms", desc: true } });
   try {
-    const [rows, perms] = await Promise.all([
+    const [rows, perms, info] = await Promise.all([
       getJson("/api/v1/repositories/tags?" + q({ repository: repo })),
       getJson("/console/api/permissions?" + q({ repository: repo })),
+      getJson("/api/v1/repositories/show?" + q({ repository: repo })),
     ]);
-    tagView.rows = rows;
-    tagView.perms = perms;
+    Object.assign(tagView, { rows, perms, info });
   } catch (e) { setContent(failure(e)); return; }
   drawTags();
 }
@@ -350,9 +350,13 @@ function drawTags() {
     h("th", {}, "Locks"), h("th", {}, "")];
   const table = pagedTable(head, rows, (t) => tagRow(v.repo, t), v.page, (p) => { v.page = p; drawTags(); },
     v.rows.length ? "No tag matches." : "This repository has no tags.");
+  const a = v.info.attributes;
+  const repoLocked = !a.write_enabled || !a.delete_enabled;
   setContent(
-    h("h1", {}, v.repo),
-    h("p", { class: "sub" }, `${v.rows.length} tags`, v.perms.delete ? "" : " · read only for you"),
+    h("div", { class: "toolbar" }, h("h1", { class: "grow" }, v.repo), locks(a),
+      v.perms.write_metadata ? h("button", { type: "button", "data-repo-lock": "", onclick: () => setRepoLock(v.repo, !repoLocked) }, repoLocked ? "Unlock repository" : "Lock repository") : null,
+      v.perms.delete ? h("button", { type: "button", class: "danger", "data-repo-delete": "", onclick: () => deleteRepository(v.repo, v.rows.length) }, "Delete repository") : null),
+    h("p", { class: "sub" }, `${v.rows.length} tags · ${v.info.manifest_count} manifests`, v.perms.delete ? "" : " · read only for you"),
     h("div", { class: "toolbar" },
       h("input", { type: "search", placeholder: "Filter tags or digests  ( / )", "aria-label": "Filter tags", value: v.filter,
         oninput: (ev) => { v.filter = ev.target.value; v.page = 0; drawTags(); focusSearch(); } })),
@@ -403,7 +407,8 @@ async function imageSummary(repo, t) {
   const manifest = await getJson(`/v2/${repo}/manifests/${t.digest}`, MANIFEST_TYPES);
   if (Array.isArray(manifest.manifests)) {
     const ps = manifest.manifests.map((m) => m.platform && platformOf(m.platform)).filter((p) => p && p !== "unknown/unknown");
-    return { size: t.image_size, platforms: ps.join(", ") || "—" };
+    // An index's own blobs are none: its size is its platforms'.
+    return { size: null, platforms: ps.join(", ") || "—" };
   }
   const config = await configOf(repo, manifest);
   return { size: t.image_size, platforms: config ? platformOf(config) : "—" };
@@ -435,6 +440,24 @@ async function deleteTag(repo, tag) {
   } catch (e) { toast(e.message, true); }
 }
 
+async function setRepoLock(repo, lock) {
+  try {
+    await call("PATCH", "/api/v1/repositories", { repository: repo, write_enabled: !lock, delete_enabled: !lock });
+    toast(`${lock ? "Locked" : "Unlocked"} ${repo}`);
+    await repositoryPage(repo);
+  } catch (e) { toast(e.message, true); }
+}
+
+async function deleteRepository(repo, tags) {
+  const yes = await confirmDialog("Delete repository", `Delete the repository ${repo} with its ${tags} tags and every manifest in it?`, `Delete ${repo}`);
+  if (!yes) return;
+  try {
+    await call("DELETE", "/api/v1/repositories?" + q({ repository: repo }));
+    toast(`Deleted ${repo}`);
+    location.hash = "#/repositories";
+  } catch (e) { toast(e.message, true); }
+}
+
 async function setTagLock(repo, tag, lock) {
   try {
     await call("PATCH", "/api/v1/repositories", { repository: repo, reference: tag, write_enabled: !lock, delete_enabled: !lock });
@@ -462,7 +485,7 @@ async function imagePage(repo, ref) {
   const summary = h("div", { class: "cards" },
     card("Digest", h("code", { class: "wrap" }, img.digest)),
     card("Type", kind(img.media_type, img.artifact_type)),
-    card("Size", h("span", { class: "stat" }, bytes(img.image_size))),
+    card("Size", h("span", { class: "stat" }, img.manifests.length ? "per platform" : bytes(img.image_size))),
     card("Created", when(img.created_ms)),
     card("Tags", img.tags.length ? img.tags.map((t) => h("span", { class: "badge info" }, t)) : "untagged"),
     card("Locks", locks(img.attributes).length ? locks(img.attributes) : "none"));

@@ -24,6 +24,43 @@ fn push(dir: &Path, node: &Node, image: &str, files: &[(&str, &[u8])]) {
     common::skopeo_push(&oci_layout(dir, tag, files), tag, &node.addr(), image);
 }
 
+/// `repo:tag` as an OCI index of a linux/amd64 and a linux/arm64 image.
+async fn push_index(node: &Node, repo: &str, tag: &str) {
+    let reg = common::registry::Reg::new(&node.addr());
+    let mut children = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let config = format!(r#"{{"architecture":"{arch}","os":"linux"}}"#);
+        let layer = format!("the {arch} layer").into_bytes();
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": common::registry::OCI_MANIFEST,
+            "config": {"mediaType": common::registry::OCI_CONFIG,
+                       "digest": reg.blob(repo, config.as_bytes()).await, "size": config.len()},
+            "layers": [{"mediaType": common::registry::OCI_LAYER,
+                        "digest": reg.blob(repo, &layer).await, "size": layer.len()}],
+        })
+        .to_string();
+        let digest = common::sha256(manifest.as_bytes());
+        let r = reg
+            .put_manifest(
+                repo,
+                &digest,
+                common::registry::OCI_MANIFEST,
+                manifest.as_bytes(),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        children.push(json!({"mediaType": common::registry::OCI_MANIFEST, "digest": digest,
+                             "size": manifest.len(), "platform": {"os": "linux", "architecture": arch}}));
+    }
+    let index = json!({"schemaVersion": 2, "mediaType": common::registry::OCI_INDEX, "manifests": children})
+        .to_string();
+    let r = reg
+        .put_manifest(repo, tag, common::registry::OCI_INDEX, index.as_bytes())
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
 fn tags_by_skopeo(node: &Node, repo: &str) -> Vec<String> {
     let out = run(skopeo()
         .args(["list-tags", "--tls-verify=false", "--creds", &owner_creds()])
@@ -293,6 +330,10 @@ async fn click(c: &Client, css: &str) {
         .unwrap();
 }
 
+async fn click_when_there(c: &Client, css: &str) {
+    wait_for(c, css).await.click().await.unwrap();
+}
+
 async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
     c.wait()
         .at_most(Duration::from_secs(30))
@@ -385,6 +426,7 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
         "console/app:v2",
         &[("v2.txt", b"two")],
     );
+    push_index(&c.nodes[0], "console/app", "multi").await;
     common::create_user(&c.nodes[0], "rita", "rita reads a lot", "reader", "*");
     let driver = chromedriver();
     let b = browser(&driver).await;
@@ -412,6 +454,19 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
     })
     .await;
     shot(&b, "tags").await;
+    // A multi-platform index: its platforms in the list and on its page.
+    wait_text(&b, "tr[data-tag='multi'] td:nth-child(4)", 30, |t| {
+        t == "linux/amd64, linux/arm64"
+    })
+    .await;
+    click(&b, "tr[data-tag='multi'] a").await;
+    wait_text(&b, "#content", 30, |t| {
+        t.contains("Platforms") && t.contains("linux/arm64") && t.contains("OCI index")
+    })
+    .await;
+    shot(&b, "index").await;
+    b.back().await.unwrap();
+    wait_for(&b, "tr[data-tag='v1']").await;
     click(&b, "tr[data-tag='v1'] a").await;
     wait_for(&b, "tr[data-layer]").await;
     // The mover copies every layer everywhere; the page shows it on reload.
@@ -663,6 +718,35 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(tags_by_skopeo(&c.nodes[0], "console/app").contains(&"v1".to_string()));
+
+    // Lock the whole repository, then unlock it.
+    click(&b, "button[data-repo-lock]").await;
+    wait_text(&b, "#content .toolbar", 20, |t| t.contains("write-locked")).await;
+    let shown = wharf_json(
+        &c.nodes[1].url(""),
+        &["repository", "show", "--repository", "console/app"],
+    );
+    assert_eq!(shown[0]["attributes"]["write_enabled"], false, "{shown}");
+    click(&b, "button[data-repo-lock]").await;
+    wait_text(&b, "button[data-repo-lock]", 20, |t| t == "Lock repository").await;
+
+    // Delete a whole repository, after a confirmation naming it.
+    push(
+        dir.path(),
+        &c.nodes[0],
+        "console/tmp:t1",
+        &[("tmp.txt", b"tmp")],
+    );
+    b.goto(&c.nodes[0].url("/console/#/repository/console%2Ftmp"))
+        .await
+        .unwrap();
+    click_when_there(&b, "button[data-repo-delete]").await;
+    let dialog = wait_for(&b, "dialog[open]").await.text().await.unwrap();
+    assert!(dialog.contains("console/tmp"), "{dialog}");
+    click(&b, "dialog[open] button[data-confirm]").await;
+    wait_for(&b, "a[data-repo='console/app']").await;
+    let repos = wharf_json(&c.nodes[2].url(""), &["repository", "list"]);
+    assert!(!repos.to_string().contains("console/tmp"), "{repos}");
 
     // A reader sees the tags but no delete button.
     click(&b, ".who button").await;
