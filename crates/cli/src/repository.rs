@@ -212,6 +212,7 @@ pub async fn run(args: RepositoryArgs) -> Result<(), NodeError> {
                 cols.extend([
                     ("MEDIA TYPE", "media_type"),
                     ("MANIFEST SIZE", "manifest_size"),
+                    ("IMAGE SIZE", "image_size"),
                     ("LAST PULLED", "pulled"),
                 ]);
                 cols.extend(LOCK_COLUMNS);
