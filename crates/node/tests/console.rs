@@ -330,6 +330,11 @@ async fn click(c: &Client, css: &str) {
         .unwrap();
 }
 
+/// Open `path` of `node` in the browser.
+async fn go(b: &Client, node: &Node, path: &str) {
+    b.goto(&node.url(path)).await.unwrap();
+}
+
 async fn click_when_there(c: &Client, css: &str) {
     wait_for(c, css).await.click().await.unwrap();
 }
@@ -432,7 +437,7 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
     let b = browser(&driver).await;
 
     // Log in, find the repository by searching.
-    b.goto(&c.nodes[0].url("/console/login")).await.unwrap();
+    go(&b, &c.nodes[0], "/console/login").await;
     wait_for(&b, "input[name=username]").await;
     shot(&b, "login").await;
     sign_in(&b, &c.nodes[0], "owner", OWNER_PASSWORD).await;
@@ -440,11 +445,7 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
     wait_for(&b, "a[data-repo='console/app']").await;
     search.send_keys("console/a").await.unwrap();
     shot(&b, "repositories").await;
-    wait_for(&b, "a[data-repo='console/app']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    click_when_there(&b, "a[data-repo='console/app']").await;
 
     // Its tags, then one image: its layers and the regions holding each.
     wait_for(&b, "tr[data-tag='v1']").await;
@@ -507,9 +508,7 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
     click(&b, "button[data-tab=referrers]").await;
     wait_text(&b, "#panel", 30, |t| t.contains("No referrers")).await;
     // Keyboard: "/" jumps to the search box.
-    b.goto(&c.nodes[0].url("/console/#/repositories"))
-        .await
-        .unwrap();
+    go(&b, &c.nodes[0], "/console/#/repositories").await;
     wait_for(&b, "a[data-repo]").await;
     b.find(Locator::Css("body"))
         .await
@@ -525,9 +524,7 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
 
     // The replication page follows a region going down and catching up by
     // itself: the marker set in the page survives (no reload).
-    b.goto(&c.nodes[0].url("/console/#/replication"))
-        .await
-        .unwrap();
+    go(&b, &c.nodes[0], "/console/#/replication").await;
     let third = format!(".card[data-region='{}']", REGIONS[2]);
     wait_text(&b, &third, 30, |t| t.contains("ok")).await;
     b.execute("window.__notReloaded = true;", vec![])
@@ -558,9 +555,7 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
     shot(&b, "replication").await;
 
     // Registries (an operator's page).
-    b.goto(&c.nodes[0].url("/console/#/registries"))
-        .await
-        .unwrap();
+    go(&b, &c.nodes[0], "/console/#/registries").await;
     wait_text(&b, ".card[data-registry='default']", 30, |t| {
         t.contains("Size:") && t.contains("of 500 GiB") && !t.contains("undefined")
     })
@@ -578,7 +573,7 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
             "console/app=content/read,metadata/read",
         ],
     );
-    b.goto(&c.nodes[0].url("/console/#/tokens")).await.unwrap();
+    go(&b, &c.nodes[0], "/console/#/tokens").await;
     wait_text(&b, "tr[data-user='rita']", 30, |t| t.contains("reader")).await;
     wait_for(&b, "input[name=token-name]")
         .await
@@ -630,14 +625,8 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
         "console/app:v4",
         &[("v4.txt", b"four")],
     );
-    b.goto(&c.nodes[0].url("/console/#/webhooks"))
-        .await
-        .unwrap();
-    wait_for(&b, "tr[data-webhook='cihook'] a")
-        .await
-        .click()
-        .await
-        .unwrap();
+    go(&b, &c.nodes[0], "/console/#/webhooks").await;
+    click_when_there(&b, "tr[data-webhook='cihook'] a").await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(row) = b.find(Locator::Css("tr[data-event]")).await {
@@ -654,7 +643,7 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
     wait_text(&b, ".toast", 20, |t| t.contains("Redelivery queued")).await;
 
     // Garbage collection: a dry run reports and changes nothing.
-    b.goto(&c.nodes[0].url("/console/#/gc")).await.unwrap();
+    go(&b, &c.nodes[0], "/console/#/gc").await;
     wait_for(&b, "h1").await;
     b.find(Locator::XPath("//button[text()='Dry run']"))
         .await
@@ -688,14 +677,8 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
     shot(&b, "gc").await;
 
     // Delete a tag through the console, after a confirmation naming it.
-    b.goto(&c.nodes[0].url("/console/#/repository/console%2Fapp"))
-        .await
-        .unwrap();
-    wait_for(&b, "button[data-delete='v2']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    go(&b, &c.nodes[0], "/console/#/repository/console%2Fapp").await;
+    click_when_there(&b, "button[data-delete='v2']").await;
     let confirm = wait_for(&b, "dialog[open] button[data-confirm]").await;
     let dialog = b
         .find(Locator::Css("dialog[open]"))
@@ -737,9 +720,7 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
         "console/tmp:t1",
         &[("tmp.txt", b"tmp")],
     );
-    b.goto(&c.nodes[0].url("/console/#/repository/console%2Ftmp"))
-        .await
-        .unwrap();
+    go(&b, &c.nodes[0], "/console/#/repository/console%2Ftmp").await;
     click_when_there(&b, "button[data-repo-delete]").await;
     let dialog = wait_for(&b, "dialog[open]").await.text().await.unwrap();
     assert!(dialog.contains("console/tmp"), "{dialog}");
@@ -752,9 +733,7 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
     click(&b, ".who button").await;
     wait_for(&b, "input[name=username]").await;
     sign_in(&b, &c.nodes[0], "rita", "rita reads a lot").await;
-    b.goto(&c.nodes[0].url("/console/#/repository/console%2Fapp"))
-        .await
-        .unwrap();
+    go(&b, &c.nodes[0], "/console/#/repository/console%2Fapp").await;
     wait_for(&b, "tr[data-tag='v1']").await;
     assert!(b
         .find_all(Locator::Css("button[data-delete]"))
