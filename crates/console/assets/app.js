@@ -602,14 +602,35 @@ function sizeBars(root) {
 
 // ---- replication ---------------------------------------------------------
 
-async function replicationPage() {
-  mount(shell("replication", [h("span", { class: "here" }, "Replication")], h("div", { class: "loading" }, "Asking every region…")));
+// `watch` (repo:tag or repo@digest, optional): an image whose arrival in
+// each region the page follows too.
+async function replicationPage(watch) {
+  const input = h("input", { type: "text", name: "watch", placeholder: "repo:tag", value: watch || "", "aria-label": "Image to watch" });
+  const form = h("form", {
+    class: "toolbar",
+    onsubmit: (ev) => {
+      ev.preventDefault();
+      const v = input.value.trim();
+      location.hash = "#/replication" + (v ? "?" + q({ image: v }) : "");
+    },
+  }, h("span", { class: "hint" }, "Watch an image arrive in every region:"), input, h("button", { type: "submit" }, "Watch"));
+  const live = h("div", { id: "live" }, h("div", { class: "loading" }, "Asking every region…"));
+  mount(shell("replication", [h("span", { class: "here" }, "Replication")], [live, form, h("div", { id: "watched" })]));
+  const here = location.hash;
   const tick = async () => {
-    if (!location.hash.startsWith("#/replication")) return;
+    if (location.hash !== here) return;
     try {
       const rows = await getJson("/api/v1/replications");
       drawReplication(rows);
-    } catch (e) { if (e.status !== 401) setContent(failure(e)); }
+      if (watch) {
+        const img = await getJson("/api/v1/images?" + q({ image: watch, replication: "true" }));
+        const box = document.getElementById("watched");
+        if (box) box.replaceChildren(h("h2", {}, `${watch} region by region`), whereItIs(img, state.regions));
+      }
+    } catch (e) {
+      const box = document.getElementById(watch ? "watched" : "live");
+      if (e.status !== 401 && box) box.replaceChildren(failure(e));
+    }
     state.timer = setTimeout(tick, REFRESH_MS);
   };
   await tick();
@@ -672,7 +693,9 @@ function drawReplication(rows) {
       h("dt", {}, "Nodes"), h("dd", {}, r.nodes.map((n) => h("div", {}, h("span", { class: "dot " + (n.health === "ok" ? "ok" : "bad") }), `node ${n.node_id} `, h("span", { class: "hint" }, n.role || n.health, n.worker ? " · mover" : ""))))))));
   const pending = regions.reduce((n, r) => n + r.blobs_to_copy, 0);
   const down = regions.filter((r) => r.health === "down").map((r) => r.region);
-  setContent(
+  const live = document.getElementById("live");
+  if (!live) return;
+  live.replaceChildren(
     h("div", { class: "toolbar" }, h("h1", { class: "grow" }, "Replication"),
       h("span", { class: "live", title: "refreshes every 2 s" }, h("span", { class: "dot" }), "live · updated ", new Date().toLocaleTimeString())),
     h("p", { class: "sub", id: "summary" }, `${regions.length} regions · `,
@@ -873,7 +896,7 @@ async function route() {
   const params = new URLSearchParams(query || "");
   if (path.startsWith("/repository/")) return repositoryPage(decodeURIComponent(path.slice("/repository/".length)));
   if (path === "/image") return imagePage(params.get("repo") || "", params.get("ref") || "latest");
-  if (path === "/replication") return replicationPage();
+  if (path === "/replication") return replicationPage(params.get("image"));
   if (path === "/registries") return registriesPage();
   if (path === "/tokens") return tokensPage();
   if (path === "/webhooks") return webhooksPage();

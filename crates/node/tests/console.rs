@@ -525,7 +525,7 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
     // The replication page follows a region going down and catching up by
     // itself: the marker set in the page survives (no reload).
     go(&b, &c.nodes[0], "/console/#/replication").await;
-    let third = format!(".card[data-region='{}']", REGIONS[2]);
+    let third = format!("#live .card[data-region='{}']", REGIONS[2]);
     wait_text(&b, &third, 30, |t| t.contains("ok")).await;
     b.execute("window.__notReloaded = true;", vec![])
         .await
@@ -539,10 +539,37 @@ async fn an_operator_finds_an_image_watches_replication_and_deletes_a_tag_in_the
         "console/app:v3",
         &[("more.bin", &more)],
     );
+    // Watch the image pushed meanwhile: it is not in the region that is down.
+    wait_for(&b, "input[name=watch]")
+        .await
+        .send_keys("console/app:v3")
+        .await
+        .unwrap();
+    click(&b, "form button[type=submit]").await;
+    let watched = format!("#watched .card[data-region='{}']", REGIONS[2]);
+    wait_text(&b, &watched, 30, |t| t.contains("copying")).await;
+    wait_text(
+        &b,
+        &format!("#watched .card[data-region='{}']", REGIONS[0]),
+        30,
+        |t| t.contains("complete"),
+    )
+    .await;
     shot(&b, "replication-region-down").await;
+    b.execute(
+        "document.getElementById('watched').scrollIntoView();",
+        vec![],
+    )
+    .await
+    .unwrap();
+    shot(&b, "replication-watch").await;
     c.nodes[2].restart();
     wait_text(&b, &format!("{third} .to-copy"), 120, |t| t == "nothing").await;
     wait_text(&b, &third, 30, |t| t.contains("ok")).await;
+    wait_text(&b, &watched, 60, |t| {
+        t.contains("complete") && t.contains("100%")
+    })
+    .await;
     let same_page = b
         .execute("return window.__notReloaded === true;", vec![])
         .await
