@@ -189,6 +189,38 @@ async fn two_registries_hold_their_own_images_and_identities() {
     assert_eq!(status(with_token(&one)).await, StatusCode::OK);
     assert_eq!(status(with_token(&two)).await, StatusCode::UNAUTHORIZED);
 
+    // A console session is the registry's too: it reads teamone's
+    // repositories and opens nothing in teamtwo.
+    let login = http
+        .post(format!("http://{one}/console/api/login"))
+        .json(&serde_json::json!({"username": "owner", "password": ONE_PW}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let session: Value = login.json().await.unwrap();
+    assert_eq!(session["registry"], "teamone");
+    let repos = |server: &str| {
+        http.get(format!("http://{server}/api/v1/repositories"))
+            .header("cookie", &cookie)
+    };
+    let listed: Value = repos(&one).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed[0]["name"], "app");
+    assert_eq!(status(repos(&two)).await, StatusCode::UNAUTHORIZED);
+    let r = http
+        .get(format!("http://{two}/console/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.url().path().ends_with("/console/login"),
+        "teamtwo's console asks for its own login: {}",
+        r.url()
+    );
+
     // A registry's owner manages it alone: no registry verbs for them.
     let r = http
         .get(format!("http://{one}/api/v1/registries"))
