@@ -234,7 +234,8 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
         }),
         metrics: Metrics::default(),
         auth: wharf_auth::Authority::new(cfg.auth.auth_config(), cluster_key),
-        auth_realm: cfg.auth.realm.clone(),
+        auth_realm: cfg.auth.realm.as_deref().map(Into::into),
+        auth_service: cfg.auth.service.as_str().into(),
         scheme: if cfg.tls.https() { "https" } else { "http" },
         http: crate::tls::http_client(cfg.tls.ca_file.as_deref())?,
         gc: wharf_gc::GcSettings {

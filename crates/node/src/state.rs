@@ -36,7 +36,10 @@ pub struct AppState {
     pub metrics: Metrics,
     pub auth: wharf_auth::Authority,
     /// Token endpoint URL for challenges; None: derived from Host.
-    pub auth_realm: Option<String>,
+    pub auth_realm: Option<Arc<str>>,
+    /// The `service` of challenges (`auth.service`), shared by every
+    /// request's caller rather than copied into each.
+    pub auth_service: Arc<str>,
     /// "http" or "https", for URLs derived from Host.
     pub scheme: &'static str,
     /// For calls to peers' HTTP APIs (trusts the cluster CA).

@@ -36,9 +36,53 @@ pub struct Caller {
     /// every layer that reads it, and a subject holds its whole record.
     pub subject: Arc<Subject>,
     pub proof: Proof,
-    /// The realm and service for challenges.
-    realm: Arc<str>,
-    service: Arc<str>,
+    /// What a challenge names, kept as the request gave it.
+    challenge: ChallengeParts,
+}
+
+/// The anonymous subject, one for every request that starts as it (all
+/// do: a caller is anonymous until its credentials are checked).
+fn anonymous() -> Arc<Subject> {
+    static ANONYMOUS: std::sync::OnceLock<Arc<Subject>> = std::sync::OnceLock::new();
+    ANONYMOUS
+        .get_or_init(|| Arc::new(Subject::Anonymous))
+        .clone()
+}
+
+/// The realm and service of a challenge, formatted only when one is sent:
+/// most requests send none, and formatting them for each was an
+/// allocation and a copy per request.
+#[derive(Debug, Clone, Default)]
+struct ChallengeParts {
+    /// The configured realm (None: derived from `host`).
+    realm: Option<Arc<str>>,
+    host: Option<axum::http::HeaderValue>,
+    scheme: &'static str,
+    service: Option<Arc<str>>,
+}
+
+impl ChallengeParts {
+    fn of(app: &Tenant, headers: &HeaderMap) -> ChallengeParts {
+        ChallengeParts {
+            realm: app.auth_realm.clone(),
+            host: headers.get(HOST).cloned(),
+            scheme: app.scheme,
+            service: Some(app.auth_service.clone()),
+        }
+    }
+
+    /// The token endpoint URL clients are sent to.
+    fn realm(&self) -> String {
+        if let Some(r) = &self.realm {
+            return r.to_string();
+        }
+        let host = self
+            .host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        format!("{}://{host}/auth/token", self.scheme)
+    }
 }
 
 /// Credentials as sent in an Authorization header.
@@ -83,18 +127,6 @@ pub fn source_of(req: &Request) -> IpAddr {
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
 }
 
-/// The token endpoint URL clients are sent to.
-fn realm(app: &Tenant, headers: &HeaderMap) -> String {
-    if let Some(r) = &app.auth_realm {
-        return r.clone();
-    }
-    let host = headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    format!("{}://{host}/auth/token", app.scheme)
-}
-
 /// The registry's access settings, from the authority's cached view.
 pub fn access_settings(app: &Tenant) -> ApiResult<wharf_meta::AccessSettings> {
     app.auth
@@ -133,7 +165,8 @@ impl Caller {
     fn challenge(&self, scope: Option<&str>, error: Option<&str>) -> String {
         let mut c = format!(
             "Bearer realm=\"{}\",service=\"{}\"",
-            self.realm, self.service
+            self.challenge.realm(),
+            self.challenge.service.as_deref().unwrap_or("")
         );
         if let Some(s) = scope {
             c.push_str(&format!(",scope=\"{s}\""));
@@ -182,8 +215,7 @@ impl Caller {
         Caller {
             subject: Arc::new(subject),
             proof: Proof::Bearer(claims),
-            realm: "".into(),
-            service: "".into(),
+            challenge: ChallengeParts::default(),
         }
     }
 
@@ -305,13 +337,10 @@ impl Caller {
 /// each `from_fn` layer boxes the request's future and clones the routes).
 pub async fn authenticate(State(node): State<App>, mut req: Request, next: Next) -> Response {
     let app = crate::tenant::of(&req, &node);
-    let realm = realm(&app, req.headers()).into();
-    let service = app.auth.config().service.as_str().into();
     let bare = Caller {
-        subject: Arc::new(Subject::Anonymous),
+        subject: anonymous(),
         proof: Proof::None,
-        realm,
-        service,
+        challenge: ChallengeParts::of(&app, req.headers()),
     };
     let source = source_of(&req);
     let caller = match credentials(req.headers()) {
@@ -384,9 +413,8 @@ pub async fn authenticate(State(node): State<App>, mut req: Request, next: Next)
 /// The caller attached by `authenticate` (anonymous if absent).
 pub fn caller_of(req: &Request) -> Caller {
     req.extensions().get::<Caller>().cloned().unwrap_or(Caller {
-        subject: Arc::new(Subject::Anonymous),
+        subject: anonymous(),
         proof: Proof::None,
-        realm: "".into(),
-        service: "".into(),
+        challenge: ChallengeParts::default(),
     })
 }
