@@ -16,21 +16,21 @@ use crate::locks::{AttributeChange, Attributes, LockTarget};
 use crate::records::*;
 use crate::store::{add_region, encode, KeyValue, ManifestSummary, MetaStore};
 
-/// The state of one registry, read and changed through its key prefix.
+/// The state of one registry, read and changed through its key prefix
+/// (`registry \0`, which starts every key of it).
 pub struct Registry<'a> {
     pub(crate) store: &'a MetaStore,
     name: String,
-    /// `registry \0`: every key of this registry starts with it.
-    prefix: Vec<u8>,
 }
 
 impl MetaStore {
     /// The registry named `name` (lower case; see `wharf_oci::RegistryName`).
+    /// Made for each read a request does: it holds the name only, and
+    /// each key is built in one allocation (a pull builds several).
     pub fn registry(&self, name: &str) -> Registry<'_> {
         Registry {
             store: self,
             name: name.to_string(),
-            prefix: registry_prefix(name),
         }
     }
 }
@@ -50,10 +50,24 @@ impl<'a> Registry<'a> {
         self.store.identity_epoch()
     }
 
-    /// The registry's prefix followed by `parts` joined with NUL.
+    /// `registry \0`: the prefix of every key of this registry.
+    fn prefix(&self) -> Vec<u8> {
+        registry_prefix(&self.name)
+    }
+
+    /// The registry's prefix followed by `parts` joined with NUL: the
+    /// name, then a NUL before each part (the prefix alone when none).
     pub(crate) fn key(&self, parts: &[&str]) -> Vec<u8> {
-        let mut k = self.prefix.clone();
-        k.extend_from_slice(parts.join("\0").as_bytes());
+        let len = self.name.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>().max(1);
+        let mut k = Vec::with_capacity(len);
+        k.extend_from_slice(self.name.as_bytes());
+        if parts.is_empty() {
+            k.push(0);
+        }
+        for part in parts {
+            k.push(0);
+            k.extend_from_slice(part.as_bytes());
+        }
         k
     }
 
@@ -745,14 +759,15 @@ impl<'a> Registry<'a> {
             k.push(1);
             k
         };
+        let prefix = self.prefix();
         match last {
             Some(l) => it.seek(past(l)),
-            None => it.seek(&self.prefix),
+            None => it.seek(&prefix),
         }
         let mut out = Vec::new();
         while out.len() < n && it.valid() {
             let Some(key) = it.key() else { break };
-            let Some(rest) = key.strip_prefix(self.prefix.as_slice()) else {
+            let Some(rest) = key.strip_prefix(prefix.as_slice()) else {
                 break;
             };
             let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
@@ -781,11 +796,12 @@ impl<'a> Registry<'a> {
         n: usize,
     ) -> Result<Vec<(String, RepoRecord)>, StoreError> {
         let after = last.map(|l| self.key(&[l]));
-        self.scan(CF_REPOS, &self.prefix, after.as_deref(), n)?
+        let prefix = self.prefix();
+        self.scan(CF_REPOS, &prefix, after.as_deref(), n)?
             .into_iter()
             .map(|(k, v)| {
                 Ok((
-                    String::from_utf8_lossy(&k[self.prefix.len()..]).into_owned(),
+                    String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
                     crate::store::decode(CF_REPOS, &v)?,
                 ))
             })
@@ -843,6 +859,20 @@ impl<'a> Registry<'a> {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    #[test]
+    fn keys_are_the_prefix_then_the_parts_joined_by_nul() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = crate::MetaStore::open(dir.path()).unwrap();
+        let r = s.registry("team");
+        assert_eq!(r.key(&[]), b"team\0");
+        assert_eq!(r.key(&["app"]), b"team\0app");
+        assert_eq!(r.key(&["app", "v1"]), b"team\0app\0v1");
+        assert_eq!(r.key(&["", "x"]), b"team\0\0x");
     }
 }
 
