@@ -428,7 +428,7 @@ fn unsupported() -> ApiResult<Response> {
 
 /// What a request does, for the access check; None: nothing to check
 /// beyond the handler (the catalog filters by caller itself).
-fn required_action(route: &Route<'_>, method: &Method) -> Option<(String, Action)> {
+fn required_action<'a>(route: &Route<'a>, method: &Method) -> Option<(&'a str, Action)> {
     let (name, action) = match (route, method) {
         (Route::Catalog, _) => return None,
         (Route::Tags { name }, _) => (name, Action::MetadataRead),
@@ -440,7 +440,7 @@ fn required_action(route: &Route<'_>, method: &Method) -> Option<(String, Action
         (Route::Manifest { name, .. } | Route::Blob { name, .. }, _) => (name, Action::Pull),
         (Route::Upload { name, .. }, _) => (name, Action::Push),
     };
-    Some((name.clone(), action))
+    Some((name, action))
 }
 
 async fn handle(app: crate::tenant::Tenant, route: Route<'_>, req: Request) -> ApiResult<Response> {
@@ -451,7 +451,7 @@ async fn handle(app: crate::tenant::Tenant, route: Route<'_>, req: Request) -> A
             (Route::Upload { id: "", .. }, &Method::POST) => uploads::mount_source(&req),
             _ => None,
         };
-        caller.require_with_mount(&app, &name, action, mount_from.as_deref())?;
+        caller.require_with_mount(&app, name, action, mount_from.as_deref())?;
     }
     // A client may name its write so that a retry applies once.
     let request_id = crate::request_id::from_headers(req.headers(), caller.subject.name())?;

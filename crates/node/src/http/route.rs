@@ -6,56 +6,60 @@
 pub enum Route<'a> {
     Catalog,
     Tags {
-        name: String,
+        name: &'a str,
     },
     Manifest {
-        name: String,
+        name: &'a str,
         reference: &'a str,
     },
     Blob {
-        name: String,
+        name: &'a str,
         digest: &'a str,
     },
     /// `id` is empty for `POST /v2/<name>/blobs/uploads/`.
     Upload {
-        name: String,
+        name: &'a str,
         id: &'a str,
     },
     Referrers {
-        name: String,
+        name: &'a str,
         digest: &'a str,
     },
 }
 
 /// Parse the part of the path after `/v2/`. `None` for paths the API does
-/// not have.
+/// not have. Every route ends in at least two segments after the name, so
+/// the last three are read from the right and the name is what precedes
+/// them, a slice of the path (parsing allocates nothing: it runs on every
+/// request).
 pub fn parse(rest: &str) -> Option<Route<'_>> {
     if rest == "_catalog" {
         return Some(Route::Catalog);
     }
-    let parts: Vec<&str> = rest.split('/').collect();
-    let n = parts.len();
-    let name = |k: usize| parts[..n - k].join("/");
-    if n >= 3 && parts[n - 2] == "tags" && parts[n - 1] == "list" {
+    let mut from_right = rest.rsplit('/');
+    let (last, second, third) = (from_right.next()?, from_right.next()?, from_right.next()?);
+    let four_or_more = from_right.next().is_some();
+    // The path without its last `k` segments and the slash before each.
+    let name = |k: usize| {
+        let cut: usize = [last, second, third][..k].iter().map(|s| s.len() + 1).sum();
+        &rest[..rest.len() - cut]
+    };
+    if second == "tags" && last == "list" {
         return Some(Route::Tags { name: name(2) });
     }
-    if n >= 4 && parts[n - 3] == "blobs" && parts[n - 2] == "uploads" {
+    if four_or_more && third == "blobs" && second == "uploads" {
         return Some(Route::Upload {
             name: name(3),
-            id: parts[n - 1],
+            id: last,
         });
     }
-    if n >= 3 && parts[n - 2] == "blobs" && parts[n - 1] == "uploads" {
+    if second == "blobs" && last == "uploads" {
         return Some(Route::Upload {
             name: name(2),
             id: "",
         });
     }
-    if n < 3 {
-        return None;
-    }
-    let last = parts[n - 1];
-    match parts[n - 2] {
+    match second {
         "manifests" => Some(Route::Manifest {
             name: name(2),
             reference: last,
@@ -81,9 +85,7 @@ mod tests {
         assert_eq!(parse("_catalog"), Some(Route::Catalog));
         assert_eq!(
             parse("a/b/c/tags/list"),
-            Some(Route::Tags {
-                name: "a/b/c".into()
-            })
+            Some(Route::Tags { name: "a/b/c" })
         );
         assert_eq!(
             parse("team/app/manifests/v1"),
@@ -137,5 +139,12 @@ mod tests {
         );
         assert_eq!(parse("x/unknown/y"), None);
         assert_eq!(parse("x"), None);
+        assert_eq!(parse("tags/list"), None, "no name");
+        assert_eq!(parse("blobs/uploads/abc"), None, "no name");
+        assert_eq!(
+            parse("/tags/list"),
+            Some(Route::Tags { name: "" }),
+            "an empty name parses; the handler refuses it"
+        );
     }
 }
