@@ -90,35 +90,29 @@ mod tests {
         assert_eq!(
             parse("team/app/manifests/v1"),
             Some(Route::Manifest {
-                name: "team/app".into(),
+                name: "team/app",
                 reference: "v1"
             })
         );
         assert_eq!(
             parse("x/blobs/uploads/"),
-            Some(Route::Upload {
-                name: "x".into(),
-                id: ""
-            })
+            Some(Route::Upload { name: "x", id: "" })
         );
         assert_eq!(
             parse("x/blobs/uploads"),
-            Some(Route::Upload {
-                name: "x".into(),
-                id: ""
-            })
+            Some(Route::Upload { name: "x", id: "" })
         );
         assert_eq!(
             parse("x/y/blobs/uploads/abc"),
             Some(Route::Upload {
-                name: "x/y".into(),
+                name: "x/y",
                 id: "abc"
             })
         );
         assert_eq!(
             parse("x/blobs/sha256:00"),
             Some(Route::Blob {
-                name: "x".into(),
+                name: "x",
                 digest: "sha256:00"
             })
         );
@@ -126,14 +120,14 @@ mod tests {
         assert_eq!(
             parse("manifests/manifests/t"),
             Some(Route::Manifest {
-                name: "manifests".into(),
+                name: "manifests",
                 reference: "t"
             })
         );
         assert_eq!(
             parse("x/referrers/d"),
             Some(Route::Referrers {
-                name: "x".into(),
+                name: "x",
                 digest: "d"
             })
         );
