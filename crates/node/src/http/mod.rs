@@ -465,43 +465,40 @@ async fn handle(app: crate::tenant::Tenant, route: Route<'_>, req: Request) -> A
             Box::pin(catalog::list_repositories(&app, &caller, req.uri())).await
         }
         Route::Tags { name } if method == Method::GET => {
-            Box::pin(catalog::list_tags(&app, &name, req.uri())).await
+            Box::pin(catalog::list_tags(&app, name, req.uri())).await
         }
         Route::Manifest { name, reference } => match method {
-            Method::GET => manifests::get(&app, &name, reference, true).await,
-            Method::HEAD => manifests::get(&app, &name, reference, false).await,
+            Method::GET => manifests::get(&app, name, reference, true).await,
+            Method::HEAD => manifests::get(&app, name, reference, false).await,
             Method::PUT => {
                 let origin = crate::request_id::origin(&req);
                 Box::pin(manifests::put(
-                    &app, &name, reference, req, request_id, origin,
+                    &app, name, reference, req, request_id, origin,
                 ))
                 .await
             }
             Method::DELETE => {
                 let origin = crate::request_id::origin(&req);
-                Box::pin(manifests::delete(
-                    &app, &name, reference, request_id, origin,
-                ))
-                .await
+                Box::pin(manifests::delete(&app, name, reference, request_id, origin)).await
             }
             _ => unsupported(),
         },
         Route::Blob { name, digest } => match method {
-            Method::GET => Box::pin(blobs::get(&app, &name, digest, req.headers(), true)).await,
-            Method::HEAD => Box::pin(blobs::get(&app, &name, digest, req.headers(), false)).await,
-            Method::DELETE => Box::pin(blobs::delete(&app, &name, digest, request_id)).await,
+            Method::GET => Box::pin(blobs::get(&app, name, digest, req.headers(), true)).await,
+            Method::HEAD => Box::pin(blobs::get(&app, name, digest, req.headers(), false)).await,
+            Method::DELETE => Box::pin(blobs::delete(&app, name, digest, request_id)).await,
             _ => unsupported(),
         },
         Route::Upload { name, id } => match (method, id.is_empty()) {
-            (Method::POST, true) => Box::pin(uploads::start(&app, &caller, &name, req)).await,
-            (Method::PATCH, false) => Box::pin(uploads::patch(&app, &name, id, req)).await,
-            (Method::PUT, false) => Box::pin(uploads::put(&app, &name, id, req)).await,
-            (Method::GET, false) => Box::pin(uploads::status(&app, &name, id)).await,
-            (Method::DELETE, false) => Box::pin(uploads::cancel(&app, &name, id)).await,
+            (Method::POST, true) => Box::pin(uploads::start(&app, &caller, name, req)).await,
+            (Method::PATCH, false) => Box::pin(uploads::patch(&app, name, id, req)).await,
+            (Method::PUT, false) => Box::pin(uploads::put(&app, name, id, req)).await,
+            (Method::GET, false) => Box::pin(uploads::status(&app, name, id)).await,
+            (Method::DELETE, false) => Box::pin(uploads::cancel(&app, name, id)).await,
             _ => unsupported(),
         },
         Route::Referrers { name, digest } if method == Method::GET => {
-            Box::pin(referrers::list(&app, &name, digest, req.uri())).await
+            Box::pin(referrers::list(&app, name, digest, req.uri())).await
         }
         _ => unsupported(),
     }
