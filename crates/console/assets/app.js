@@ -483,7 +483,7 @@ async function imagePage(repo, ref) {
     ]);
   } catch (e) { setContent(failure(e)); return; }
   const summary = h("div", { class: "cards" },
-    card("Digest", h("code", { class: "wrap" }, img.digest)),
+    card("Digest", h("code", {}, img.digest)),
     card("Type", kind(img.media_type, img.artifact_type)),
     card("Size", h("span", { class: "stat" }, img.manifests.length ? "per platform" : bytes(img.image_size))),
     card("Created", when(img.created_ms)),
@@ -575,7 +575,7 @@ function whereItIs(img, regions) {
       const cls = pct === 100 ? "" : pct === 0 ? "bad" : "warn";
       return h("div", { class: "card", "data-region": r },
         h("h3", {}, r, h("span", { class: "badge " + (pct === 100 ? "ok" : "warn") }, pct === 100 ? "complete" : "copying")),
-        h("div", { class: "bar " + cls, role: "progressbar", "aria-valuenow": pct, "aria-valuemin": 0, "aria-valuemax": 100 }, h("span", { style: null })),
+        h("div", { class: "bar " + cls, role: "progressbar", "aria-valuenow": pct, "aria-valuemin": 0, "aria-valuemax": 100 }, h("span")),
         h("p", { class: "hint" }, `${held.length} of ${layers.length} blobs · ${bytes(sizeHeld)} of ${bytes(total)} · ${pct}%`));
     })),
     h("div", { class: "table-wrap" }, h("table", { class: "matrix" },

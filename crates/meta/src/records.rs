@@ -31,6 +31,14 @@ pub struct ManifestRecord {
     pub untagged_ms: Option<u64>,
 }
 
+impl ManifestRecord {
+    /// What its blobs (config and layers; none for an index) add up to:
+    /// the image's size as listings show it.
+    pub fn blobs_size(&self) -> u64 {
+        self.blobs.iter().map(|b| b.size).sum()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagRecord {
     pub digest: String,

@@ -118,7 +118,7 @@ pub async fn show(
     }
     Ok(Json(ImageDetail {
         tags: app.meta().tags_of(&repo, &digest)?,
-        image_size: record.blobs.iter().map(|b| b.size).sum(),
+        image_size: record.blobs_size(),
         manifest_size: record.raw.len() as u64,
         media_type: record.media_type,
         created_ms: record.created_ms,

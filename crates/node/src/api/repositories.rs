@@ -139,9 +139,7 @@ pub async fn tags(
             name,
             media_type: manifest.as_ref().map(|r| r.media_type.clone()),
             manifest_size: manifest.as_ref().map(|r| r.raw.len() as u64),
-            image_size: manifest
-                .as_ref()
-                .map(|r| r.blobs.iter().map(|b| b.size).sum()),
+            image_size: manifest.as_ref().map(|r| r.blobs_size()),
             digest: t.digest,
             updated_ms: t.updated_ms,
             attributes: attributes(t.attributes),

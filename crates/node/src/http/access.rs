@@ -58,7 +58,7 @@ struct ChallengeParts {
     realm: Option<Arc<str>>,
     host: Option<axum::http::HeaderValue>,
     scheme: &'static str,
-    service: Option<Arc<str>>,
+    service: Arc<str>,
 }
 
 impl ChallengeParts {
@@ -67,7 +67,7 @@ impl ChallengeParts {
             realm: app.auth_realm.clone(),
             host: headers.get(HOST).cloned(),
             scheme: app.scheme,
-            service: Some(app.auth_service.clone()),
+            service: app.auth_service.clone(),
         }
     }
 
@@ -166,7 +166,7 @@ impl Caller {
         let mut c = format!(
             "Bearer realm=\"{}\",service=\"{}\"",
             self.challenge.realm(),
-            self.challenge.service.as_deref().unwrap_or("")
+            self.challenge.service
         );
         if let Some(s) = scope {
             c.push_str(&format!(",scope=\"{s}\""));
@@ -208,15 +208,6 @@ impl Caller {
     pub fn may(&self, app: &Tenant, repo: &str, action: Action) -> ApiResult<bool> {
         let access = access_settings(app)?;
         Ok(self.subject.may(repo, action, &access) && self.token_allows(repo, action))
-    }
-
-    /// The caller a console session makes: its subject's whole rights.
-    pub fn for_session(subject: Subject, claims: Arc<Claims>) -> Caller {
-        Caller {
-            subject: Arc::new(subject),
-            proof: Proof::Bearer(claims),
-            challenge: ChallengeParts::default(),
-        }
     }
 
     /// Whether the caller's token (if it came with one) grants `action`

@@ -37,7 +37,6 @@ pub fn router() -> Router<App> {
         .route("/console/api/login", post(login))
         .route("/console/api/logout", post(logout))
         .route("/console/api/session", get(session))
-        .route("/console/api/permissions", get(permissions))
 }
 
 fn redirect(to: &'static str) -> Response {
@@ -107,19 +106,14 @@ pub fn session_of(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .find_map(|h| wharf_console::cookie_value(h, wharf_console::SESSION_COOKIE))?;
+    // Asked for as a session, only a session verifies (`TokenUse::accepts`).
     Some(
         app.auth
             .verify(&app.meta(), token, TokenUse::Session, now_ms())
-            .and_then(|(subject, claims)| {
-                if claims.token_use == TokenUse::Session {
-                    Ok(Session {
-                        token: token.to_string(),
-                        subject,
-                        claims,
-                    })
-                } else {
-                    Err(wharf_auth::AuthError::InvalidToken("not a console session"))
-                }
+            .map(|(subject, claims)| Session {
+                token: token.to_string(),
+                subject,
+                claims,
             }),
     )
 }
@@ -255,14 +249,14 @@ pub fn check_csrf(token: &str, headers: &HeaderMap) -> ApiResult<()> {
 }
 
 #[derive(Deserialize)]
-struct PermissionsQuery {
+pub struct PermissionsQuery {
     repository: String,
 }
 
 /// What the caller may do to one repository: the page shows a button
 /// only for what the server would allow.
 #[derive(Serialize)]
-struct Permissions {
+pub struct Permissions {
     pull: bool,
     push: bool,
     delete: bool,
@@ -270,17 +264,18 @@ struct Permissions {
     write_metadata: bool,
 }
 
-async fn permissions(
+/// GET /console/api/permissions: routed with the authenticated API (see
+/// `http::router`), so the caller is the session's, as for every other
+/// call a page makes.
+pub async fn permissions(
     Extension(app): Extension<Tenant>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<PermissionsQuery>,
 ) -> ApiResult<Json<Permissions>> {
     validate_repository(&q.repository)?;
-    let caller = match session_of(&app, &headers) {
-        Some(Ok(s)) => Caller::for_session(s.subject, s.claims),
-        Some(Err(e)) => return Err(access::auth_error(e, None)),
-        None => return Err(no_session()),
-    };
+    if caller.subject.is_anonymous() {
+        return Err(no_session());
+    }
     let may = |a| caller.may(&app, &q.repository, a);
     Ok(Json(Permissions {
         pull: may(Action::Pull)?,

@@ -37,6 +37,9 @@ pub fn router(app: App) -> Router {
         .route("/v2/", any(base))
         .route("/v2/*rest", any(dispatch))
         .nest("/api/v1", crate::api::router())
+        // What a console page may offer: asked with the session cookie,
+        // which authentication turns into the caller like any credential.
+        .route("/console/api/permissions", get(console::permissions))
         // Authentication, then the rate limits (by the caller it found).
         .layer(middleware::from_fn_with_state(
             app.clone(),
