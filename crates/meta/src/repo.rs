@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::command::{BlobRef, Command, PutManifest, Response};
 use crate::error::{ApplyError, StoreError};
+use crate::holders::Pending;
 use crate::keys::*;
 use crate::locks::{AttributeChange, Attributes, LockTarget};
 use crate::records::*;
@@ -548,7 +549,15 @@ impl<'a> Registry<'a> {
                 self.store
                     .note_repo_storage(&self.name, repo, record.size as i64, 1);
             }
-            self.store.put_blob(batch, digest, old.as_ref(), &record);
+            let pending = match newly_linked {
+                true => Pending::Links {
+                    registry: &self.name,
+                    delta: 1,
+                },
+                false => Pending::Nothing,
+            };
+            self.store
+                .put_blob(batch, digest, old.as_ref(), &record, pending)?;
         }
         self.touch_repo(batch, repo, now_ms)?;
         Ok(Response::Ok)

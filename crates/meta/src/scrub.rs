@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::Response;
 use crate::error::StoreError;
+use crate::holders::Pending;
 use crate::keys::*;
 use crate::records::BlobRecord;
 use crate::store::{decode, encode, MetaStore};
@@ -86,7 +87,7 @@ impl MetaStore {
                     if let Ok(at) = record.regions.binary_search(region) {
                         let old = record.clone();
                         record.regions.remove(at);
-                        self.put_blob(batch, digest, Some(&old), &record);
+                        self.put_blob(batch, digest, Some(&old), &record, Pending::Nothing)?;
                         changed = 1;
                     }
                 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::command::{BlobRef, Envelope, Response};
 use crate::error::StoreError;
+use crate::holders::Pending;
 use crate::keys::*;
 use crate::records::*;
 
@@ -291,7 +292,7 @@ impl MetaStore {
                 Some(mut record) => {
                     let old = record.clone();
                     if add_region(&mut record, region) {
-                        self.put_blob(batch, &b.digest, Some(&old), &record);
+                        self.put_blob(batch, &b.digest, Some(&old), &record, Pending::Nothing)?;
                     }
                 }
                 // Freed while it was being copied: the copy is garbage.
@@ -314,7 +315,8 @@ impl MetaStore {
             if let Ok(at) = record.regions.binary_search_by(|r| r.as_str().cmp(region)) {
                 let old = record.clone();
                 record.regions.remove(at);
-                self.put_blob(batch, &String::from_utf8_lossy(&k), Some(&old), &record);
+                let digest = String::from_utf8_lossy(&k);
+                self.put_blob(batch, &digest, Some(&old), &record, Pending::Nothing)?;
             }
         }
         Ok(Response::Ok)
@@ -346,7 +348,11 @@ impl MetaStore {
             if record.links == 0 {
                 freed = Some(self.free_blob(batch, digest, &record, now_ms));
             } else {
-                self.put_blob(batch, digest, Some(&old), &record);
+                let pending = Pending::Links {
+                    registry,
+                    delta: -(count as i64),
+                };
+                self.put_blob(batch, digest, Some(&old), &record, pending)?;
             }
         }
         if let Some(repo) = repo {

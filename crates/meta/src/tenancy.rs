@@ -184,7 +184,8 @@ impl MetaStore {
                 Ok(Response::Ok)
             }
             RegistryCommand::SetReplica { name, region, add } => {
-                self.change_registry(batch, name, |record| {
+                let mut set = None;
+                let response = self.change_registry(batch, name, |record| {
                     match (add, record.replicas.binary_search(region)) {
                         (true, Err(pos)) => record.replicas.insert(pos, region.clone()),
                         (false, Ok(pos)) => {
@@ -192,8 +193,15 @@ impl MetaStore {
                         }
                         _ => return false,
                     }
+                    set = Some((record.name.clone(), record.replicas.clone()));
                     true
-                })
+                })?;
+                // Where its blobs belong changed: some are placed now, or
+                // no longer (see `holders`).
+                if let Some((name, set)) = set {
+                    self.reindex_registry_blobs(batch, &name, &set)?;
+                }
+                Ok(response)
             }
             RegistryCommand::SetPolicy {
                 name,
@@ -345,7 +353,7 @@ impl MetaStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::identity::{PrincipalKind, Role, RoleAssignment};
     use crate::{BlobRef, Command, Envelope};
@@ -365,7 +373,7 @@ mod tests {
         }
     }
 
-    fn create(name: &str) -> Envelope {
+    pub(crate) fn create(name: &str) -> Envelope {
         let cmd = Command::Registry(RegistryCommand::Create {
             record: Box::new(RegistryRecord {
                 name: name.into(),
