@@ -163,6 +163,7 @@ impl MetaStore {
         // A snapshot from a node before usage counters has none.
         self.count_usage_if_needed()?;
         // Derived indexes are never sent: built from what arrived.
+        self.replica_sets.clear();
         self.rebuild_holders()?;
         self.sync()?;
         self.bump_identity_epoch();

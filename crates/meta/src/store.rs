@@ -26,6 +26,8 @@ pub struct MetaStore {
     identity_epoch: std::sync::atomic::AtomicU64,
     /// Storage changes of the command being applied (see `usage`).
     usage: crate::usage::UsageScratch,
+    /// Registries' replica sets, read once (see `holders`).
+    pub(crate) replica_sets: crate::holders::ReplicaSets,
     /// Holder-index entries deleted since its low counts were last
     /// compacted (see `holders`).
     pub(crate) holder_deletes: crate::churn::Churn,
@@ -94,6 +96,7 @@ impl MetaStore {
             db,
             identity_epoch: std::sync::atomic::AtomicU64::new(1),
             usage: Default::default(),
+            replica_sets: Default::default(),
             holder_deletes: crate::churn::Churn::new(crate::holders::COMPACT_AFTER_DELETES),
             queue_deletes: crate::churn::Churn::new(crate::webhooks::QUEUE_COMPACT_AFTER_DELETES),
             request_expiry: Default::default(),
@@ -244,6 +247,10 @@ impl MetaStore {
             return Ok(first);
         }
         self.discard_usage();
+        let registry_command = matches!(env.cmd, crate::Command::Registry(_));
+        if registry_command {
+            self.replica_sets.clear();
+        }
         let response = self
             .registry(&env.registry)
             .apply(&mut batch, &env.cmd, env.at_ms);
@@ -271,6 +278,10 @@ impl MetaStore {
         )?;
         self.put_sys(&mut batch, sys);
         self.db.write(batch)?;
+        if registry_command {
+            // What was read while it applied is the set before it.
+            self.replica_sets.clear();
+        }
         self.request_expiry.commit();
         if env.cmd.changes_identities() {
             self.bump_identity_epoch();
