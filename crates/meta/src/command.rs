@@ -111,6 +111,8 @@ pub enum Command {
     Usage(crate::usage::UsageCommand),
     /// A region's once-per-region roles (mover, sweeper, scrub): leases.
     Role(crate::roles::RoleCommand),
+    /// Build task runs: the queue, agents' leases, their reports.
+    Run(crate::tasks::RunCommand),
     /// `cmd`, if the registry's tier (as it is when applied) allows it
     /// under `tiers` (see `tiers`).
     Gated {

@@ -47,6 +47,11 @@ pub enum ApplyError {
     /// usage and what the push adds.
     #[error("{0}")]
     QuotaExceeded(String),
+    #[error("run {0} does not exist")]
+    RunUnknown(String),
+    /// An agent reported on a run it no longer holds (its lease ran out).
+    #[error("run {0} is not this agent's any more")]
+    RunNotYours(String),
 }
 
 /// Failures of the local store itself (disk, corruption).

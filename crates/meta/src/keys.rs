@@ -45,6 +45,11 @@ pub const CF_BLOB_WAITS: &str = "blob_waits";
 /// Storage counters, GiB-days and operations per registry (see `usage`).
 pub const CF_USAGE: &str = "usage";
 
+/// Build task runs and their next number, and the queued or running
+/// ones (see `tasks`).
+pub const CF_RUNS: &str = "runs";
+pub const CF_RUNS_ACTIVE: &str = "runs_active";
+
 /// Linked blobs by holder count (see `holders`): derived from
 /// `CF_BLOBS`, so left out of snapshots and rebuilt from it.
 pub const CF_BLOB_HOLDERS: &str = "blob_holders";
@@ -54,7 +59,7 @@ pub const CF_BLOB_HOLDERS: &str = "blob_holders";
 pub const DERIVED_CFS: [&str; 1] = [CF_BLOB_HOLDERS];
 
 /// Every column family; snapshots name them (see `snapshot`).
-pub const ALL_CFS: [&str; 20] = [
+pub const ALL_CFS: [&str; 22] = [
     CF_REPOS,
     CF_MANIFESTS,
     CF_TAGS,
@@ -75,10 +80,12 @@ pub const ALL_CFS: [&str; 20] = [
     CF_IMAGE_WAITS,
     CF_BLOB_WAITS,
     CF_USAGE,
+    CF_RUNS,
+    CF_RUNS_ACTIVE,
 ];
 
 /// Column families whose keys start with a registry's prefix.
-pub const REGISTRY_SCOPED_CFS: [&str; 12] = [
+pub const REGISTRY_SCOPED_CFS: [&str; 14] = [
     CF_REPOS,
     CF_MANIFESTS,
     CF_TAGS,
@@ -91,6 +98,8 @@ pub const REGISTRY_SCOPED_CFS: [&str; 12] = [
     CF_WEBHOOK_LOG,
     CF_WEBHOOK_QUEUE,
     CF_USAGE,
+    CF_RUNS,
+    CF_RUNS_ACTIVE,
 ];
 
 pub const AUTH_PRINCIPAL: &str = "p";

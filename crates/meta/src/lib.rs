@@ -26,6 +26,7 @@ mod roles;
 mod scrub;
 mod snapshot;
 mod store;
+mod tasks;
 mod tenancy;
 mod tiers;
 mod usage;
@@ -56,6 +57,10 @@ pub use roles::{RoleCommand, RoleLease};
 pub use scrub::{CorruptCopy, RegionScrub, ScrubCommand, MISSING as SCRUB_MISSING};
 pub use snapshot::is_release_0_1_snapshot;
 pub use store::{ManifestSummary, MetaStore};
+pub use tasks::{
+    run_id, run_number, RunCommand, RunRecord, RunSpec, RunStatus, StepRecord, StepStatus,
+    MAX_ATTEMPTS_DEFAULT, RENEWED_CANCELED,
+};
 pub use tenancy::{NetworkRules, RegistryCommand, RegistryRecord, Sku};
 pub use tiers::{TierLimits, TierTable, TierUsage};
 pub use usage::{

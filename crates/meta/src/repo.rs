@@ -146,6 +146,7 @@ impl<'a> Registry<'a> {
             Command::Webhook(c) => self.store.apply_webhook(batch, &self.name, at_ms, c),
             Command::Usage(c) => self.store.apply_usage(batch, c),
             Command::Role(c) => self.store.apply_role(batch, c, at_ms),
+            Command::Run(c) => self.apply_run(batch, c, at_ms),
             Command::Gated { tiers, cmd } => {
                 if let Some(refusal) = self.store.tier_refusal(&self.name, tiers, cmd)? {
                     return Ok(Response::Refused(refusal));

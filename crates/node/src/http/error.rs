@@ -123,7 +123,8 @@ impl From<ApplyError> for ApiError {
             ApplyError::IdentityUnknown(_)
             | ApplyError::RegistryUnknown(_)
             | ApplyError::WebhookUnknown(_)
-            | ApplyError::EventUnknown(_) => {
+            | ApplyError::EventUnknown(_)
+            | ApplyError::RunUnknown(_) => {
                 return ApiError::new(ErrorCode::NameUnknown, e.to_string())
                     .with_status(StatusCode::NOT_FOUND)
             }
@@ -135,7 +136,8 @@ impl From<ApplyError> for ApiError {
             ApplyError::IdentityExists(_)
             | ApplyError::ScopeMapInUse(..)
             | ApplyError::RegistryExists(_)
-            | ApplyError::WebhookExists(_) => {
+            | ApplyError::WebhookExists(_)
+            | ApplyError::RunNotYours(_) => {
                 return ApiError::new(ErrorCode::Denied, e.to_string())
                     .with_status(StatusCode::CONFLICT)
             }

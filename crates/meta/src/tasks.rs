@@ -1,0 +1,894 @@
+//! Build task runs in the replicated state: the queue, agents' leases, and
+//! every run's record, so a run survives any node and its state is the
+//! same everywhere.
+//!
+//! A run is queued with its task file already checked and rendered (the
+//! proposer did that, with `wharf-tasks`), and gets the registry's next
+//! run number, shown as an id like `cf1`. An agent node claims a queued
+//! run for `lease_ms` of command time and renews the lease while it runs;
+//! `ExpireRuns` (proposed by the leader when it sees an expired lease)
+//! puts a run whose agent stopped renewing back in the queue, or fails it
+//! after `max_attempts`, so no run is left "Running" by a dead agent.
+//! Canceling a queued run ends it; canceling a running one asks its agent,
+//! which learns it from its next renewal and stops the run's processes.
+//!
+//! Column families (both registry-scoped, so deleting a registry deletes
+//! its runs): `runs`, `registry \0 <run number, 16 hex digits>` → the
+//! record, so a registry's runs list newest first by a reverse scan, plus
+//! `registry \0 ~next` → the next run number; and `runs_active`, the same
+//! keys for the runs queued or running, so agents and the expiry read the
+//! live runs, not the history.
+
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::command::Response;
+use crate::error::{ApplyError, StoreError};
+use crate::keys::{CF_RUNS, CF_RUNS_ACTIVE};
+use crate::repo::Registry;
+use crate::store::encode;
+
+/// The key of a registry's next run number in `runs` (after every
+/// run's key: `~` sorts after hex digits).
+const NEXT_KEY: &str = "~next";
+/// Attempts a run gets when its proposer does not say (a run whose agent
+/// died is queued again until it has had this many).
+pub const MAX_ATTEMPTS_DEFAULT: u32 = 2;
+/// `Renew`'s answer when the run is the agent's but was canceled.
+pub const RENEWED_CANCELED: u64 = 2;
+/// Longest error text kept in a record.
+const ERROR_MAX_BYTES: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Canceled,
+    /// The run took longer than its timeout.
+    TimedOut,
+}
+
+impl RunStatus {
+    pub fn is_active(self) -> bool {
+        matches!(self, RunStatus::Queued | RunStatus::Running)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "Queued",
+            RunStatus::Running => "Running",
+            RunStatus::Succeeded => "Succeeded",
+            RunStatus::Failed => "Failed",
+            RunStatus::Canceled => "Canceled",
+            RunStatus::TimedOut => "TimedOut",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+    Stopped,
+}
+
+/// What to run, decided when it was queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// The task file, rendered and checked by the proposer.
+    pub task_file: String,
+    /// Its steps' ids, in the file's order.
+    pub steps: Vec<String>,
+    /// `linux/amd64`.
+    pub platform: String,
+    /// What started it: `manual`, `commit`, `image_update`, `timer`.
+    pub trigger: String,
+    /// The task it belongs to; none for a quick build or run.
+    #[serde(default)]
+    pub task: Option<String>,
+    /// Where the build context is (a git URL, an uploaded archive's
+    /// digest); none when the run needs none.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// The whole run's limit.
+    pub timeout_s: u64,
+    /// 0: `MAX_ATTEMPTS_DEFAULT`.
+    #[serde(default)]
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub id: String,
+    pub status: StepStatus,
+    #[serde(default)]
+    pub started_ms: Option<u64>,
+    #[serde(default)]
+    pub ended_ms: Option<u64>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+}
+
+/// One run, as every node sees it. New fields get `#[serde(default)]`:
+/// records written by an earlier release must keep decoding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub number: u64,
+    pub spec: RunSpec,
+    pub status: RunStatus,
+    pub queued_ms: u64,
+    #[serde(default)]
+    pub started_ms: Option<u64>,
+    #[serde(default)]
+    pub ended_ms: Option<u64>,
+    /// The node running it (or that ran it last).
+    #[serde(default)]
+    pub agent: Option<u64>,
+    /// Command time the agent's lease runs to.
+    #[serde(default)]
+    pub lease_until_ms: u64,
+    /// Claims so far (a claim after a lost agent is another attempt).
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub cancel_requested: bool,
+    pub steps: Vec<StepRecord>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Where its log is kept, once it ended.
+    #[serde(default)]
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunCommand {
+    /// Queue a run: `Changed(number)`, its run number.
+    Queue { spec: Box<RunSpec> },
+    /// `agent` takes the queued run `id` until `lease_ms` after the
+    /// command's time: `Changed(1)`, or `Changed(0)` when it is not queued
+    /// (another agent was first, or it was canceled).
+    Claim {
+        id: String,
+        agent: u64,
+        lease_ms: u64,
+    },
+    /// `agent` still runs `id`: `Changed(1)`, or `RENEWED_CANCELED` when
+    /// it was asked to stop; refused when the run is not its any more (its
+    /// lease ran out and the run went to another agent or failed).
+    Renew {
+        id: String,
+        agent: u64,
+        lease_ms: u64,
+    },
+    /// A step of `id` started or ended.
+    Step {
+        id: String,
+        agent: u64,
+        step: usize,
+        status: StepStatus,
+        #[serde(default)]
+        exit_code: Option<i32>,
+    },
+    /// `agent` ended `id` (not `Queued` or `Running`).
+    Finish {
+        id: String,
+        agent: u64,
+        status: RunStatus,
+        #[serde(default)]
+        error: Option<String>,
+        #[serde(default)]
+        log: Option<String>,
+    },
+    /// Cancel `id`: ended at once if queued; its agent is asked otherwise.
+    Cancel { id: String },
+    /// Every running run whose lease ended before the command's time goes
+    /// back to the queue, or fails once it has had its attempts.
+    ExpireRuns,
+}
+
+/// `cf1`: two letters fixed per registry, then the run number in base 36,
+/// as the cloud registry's ids look. The letters come from the registry's
+/// name (FNV-1a), so a run id read in one registry is unlikely to name a
+/// run of another by mistake.
+pub fn run_id(registry: &str, number: u64) -> String {
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in registry.bytes() {
+        hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let mut id = String::from("c");
+    id.push(char::from(b'a' + (hash % 26) as u8));
+    id.push_str(&base36(number));
+    id
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The run number an id of `registry` names, if it is one.
+pub fn run_number(registry: &str, id: &str) -> Option<u64> {
+    let digits = id.get(2..)?;
+    let n = u64::from_str_radix(digits, 36).ok()?;
+    (run_id(registry, n) == id).then_some(n)
+}
+
+fn number_key(n: u64) -> String {
+    format!("{n:016x}")
+}
+
+fn clip(text: Option<&String>) -> Option<String> {
+    text.map(|t| {
+        let mut end = t.len().min(ERROR_MAX_BYTES);
+        while !t.is_char_boundary(end) {
+            end -= 1;
+        }
+        t[..end].to_string()
+    })
+}
+
+impl Registry<'_> {
+    pub(crate) fn apply_run(
+        &self,
+        batch: &mut WriteBatch,
+        cmd: &RunCommand,
+        at_ms: u64,
+    ) -> Result<Response, StoreError> {
+        match cmd {
+            RunCommand::Queue { spec } => {
+                let next_key = self.key(&[NEXT_KEY]);
+                let number: u64 = self.get(CF_RUNS, &next_key)?.unwrap_or(1);
+                batch.put_cf(self.cf(CF_RUNS), &next_key, encode(&(number + 1)));
+                let mut spec = (**spec).clone();
+                if spec.max_attempts == 0 {
+                    spec.max_attempts = MAX_ATTEMPTS_DEFAULT;
+                }
+                let record = RunRecord {
+                    id: run_id(self.name(), number),
+                    number,
+                    steps: spec
+                        .steps
+                        .iter()
+                        .map(|id| StepRecord {
+                            id: id.clone(),
+                            status: StepStatus::Pending,
+                            started_ms: None,
+                            ended_ms: None,
+                            exit_code: None,
+                        })
+                        .collect(),
+                    spec,
+                    status: RunStatus::Queued,
+                    queued_ms: at_ms,
+                    started_ms: None,
+                    ended_ms: None,
+                    agent: None,
+                    lease_until_ms: 0,
+                    attempts: 0,
+                    cancel_requested: false,
+                    error: None,
+                    log: None,
+                };
+                self.put_run(batch, &record);
+                Ok(Response::Changed(number))
+            }
+            RunCommand::Claim {
+                id,
+                agent,
+                lease_ms,
+            } => {
+                let Some(mut run) = self.run(id)? else {
+                    return Ok(Response::Refused(ApplyError::RunUnknown(id.clone())));
+                };
+                if run.status != RunStatus::Queued {
+                    return Ok(Response::Changed(0));
+                }
+                run.status = RunStatus::Running;
+                run.agent = Some(*agent);
+                run.lease_until_ms = at_ms.saturating_add(*lease_ms);
+                run.attempts += 1;
+                run.started_ms.get_or_insert(at_ms);
+                self.put_run(batch, &run);
+                Ok(Response::Changed(1))
+            }
+            RunCommand::Renew {
+                id,
+                agent,
+                lease_ms,
+            } => {
+                let Some(mut run) = self.run(id)? else {
+                    return Ok(Response::Refused(ApplyError::RunUnknown(id.clone())));
+                };
+                if run.status != RunStatus::Running || run.agent != Some(*agent) {
+                    return Ok(Response::Refused(ApplyError::RunNotYours(id.clone())));
+                }
+                run.lease_until_ms = at_ms.saturating_add(*lease_ms);
+                self.put_run(batch, &run);
+                Ok(Response::Changed(if run.cancel_requested {
+                    RENEWED_CANCELED
+                } else {
+                    1
+                }))
+            }
+            RunCommand::Step {
+                id,
+                agent,
+                step,
+                status,
+                exit_code,
+            } => {
+                let Some(mut run) = self.run(id)? else {
+                    return Ok(Response::Refused(ApplyError::RunUnknown(id.clone())));
+                };
+                if run.status != RunStatus::Running || run.agent != Some(*agent) {
+                    return Ok(Response::Refused(ApplyError::RunNotYours(id.clone())));
+                }
+                let Some(s) = run.steps.get_mut(*step) else {
+                    return Ok(Response::Refused(ApplyError::RunUnknown(format!(
+                        "{id} step {step}"
+                    ))));
+                };
+                s.status = *status;
+                match status {
+                    StepStatus::Running => s.started_ms = Some(at_ms),
+                    StepStatus::Pending => {}
+                    _ => s.ended_ms = Some(at_ms),
+                }
+                if exit_code.is_some() {
+                    s.exit_code = *exit_code;
+                }
+                self.put_run(batch, &run);
+                Ok(Response::Changed(1))
+            }
+            RunCommand::Finish {
+                id,
+                agent,
+                status,
+                error,
+                log,
+            } => {
+                let Some(mut run) = self.run(id)? else {
+                    return Ok(Response::Refused(ApplyError::RunUnknown(id.clone())));
+                };
+                if run.status != RunStatus::Running || run.agent != Some(*agent) {
+                    return Ok(Response::Refused(ApplyError::RunNotYours(id.clone())));
+                }
+                if status.is_active() {
+                    return Ok(Response::Refused(ApplyError::RunUnknown(format!(
+                        "{id}: a run cannot finish as {}",
+                        status.as_str()
+                    ))));
+                }
+                run.status = *status;
+                run.error = clip(error.as_ref());
+                run.log = log.clone();
+                self.end_run(batch, &mut run, at_ms);
+                Ok(Response::Changed(1))
+            }
+            RunCommand::Cancel { id } => {
+                let Some(mut run) = self.run(id)? else {
+                    return Ok(Response::Refused(ApplyError::RunUnknown(id.clone())));
+                };
+                match run.status {
+                    RunStatus::Queued => {
+                        run.status = RunStatus::Canceled;
+                        self.end_run(batch, &mut run, at_ms);
+                    }
+                    RunStatus::Running if !run.cancel_requested => {
+                        run.cancel_requested = true;
+                        self.put_run(batch, &run);
+                    }
+                    _ => return Ok(Response::Changed(0)),
+                }
+                Ok(Response::Changed(1))
+            }
+            RunCommand::ExpireRuns => {
+                let mut changed = 0;
+                for mut run in self.active_runs()? {
+                    if run.status != RunStatus::Running || run.lease_until_ms > at_ms {
+                        continue;
+                    }
+                    changed += 1;
+                    let agent = run.agent.map_or("?".into(), |a| a.to_string());
+                    if run.cancel_requested {
+                        run.status = RunStatus::Canceled;
+                        run.error = Some(format!("canceled; agent {agent} stopped renewing"));
+                        self.end_run(batch, &mut run, at_ms);
+                    } else if run.attempts >= run.spec.max_attempts {
+                        run.status = RunStatus::Failed;
+                        run.error = Some(format!(
+                            "agent {agent} stopped renewing its lease (attempt {} of {})",
+                            run.attempts, run.spec.max_attempts
+                        ));
+                        self.end_run(batch, &mut run, at_ms);
+                    } else {
+                        // Another agent starts it over.
+                        run.status = RunStatus::Queued;
+                        run.error = Some(format!(
+                            "agent {agent} stopped renewing its lease; queued again"
+                        ));
+                        for s in &mut run.steps {
+                            s.status = StepStatus::Pending;
+                            s.started_ms = None;
+                            s.ended_ms = None;
+                            s.exit_code = None;
+                        }
+                        self.put_run(batch, &run);
+                    }
+                }
+                Ok(Response::Changed(changed))
+            }
+        }
+    }
+
+    /// Write `run` and keep `runs_active` in step with its status.
+    fn put_run(&self, batch: &mut WriteBatch, run: &RunRecord) {
+        let key = self.key(&[&number_key(run.number)]);
+        batch.put_cf(self.cf(CF_RUNS), &key, encode(run));
+        if run.status.is_active() {
+            batch.put_cf(self.cf(CF_RUNS_ACTIVE), &key, []);
+        } else {
+            batch.delete_cf(self.cf(CF_RUNS_ACTIVE), &key);
+        }
+    }
+
+    /// `run` ended now: the steps it never started are skipped, those
+    /// still running stopped.
+    fn end_run(&self, batch: &mut WriteBatch, run: &mut RunRecord, at_ms: u64) {
+        run.ended_ms = Some(at_ms);
+        run.lease_until_ms = 0;
+        for s in &mut run.steps {
+            match s.status {
+                StepStatus::Pending => s.status = StepStatus::Skipped,
+                StepStatus::Running => {
+                    s.status = StepStatus::Stopped;
+                    s.ended_ms = Some(at_ms);
+                }
+                _ => {}
+            }
+        }
+        self.put_run(batch, run);
+    }
+
+    /// The run `id` names in this registry.
+    pub fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let Some(n) = run_number(self.name(), id) else {
+            return Ok(None);
+        };
+        self.get(CF_RUNS, &self.key(&[&number_key(n)]))
+    }
+
+    /// The registry's runs, newest first, at most `limit`, starting below
+    /// run number `before` when given (the next page).
+    pub fn runs(&self, before: Option<u64>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let prefix = self.key(&[""]);
+        let upper = match before {
+            Some(n) => self.key(&[&number_key(n)]),
+            None => self.key(&[NEXT_KEY]),
+        };
+        let mut out = Vec::new();
+        let iter = self.store.db().iterator_cf(
+            self.cf(CF_RUNS),
+            rocksdb::IteratorMode::From(&upper, rocksdb::Direction::Reverse),
+        );
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            if k[..] >= upper[..] {
+                continue;
+            }
+            out.push(crate::store::decode(CF_RUNS, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// The registry's queued and running runs, oldest first.
+    pub fn active_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let prefix = self.key(&[""]);
+        let mut out = Vec::new();
+        for (k, _) in self.scan(CF_RUNS_ACTIVE, &prefix, None, usize::MAX)? {
+            if let Some(run) = self.get(CF_RUNS, &k)? {
+                out.push(run);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl crate::MetaStore {
+    /// Every queued or running run of the cluster, oldest first per
+    /// registry, with its registry: what agents claim from and the
+    /// leader's expiry reads.
+    pub fn active_runs(&self) -> Result<Vec<(String, RunRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .db()
+            .iterator_cf(self.cf(CF_RUNS_ACTIVE), rocksdb::IteratorMode::Start)
+        {
+            let (k, _) = item?;
+            let registry = k
+                .iter()
+                .position(|&b| b == 0)
+                .map(|i| String::from_utf8_lossy(&k[..i]).into_owned())
+                .unwrap_or_default();
+            if let Some(run) = self.get::<RunRecord>(CF_RUNS, &k)? {
+                out.push((registry, run));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Command, Envelope, MetaStore, DEFAULT_REGISTRY};
+
+    fn apply_at(s: &MetaStore, registry: &str, cmd: RunCommand, at_ms: u64) -> Response {
+        s.apply(&Envelope::new(registry, Command::Run(cmd), at_ms), &[])
+            .unwrap()
+    }
+
+    fn apply(s: &MetaStore, cmd: RunCommand, at_ms: u64) -> Response {
+        apply_at(s, DEFAULT_REGISTRY, cmd, at_ms)
+    }
+
+    fn spec() -> RunSpec {
+        RunSpec {
+            task_file: "steps:\n  - cmd: hello-world\n".into(),
+            steps: vec!["acb_step_0".into()],
+            platform: "linux/amd64".into(),
+            trigger: "manual".into(),
+            task: None,
+            context: None,
+            timeout_s: 600,
+            max_attempts: 0,
+        }
+    }
+
+    /// Queue a run; its id.
+    fn queue(s: &MetaStore, at_ms: u64) -> String {
+        let Response::Changed(n) = apply(
+            s,
+            RunCommand::Queue {
+                spec: Box::new(spec()),
+            },
+            at_ms,
+        ) else {
+            panic!("not queued")
+        };
+        run_id(DEFAULT_REGISTRY, n)
+    }
+
+    fn run(s: &MetaStore, id: &str) -> RunRecord {
+        s.registry(DEFAULT_REGISTRY).run(id).unwrap().unwrap()
+    }
+
+    fn claim(id: &str, agent: u64) -> RunCommand {
+        RunCommand::Claim {
+            id: id.into(),
+            agent,
+            lease_ms: 10_000,
+        }
+    }
+
+    #[test]
+    fn run_ids_look_like_the_cloud_registrys_and_name_one_registry() {
+        let id = run_id("default", 1);
+        assert_eq!(id.len(), 3);
+        assert!(id.starts_with('c'));
+        assert_eq!(&run_id("default", 36)[2..], "10");
+        assert_eq!(run_number("default", &run_id("default", 1295)), Some(1295));
+        assert_eq!(run_number("default", "zz1"), None);
+        assert_eq!(run_number("default", &id[..2]), None);
+        // Most registries' ids differ in their letters.
+        let letters: std::collections::HashSet<String> = (0..100)
+            .map(|i| run_id(&format!("registry{i}"), 1)[..2].to_string())
+            .collect();
+        assert!(letters.len() > 15, "{letters:?}");
+    }
+
+    #[test]
+    fn runs_are_numbered_in_order_and_listed_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let ids: Vec<String> = (0..5).map(|i| queue(&s, 100 + i)).collect();
+        let reg = s.registry(DEFAULT_REGISTRY);
+        let listed: Vec<String> = reg
+            .runs(None, 3)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(listed, [ids[4].clone(), ids[3].clone(), ids[2].clone()]);
+        let page: Vec<String> = reg
+            .runs(Some(3), 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(page, [ids[1].clone(), ids[0].clone()]);
+        let r = run(&s, &ids[0]);
+        assert_eq!(
+            (r.status, r.queued_ms, r.spec.max_attempts),
+            (RunStatus::Queued, 100, 2)
+        );
+        assert_eq!(r.steps[0].status, StepStatus::Pending);
+        assert_eq!(s.active_runs().unwrap().len(), 5);
+        // Another registry numbers its own from 1.
+        s.apply(&crate::tenancy::tests::create("teamone"), &[])
+            .unwrap();
+        let Response::Changed(n) = apply_at(
+            &s,
+            "teamone",
+            RunCommand::Queue {
+                spec: Box::new(spec()),
+            },
+            1,
+        ) else {
+            panic!()
+        };
+        assert_eq!(n, 1);
+        assert!(s.registry("teamone").run(&ids[0]).unwrap().is_none());
+    }
+
+    #[test]
+    fn one_agent_claims_a_run_and_only_it_reports_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let id = queue(&s, 1);
+        assert_eq!(apply(&s, claim(&id, 7), 2), Response::Changed(1));
+        assert_eq!(apply(&s, claim(&id, 8), 3), Response::Changed(0), "taken");
+        let r = run(&s, &id);
+        assert_eq!(
+            (r.status, r.agent, r.lease_until_ms, r.attempts),
+            (RunStatus::Running, Some(7), 10_002, 1)
+        );
+        let step = |agent, status| RunCommand::Step {
+            id: id.clone(),
+            agent,
+            step: 0,
+            status,
+            exit_code: None,
+        };
+        assert!(matches!(
+            apply(&s, step(8, StepStatus::Running), 4),
+            Response::Refused(ApplyError::RunNotYours(_))
+        ));
+        assert_eq!(
+            apply(&s, step(7, StepStatus::Running), 4),
+            Response::Changed(1)
+        );
+        let finish = |agent| RunCommand::Finish {
+            id: id.clone(),
+            agent,
+            status: RunStatus::Succeeded,
+            error: None,
+            log: Some("sha256:abc".into()),
+        };
+        assert!(matches!(apply(&s, finish(8), 5), Response::Refused(_)));
+        assert_eq!(apply(&s, finish(7), 6), Response::Changed(1));
+        let r = run(&s, &id);
+        assert_eq!(
+            (r.status, r.ended_ms, r.log.as_deref()),
+            (RunStatus::Succeeded, Some(6), Some("sha256:abc"))
+        );
+        assert_eq!(
+            r.steps[0].status,
+            StepStatus::Stopped,
+            "still running when the run ended"
+        );
+        assert!(s.active_runs().unwrap().is_empty());
+        assert!(matches!(
+            apply(&s, claim("cz9", 7), 7),
+            Response::Refused(ApplyError::RunUnknown(_))
+        ));
+    }
+
+    #[test]
+    fn a_dead_agents_run_is_queued_again_then_failed_never_left_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let id = queue(&s, 0);
+        apply(&s, claim(&id, 7), 0);
+        // The lease holds until 10 000: nothing to expire before.
+        assert_eq!(
+            apply(&s, RunCommand::ExpireRuns, 9_999),
+            Response::Changed(0)
+        );
+        let renew = |agent, at| {
+            apply(
+                &s,
+                RunCommand::Renew {
+                    id: id.clone(),
+                    agent,
+                    lease_ms: 10_000,
+                },
+                at,
+            )
+        };
+        assert_eq!(renew(7, 9_000), Response::Changed(1));
+        assert_eq!(
+            apply(&s, RunCommand::ExpireRuns, 18_000),
+            Response::Changed(0),
+            "renewed to 19 000"
+        );
+        assert_eq!(
+            apply(&s, RunCommand::ExpireRuns, 19_001),
+            Response::Changed(1)
+        );
+        let r = run(&s, &id);
+        assert_eq!(
+            (r.status, r.steps[0].status),
+            (RunStatus::Queued, StepStatus::Pending)
+        );
+        assert!(r.error.unwrap().contains("queued again"));
+        // The first agent comes back too late: the run is not its any more.
+        assert!(matches!(
+            renew(7, 19_500),
+            Response::Refused(ApplyError::RunNotYours(_))
+        ));
+        // A second agent takes it, and dies too: the second attempt was the last.
+        assert_eq!(apply(&s, claim(&id, 8), 20_000), Response::Changed(1));
+        assert_eq!(
+            apply(&s, RunCommand::ExpireRuns, 40_000),
+            Response::Changed(1)
+        );
+        let r = run(&s, &id);
+        assert_eq!(
+            (r.status, r.attempts, r.ended_ms),
+            (RunStatus::Failed, 2, Some(40_000))
+        );
+        assert!(r
+            .error
+            .unwrap()
+            .contains("agent 8 stopped renewing its lease (attempt 2 of 2)"));
+        assert_eq!(r.steps[0].status, StepStatus::Skipped);
+        assert!(s.active_runs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn canceling_ends_a_queued_run_and_asks_a_running_ones_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let queued = queue(&s, 0);
+        assert_eq!(
+            apply(&s, RunCommand::Cancel { id: queued.clone() }, 1),
+            Response::Changed(1)
+        );
+        assert_eq!(run(&s, &queued).status, RunStatus::Canceled);
+        assert_eq!(
+            apply(&s, claim(&queued, 7), 2),
+            Response::Changed(0),
+            "not claimable"
+        );
+        let running = queue(&s, 3);
+        apply(&s, claim(&running, 7), 3);
+        assert_eq!(
+            apply(
+                &s,
+                RunCommand::Cancel {
+                    id: running.clone()
+                },
+                4
+            ),
+            Response::Changed(1)
+        );
+        assert_eq!(
+            run(&s, &running).status,
+            RunStatus::Running,
+            "until its agent stops it"
+        );
+        let renewed = apply(
+            &s,
+            RunCommand::Renew {
+                id: running.clone(),
+                agent: 7,
+                lease_ms: 10_000,
+            },
+            5,
+        );
+        assert_eq!(renewed, Response::Changed(RENEWED_CANCELED));
+        apply(
+            &s,
+            RunCommand::Finish {
+                id: running.clone(),
+                agent: 7,
+                status: RunStatus::Canceled,
+                error: None,
+                log: None,
+            },
+            6,
+        );
+        assert_eq!(run(&s, &running).status, RunStatus::Canceled);
+        assert_eq!(
+            apply(&s, RunCommand::Cancel { id: running }, 7),
+            Response::Changed(0),
+            "already ended"
+        );
+    }
+
+    #[test]
+    fn deleting_a_registry_deletes_its_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        s.apply(&crate::tenancy::tests::create("teamone"), &[])
+            .unwrap();
+        apply_at(
+            &s,
+            "teamone",
+            RunCommand::Queue {
+                spec: Box::new(spec()),
+            },
+            1,
+        );
+        assert_eq!(s.active_runs().unwrap().len(), 1);
+        assert_eq!(s.active_runs().unwrap()[0].0, "teamone");
+        let del = Command::Registry(crate::RegistryCommand::Delete {
+            name: "teamone".into(),
+        });
+        s.apply(&Envelope::new(DEFAULT_REGISTRY, del, 2), &[])
+            .unwrap();
+        assert!(s.active_runs().unwrap().is_empty());
+        assert!(s.registry("teamone").runs(None, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_run_record_with_only_the_first_fields_decodes() {
+        // The smallest record this release writes a field for each of:
+        // what a later release must keep reading (named fields, defaults).
+        #[derive(Serialize)]
+        struct FirstRecord {
+            id: String,
+            number: u64,
+            spec: FirstSpec,
+            status: RunStatus,
+            queued_ms: u64,
+            steps: Vec<StepRecord>,
+        }
+        #[derive(Serialize)]
+        struct FirstSpec {
+            task_file: String,
+            steps: Vec<String>,
+            platform: String,
+            trigger: String,
+            timeout_s: u64,
+        }
+        let bytes = encode(&FirstRecord {
+            id: "cf1".into(),
+            number: 1,
+            spec: FirstSpec {
+                task_file: "steps: []".into(),
+                steps: vec![],
+                platform: "linux/amd64".into(),
+                trigger: "manual".into(),
+                timeout_s: 60,
+            },
+            status: RunStatus::Queued,
+            queued_ms: 5,
+            steps: vec![],
+        });
+        let r: RunRecord = crate::store::decode(CF_RUNS, &bytes).unwrap();
+        assert_eq!(
+            (r.id.as_str(), r.attempts, r.agent, r.spec.max_attempts),
+            ("cf1", 0, None, 0)
+        );
+    }
+}
