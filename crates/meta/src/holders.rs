@@ -658,13 +658,31 @@ mod tests {
         assert!(key("sha256:f", &record(&refs, 0), false)[0] < PLACED);
     }
 
+    /// As the service sends it: gated by the registry's tier.
     fn set_replica(s: &MetaStore, registry: &str, region: &str, add: bool) {
         let cmd = Command::Registry(crate::RegistryCommand::SetReplica {
             name: registry.into(),
             region: region.into(),
             add,
         });
-        apply(s, cmd);
+        let mut tiers = crate::tiers::uniform_table(None);
+        for t in [&mut tiers.basic, &mut tiers.standard, &mut tiers.premium] {
+            t.replications = 4;
+        }
+        let response = s
+            .apply(
+                &Envelope::new(
+                    DEFAULT_REGISTRY,
+                    Command::Gated {
+                        tiers: Box::new(tiers),
+                        cmd: Box::new(cmd),
+                    },
+                    1,
+                ),
+                &[],
+            )
+            .unwrap();
+        assert_eq!(response, crate::Response::Changed(1));
     }
 
     /// `d` uploaded to `registry`'s repository `repo` through `region`.

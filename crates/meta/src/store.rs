@@ -247,7 +247,8 @@ impl MetaStore {
             return Ok(first);
         }
         self.discard_usage();
-        let registry_command = matches!(env.cmd, crate::Command::Registry(_));
+        // Gated or not (the service gates replica changes by tier).
+        let registry_command = matches!(env.cmd.ungated(), crate::Command::Registry(_));
         if registry_command {
             self.replica_sets.clear();
         }
