@@ -311,12 +311,10 @@ impl Registry<'_> {
                 agent,
                 lease_ms,
             } => {
-                let Some(mut run) = self.run(id)? else {
-                    return Ok(Response::Refused(ApplyError::RunUnknown(id.clone())));
+                let mut run = match self.agents_run(id, *agent)? {
+                    Ok(run) => run,
+                    Err(refusal) => return Ok(Response::Refused(refusal)),
                 };
-                if run.status != RunStatus::Running || run.agent != Some(*agent) {
-                    return Ok(Response::Refused(ApplyError::RunNotYours(id.clone())));
-                }
                 run.lease_until_ms = at_ms.saturating_add(*lease_ms);
                 self.put_run(batch, &run);
                 Ok(Response::Changed(if run.cancel_requested {
@@ -332,12 +330,10 @@ impl Registry<'_> {
                 status,
                 exit_code,
             } => {
-                let Some(mut run) = self.run(id)? else {
-                    return Ok(Response::Refused(ApplyError::RunUnknown(id.clone())));
+                let mut run = match self.agents_run(id, *agent)? {
+                    Ok(run) => run,
+                    Err(refusal) => return Ok(Response::Refused(refusal)),
                 };
-                if run.status != RunStatus::Running || run.agent != Some(*agent) {
-                    return Ok(Response::Refused(ApplyError::RunNotYours(id.clone())));
-                }
                 let Some(s) = run.steps.get_mut(*step) else {
                     return Ok(Response::Refused(ApplyError::RunUnknown(format!(
                         "{id} step {step}"
@@ -362,12 +358,10 @@ impl Registry<'_> {
                 error,
                 log,
             } => {
-                let Some(mut run) = self.run(id)? else {
-                    return Ok(Response::Refused(ApplyError::RunUnknown(id.clone())));
+                let mut run = match self.agents_run(id, *agent)? {
+                    Ok(run) => run,
+                    Err(refusal) => return Ok(Response::Refused(refusal)),
                 };
-                if run.status != RunStatus::Running || run.agent != Some(*agent) {
-                    return Ok(Response::Refused(ApplyError::RunNotYours(id.clone())));
-                }
                 if status.is_active() {
                     return Ok(Response::Refused(ApplyError::RunUnknown(format!(
                         "{id}: a run cannot finish as {}",
@@ -434,6 +428,21 @@ impl Registry<'_> {
                 Ok(Response::Changed(changed))
             }
         }
+    }
+
+    /// The run `id` if `agent` runs it; the refusal otherwise.
+    fn agents_run(
+        &self,
+        id: &str,
+        agent: u64,
+    ) -> Result<Result<RunRecord, ApplyError>, StoreError> {
+        Ok(match self.run(id)? {
+            None => Err(ApplyError::RunUnknown(id.to_string())),
+            Some(run) if run.status != RunStatus::Running || run.agent != Some(agent) => {
+                Err(ApplyError::RunNotYours(id.to_string()))
+            }
+            Some(run) => Ok(run),
+        })
     }
 
     /// Write `run` and keep `runs_active` in step with its status.
