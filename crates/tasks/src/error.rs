@@ -34,6 +34,8 @@ pub enum SpecError {
     #[error("{}environment entry {entry:?} is not NAME=value",
         .step.as_ref().map(|s| format!("step {s}: ")).unwrap_or_default())]
     Env { step: Option<String>, entry: String },
+    #[error("a build step's arguments: {0}")]
+    Build(String),
     #[error("the task file's template: {0}")]
     Template(String),
     #[error("the template uses {0}, which is not set (pass it with --set {1}=…)")]
