@@ -1,14 +1,16 @@
-//! Build tasks, the parts with no I/O: the task file (`spec`), its
-//! template values (`template`), the order a run's steps go in (`plan`),
-//! the masking of secrets in logs (`redact`), a build step's flags and
-//! the trigger-loop check (`build`), and a Dockerfile's base images
-//! (`dockerfile`). Runs, their queue and the executors build on these.
+//! Build tasks: the task file (`spec`), its template values (`template`),
+//! the order a run's steps go in (`plan`), the masking of secrets in logs
+//! (`redact`), a build step's flags and the trigger-loop check (`build`),
+//! a Dockerfile's base images (`dockerfile`), all without I/O; and the
+//! loop that runs a claimed run's steps (`runner`), with the replicated
+//! state and the containers behind its two traits.
 
 pub mod build;
 pub mod dockerfile;
 pub mod error;
 pub mod plan;
 pub mod redact;
+pub mod runner;
 pub mod spec;
 pub mod template;
 
