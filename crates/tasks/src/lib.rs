@@ -6,6 +6,7 @@
 //! state and the containers behind its two traits.
 
 pub mod build;
+pub mod docker;
 pub mod dockerfile;
 pub mod error;
 pub mod plan;

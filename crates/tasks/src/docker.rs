@@ -1,0 +1,377 @@
+//! The Docker engine as an executor of `cmd` steps: `docker run` of the
+//! step's image with its arguments, environment, entry point and working
+//! directory, both output streams into the run's log as they come, and the
+//! container removed when the step is stopped (a canceled run, a timeout).
+//!
+//! Credentials are the caller's: `config_dir` is the `DOCKER_CONFIG` the
+//! CLI reads (the agent writes the run's registry token there), so one
+//! run's credentials are never another's and never the host user's.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use async_trait::async_trait;
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use crate::runner::{Attempt, Executor, LogSink};
+use crate::spec::{Action, Step, TaskSpec};
+
+pub struct Docker {
+    /// The `docker` CLI.
+    pub binary: PathBuf,
+    /// `DOCKER_CONFIG` for the run's commands; none: the CLI's default.
+    pub config_dir: Option<PathBuf>,
+    /// Containers are named `<prefix>-<step>-<random>`, so an operator
+    /// sees whose they are and a stop names exactly one.
+    pub name_prefix: String,
+}
+
+/// Bytes read from a container's output per chunk.
+const READ_CHUNK: usize = 16 << 10;
+
+impl Docker {
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.binary);
+        if let Some(dir) = &self.config_dir {
+            c.env("DOCKER_CONFIG", dir);
+        }
+        c
+    }
+
+    /// `docker run` arguments for a `cmd` step.
+    fn run_args(
+        &self,
+        step: &Step,
+        spec: &TaskSpec,
+        text: &str,
+        name: &str,
+    ) -> Result<Vec<String>, String> {
+        let words = shlex::split(text).ok_or_else(|| format!("unbalanced quotes in {text:?}"))?;
+        let Some((image, args)) = words.split_first() else {
+            return Err("the step names no image".into());
+        };
+        let mut out: Vec<String> = vec!["run".into(), "--rm".into(), "--name".into(), name.into()];
+        for e in spec.env.iter().chain(&step.env) {
+            out.push("--env".into());
+            out.push(format!("{}={}", e.name, e.value));
+        }
+        if let Some(ep) = &step.entry_point {
+            out.push("--entrypoint".into());
+            out.push(ep.clone());
+        }
+        if let Some(dir) = &step.working_directory {
+            out.push("--workdir".into());
+            out.push(dir.clone());
+        }
+        out.push(image.clone());
+        out.extend(args.iter().cloned());
+        Ok(out)
+    }
+
+    /// Remove container `name` (it may not exist yet, or any more).
+    async fn remove(&self, name: &str) {
+        let _ = self
+            .command()
+            .args(["rm", "--force", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+    }
+}
+
+/// Copy `from` into `log` until it ends.
+async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, log: &dyn LogSink) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        log.write(&buf[..n]);
+    }
+}
+
+#[async_trait]
+impl Executor for Docker {
+    async fn run(
+        &self,
+        step: &Step,
+        spec: &TaskSpec,
+        log: &dyn LogSink,
+        stop: CancellationToken,
+    ) -> Attempt {
+        let failed = |error: String| Attempt {
+            exit_code: None,
+            error: Some(error),
+        };
+        let Action::Cmd(text) = &step.action else {
+            return failed(format!(
+                "{} steps are not run by the Docker executor yet (cmd steps are)",
+                step.action.kind()
+            ));
+        };
+        let name = format!(
+            "{}-{}-{:08x}",
+            self.name_prefix,
+            step.id
+                .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-"),
+            rand::random::<u32>()
+        );
+        let args = match self.run_args(step, spec, text, &name) {
+            Ok(a) => a,
+            Err(e) => return failed(e),
+        };
+        let mut child = match self
+            .command()
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => return failed(format!("starting {}: {e}", self.binary.display())),
+        };
+        let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+            return failed("docker's output was not captured".into());
+        };
+        let streams = async { tokio::join!(pump(out, log), pump(err, log)) };
+        let waited = async {
+            streams.await;
+            child.wait().await
+        };
+        tokio::select! {
+            status = waited => match status {
+                // `docker run` exits with the container's code; 125 to 127
+                // are its own (the image would not pull, the command is not
+                // there) and its message is in the log.
+                Ok(s) => Attempt { exit_code: s.code(), error: None },
+                Err(e) => failed(format!("waiting for docker: {e}")),
+            },
+            _ = stop.cancelled() => {
+                // Killing the CLI would leave the container running.
+                self.remove(&name).await;
+                Attempt { exit_code: None, error: Some("stopped".into()) }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    struct Captured(Mutex<Vec<u8>>);
+
+    impl LogSink for Captured {
+        fn write(&self, bytes: &[u8]) {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+        }
+    }
+
+    fn have(cmd: &str) -> bool {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {cmd}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// A busybox image imported into the engine (nothing can be pulled
+    /// here), or None when this machine has no engine or no busybox.
+    fn busybox_image() -> Option<(String, tempfile::TempDir)> {
+        let daemon = std::process::Command::new("docker").arg("info").output();
+        if !daemon.is_ok_and(|o| o.status.success()) || !have("busybox") {
+            eprintln!("SKIPPED: needs a Docker daemon and busybox-static");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        let busybox = std::process::Command::new("sh")
+            .args(["-c", "command -v busybox"])
+            .output()
+            .unwrap();
+        let path = String::from_utf8(busybox.stdout).unwrap();
+        std::fs::copy(path.trim(), root.join("bin/busybox")).unwrap();
+        for tool in ["sh", "echo", "sleep", "env", "pwd"] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).unwrap();
+        }
+        let tar = dir.path().join("root.tar");
+        let ok = std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let image = format!("wharf-tasks-test/busybox:{:08x}", rand::random::<u32>());
+        let ok = std::process::Command::new("docker")
+            .arg("import")
+            .arg(&tar)
+            .arg(&image)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "docker import");
+        Some((image, dir))
+    }
+
+    fn remove_image(image: &str) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", image])
+            .output();
+    }
+
+    fn docker() -> Docker {
+        Docker {
+            binary: "docker".into(),
+            config_dir: None,
+            name_prefix: "wharf-tasks-test".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cmd_step_runs_in_a_container_with_its_env_and_exit_code() {
+        let Some((image, _dir)) = busybox_image() else {
+            return;
+        };
+        let file = format!(
+            "env: [\"GREETING=hello\"]\nsteps:\n  - id: greet\n    cmd: {image} sh -c 'echo $GREETING $WHO from $(pwd); echo oops >&2; exit 3'\n    env: [\"WHO=wharf\"]\n    workingDirectory: /bin\n"
+        );
+        let spec = TaskSpec::parse(&file).unwrap();
+        let log = Captured(Mutex::new(Vec::new()));
+        let a = docker()
+            .run(&spec.steps[0], &spec, &log, CancellationToken::new())
+            .await;
+        remove_image(&image);
+        let text = String::from_utf8(log.0.into_inner().unwrap()).unwrap();
+        assert_eq!(a.exit_code, Some(3), "{text}");
+        assert!(text.contains("hello wharf from /bin"), "{text}");
+        assert!(text.contains("oops"), "stderr too: {text}");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_step_leaves_no_container_behind() {
+        let Some((image, _dir)) = busybox_image() else {
+            return;
+        };
+        let file = format!("steps:\n  - id: sleeper\n    cmd: {image} sleep 300\n");
+        let spec = TaskSpec::parse(&file).unwrap();
+        let log = Arc::new(Captured(Mutex::new(Vec::new())));
+        let stop = CancellationToken::new();
+        let d = Arc::new(docker());
+        let task = {
+            let (d, spec, log, stop) = (d.clone(), spec.clone(), log.clone(), stop.clone());
+            tokio::spawn(async move { d.run(&spec.steps[0], &spec, log.as_ref(), stop).await })
+        };
+        // Running: its container is listed.
+        let listed = || {
+            let out = std::process::Command::new("docker")
+                .args([
+                    "ps",
+                    "-a",
+                    "--filter",
+                    "name=wharf-tasks-test-sleeper",
+                    "--format",
+                    "{{.Image}}",
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap().contains(&image)
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !listed() {
+            assert!(Instant::now() < deadline, "the container never started");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let t = Instant::now();
+        stop.cancel();
+        let a = task.await.unwrap();
+        assert_eq!(a.exit_code, None);
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "stopped promptly, not after 300 s"
+        );
+        assert!(!listed(), "the container was removed");
+        remove_image(&image);
+    }
+
+    struct Quiet;
+
+    #[async_trait]
+    impl crate::runner::Reporter for Quiet {
+        async fn renew(&self) -> crate::runner::Renewal {
+            crate::runner::Renewal::Continue
+        }
+        async fn step(&self, _: usize, _: crate::plan::StepState, _: Option<i32>) {}
+    }
+
+    struct MaskedLog(Mutex<(crate::Redactor, Vec<u8>)>);
+
+    impl LogSink for MaskedLog {
+        fn write(&self, bytes: &[u8]) {
+            let mut g = self.0.lock().unwrap();
+            let out = g.0.push(bytes);
+            g.1.extend(out);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_multi_step_file_runs_through_the_engine_with_its_secret_masked() {
+        let Some((image, _dir)) = busybox_image() else {
+            return;
+        };
+        let file = format!(
+            "steps:\n  - id: one\n    cmd: {image} echo token s3cr3t-value\n  - id: two\n    cmd: {image} sh -c 'exit 1'\n    ignoreErrors: true\n  - id: three\n    cmd: {image} echo done\n"
+        );
+        let spec = Arc::new(TaskSpec::parse(&file).unwrap());
+        let log = Arc::new(MaskedLog(Mutex::new((
+            crate::Redactor::new(["s3cr3t-value"]),
+            Vec::new(),
+        ))));
+        let end = crate::runner::execute(
+            spec,
+            Arc::new(docker()),
+            Arc::new(Quiet),
+            log.clone(),
+            crate::runner::Limits {
+                run_timeout: Duration::from_secs(120),
+                renew_every: Duration::from_secs(10),
+            },
+        )
+        .await;
+        remove_image(&image);
+        let mut g = log.0.lock().unwrap();
+        let tail = g.0.finish();
+        g.1.extend(tail);
+        let text = String::from_utf8(g.1.clone()).unwrap();
+        assert_eq!(end, crate::runner::RunEnd::Succeeded, "{text}");
+        assert!(
+            text.contains("token ***") && !text.contains("s3cr3t"),
+            "{text}"
+        );
+        assert!(text.contains("step two: failed: exited with 1"), "{text}");
+        assert!(text.contains("done"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn build_steps_say_this_executor_does_not_run_them_yet() {
+        let spec = TaskSpec::parse("steps:\n  - build: -t app .\n").unwrap();
+        let log = Captured(Mutex::new(Vec::new()));
+        let a = docker()
+            .run(&spec.steps[0], &spec, &log, CancellationToken::new())
+            .await;
+        assert!(a
+            .error
+            .unwrap()
+            .contains("build steps are not run by the Docker executor yet"));
+    }
+}
