@@ -162,18 +162,10 @@ impl Executor for Docker {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use super::*;
-
-    struct Captured(Mutex<Vec<u8>>);
-
-    impl LogSink for Captured {
-        fn write(&self, bytes: &[u8]) {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-        }
-    }
 
     fn have(cmd: &str) -> bool {
         std::process::Command::new("sh")
@@ -247,12 +239,12 @@ mod tests {
             "env: [\"GREETING=hello\"]\nsteps:\n  - id: greet\n    cmd: {image} sh -c 'echo $GREETING $WHO from $(pwd); echo oops >&2; exit 3'\n    env: [\"WHO=wharf\"]\n    workingDirectory: /bin\n"
         );
         let spec = TaskSpec::parse(&file).unwrap();
-        let log = Captured(Mutex::new(Vec::new()));
+        let log = crate::runner::MemoryLog::default();
         let a = docker()
             .run(&spec.steps[0], &spec, &log, CancellationToken::new())
             .await;
         remove_image(&image);
-        let text = String::from_utf8(log.0.into_inner().unwrap()).unwrap();
+        let text = log.text();
         assert_eq!(a.exit_code, Some(3), "{text}");
         assert!(text.contains("hello wharf from /bin"), "{text}");
         assert!(text.contains("oops"), "stderr too: {text}");
@@ -265,7 +257,7 @@ mod tests {
         };
         let file = format!("steps:\n  - id: sleeper\n    cmd: {image} sleep 300\n");
         let spec = TaskSpec::parse(&file).unwrap();
-        let log = Arc::new(Captured(Mutex::new(Vec::new())));
+        let log = Arc::new(crate::runner::MemoryLog::default());
         let stop = CancellationToken::new();
         let d = Arc::new(docker());
         let task = {
@@ -314,16 +306,6 @@ mod tests {
         async fn step(&self, _: usize, _: crate::plan::StepState, _: Option<i32>) {}
     }
 
-    struct MaskedLog(Mutex<(crate::Redactor, Vec<u8>)>);
-
-    impl LogSink for MaskedLog {
-        fn write(&self, bytes: &[u8]) {
-            let mut g = self.0.lock().unwrap();
-            let out = g.0.push(bytes);
-            g.1.extend(out);
-        }
-    }
-
     #[tokio::test]
     async fn a_multi_step_file_runs_through_the_engine_with_its_secret_masked() {
         let Some((image, _dir)) = busybox_image() else {
@@ -333,10 +315,10 @@ mod tests {
             "steps:\n  - id: one\n    cmd: {image} echo token s3cr3t-value\n  - id: two\n    cmd: {image} sh -c 'exit 1'\n    ignoreErrors: true\n  - id: three\n    cmd: {image} echo done\n"
         );
         let spec = Arc::new(TaskSpec::parse(&file).unwrap());
-        let log = Arc::new(MaskedLog(Mutex::new((
-            crate::Redactor::new(["s3cr3t-value"]),
-            Vec::new(),
-        ))));
+        let log = Arc::new(crate::runner::Masking::new(
+            ["s3cr3t-value"],
+            crate::runner::MemoryLog::default(),
+        ));
         let end = crate::runner::execute(
             spec,
             Arc::new(docker()),
@@ -349,10 +331,8 @@ mod tests {
         )
         .await;
         remove_image(&image);
-        let mut g = log.0.lock().unwrap();
-        let tail = g.0.finish();
-        g.1.extend(tail);
-        let text = String::from_utf8(g.1.clone()).unwrap();
+        log.finish();
+        let text = log.inner.text();
         assert_eq!(end, crate::runner::RunEnd::Succeeded, "{text}");
         assert!(
             text.contains("token ***") && !text.contains("s3cr3t"),
@@ -365,7 +345,7 @@ mod tests {
     #[tokio::test]
     async fn build_steps_say_this_executor_does_not_run_them_yet() {
         let spec = TaskSpec::parse("steps:\n  - build: -t app .\n").unwrap();
-        let log = Captured(Mutex::new(Vec::new()));
+        let log = crate::runner::MemoryLog::default();
         let a = docker()
             .run(&spec.steps[0], &spec, &log, CancellationToken::new())
             .await;

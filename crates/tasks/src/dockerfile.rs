@@ -45,6 +45,17 @@ struct Instruction {
     line: usize,
 }
 
+impl Instruction {
+    fn new(text: &str, line: usize) -> Instruction {
+        let (keyword, args) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+        Instruction {
+            keyword: keyword.to_ascii_uppercase(),
+            args: args.trim().to_string(),
+            line,
+        }
+    }
+}
+
 /// Join continued lines and drop comments and blank lines.
 fn instructions(text: &str) -> Vec<Instruction> {
     let mut escape = '\\';
@@ -82,24 +93,11 @@ fn instructions(text: &str) -> Vec<Instruction> {
             current = Some((text_so_far, start));
             continue;
         }
-        let (keyword, args) = text_so_far
-            .split_once(char::is_whitespace)
-            .unwrap_or((&text_so_far, ""));
-        out.push(Instruction {
-            keyword: keyword.to_ascii_uppercase(),
-            args: args.trim().to_string(),
-            line: start,
-        });
+        out.push(Instruction::new(&text_so_far, start));
     }
+    // A continuation on the last line ends the file's last instruction.
     if let Some((text_so_far, start)) = current {
-        let (keyword, args) = text_so_far
-            .split_once(char::is_whitespace)
-            .unwrap_or((&text_so_far, ""));
-        out.push(Instruction {
-            keyword: keyword.to_ascii_uppercase(),
-            args: args.trim().to_string(),
-            line: start,
-        });
+        out.push(Instruction::new(&text_so_far, start));
     }
     out
 }

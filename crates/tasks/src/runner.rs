@@ -72,6 +72,60 @@ pub trait LogSink: Send + Sync {
     fn write(&self, bytes: &[u8]);
 }
 
+/// A sink that masks secrets (see `redact`) before `inner` sees a byte;
+/// `finish` passes on what it held back once the run has ended.
+pub struct Masking<S> {
+    redactor: std::sync::Mutex<crate::Redactor>,
+    pub inner: S,
+}
+
+impl<S: LogSink> Masking<S> {
+    pub fn new<T: AsRef<[u8]>>(secrets: impl IntoIterator<Item = T>, inner: S) -> Masking<S> {
+        Masking {
+            redactor: std::sync::Mutex::new(crate::Redactor::new(secrets)),
+            inner,
+        }
+    }
+
+    pub fn finish(&self) {
+        let rest = self
+            .redactor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .finish();
+        self.inner.write(&rest);
+    }
+}
+
+impl<S: LogSink> LogSink for Masking<S> {
+    fn write(&self, bytes: &[u8]) {
+        // Masked and passed on under one lock, so that chunks written by
+        // steps side by side reach `inner` in the order they were masked.
+        let mut redactor = self.redactor.lock().unwrap_or_else(|e| e.into_inner());
+        let out = redactor.push(bytes);
+        self.inner.write(&out);
+    }
+}
+
+/// A log kept in memory.
+#[derive(Default)]
+pub struct MemoryLog(std::sync::Mutex<Vec<u8>>);
+
+impl MemoryLog {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl LogSink for MemoryLog {
+    fn write(&self, bytes: &[u8]) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(bytes);
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunEnd {
     Succeeded,
@@ -354,17 +408,6 @@ mod tests {
         }
     }
 
-    /// The log, through the redactor, as a String.
-    struct Masked(Mutex<(crate::Redactor, Vec<u8>)>);
-
-    impl LogSink for Masked {
-        fn write(&self, bytes: &[u8]) {
-            let mut g = self.0.lock().unwrap();
-            let out = g.0.push(bytes);
-            g.1.extend(out);
-        }
-    }
-
     struct Outcome {
         end: RunEnd,
         states: Vec<StepState>,
@@ -389,10 +432,7 @@ mod tests {
                 .insert(id.to_string(), attempts.to_vec());
         }
         let reporter = Recorder::new(renewal);
-        let log = Arc::new(Masked(Mutex::new((
-            crate::Redactor::new(["hunter2"]),
-            Vec::new(),
-        ))));
+        let log = Arc::new(Masking::new(["hunter2"], MemoryLog::default()));
         let t = tokio::time::Instant::now();
         let end = execute(
             spec.clone(),
@@ -405,15 +445,13 @@ mod tests {
             },
         )
         .await;
-        let mut g = log.0.lock().unwrap();
-        let tail = g.0.finish();
-        g.1.extend(tail);
+        log.finish();
         let started = executor.started.lock().unwrap().clone();
         Outcome {
             end,
             states: reporter.last(spec.steps.len()),
             started,
-            log: String::from_utf8(g.1.clone()).unwrap(),
+            log: log.inner.text(),
             elapsed: t.elapsed(),
         }
     }
