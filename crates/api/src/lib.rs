@@ -12,6 +12,7 @@ mod gc;
 mod identities;
 mod registries;
 mod repositories;
+mod runs;
 mod webhooks;
 
 pub use cluster::{FenceRequest, FenceState, MemberChanged, NewMember};
@@ -34,6 +35,7 @@ pub use repositories::{
     Layer, Manifest, Policies, PolicyChange, Region, Removed, Repository, RestoreRequest, Restored,
     Tag,
 };
+pub use runs::{NewRun, Run, RunStep};
 pub use webhooks::{
     EventAttempt, NewWebhook, Redeliver, Webhook, WebhookChange, WebhookConfig, WebhookEvent,
 };

@@ -372,6 +372,21 @@ impl Authority {
         Ok(subject)
     }
 
+    /// The current subject named `name` (a user, a token, the admin
+    /// account), refusing disabled or expired ones: whom a build task
+    /// acts for when it pulls and pushes.
+    pub fn subject_named(
+        &self,
+        meta: &Registry<'_>,
+        name: &str,
+        now_ms: u64,
+    ) -> Result<Subject, AuthError> {
+        if name.is_empty() {
+            return Err(AuthError::InvalidToken("no subject named"));
+        }
+        self.resolve(meta, name, None, now_ms)
+    }
+
     /// The current subject named `name`, refusing disabled, expired or
     /// (when `generation` is given) changed ones.
     fn resolve(

@@ -226,6 +226,40 @@ impl Client {
         .await
     }
 
+    /// A GET whose answer is bytes, not JSON (a run's log).
+    pub async fn get_bytes(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Vec<u8>, NodeError> {
+        let mut req = self
+            .http
+            .get(format!("{}/api/v1{path}", self.base))
+            .query(query);
+        if let Some((u, p)) = &self.login {
+            req = req.basic_auth(u, Some(p));
+        }
+        if let Some(name) = &self.registry {
+            req = req.header(wharf_api::REGISTRY_HEADER, name);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| NodeError::Api(format!("cannot reach {}: {e}", self.base)))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| NodeError::Api(format!("reading the answer: {e}")))?;
+        if !status.is_success() {
+            return Err(NodeError::Api(explain(
+                status,
+                &String::from_utf8_lossy(&body),
+            )));
+        }
+        Ok(body.to_vec())
+    }
+
     pub async fn post<T: DeserializeOwned, B: serde::Serialize + ?Sized>(
         &self,
         path: &str,

@@ -16,6 +16,7 @@ pub mod output;
 pub mod registry;
 pub mod replication;
 pub mod repository;
+pub mod run;
 pub mod webhook;
 
 pub use error::CliError;

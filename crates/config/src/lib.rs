@@ -272,6 +272,35 @@ impl Default for GcConfig {
     }
 }
 
+/// Build task runs (see the README's "Build tasks").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksConfig {
+    /// Run queued runs on this node (it needs the executor's engine).
+    pub agent: bool,
+    /// `docker`: the Docker engine through its CLI.
+    pub executor: String,
+    /// Runs this node runs at once.
+    pub concurrency: usize,
+    /// A claimed run's lease; renewed every third of it. A run whose
+    /// agent stops renewing is queued again (or failed) this long after.
+    pub lease_s: u64,
+    /// Run logs are kept this long on the agent's disk.
+    pub log_retention_days: u32,
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig {
+            agent: false,
+            executor: "docker".into(),
+            concurrency: 2,
+            lease_s: 30,
+            log_retention_days: 30,
+        }
+    }
+}
+
 /// Scrub: verifying stored blobs against their digests (see the README's
 /// "Scrub").
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -550,6 +579,7 @@ pub struct ServeConfig {
     pub mover: MoverConfig,
     pub gc: GcConfig,
     pub scrub: ScrubConfig,
+    pub tasks: TasksConfig,
     pub webhooks: WebhooksConfig,
     pub tiers: TiersConfig,
     pub rate_limits: RateLimitConfig,
@@ -582,6 +612,7 @@ impl Default for ServeConfig {
             mover: MoverConfig::default(),
             gc: GcConfig::default(),
             scrub: ScrubConfig::default(),
+            tasks: TasksConfig::default(),
             webhooks: WebhooksConfig::default(),
             tiers: TiersConfig::default(),
             rate_limits: RateLimitConfig::default(),
@@ -662,6 +693,17 @@ impl ServeConfig {
         }
         if self.uploads.ack_regions == 0 {
             return Err(ConfigError("uploads.ack_regions must be 1 or more".into()));
+        }
+        if self.tasks.executor != "docker" {
+            return Err(ConfigError(format!(
+                "tasks.executor {:?} is not one this release has (docker)",
+                self.tasks.executor
+            )));
+        }
+        if self.tasks.concurrency == 0 || self.tasks.lease_s < 3 {
+            return Err(ConfigError(
+                "tasks: concurrency must be 1 or more and lease_s 3 or more".into(),
+            ));
         }
         if self.node_id == 0 {
             return Err(ConfigError("node_id must be 1 or more".into()));

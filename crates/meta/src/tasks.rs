@@ -100,6 +100,12 @@ pub struct RunSpec {
     /// 0: `MAX_ATTEMPTS_DEFAULT`.
     #[serde(default)]
     pub max_attempts: u32,
+    /// Whom the run acts for (pulls and pushes with their rights).
+    #[serde(default)]
+    pub requested_by: String,
+    /// `--set name=value`: the file's `{{.Values.name}}`.
+    #[serde(default)]
+    pub values: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -569,6 +575,8 @@ mod tests {
             context: None,
             timeout_s: 600,
             max_attempts: 0,
+            requested_by: "owner".into(),
+            values: Default::default(),
         }
     }
 

@@ -27,6 +27,7 @@ mod scrub;
 mod serve;
 mod shutdown;
 mod state;
+mod tasks;
 mod tenant;
 mod tls;
 mod up;
@@ -93,6 +94,9 @@ enum Command {
     /// Webhooks: events of pushes, deletes and replication, delivered
     /// durably, with their delivery log.
     Webhook(cli::webhook::WebhookArgs),
+    /// Run an image's command or a task file on the cluster's agents,
+    /// printing its log (the cloud CLI's `acr run`).
+    Run(cli::run::RunArgs),
     /// A registry's IP rules (with `registry update --default-action Deny`).
     NetworkRule(cli::network::NetworkRuleArgs),
 }
@@ -215,6 +219,7 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
         Command::Config(args) => Ok(cli::lifecycle::config(args).await?),
         Command::Manifest(args) => Ok(cli::lifecycle::manifest(args).await?),
         Command::Webhook(args) => Ok(cli::webhook::webhook(args).await?),
+        Command::Run(args) => Ok(cli::run::run(args).await?),
         Command::NetworkRule(args) => Ok(cli::network::run(args).await?),
         Command::Scrub(args) => Ok(cli::gc::scrub(args).await?),
         Command::Login(args) => Ok(cli::login::run(args).await?),

@@ -334,6 +334,16 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
     });
 
     tasks.spawn(
+        "run expiry",
+        crate::tasks::expirer(app.clone(), cfg.tasks.clone(), tasks.stop()),
+    );
+    if cfg.tasks.agent {
+        tasks.spawn(
+            "task agent",
+            crate::tasks::agent(app.clone(), cfg.tasks.clone(), tasks.stop()),
+        );
+    }
+    tasks.spawn(
         "registrar",
         crate::registrar::run(
             app.clone(),

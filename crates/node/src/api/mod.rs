@@ -10,6 +10,7 @@ mod lifecycle;
 pub(crate) mod registries;
 mod replications;
 mod repositories;
+mod runs;
 mod webhooks;
 
 use axum::routing::{get, patch, post};
@@ -112,6 +113,10 @@ pub fn router() -> Router<App> {
         .route("/gc", get(gc::status))
         .route("/gc/runs", post(gc::run))
         .route("/scrub", get(gc::scrub_status))
+        .route("/runs", get(runs::list).post(runs::queue))
+        .route("/runs/:id", get(runs::show))
+        .route("/runs/:id/cancel", post(runs::cancel))
+        .route("/runs/:id/log", get(runs::log))
         .route("/webhooks", get(webhooks::list).post(webhooks::create))
         .route(
             "/webhooks/:name",

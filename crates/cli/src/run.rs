@@ -1,0 +1,163 @@
+//! `wharf run`: run an image's command, or a task file, on the cluster's
+//! agents (the cloud CLI's `acr run`), printing the run's log as it is
+//! written and ending as the run did.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::client::RegistryTarget;
+use super::output::Format;
+use crate::CliError;
+
+/// How often a waiting CLI asks for more of the log.
+const POLL: Duration = Duration::from_millis(500);
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    wharf run --cmd '$Registry/hello-world:v1' /dev/null\n  \
+    wharf run --registry teamone --cmd '$Registry/tools:v2 sh -c \"echo hi\"' /dev/null\n  \
+    wharf run -f task.yaml --set tag=v2 /dev/null\n\n\
+    $Registry is the registry's login server on the agent, $ID the run's id.\n\
+    The run acts with your rights: it pulls what you may pull.\n\
+    Exit status: 0 when the run succeeded, 1 otherwise.")]
+pub struct RunArgs {
+    #[command(flatten)]
+    target: RegistryTarget,
+    /// The image and its arguments: '$Registry/app:v1 ARGS'.
+    #[arg(long)]
+    cmd: Option<String>,
+    /// A task file (acr-task.yaml): several steps.
+    #[arg(long, short = 'f')]
+    file: Option<PathBuf>,
+    /// NAME=VALUE for the file's {{.Values.NAME}} (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    set: Vec<String>,
+    /// The whole run's limit, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    timeout: u64,
+    /// linux/amd64.
+    #[arg(long)]
+    platform: Option<String>,
+    /// Do not print the run's log.
+    #[arg(long)]
+    no_logs: bool,
+    /// Queue the run and return at once.
+    #[arg(long)]
+    no_wait: bool,
+    /// The build context; runs take none yet: /dev/null.
+    context: String,
+}
+
+pub async fn run(args: RunArgs) -> Result<(), CliError> {
+    if args.context != "/dev/null" {
+        return Err(CliError::Config(format!(
+            "context {:?}: runs take no context yet; give /dev/null",
+            args.context
+        )));
+    }
+    let file = match &args.file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| CliError::Config(format!("reading {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    if file.is_some() == args.cmd.is_some() {
+        return Err(CliError::Config("give --cmd or -f, one of them".into()));
+    }
+    let mut values = BTreeMap::new();
+    for s in &args.set {
+        let Some((k, v)) = s.split_once('=') else {
+            return Err(CliError::Config(format!("--set {s}: not NAME=VALUE")));
+        };
+        values.insert(k.to_string(), v.to_string());
+    }
+    let client = args.target.client()?;
+    let new = wharf_api::NewRun {
+        cmd: args.cmd.clone(),
+        file,
+        values,
+        timeout_s: Some(args.timeout),
+        platform: args.platform.clone(),
+    };
+    let queued: wharf_api::Run = client.post("/runs", &new).await?;
+    let id = queued.id.clone();
+    let json = matches!(args.target.output, Format::Json);
+    if !json {
+        println!("Queued a run with ID: {id}");
+    }
+    if args.no_wait {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&queued).unwrap_or_default()
+            );
+        }
+        return Ok(());
+    }
+    if !json {
+        println!("Waiting for an agent...");
+    }
+    let show_log = !args.no_logs && !json;
+    let mut offset = 0u64;
+    let run = loop {
+        let mut got = 0;
+        if show_log {
+            let chunk = client
+                .get_bytes(
+                    &format!("/runs/{id}/log"),
+                    &[("offset", offset.to_string())],
+                )
+                .await?;
+            got = chunk.len();
+            offset += got as u64;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&chunk)?;
+            out.flush()?;
+        }
+        let run: wharf_api::Run = client.get(&format!("/runs/{id}"), &[]).await?;
+        // Ended, and its log read to the end.
+        if !run.is_active() && got == 0 {
+            break run;
+        }
+        if got == 0 {
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&run).unwrap_or_default());
+    }
+    let took = run
+        .ended_ms
+        .unwrap_or(run.queued_ms)
+        .saturating_sub(run.started_ms.unwrap_or(run.queued_ms))
+        / 1000;
+    if run.status == "Succeeded" {
+        if !json {
+            println!("Run ID: {id} was successful after {took}s");
+        }
+        return Ok(());
+    }
+    let failed: Vec<String> = run
+        .steps
+        .iter()
+        .filter(|s| s.status == "Failed")
+        .map(|s| match s.exit_code {
+            Some(code) => format!("{} (exit code {code})", s.id),
+            None => s.id.clone(),
+        })
+        .collect();
+    let why = match (run.error, failed.is_empty()) {
+        (_, false) => format!(". Failed: {}", failed.join(", ")),
+        (Some(e), true) => format!(". Error: {e}"),
+        (None, true) => String::new(),
+    };
+    Err(CliError::Api(format!(
+        "Run ID: {id} ended {} after {took}s{why}",
+        run.status
+    )))
+}

@@ -1,0 +1,255 @@
+//! `/api/v1/runs`: `wharf run` — queue a run, show it, list them, cancel
+//! one, read its log. Owners only for now: a run executes containers on
+//! the agents with its requester's rights.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use wharf_meta::{run_id, Command, RunCommand, RunRecord, RunSpec};
+use wharf_oci::ErrorCode;
+use wharf_tasks::{RunValues, TaskSpec};
+
+use crate::http::access::Caller;
+use crate::http::error::{ApiError, ApiResult};
+use crate::tenant::Tenant;
+
+/// A run's limit when the request names none, and the most it may name.
+const RUN_TIMEOUT_DEFAULT_S: u64 = 3600;
+const RUN_TIMEOUT_MAX_S: u64 = 8 * 3600;
+/// Runs listed at most per request.
+const LIST_MAX: usize = 1000;
+/// Bytes of a log answered per request at most.
+const LOG_CHUNK_MAX: u64 = 1 << 20;
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::Unsupported, message).with_status(StatusCode::BAD_REQUEST)
+}
+
+fn view(r: RunRecord) -> wharf_api::Run {
+    wharf_api::Run {
+        id: r.id,
+        status: r.status.as_str().to_string(),
+        task: r.spec.task,
+        platform: r.spec.platform,
+        trigger: r.spec.trigger,
+        queued_ms: r.queued_ms,
+        started_ms: r.started_ms,
+        ended_ms: r.ended_ms,
+        agent: r.agent,
+        attempts: r.attempts,
+        error: r.error,
+        steps: r
+            .steps
+            .into_iter()
+            .map(|s| wharf_api::RunStep {
+                id: s.id,
+                status: format!("{:?}", s.status),
+                exit_code: s.exit_code,
+                started_ms: s.started_ms,
+                ended_ms: s.ended_ms,
+            })
+            .collect(),
+    }
+}
+
+fn found(app: &Tenant, id: &str) -> ApiResult<RunRecord> {
+    app.meta().run(id)?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NameUnknown,
+            format!("run {id} does not exist in registry {}", app.meta().name()),
+        )
+        .with_status(StatusCode::NOT_FOUND)
+    })
+}
+
+pub async fn queue(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<wharf_api::NewRun>,
+) -> ApiResult<(StatusCode, Json<wharf_api::Run>)> {
+    caller.require_owner()?;
+    let file = match (req.cmd, req.file) {
+        // JSON's string is YAML's double-quoted scalar: any command fits.
+        (Some(cmd), None) => format!(
+            "steps:\n  - cmd: {}\n",
+            serde_json::to_string(&cmd).map_err(ApiError::internal)?
+        ),
+        (None, Some(file)) => file,
+        _ => return Err(bad("give a command (--cmd) or a task file (-f), not both")),
+    };
+    let timeout_s = req.timeout_s.unwrap_or(RUN_TIMEOUT_DEFAULT_S);
+    if !(1..=RUN_TIMEOUT_MAX_S).contains(&timeout_s) {
+        return Err(bad(format!(
+            "a timeout of {timeout_s} s is outside 1 s to {RUN_TIMEOUT_MAX_S} s"
+        )));
+    }
+    let registry = app.meta().name().to_string();
+    // Checked now, with a stand-in id, so that a bad file is refused
+    // before it is queued (the agent renders it again with the real one).
+    let server = crate::tasks::login_server(&app, &registry).map_err(bad)?;
+    let values = RunValues {
+        id: run_id(&registry, 0),
+        registry: server,
+        registry_name: registry.clone(),
+        date: "19700101-000000z".into(),
+        values: req.values.clone(),
+        ..RunValues::default()
+    };
+    let spec = values
+        .render(&file)
+        .and_then(|t| TaskSpec::parse(&t))
+        .map_err(|e| bad(e.to_string()))?;
+    let cmd = Command::Run(RunCommand::Queue {
+        spec: Box::new(RunSpec {
+            task_file: file,
+            steps: spec.steps.iter().map(|s| s.id.clone()).collect(),
+            platform: req.platform.unwrap_or_else(|| "linux/amd64".into()),
+            trigger: "manual".into(),
+            task: None,
+            context: None,
+            timeout_s,
+            max_attempts: 0,
+            requested_by: caller.subject.name().to_string(),
+            values: req.values,
+        }),
+    });
+    let number = app.registry().write(cmd).await?;
+    let run = found(&app, &run_id(&registry, number))?;
+    Ok((StatusCode::CREATED, Json(view(run))))
+}
+
+pub async fn show(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<wharf_api::Run>> {
+    caller.require_owner()?;
+    app.consensus.read_barrier().await?;
+    Ok(Json(view(found(&app, &id)?)))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    pub top: Option<usize>,
+}
+
+pub async fn list(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<wharf_api::Run>>> {
+    caller.require_owner()?;
+    app.consensus.read_barrier().await?;
+    let top = q.top.unwrap_or(100).min(LIST_MAX);
+    Ok(Json(
+        app.meta().runs(None, top)?.into_iter().map(view).collect(),
+    ))
+}
+
+pub async fn cancel(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<wharf_api::Run>> {
+    caller.require_owner()?;
+    found(&app, &id)?;
+    app.registry()
+        .write(Command::Run(RunCommand::Cancel { id: id.clone() }))
+        .await?;
+    Ok(Json(view(found(&app, &id)?)))
+}
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    #[serde(default)]
+    pub offset: u64,
+}
+
+/// The run's log from `offset`, at most `LOG_CHUNK_MAX` bytes; empty when
+/// there is nothing more yet. Answered by the agent that ran it: another
+/// node forwards the request there.
+pub async fn log(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+    req: Request,
+) -> ApiResult<Response> {
+    caller.require_owner()?;
+    let run = found(&app, &id)?;
+    let Some(agent) = run.agent else {
+        return Ok(Vec::<u8>::new().into_response());
+    };
+    if agent != app.consensus.node_id() {
+        return forward(&app, agent, req).await;
+    }
+    let path = crate::tasks::log_path(&app.data_dir, app.meta().name(), &id);
+    let bytes = tokio::task::spawn_blocking(move || read_from(&path, q.offset))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(([("content-type", "text/plain; charset=utf-8")], bytes).into_response())
+}
+
+fn read_from(path: &std::path::Path, offset: u64) -> ApiResult<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    f.seek(SeekFrom::Start(offset))
+        .map_err(ApiError::internal)?;
+    let mut out = Vec::new();
+    f.take(LOG_CHUNK_MAX)
+        .read_to_end(&mut out)
+        .map_err(ApiError::internal)?;
+    Ok(out)
+}
+
+/// Ask node `agent` for the log, with the caller's own credentials.
+async fn forward(app: &Tenant, agent: u64, req: Request) -> ApiResult<Response> {
+    let Some((_, node)) = app
+        .consensus
+        .members()
+        .into_iter()
+        .find(|(id, _)| *id == agent)
+    else {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!("node {agent}, which ran it, is no longer a member: its log is gone"),
+        )
+        .with_status(StatusCode::GONE));
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let mut out = app
+        .http
+        .get(format!("{}{path}", node.http.trim_end_matches('/')));
+    for name in ["authorization", "cookie"] {
+        if let Some(v) = req.headers().get(name) {
+            out = out.header(name, v.as_bytes());
+        }
+    }
+    out = out.header(wharf_api::REGISTRY_HEADER, app.meta().name());
+    let answer = out.send().await.map_err(|e| {
+        ApiError::new(
+            ErrorCode::Unavailable,
+            format!("node {agent}, which ran it, did not answer: {e}"),
+        )
+        .with_status(StatusCode::BAD_GATEWAY)
+    })?;
+    let status = answer.status();
+    let bytes = answer.bytes().await.map_err(ApiError::internal)?;
+    Response::builder()
+        .status(status.as_u16())
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Body::from(bytes))
+        .map_err(ApiError::internal)
+}

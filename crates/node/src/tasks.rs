@@ -1,0 +1,410 @@
+//! Build task runs on this node: the agent (on nodes with `tasks.agent`)
+//! that claims queued runs and runs them with `wharf-tasks`' run loop and
+//! executor, and the expiry (on the leader) that takes a run away from an
+//! agent that stopped renewing its lease.
+//!
+//! A run acts for whoever queued it: the agent issues that subject a
+//! refresh token and writes it as the identity token of a `DOCKER_CONFIG`
+//! of the run's own, so the engine pulls with the requester's rights and
+//! no one else's; the directory (and the token) is removed when the run
+//! ends, and the token is masked in the run's log.
+//!
+//! Logs are files on the agent's disk, `runs/<registry>/<id>.log` under
+//! the data directory, kept `tasks.log_retention_days`; other nodes
+//! forward a log request to the agent that has it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use wharf_config::TasksConfig;
+use wharf_consensus::now_unix_ms;
+use wharf_meta::{Command, Response, RunCommand, RunRecord, RunStatus, StepStatus};
+use wharf_tasks::runner::{self, LogSink, Masking, Renewal, RunEnd};
+use wharf_tasks::{RunValues, StepState, TaskSpec};
+
+use crate::shutdown::Stop;
+use crate::state::App;
+
+/// How often an idle agent looks for queued runs.
+const POLL: Duration = Duration::from_secs(1);
+/// How often logs past their retention are removed.
+const LOG_SWEEP: Duration = Duration::from_secs(3600);
+
+/// The directory of a registry's run logs.
+pub fn log_dir(data_dir: &Path, registry: &str) -> PathBuf {
+    data_dir.join("runs").join(registry)
+}
+
+pub fn log_path(data_dir: &Path, registry: &str, id: &str) -> PathBuf {
+    log_dir(data_dir, registry).join(format!("{id}.log"))
+}
+
+/// `host:port` of this node's HTTP API: what `$Registry` is on it for
+/// registry `registry` (the default one by address; another by its name
+/// under `registry_domain`, which its clients resolve to the node).
+pub fn login_server(app: &crate::state::AppState, registry: &str) -> Result<String, String> {
+    let me = app.consensus.node_id();
+    let url = app
+        .consensus
+        .members()
+        .into_iter()
+        .find(|(id, _)| *id == me)
+        .map(|(_, n)| n.http)
+        .unwrap_or_default();
+    let host = url
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    if registry == wharf_meta::DEFAULT_REGISTRY {
+        return Ok(host);
+    }
+    let Some(domain) = &app.registry_domain else {
+        return Err(format!(
+            "registry {registry} has no login server on this node: set registry_domain"
+        ));
+    };
+    let port = host.rsplit_once(':').map(|(_, p)| p).unwrap_or("");
+    Ok(if port.is_empty() {
+        format!("{registry}.{domain}")
+    } else {
+        format!("{registry}.{domain}:{port}")
+    })
+}
+
+async fn propose(app: &App, registry: &str, cmd: RunCommand) -> Result<Response, String> {
+    let env = wharf_registry::envelope(registry, Command::Run(cmd), None);
+    app.consensus.write(env).await.map_err(|e| e.to_string())
+}
+
+/// The names of this node's run containers start with this, then the
+/// run's id: a node's leftovers are found without touching another's.
+fn container_prefix(node: u64, run: &str) -> String {
+    format!("wharf-n{node}-{run}")
+}
+
+/// Remove the run containers an earlier life of this node left running
+/// (it was killed mid-run; its runs were queued again or failed).
+async fn remove_leftovers(node: u64) {
+    let prefix = format!("wharf-n{node}-");
+    let listed = tokio::process::Command::new("docker")
+        .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
+        .arg(format!("name=^{prefix}"))
+        .output()
+        .await;
+    let Ok(out) = listed else {
+        tracing::warn!("the task agent cannot run docker: its runs will fail");
+        return;
+    };
+    for name in String::from_utf8_lossy(&out.stdout).lines() {
+        if name.starts_with(&prefix) {
+            tracing::info!(
+                container = name,
+                "removing a run container an earlier start left"
+            );
+            let _ = tokio::process::Command::new("docker")
+                .args(["rm", "--force", name])
+                .output()
+                .await;
+        }
+    }
+}
+
+/// Claim and run queued runs, at most `cfg.concurrency` at once.
+pub async fn agent(app: App, cfg: TasksConfig, mut stop: Stop) {
+    let me = app.consensus.node_id();
+    remove_leftovers(me).await;
+    let mut running = tokio::task::JoinSet::new();
+    let mut sweep = tokio::time::interval(LOG_SWEEP);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = sweep.tick() => sweep_logs(&app.data_dir, cfg.log_retention_days),
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            _ = stop.wait() => break,
+        }
+        let queued: Vec<(String, RunRecord)> = match app.consensus.meta().active_runs() {
+            Ok(runs) => runs
+                .into_iter()
+                .filter(|(_, r)| r.status == RunStatus::Queued)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the run queue");
+                continue;
+            }
+        };
+        for (registry, run) in queued {
+            if running.len() >= cfg.concurrency {
+                break;
+            }
+            let claim = RunCommand::Claim {
+                id: run.id.clone(),
+                agent: me,
+                lease_ms: cfg.lease_s * 1000,
+            };
+            match propose(&app, &registry, claim).await {
+                Ok(Response::Changed(1)) => {
+                    tracing::info!(run = %run.id, registry, "claimed a run");
+                    let (app, cfg) = (app.clone(), cfg.clone());
+                    running.spawn(async move { run_one(app, cfg, registry, run).await });
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(run = %run.id, error = %e, "claiming a run"),
+            }
+        }
+    }
+    // Stopping: the runs' containers go with their steps' tokens; their
+    // leases run out and another agent takes them.
+    running.shutdown().await;
+}
+
+/// On the leader: expire the leases agents stopped renewing.
+pub async fn expirer(app: App, cfg: TasksConfig, mut stop: Stop) {
+    let every = Duration::from_secs((cfg.lease_s / 3).max(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait() => break,
+        }
+        if !app.consensus.is_leader() {
+            continue;
+        }
+        let now = now_unix_ms();
+        let Ok(runs) = app.consensus.meta().active_runs() else {
+            continue;
+        };
+        let mut registries: Vec<String> = runs
+            .into_iter()
+            .filter(|(_, r)| r.status == RunStatus::Running && r.lease_until_ms < now)
+            .map(|(reg, _)| reg)
+            .collect();
+        registries.dedup();
+        for registry in registries {
+            match propose(&app, &registry, RunCommand::ExpireRuns).await {
+                Ok(Response::Changed(n)) if n > 0 => {
+                    tracing::warn!(
+                        registry,
+                        runs = n,
+                        "took runs from agents that stopped renewing"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "expiring runs"),
+            }
+        }
+    }
+}
+
+fn sweep_logs(data_dir: &Path, days: u32) {
+    let keep = Duration::from_secs(u64::from(days) * 86_400);
+    let Ok(registries) = std::fs::read_dir(data_dir.join("runs")) else {
+        return;
+    };
+    for reg in registries.flatten() {
+        let Ok(logs) = std::fs::read_dir(reg.path()) else {
+            continue;
+        };
+        for log in logs.flatten() {
+            let old = log
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > keep);
+            if old {
+                let _ = std::fs::remove_file(log.path());
+            }
+        }
+    }
+}
+
+/// The replicated state as the run loop reports to it.
+struct Reports {
+    app: App,
+    registry: String,
+    id: String,
+    agent: u64,
+    lease_ms: u64,
+}
+
+#[async_trait]
+impl runner::Reporter for Reports {
+    async fn renew(&self) -> Renewal {
+        let cmd = RunCommand::Renew {
+            id: self.id.clone(),
+            agent: self.agent,
+            lease_ms: self.lease_ms,
+        };
+        match propose(&self.app, &self.registry, cmd).await {
+            Ok(Response::Changed(wharf_meta::RENEWED_CANCELED)) => Renewal::Canceled,
+            Ok(Response::Refused(_)) => Renewal::Lost,
+            Ok(_) => Renewal::Continue,
+            // No leader for a moment: the next renewal tries again, well
+            // before the lease (three renewals long) runs out.
+            Err(e) => {
+                tracing::warn!(run = %self.id, error = %e, "renewing a run's lease");
+                Renewal::Continue
+            }
+        }
+    }
+
+    async fn step(&self, index: usize, state: StepState, exit_code: Option<i32>) {
+        let status = match state {
+            StepState::Pending => StepStatus::Pending,
+            StepState::Running => StepStatus::Running,
+            StepState::Succeeded => StepStatus::Succeeded,
+            StepState::Failed => StepStatus::Failed,
+            StepState::Skipped => StepStatus::Skipped,
+            StepState::Stopped => StepStatus::Stopped,
+        };
+        let cmd = RunCommand::Step {
+            id: self.id.clone(),
+            agent: self.agent,
+            step: index,
+            status,
+            exit_code,
+        };
+        if let Err(e) = propose(&self.app, &self.registry, cmd).await {
+            tracing::warn!(run = %self.id, step = index, error = %e, "reporting a step");
+        }
+    }
+}
+
+/// A run's log file.
+struct FileLog(std::sync::Mutex<std::fs::File>);
+
+impl LogSink for FileLog {
+    fn write(&self, bytes: &[u8]) {
+        use std::io::Write;
+        let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = f.write_all(bytes) {
+            tracing::warn!(error = %e, "writing a run's log");
+        }
+    }
+}
+
+/// Write the `DOCKER_CONFIG` of a run: the requester's refresh token as
+/// the identity token for `server`, readable by this user only.
+fn docker_config(dir: &Path, server: &str, token: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let config = serde_json::json!({ "auths": { server: { "identitytoken": token } } });
+    wharf_auth::write_private(&dir.join("config.json"), config.to_string().as_bytes())
+}
+
+/// Run one claimed run to its end and report how it ended.
+async fn run_one(app: App, cfg: TasksConfig, registry: String, run: RunRecord) {
+    let me = app.consensus.node_id();
+    let log_file = log_path(&app.data_dir, &registry, &run.id);
+    let work = app.data_dir.join("runs").join(".work").join(&run.id);
+    let (end, error) = match prepare(&app, &registry, &run, &log_file, &work) {
+        Err(e) => (RunStatus::Failed, Some(e)),
+        Ok((spec, token, file)) => {
+            let log = Arc::new(Masking::new(
+                [token.as_bytes()],
+                FileLog(std::sync::Mutex::new(file)),
+            ));
+            log.write(format!("Run ID: {} on node {me}\n", run.id).as_bytes());
+            let executor = Arc::new(wharf_tasks::docker::Docker {
+                binary: "docker".into(),
+                config_dir: Some(work.join("docker")),
+                name_prefix: container_prefix(me, &run.id),
+            });
+            let reports = Arc::new(Reports {
+                app: app.clone(),
+                registry: registry.clone(),
+                id: run.id.clone(),
+                agent: me,
+                lease_ms: cfg.lease_s * 1000,
+            });
+            let end = runner::execute(
+                Arc::new(spec),
+                executor,
+                reports,
+                log.clone(),
+                runner::Limits {
+                    run_timeout: Duration::from_secs(run.spec.timeout_s.max(1)),
+                    renew_every: Duration::from_secs((cfg.lease_s / 3).max(1)),
+                },
+            )
+            .await;
+            log.finish();
+            match end {
+                RunEnd::Succeeded => (RunStatus::Succeeded, None),
+                RunEnd::Failed => (RunStatus::Failed, Some("a step failed".into())),
+                RunEnd::Canceled => (RunStatus::Canceled, None),
+                RunEnd::TimedOut => (
+                    RunStatus::TimedOut,
+                    Some(format!("the run took longer than {} s", run.spec.timeout_s)),
+                ),
+                RunEnd::Lost => {
+                    let _ = std::fs::remove_dir_all(&work);
+                    tracing::warn!(run = %run.id, "the run's lease went to another agent");
+                    return;
+                }
+            }
+        }
+    };
+    let _ = std::fs::remove_dir_all(&work);
+    let finish = RunCommand::Finish {
+        id: run.id.clone(),
+        agent: me,
+        status: end,
+        error,
+        log: Some(log_file.display().to_string()),
+    };
+    if let Err(e) = propose(&app, &registry, finish).await {
+        // The lease runs out and the expiry ends the run instead.
+        tracing::warn!(run = %run.id, error = %e, "reporting a run's end");
+    }
+}
+
+/// The run's rendered task file, its credentials and its log file.
+fn prepare(
+    app: &App,
+    registry: &str,
+    run: &RunRecord,
+    log_file: &Path,
+    work: &Path,
+) -> Result<(TaskSpec, String, std::fs::File), String> {
+    std::fs::create_dir_all(log_dir(&app.data_dir, registry))
+        .map_err(|e| format!("creating the log directory: {e}"))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file)
+        .map_err(|e| format!("opening the run's log: {e}"))?;
+    let server = login_server(app, registry)?;
+    let values = RunValues {
+        id: run.id.clone(),
+        registry: server.clone(),
+        registry_name: registry.to_string(),
+        date: chrono::Utc::now().format("%Y%m%d-%H%M%Sz").to_string(),
+        values: run.spec.values.clone(),
+        ..RunValues::default()
+    };
+    let spec = values
+        .render(&run.spec.task_file)
+        .and_then(|t| TaskSpec::parse(&t))
+        .map_err(|e| e.to_string())?;
+    let meta = app.consensus.meta();
+    let reg = meta.registry(registry);
+    let now = now_unix_ms();
+    let subject = app
+        .auth
+        .subject_named(&reg, &run.spec.requested_by, now)
+        .map_err(|e| {
+            format!(
+                "the run acts for {:?}, who cannot: {e}",
+                run.spec.requested_by
+            )
+        })?;
+    let (token, _) = app
+        .auth
+        .issue(&reg, &subject, vec![], wharf_auth::TokenUse::Refresh, now)
+        .map_err(|e| format!("issuing the run's credentials: {e}"))?;
+    docker_config(&work.join("docker"), &server, &token)
+        .map_err(|e| format!("writing the run's credentials: {e}"))?;
+    Ok((spec, token, file))
+}

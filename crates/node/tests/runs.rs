@@ -1,0 +1,294 @@
+//! `wharf run` against a real node with its task agent on and the real
+//! Docker engine: an image pushed to Wharf is pulled by the agent with the
+//! requester's rights and run, its output printed by the CLI; a failing
+//! command, a multi-step file with a failing step, a cancel, and an agent
+//! killed mid-run (its run taken back and run again) end as they should.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{have, owner_env, run, Node, OWNER, OWNER_PASSWORD};
+
+fn engine() -> bool {
+    let daemon = Command::new("docker").arg("info").output();
+    if !daemon.is_ok_and(|o| o.status.success()) || !have("busybox") {
+        eprintln!("SKIPPED: needs a Docker daemon and busybox-static");
+        return false;
+    }
+    true
+}
+
+/// A node whose agent runs tasks, leases short so a lost agent shows soon.
+fn agent_node(dir: &Path) -> Node {
+    let config = dir.join("wharf.toml");
+    std::fs::write(&config, "[tasks]\nagent = true\nlease_s = 6\n").unwrap();
+    Node::start_with(dir, &["--config", config.to_str().unwrap()])
+}
+
+/// Push a busybox image to `addr` as `repo:v1` through the engine.
+fn push_busybox(dir: &Path, addr: &str, repo: &str) {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    let busybox = run(Command::new("sh").args(["-c", "command -v busybox"]));
+    std::fs::copy(busybox.trim(), root.join("bin/busybox")).unwrap();
+    for tool in ["sh", "echo"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).unwrap();
+    }
+    let tar = dir.join("rootfs.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    let image = format!("{addr}/{repo}:v1");
+    let config = dir.join("docker-config");
+    let docker = || {
+        let mut c = Command::new("docker");
+        c.env("DOCKER_CONFIG", &config);
+        c
+    };
+    run(docker().arg("import").arg(&tar).arg(&image));
+    let login = docker()
+        .args(["login", addr, "-u", OWNER, "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(OWNER_PASSWORD.as_bytes())?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(login.success(), "docker login");
+    run(docker().args(["push", &image]));
+    // Gone from the engine: the agent must pull it from Wharf.
+    run(docker().args(["rmi", "-f", &image]));
+}
+
+fn wharf(n: &Node, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .envs(owner_env())
+        .args(args)
+        .args(["--endpoint", &n.url("")])
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn run_json(n: &Node, id: &str) -> serde_json::Value {
+    let out = run(&mut common::curl_owner(
+        &n.url(&format!("/api/v1/runs/{id}")),
+    ));
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn runs_an_image_from_the_registry_and_ends_as_its_steps_did() {
+    if !engine() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let n = agent_node(dir.path());
+    push_busybox(dir.path(), &n.addr(), "tools/busybox");
+
+    // The cloud CLI's hello-world example, with wharf for az acr.
+    let o = wharf(
+        &n,
+        &[
+            "run",
+            "--cmd",
+            "$Registry/tools/busybox:v1 echo hello from $ID",
+            "/dev/null",
+        ],
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Queued a run with ID: "))
+        .unwrap_or_else(|| panic!("no run id: {out}"))
+        .to_string();
+    assert!(out.contains(&format!("hello from {id}")), "{out}");
+    assert!(
+        out.contains(&format!("Run ID: {id} was successful after")),
+        "{out}"
+    );
+    let r = run_json(&n, &id);
+    assert_eq!(r["status"], "Succeeded");
+    assert_eq!(r["steps"][0]["exit_code"], 0);
+
+    // A failing command: exit status 1, the step and its code named.
+    let o = wharf(
+        &n,
+        &[
+            "run",
+            "--cmd",
+            "$Registry/tools/busybox:v1 sh -c 'echo bad; exit 4'",
+            "/dev/null",
+        ],
+    );
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("bad") && out.contains("ended Failed") && out.contains("(exit code 4)"),
+        "{out}"
+    );
+
+    // A multi-step file: a value from --set, a failing step failing the
+    // run with the later steps skipped; ignoreErrors lets it go on.
+    let file = dir.path().join("task.yaml");
+    let task = "steps:
+  - id: greet
+    cmd: $Registry/tools/busybox:v1 echo hi {{.Values.who}}
+  - id: break
+    cmd: $Registry/tools/busybox:v1 sh -c 'exit 2'
+  - id: after
+    cmd: $Registry/tools/busybox:v1 echo after the break
+";
+    std::fs::write(&file, task).unwrap();
+    let f = file.to_str().unwrap();
+    let o = wharf(
+        &n,
+        &[
+            "run",
+            "-f",
+            f,
+            "--set",
+            "who=there",
+            "-o",
+            "json",
+            "/dev/null",
+        ],
+    );
+    assert!(!o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let states: Vec<&str> = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["Succeeded", "Failed", "Skipped"]);
+    std::fs::write(
+        &file,
+        task.replace("'exit 2'\n", "'exit 2'\n    ignoreErrors: true\n"),
+    )
+    .unwrap();
+    let o = wharf(&n, &["run", "-f", f, "--set", "who=there", "/dev/null"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("hi there") && out.contains("after the break"),
+        "{out}"
+    );
+
+    // Bad input is refused before anything is queued.
+    let o = wharf(&n, &["run", "-f", f, "/dev/null"]);
+    assert!(text(&o).contains("--set who="), "{}", text(&o));
+    let o = wharf(&n, &["run", "--cmd", "x", "."]);
+    assert!(text(&o).contains("give /dev/null"), "{}", text(&o));
+    let o = wharf(
+        &n,
+        &["run", "--registry", "nosuchreg", "--cmd", "x", "/dev/null"],
+    );
+    assert!(text(&o).contains("nosuchreg"), "{}", text(&o));
+}
+
+/// Wait for `id`'s container of node 1 to run; true once it does.
+fn container_running(run_id: &str) -> bool {
+    let out = Command::new("docker")
+        .args(["ps", "--format", "{{.Names}}", "--filter"])
+        .arg(format!("name=^wharf-n1-{run_id}-"))
+        .output()
+        .unwrap();
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+}
+
+fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_canceled_run_stops_and_a_killed_agents_run_is_run_again() {
+    if !engine() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = agent_node(dir.path());
+    push_busybox(dir.path(), &n.addr(), "tools/sleeper");
+    let queue = |n: &Node| {
+        let o = wharf(
+            n,
+            &[
+                "run",
+                "--no-wait",
+                "-o",
+                "json",
+                "--cmd",
+                "$Registry/tools/sleeper:v1 busybox sleep 300",
+                "/dev/null",
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        r["id"].as_str().unwrap().to_string()
+    };
+
+    // Cancel: the container goes, the run ends Canceled.
+    let id = queue(&n);
+    wait_for(60, "the run's container", || container_running(&id));
+    run(common::curl_owner(&n.url(&format!("/api/v1/runs/{id}/cancel"))).args(["-X", "POST"]));
+    wait_for(30, "the cancel", || {
+        run_json(&n, &id)["status"] == "Canceled"
+    });
+    wait_for(30, "the container's removal", || !container_running(&id));
+
+    // kill -9 of the agent mid-run: restarted, it removes its leftover
+    // container; the expiry (6 s lease) queues the run again and the
+    // agent runs it a second time, visibly.
+    let id = queue(&n);
+    wait_for(60, "the run's container", || container_running(&id));
+    n.kill9();
+    n.restart();
+    wait_for(60, "a second attempt", || {
+        let r = run_json(&n, &id);
+        r["attempts"] == 2 && r["status"] == "Running"
+    });
+    let r = run_json(&n, &id);
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("stopped renewing"),
+        "{r}"
+    );
+    wait_for(60, "the second attempt's container", || {
+        container_running(&id)
+    });
+    run(common::curl_owner(&n.url(&format!("/api/v1/runs/{id}/cancel"))).args(["-X", "POST"]));
+    wait_for(30, "the cancel", || {
+        run_json(&n, &id)["status"] == "Canceled"
+    });
+    wait_for(30, "no container left", || !container_running(&id));
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", &format!("{}/tools/sleeper:v1", n.addr())])
+        .output();
+}
