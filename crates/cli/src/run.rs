@@ -15,6 +15,8 @@ use crate::CliError;
 
 /// How often a waiting CLI asks for more of the log.
 const POLL: Duration = Duration::from_millis(500);
+/// A run still queued this long gets a hint that no agent may be there.
+const QUEUED_HINT: Duration = Duration::from_secs(30);
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
@@ -104,6 +106,8 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     }
     let show_log = !args.no_logs && !json;
     let mut offset = 0u64;
+    let waiting = std::time::Instant::now();
+    let mut hinted = false;
     let run = loop {
         let mut got = 0;
         if show_log {
@@ -123,6 +127,14 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         // Ended, and its log read to the end.
         if !run.is_active() && got == 0 {
             break run;
+        }
+        if run.status == "Queued" && !hinted && waiting.elapsed() > QUEUED_HINT {
+            hinted = true;
+            eprintln!(
+                "Run {id} is still queued after {}s: is a node running with \
+                 tasks.agent = true? (it stays queued until one claims it)",
+                QUEUED_HINT.as_secs()
+            );
         }
         if got == 0 {
             tokio::time::sleep(POLL).await;
