@@ -27,7 +27,8 @@ use wharf_tasks::{RunValues, StepState, TaskSpec};
 use crate::shutdown::Stop;
 use crate::state::App;
 
-/// How often an idle agent looks for queued runs.
+/// How often an idle agent looks for queued runs, besides after every
+/// applied command (a queued run is seen as soon as it applies here).
 const POLL: Duration = Duration::from_secs(1);
 /// How often logs past their retention are removed.
 const LOG_SWEEP: Duration = Duration::from_secs(3600);
@@ -118,8 +119,15 @@ pub async fn agent(app: App, cfg: TasksConfig, mut stop: Stop) {
     remove_leftovers(me).await;
     let mut running = tokio::task::JoinSet::new();
     let mut sweep = tokio::time::interval(LOG_SWEEP);
+    let mut applied = app.consensus.applied_watch();
     loop {
         tokio::select! {
+            // The queue is a scan of the live runs only: cheap per apply.
+            r = applied.changed() => {
+                if r.is_err() {
+                    tokio::time::sleep(POLL).await;
+                }
+            }
             _ = tokio::time::sleep(POLL) => {}
             _ = sweep.tick() => sweep_logs(&app.data_dir, cfg.log_retention_days),
             Some(_) = running.join_next(), if !running.is_empty() => {}
