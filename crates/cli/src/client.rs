@@ -180,8 +180,15 @@ impl Client {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<(T, reqwest::header::HeaderMap), NodeError> {
-        let resp = self
-            .authorized(req)
+        let req = match &self.login {
+            Some((u, p)) => req.basic_auth(u, Some(p)),
+            None => req,
+        };
+        let req = match &self.registry {
+            Some(name) => req.header(wharf_api::REGISTRY_HEADER, name),
+            None => req,
+        };
+        let resp = req
             .send()
             .await
             .map_err(|e| NodeError::Api(format!("cannot reach {}: {e}", self.base)))?;
@@ -219,30 +226,23 @@ impl Client {
         .await
     }
 
-    /// `req` with the credentials and the registry this client addresses.
-    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let req = match &self.login {
-            Some((u, p)) => req.basic_auth(u, Some(p)),
-            None => req,
-        };
-        match &self.registry {
-            Some(name) => req.header(wharf_api::REGISTRY_HEADER, name),
-            None => req,
-        }
-    }
-
     /// A GET whose answer is bytes, not JSON (a run's log).
     pub async fn get_bytes(
         &self,
         path: &str,
         query: &[(&str, String)],
     ) -> Result<Vec<u8>, NodeError> {
-        let req = self
+        let mut req = self
             .http
             .get(format!("{}/api/v1{path}", self.base))
             .query(query);
-        let resp = self
-            .authorized(req)
+        if let Some((u, p)) = &self.login {
+            req = req.basic_auth(u, Some(p));
+        }
+        if let Some(name) = &self.registry {
+            req = req.header(wharf_api::REGISTRY_HEADER, name);
+        }
+        let resp = req
             .send()
             .await
             .map_err(|e| NodeError::Api(format!("cannot reach {}: {e}", self.base)))?;

@@ -406,6 +406,7 @@ impl MetaStore {
             }
         }
         db.write(std::mem::take(&mut batch))?;
+        let mut sets: HashMap<String, Arc<[String]>> = HashMap::new();
         let mut links = db
             .iterator_cf(self.cf(CF_BLOB_LINKS), IteratorMode::Start)
             .peekable();
@@ -433,12 +434,12 @@ impl MetaStore {
             if record.links == 0 {
                 continue;
             }
-            // The sets come from `ReplicaSets`: one read per registry.
-            let sets = registries
-                .iter()
-                .map(|r| self.replicas_of(r))
-                .collect::<Result<Vec<_>, _>>()?;
-            let placed = is_placed(&record.regions, sets.iter().map(|s| &s[..]));
+            for r in &registries {
+                if !sets.contains_key(r) {
+                    sets.insert(r.clone(), self.replicas_of(r)?);
+                }
+            }
+            let placed = is_placed(&record.regions, registries.iter().map(|r| &sets[r][..]));
             batch.put_cf(cf, key(&String::from_utf8_lossy(&k), &record, placed), []);
             if batch.len() >= REBUILD_BATCH {
                 db.write(std::mem::take(&mut batch))?;

@@ -77,19 +77,6 @@ pub enum StepStatus {
     Stopped,
 }
 
-impl StepStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepStatus::Pending => "Pending",
-            StepStatus::Running => "Running",
-            StepStatus::Succeeded => "Succeeded",
-            StepStatus::Failed => "Failed",
-            StepStatus::Skipped => "Skipped",
-            StepStatus::Stopped => "Stopped",
-        }
-    }
-}
-
 /// What to run, decided when it was queued.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSpec {

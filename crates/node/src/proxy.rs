@@ -52,17 +52,6 @@ pub async fn to_replica(app: &App, replicas: &[String], req: Request) -> Respons
         )
         .into_response();
     };
-    to_node(app, &base, req, "the replica region").await
-}
-
-/// Pass `req`, as it is, to the node whose HTTP API is at `base` (`who`
-/// names it in an error), and stream its answer back.
-pub async fn to_node(
-    app: &crate::state::AppState,
-    base: &str,
-    req: Request,
-    who: &str,
-) -> Response {
     let path = req
         .uri()
         .path_and_query()
@@ -98,9 +87,12 @@ pub async fn to_node(
     let answer = match out.send().await {
         Ok(a) => a,
         Err(e) => {
-            tracing::warn!(%url, error = %e, "proxying to {who}");
-            return ApiError::new(ErrorCode::Unavailable, format!("{who} did not answer: {e}"))
-                .into_response();
+            tracing::warn!(%url, error = %e, "proxying to a replica region");
+            return ApiError::new(
+                ErrorCode::Unavailable,
+                format!("the replica region did not answer: {e}"),
+            )
+            .into_response();
         }
     };
     let mut resp = Response::builder().status(answer.status());

@@ -86,24 +86,30 @@ fn container_prefix(node: u64, run: &str) -> String {
     format!("wharf-n{node}-{run}")
 }
 
-/// The Docker executor of this node's runs (`run` names the containers
-/// of one run; empty, the prefix of all of this node's).
-fn docker(node: u64, run: &str, config_dir: Option<PathBuf>) -> wharf_tasks::docker::Docker {
-    wharf_tasks::docker::Docker {
-        binary: "docker".into(),
-        config_dir,
-        name_prefix: container_prefix(node, run),
-    }
-}
-
 /// Remove the run containers an earlier life of this node left running
 /// (it was killed mid-run; its runs were queued again or failed).
 async fn remove_leftovers(node: u64) {
-    if !docker(node, "", None)
-        .remove_named(&container_prefix(node, ""))
-        .await
-    {
+    let prefix = format!("wharf-n{node}-");
+    let listed = tokio::process::Command::new("docker")
+        .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
+        .arg(format!("name=^{prefix}"))
+        .output()
+        .await;
+    let Ok(out) = listed else {
         tracing::warn!("the task agent cannot run docker: its runs will fail");
+        return;
+    };
+    for name in String::from_utf8_lossy(&out.stdout).lines() {
+        if name.starts_with(&prefix) {
+            tracing::info!(
+                container = name,
+                "removing a run container an earlier start left"
+            );
+            let _ = tokio::process::Command::new("docker")
+                .args(["rm", "--force", name])
+                .output()
+                .await;
+        }
     }
 }
 
@@ -308,7 +314,11 @@ async fn run_one(app: App, cfg: TasksConfig, registry: String, run: RunRecord) {
                 FileLog(std::sync::Mutex::new(file)),
             ));
             log.write(format!("Run ID: {} on node {me}\n", run.id).as_bytes());
-            let executor = Arc::new(docker(me, &run.id, Some(work.join("docker"))));
+            let executor = Arc::new(wharf_tasks::docker::Docker {
+                binary: "docker".into(),
+                config_dir: Some(work.join("docker")),
+                name_prefix: container_prefix(me, &run.id),
+            });
             let reports = Arc::new(Reports {
                 app: app.clone(),
                 registry: registry.clone(),

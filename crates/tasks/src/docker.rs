@@ -70,27 +70,6 @@ impl Docker {
         Ok(out)
     }
 
-    /// Remove every container whose name starts with `prefix` (what an
-    /// earlier life of an agent left running); false when the engine
-    /// cannot be asked.
-    pub async fn remove_named(&self, prefix: &str) -> bool {
-        let listed = self
-            .command()
-            .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
-            .arg(format!("name=^{prefix}"))
-            .output()
-            .await;
-        let Ok(out) = listed.map(|o| o.stdout) else {
-            return false;
-        };
-        for name in String::from_utf8_lossy(&out).lines() {
-            if name.starts_with(prefix) {
-                self.remove(name).await;
-            }
-        }
-        true
-    }
-
     /// Remove container `name` (it may not exist yet, or any more).
     async fn remove(&self, name: &str) {
         let _ = self

@@ -2,6 +2,7 @@
 //! one, read its log. Owners only for now: a run executes containers on
 //! the agents with its requester's rights.
 
+use axum::body::Body;
 use axum::extract::{Path, Query, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -45,7 +46,7 @@ fn view(r: RunRecord) -> wharf_api::Run {
             .into_iter()
             .map(|s| wharf_api::RunStep {
                 id: s.id,
-                status: s.status.as_str().to_string(),
+                status: format!("{:?}", s.status),
                 exit_code: s.exit_code,
                 started_ms: s.started_ms,
                 ended_ms: s.ended_ms,
@@ -209,8 +210,7 @@ fn read_from(path: &std::path::Path, offset: u64) -> ApiResult<Vec<u8>> {
     Ok(out)
 }
 
-/// Ask node `agent`, which has the log, passing the request as it is
-/// (the caller's credentials, the host naming the registry).
+/// Ask node `agent` for the log, with the caller's own credentials.
 async fn forward(app: &Tenant, agent: u64, req: Request) -> ApiResult<Response> {
     let Some((_, node)) = app
         .consensus
@@ -224,6 +224,32 @@ async fn forward(app: &Tenant, agent: u64, req: Request) -> ApiResult<Response> 
         )
         .with_status(StatusCode::GONE));
     };
-    let who = format!("node {agent}, which ran it,");
-    Ok(crate::proxy::to_node(app, &node.http, req, &who).await)
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let mut out = app
+        .http
+        .get(format!("{}{path}", node.http.trim_end_matches('/')));
+    for name in ["authorization", "cookie"] {
+        if let Some(v) = req.headers().get(name) {
+            out = out.header(name, v.as_bytes());
+        }
+    }
+    out = out.header(wharf_api::REGISTRY_HEADER, app.meta().name());
+    let answer = out.send().await.map_err(|e| {
+        ApiError::new(
+            ErrorCode::Unavailable,
+            format!("node {agent}, which ran it, did not answer: {e}"),
+        )
+        .with_status(StatusCode::BAD_GATEWAY)
+    })?;
+    let status = answer.status();
+    let bytes = answer.bytes().await.map_err(ApiError::internal)?;
+    Response::builder()
+        .status(status.as_u16())
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Body::from(bytes))
+        .map_err(ApiError::internal)
 }
