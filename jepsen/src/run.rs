@@ -221,21 +221,35 @@ pub async fn run(cfg: &RunConfig) -> std::io::Result<Verdict> {
     let settle_until = Instant::now() + SETTLE;
     for a in &acked {
         for (i, n) in cluster.nodes.iter().enumerate() {
-            let m = http
-                .get(n.url(&format!("/v2/{REPO}/manifests/{}", a.digest)))
-                .header("accept", "application/vnd.oci.image.manifest.v1+json")
-                .basic_auth(USER, Some(PASSWORD))
-                .send()
-                .await;
-            let ok = match m {
-                Ok(r) if r.status() == 200 => r
-                    .bytes()
-                    .await
-                    .is_ok_and(|b| b[..] == a.manifest[..] && sha(&b) == a.digest),
-                _ => false,
+            // A node wiped near the end may still be restoring from a
+            // snapshot and answer 503 (or not at all): that is
+            // unavailability, allowed the settle. Any other answer is
+            // judged at once: a 404 or wrong bytes is a lost write.
+            let answer = loop {
+                let m = http
+                    .get(n.url(&format!("/v2/{REPO}/manifests/{}", a.digest)))
+                    .header("accept", "application/vnd.oci.image.manifest.v1+json")
+                    .basic_auth(USER, Some(PASSWORD))
+                    .send()
+                    .await;
+                let answer = match m {
+                    Ok(r) if r.status() == 200 => match r.bytes().await {
+                        Ok(b) if b[..] == a.manifest[..] && sha(&b) == a.digest => Ok(()),
+                        Ok(_) => Err((false, "different bytes".to_string())),
+                        Err(e) => Err((true, format!("body cut off: {e}"))),
+                    },
+                    Ok(r) => Err((r.status().is_server_error(), format!("{}", r.status()))),
+                    Err(e) => Err((true, format!("no answer: {e}"))),
+                };
+                match answer {
+                    Err((true, _)) if Instant::now() < settle_until => {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    other => break other,
+                }
             };
-            if !ok {
-                missing.push(format!("manifest {} in {}", a.digest, n.region));
+            if let Err((_, why)) = answer {
+                missing.push(format!("manifest {} in {} ({why})", a.digest, n.region));
             }
             // A copy the corrupt nemesis flipped may still be on its way
             // back (scrub, then the mover): allowed a bounded settle.

@@ -801,11 +801,16 @@ async fn large_blob_streams_with_bounded_memory() {
     let (dir, n, reg) = node();
     let size: usize = 1 << 30;
     let path = dir.path().join("big");
+    // conv=fsync: the test's own gigabyte must be on disk before the upload,
+    // or its writeback competes with the node's Raft log fsync and the
+    // upload's metadata write can time out on a slow disk (a 503 that
+    // says nothing about the node's memory, which is what this tests).
     common::run(std::process::Command::new("dd").args([
         "if=/dev/urandom",
         &format!("of={}", path.display()),
         "bs=4M",
         &format!("count={}", size >> 22),
+        "conv=fsync",
         "status=none",
     ]));
     let d = common::run(std::process::Command::new("sha256sum").arg(&path));
