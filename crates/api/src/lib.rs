@@ -35,7 +35,7 @@ pub use repositories::{
     Layer, Manifest, Policies, PolicyChange, Region, Removed, Repository, RestoreRequest, Restored,
     Tag,
 };
-pub use runs::{NewRun, Run, RunStep};
+pub use runs::{BuiltImage, ImageRef, NewRun, QuickBuild, Run, RunLimits, RunStep};
 pub use webhooks::{
     EventAttempt, NewWebhook, Redeliver, Webhook, WebhookChange, WebhookConfig, WebhookEvent,
 };

@@ -176,19 +176,57 @@ impl Client {
         }
     }
 
-    async fn send_for_headers<T: DeserializeOwned>(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<(T, reqwest::header::HeaderMap), NodeError> {
+    /// `req` with this client's credentials and registry.
+    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         let req = match &self.login {
             Some((u, p)) => req.basic_auth(u, Some(p)),
             None => req,
         };
-        let req = match &self.registry {
+        match &self.registry {
             Some(name) => req.header(wharf_api::REGISTRY_HEADER, name),
             None => req,
+        }
+    }
+
+    /// A request to `path` under the endpoint (`/v2/...`) or to an
+    /// absolute URL (an upload's `Location`), with this client's
+    /// credentials and registry.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let url = if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.base)
         };
+        self.authorized(self.http.request(method, url))
+    }
+
+    /// Send `req`; an error answer becomes a readable error.
+    pub async fn expect(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<reqwest::Response, NodeError> {
         let resp = req
+            .send()
+            .await
+            .map_err(|e| NodeError::Api(format!("{what}: cannot reach {}: {e}", self.base)))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        Err(NodeError::Api(format!(
+            "{what}: {}",
+            explain(status, &body)
+        )))
+    }
+
+    async fn send_for_headers<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(T, reqwest::header::HeaderMap), NodeError> {
+        let resp = self
+            .authorized(req)
             .send()
             .await
             .map_err(|e| NodeError::Api(format!("cannot reach {}: {e}", self.base)))?;
@@ -232,17 +270,12 @@ impl Client {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<Vec<u8>, NodeError> {
-        let mut req = self
-            .http
-            .get(format!("{}/api/v1{path}", self.base))
-            .query(query);
-        if let Some((u, p)) = &self.login {
-            req = req.basic_auth(u, Some(p));
-        }
-        if let Some(name) = &self.registry {
-            req = req.header(wharf_api::REGISTRY_HEADER, name);
-        }
-        let resp = req
+        let resp = self
+            .authorized(
+                self.http
+                    .get(format!("{}/api/v1{path}", self.base))
+                    .query(query),
+            )
             .send()
             .await
             .map_err(|e| NodeError::Api(format!("cannot reach {}: {e}", self.base)))?;

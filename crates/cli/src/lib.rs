@@ -5,6 +5,7 @@
 mod error;
 
 pub mod bench;
+pub mod build;
 pub mod client;
 pub mod drill;
 pub mod gc;

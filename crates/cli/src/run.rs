@@ -50,17 +50,12 @@ pub struct RunArgs {
     /// Queue the run and return at once.
     #[arg(long)]
     no_wait: bool,
-    /// The build context; runs take none yet: /dev/null.
+    /// The context: a local directory (uploaded), a git URL
+    /// (URL#ref:subdir), a tar.gz URL, or /dev/null for none.
     context: String,
 }
 
 pub async fn run(args: RunArgs) -> Result<(), CliError> {
-    if args.context != "/dev/null" {
-        return Err(CliError::Config(format!(
-            "context {:?}: runs take no context yet; give /dev/null",
-            args.context
-        )));
-    }
     let file = match &args.file {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -79,20 +74,54 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         values.insert(k.to_string(), v.to_string());
     }
     let client = args.target.client()?;
+    let json = matches!(args.target.output, Format::Json);
+    let context = crate::build::context(&client, &args.context, None, json).await?;
     let new = wharf_api::NewRun {
         cmd: args.cmd.clone(),
         file,
         values,
         timeout_s: Some(args.timeout),
         platform: args.platform.clone(),
+        context,
+        build: None,
     };
-    let queued: wharf_api::Run = client.post("/runs", &new).await?;
+    follow(
+        &client,
+        &new,
+        Follow {
+            json,
+            no_logs: args.no_logs,
+            no_wait: args.no_wait,
+        },
+    )
+    .await
+}
+
+/// How `follow` shows a run.
+pub struct Follow {
+    pub json: bool,
+    pub no_logs: bool,
+    pub no_wait: bool,
+}
+
+/// Queue `new`, print its log as it is written (unless told not to) and
+/// end as the run did: `Err` naming its failed steps unless it succeeded.
+pub async fn follow(
+    client: &super::client::Client,
+    new: &wharf_api::NewRun,
+    how: Follow,
+) -> Result<(), CliError> {
+    let Follow {
+        json,
+        no_logs,
+        no_wait,
+    } = how;
+    let queued: wharf_api::Run = client.post("/runs", new).await?;
     let id = queued.id.clone();
-    let json = matches!(args.target.output, Format::Json);
     if !json {
         println!("Queued a run with ID: {id}");
     }
-    if args.no_wait {
+    if no_wait {
         if json {
             println!(
                 "{}",
@@ -104,7 +133,7 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     if !json {
         println!("Waiting for an agent...");
     }
-    let show_log = !args.no_logs && !json;
+    let show_log = !no_logs && !json;
     let mut offset = 0u64;
     let waiting = std::time::Instant::now();
     let mut hinted = false;

@@ -287,6 +287,10 @@ pub struct TasksConfig {
     pub lease_s: u64,
     /// Run logs are kept this long on the agent's disk.
     pub log_retention_days: u32,
+    /// A build context may hold at most this many MiB of files: the CLI
+    /// refuses a larger one before uploading it, and an agent stops
+    /// unpacking or fetching one that grows past it.
+    pub max_context_mib: u64,
 }
 
 impl Default for TasksConfig {
@@ -297,6 +301,7 @@ impl Default for TasksConfig {
             concurrency: 2,
             lease_s: 30,
             log_retention_days: 30,
+            max_context_mib: 512,
         }
     }
 }
@@ -699,6 +704,11 @@ impl ServeConfig {
                 "tasks.executor {:?} is not one this release has (docker)",
                 self.tasks.executor
             )));
+        }
+        if self.tasks.max_context_mib == 0 {
+            return Err(ConfigError(
+                "tasks.max_context_mib must be 1 or more".into(),
+            ));
         }
         if self.tasks.concurrency == 0 || self.tasks.lease_s < 3 {
             return Err(ConfigError(

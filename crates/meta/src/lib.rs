@@ -58,8 +58,8 @@ pub use scrub::{CorruptCopy, RegionScrub, ScrubCommand, MISSING as SCRUB_MISSING
 pub use snapshot::is_release_0_1_snapshot;
 pub use store::{ManifestSummary, MetaStore};
 pub use tasks::{
-    run_id, run_number, RunCommand, RunRecord, RunSpec, RunStatus, StepRecord, StepStatus,
-    MAX_ATTEMPTS_DEFAULT, RENEWED_CANCELED,
+    run_id, run_number, BuiltImage, ImageRef, RunArtifacts, RunCommand, RunRecord, RunSpec,
+    RunStatus, StepRecord, StepStatus, MAX_ATTEMPTS_DEFAULT, RENEWED_CANCELED,
 };
 pub use tenancy::{NetworkRules, RegistryCommand, RegistryRecord, Sku};
 pub use tiers::{TierLimits, TierTable, TierUsage};

@@ -77,6 +77,20 @@ pub enum StepStatus {
     Stopped,
 }
 
+impl StepStatus {
+    /// The status's name on the wire and in listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "Pending",
+            StepStatus::Running => "Running",
+            StepStatus::Succeeded => "Succeeded",
+            StepStatus::Failed => "Failed",
+            StepStatus::Skipped => "Skipped",
+            StepStatus::Stopped => "Stopped",
+        }
+    }
+}
+
 /// What to run, decided when it was queued.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSpec {
@@ -150,6 +164,48 @@ pub struct RunRecord {
     /// Where its log is kept, once it ended.
     #[serde(default)]
     pub log: Option<String>,
+    /// What its build steps produced and were built from (added after
+    /// the first release of runs: older records decode as empty).
+    #[serde(default)]
+    pub artifacts: RunArtifacts,
+}
+
+/// An image by registry host, repository, tag and digest, as a run's
+/// dependency block names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// `host:port` of the registry serving it.
+    pub registry: String,
+    pub repository: String,
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// Unknown for an image outside this cluster the engine did not report.
+    #[serde(default)]
+    pub digest: Option<String>,
+}
+
+/// A finished run's images and sources: what the dependency block prints,
+/// and what a base-image trigger compares with the tags it watches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunArtifacts {
+    /// Each image a build step tagged (pushed unless `--no-push`), with
+    /// the base image of the stage it built and the other stages' bases.
+    #[serde(default)]
+    pub images: Vec<BuiltImage>,
+    /// The commit of a git context.
+    #[serde(default)]
+    pub git_commit: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuiltImage {
+    pub image: ImageRef,
+    /// The `FROM` of the stage built (what the image runs on).
+    #[serde(default)]
+    pub runtime: Option<ImageRef>,
+    /// The `FROM`s of the other stages it was built with.
+    #[serde(default)]
+    pub buildtime: Vec<ImageRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +246,9 @@ pub enum RunCommand {
         error: Option<String>,
         #[serde(default)]
         log: Option<String>,
+        /// What the run built, from what.
+        #[serde(default)]
+        artifacts: Box<RunArtifacts>,
     },
     /// Cancel `id`: ended at once if queued; its agent is asked otherwise.
     Cancel { id: String },
@@ -232,6 +291,19 @@ pub fn run_number(registry: &str, id: &str) -> Option<u64> {
     let digits = id.get(2..)?;
     let n = u64::from_str_radix(digits, 36).ok()?;
     (run_id(registry, n) == id).then_some(n)
+}
+
+/// Most images a record keeps (a task file builds a handful; this bounds
+/// what a faulty agent could make every node store).
+const IMAGES_MAX: usize = 64;
+
+fn clip_artifacts(a: &RunArtifacts) -> RunArtifacts {
+    let mut a = a.clone();
+    a.images.truncate(IMAGES_MAX);
+    for i in &mut a.images {
+        i.buildtime.truncate(IMAGES_MAX);
+    }
+    a
 }
 
 fn number_key(n: u64) -> String {
@@ -289,6 +361,7 @@ impl Registry<'_> {
                     cancel_requested: false,
                     error: None,
                     log: None,
+                    artifacts: RunArtifacts::default(),
                 };
                 self.put_run(batch, &record);
                 Ok(Response::Changed(number))
@@ -363,6 +436,7 @@ impl Registry<'_> {
                 status,
                 error,
                 log,
+                artifacts,
             } => {
                 let mut run = match self.agents_run(id, *agent)? {
                     Ok(run) => run,
@@ -377,6 +451,7 @@ impl Registry<'_> {
                 run.status = *status;
                 run.error = clip(error.as_ref());
                 run.log = log.clone();
+                run.artifacts = clip_artifacts(artifacts);
                 self.end_run(batch, &mut run, at_ms);
                 Ok(Response::Changed(1))
             }
@@ -699,6 +774,7 @@ mod tests {
             status: RunStatus::Succeeded,
             error: None,
             log: Some("sha256:abc".into()),
+            artifacts: Box::default(),
         };
         assert!(matches!(apply(&s, finish(8), 5), Response::Refused(_)));
         assert_eq!(apply(&s, finish(7), 6), Response::Changed(1));
@@ -831,6 +907,7 @@ mod tests {
                 status: RunStatus::Canceled,
                 error: None,
                 log: None,
+                artifacts: Box::default(),
             },
             6,
         );
@@ -840,6 +917,125 @@ mod tests {
             Response::Changed(0),
             "already ended"
         );
+    }
+
+    /// The previous release's `Finish` and run record had no artifacts:
+    /// its log entries and stored records must still decode.
+    #[test]
+    fn records_and_commands_without_artifacts_still_decode() {
+        #[derive(Serialize)]
+        enum OldCommand {
+            Finish {
+                id: String,
+                agent: u64,
+                status: RunStatus,
+                error: Option<String>,
+                log: Option<String>,
+            },
+        }
+        let old = crate::codec::encode(&OldCommand::Finish {
+            id: "ca1".into(),
+            agent: 3,
+            status: RunStatus::Succeeded,
+            error: None,
+            log: Some("runs/default/ca1.log".into()),
+        });
+        let cmd: RunCommand = crate::codec::decode(&old).unwrap();
+        let RunCommand::Finish { artifacts, log, .. } = cmd else {
+            panic!("decoded as another command: {cmd:?}");
+        };
+        assert_eq!(
+            (*artifacts, log.as_deref()),
+            (RunArtifacts::default(), Some("runs/default/ca1.log"))
+        );
+
+        #[derive(Serialize)]
+        struct OldRecord {
+            id: String,
+            number: u64,
+            spec: RunSpec,
+            status: RunStatus,
+            queued_ms: u64,
+            started_ms: Option<u64>,
+            ended_ms: Option<u64>,
+            agent: Option<u64>,
+            lease_until_ms: u64,
+            attempts: u32,
+            cancel_requested: bool,
+            steps: Vec<StepRecord>,
+            error: Option<String>,
+            log: Option<String>,
+        }
+        let old = crate::codec::encode(&OldRecord {
+            id: "ca1".into(),
+            number: 1,
+            spec: spec(),
+            status: RunStatus::Failed,
+            queued_ms: 1,
+            started_ms: Some(2),
+            ended_ms: Some(3),
+            agent: Some(3),
+            lease_until_ms: 4,
+            attempts: 1,
+            cancel_requested: false,
+            steps: vec![],
+            error: Some("a step failed".into()),
+            log: None,
+        });
+        let record: RunRecord = crate::codec::decode(&old).unwrap();
+        assert_eq!(record.artifacts, RunArtifacts::default());
+        assert_eq!(record.error.as_deref(), Some("a step failed"));
+    }
+
+    #[test]
+    fn a_finished_run_keeps_what_it_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let Response::Changed(n) = apply(
+            &s,
+            RunCommand::Queue {
+                spec: Box::new(spec()),
+            },
+            1,
+        ) else {
+            panic!("not queued");
+        };
+        let id = run_id(DEFAULT_REGISTRY, n);
+        let claim = RunCommand::Claim {
+            id: id.clone(),
+            agent: 7,
+            lease_ms: 10_000,
+        };
+        assert_eq!(apply(&s, claim, 2), Response::Changed(1));
+        let image = |repo: &str, tag: &str| ImageRef {
+            registry: "127.0.0.1:7301".into(),
+            repository: repo.into(),
+            tag: Some(tag.into()),
+            digest: Some(format!("sha256:{}", "a".repeat(64))),
+        };
+        let built = RunArtifacts {
+            images: (0..IMAGES_MAX + 5)
+                .map(|i| BuiltImage {
+                    image: image("app", &format!("v{i}")),
+                    runtime: Some(image("base", "v1")),
+                    buildtime: vec![image("sdk", "v2")],
+                })
+                .collect(),
+            git_commit: Some("0123abc".into()),
+        };
+        let finish = RunCommand::Finish {
+            id: id.clone(),
+            agent: 7,
+            status: RunStatus::Succeeded,
+            error: None,
+            log: None,
+            artifacts: Box::new(built.clone()),
+        };
+        assert_eq!(apply(&s, finish, 3), Response::Changed(1));
+        let kept = run(&s, &id).artifacts;
+        assert_eq!(kept.images.len(), IMAGES_MAX, "bounded");
+        assert_eq!(kept.images[..], built.images[..IMAGES_MAX]);
+        assert_eq!(kept.git_commit.as_deref(), Some("0123abc"));
     }
 
     #[test]

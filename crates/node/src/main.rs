@@ -97,6 +97,9 @@ enum Command {
     /// Run an image's command or a task file on the cluster's agents,
     /// printing its log (the cloud CLI's `acr run`).
     Run(cli::run::RunArgs),
+    /// Build an image from a Dockerfile on the cluster's task agents and
+    /// push it (the cloud CLI's `acr build`).
+    Build(cli::build::BuildArgs),
     /// A registry's IP rules (with `registry update --default-action Deny`).
     NetworkRule(cli::network::NetworkRuleArgs),
 }
@@ -220,6 +223,7 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
         Command::Manifest(args) => Ok(cli::lifecycle::manifest(args).await?),
         Command::Webhook(args) => Ok(cli::webhook::webhook(args).await?),
         Command::Run(args) => Ok(cli::run::run(args).await?),
+        Command::Build(args) => Ok(cli::build::build(args).await?),
         Command::NetworkRule(args) => Ok(cli::network::run(args).await?),
         Command::Scrub(args) => Ok(cli::gc::scrub(args).await?),
         Command::Login(args) => Ok(cli::login::run(args).await?),

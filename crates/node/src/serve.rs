@@ -244,6 +244,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
             pace: wharf_gc::Pace::new(cfg.gc.share_pct),
         },
         scrub: cfg.scrub.clone(),
+        tasks: cfg.tasks.clone(),
         redirect_ttl: cfg
             .storage
             .redirect

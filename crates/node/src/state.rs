@@ -48,6 +48,8 @@ pub struct AppState {
     pub gc: wharf_gc::GcSettings,
     /// How reads verify what they serve (and the background scrub's pace).
     pub scrub: wharf_config::ScrubConfig,
+    /// Build task settings: the context limit the API announces.
+    pub tasks: wharf_config::TasksConfig,
     /// Blob GETs answer 307 to a presigned URL of the store valid this
     /// long (`storage.redirect`); None: the node streams the bytes.
     pub redirect_ttl: Option<Duration>,

@@ -292,3 +292,192 @@ fn a_canceled_run_stops_and_a_killed_agents_run_is_run_again() {
         .args(["rmi", "-f", &format!("{}/tools/sleeper:v1", n.addr())])
         .output();
 }
+
+/// `docker` with the test's own config (logged in to `addrs`).
+fn docker_logged_in(dir: &Path, addrs: &[String]) -> impl Fn() -> Command {
+    let config = dir.join("docker-config");
+    for addr in addrs {
+        let mut login = Command::new("docker");
+        login
+            .env("DOCKER_CONFIG", &config)
+            .args(["login", addr, "-u", OWNER, "--password-stdin"]);
+        common::run_with_stdin(&mut login, OWNER_PASSWORD);
+    }
+    move || {
+        let mut c = Command::new("docker");
+        c.env("DOCKER_CONFIG", &config);
+        c
+    }
+}
+
+const MULTI_STAGE: &str = r#"ARG REGISTRY
+FROM ${REGISTRY}/tools/busybox:v1 AS build
+ARG GREETING=hello
+COPY . /ctx
+RUN test ! -e /ctx/secret.txt && echo "$GREETING from the build stage" > /built.txt
+RUN /bin/busybox cat /ctx/message.txt >> /built.txt
+FROM ${REGISTRY}/tools/busybox:v1 AS runtime
+COPY --from=build /built.txt /built.txt
+CMD ["/bin/busybox", "cat", "/built.txt"]
+FROM runtime AS debug
+RUN echo never built with --target runtime && false
+"#;
+
+/// A multi-stage Dockerfile (FROM an image in Wharf; RUN, COPY, ARG,
+/// --target, .dockerignore) built by `wharf build` from a local directory
+/// and from a git repository over file://, pushed, then
+/// pulled with docker from every region and run; a failing instruction
+/// named; a context over the limit refused before its upload.
+#[test]
+fn wharf_build_builds_from_a_directory_and_from_git_and_every_region_serves_it() {
+    if !engine() || !have("git") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = common::cluster::Cluster::start(
+        dir.path(),
+        3,
+        "[tasks]\nagent = true\nlease_s = 6\nmax_context_mib = 1\n",
+    );
+    let n = &cluster.nodes[0];
+    push_busybox(dir.path(), &n.addr(), "tools/busybox");
+
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), MULTI_STAGE).unwrap();
+    std::fs::write(ctx.join("message.txt"), "a message from the context\n").unwrap();
+    std::fs::write(ctx.join("secret.txt"), "not for the image\n").unwrap();
+    std::fs::write(ctx.join(".dockerignore"), "secret.txt\n").unwrap();
+    let registry_arg = format!("REGISTRY={}", n.addr());
+    let build = |tag: &str, context: &str| {
+        wharf(
+            n,
+            &[
+                "build",
+                "-t",
+                tag,
+                "-t",
+                "app:latest",
+                "--build-arg",
+                &registry_arg,
+                "--build-arg",
+                "GREETING=hi",
+                "--target",
+                "runtime",
+                context,
+            ],
+        )
+    };
+    let o = build("app:{{.Run.ID}}", ctx.to_str().unwrap());
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Queued a run with ID: "))
+        .unwrap_or_else(|| panic!("no run id: {out}"))
+        .to_string();
+    assert!(
+        out.contains("The following dependencies were found:"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("tag: {id}")), "{out}");
+    assert!(out.contains("runtime-dependency:\n    registry: "), "{out}");
+    assert!(out.contains("repository: tools/busybox"), "{out}");
+    assert!(
+        out.contains(&format!("Run ID: {id} was successful after")),
+        "{out}"
+    );
+    assert!(
+        !out.contains("never built"),
+        "--target skipped the debug stage: {out}"
+    );
+    let r = run_json(n, &id);
+    let built = &r["images"][0];
+    assert_eq!(built["image"]["repository"], "app");
+    let digest = built["image"]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(digest.starts_with("sha256:"), "{r}");
+    assert!(
+        built["runtime"]["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("sha256:"),
+        "the base image's digest is recorded: {r}"
+    );
+
+    // Pulled and run from every region.
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr()).collect();
+    let docker = docker_logged_in(dir.path(), &addrs);
+    for addr in &addrs {
+        let image = format!("{addr}/app:{id}");
+        let ran = run(docker().args(["run", "--rm", &image]));
+        assert_eq!(
+            ran, "hi from the build stage\na message from the context\n",
+            "{addr}"
+        );
+        let _ = docker().args(["rmi", "-f", &image]).output();
+    }
+
+    // From git: a bare repository over file://.
+    let work = dir.path().join("git-work");
+    std::fs::create_dir_all(&work).unwrap();
+    run(Command::new("cp").arg("-r").arg(ctx.join(".")).arg(&work));
+    std::fs::write(work.join("message.txt"), "a message from git\n").unwrap();
+    let git = |args: &[&str], at: &Path| {
+        run(Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .arg("-C")
+            .arg(at)
+            .args(args))
+    };
+    git(&["init", "-q", "-b", "main"], &work);
+    git(&["add", "-A"], &work);
+    git(&["commit", "-q", "-m", "context"], &work);
+    let commit = git(&["rev-parse", "HEAD"], &work).trim().to_string();
+    let bare = dir.path().join("srv/app.git");
+    run(Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(&work)
+        .arg(&bare));
+    let url = format!("file://{}#main", bare.display());
+    let o = build("app:git", &url);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains(&format!("git-head-revision: {commit}")),
+        "{out}"
+    );
+    let ran = run(docker().args(["run", "--rm", &format!("{}/app:git", addrs[1])]));
+    assert_eq!(ran, "hi from the build stage\na message from git\n");
+
+    // A failing instruction is shown; the run fails; no image is pushed.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        MULTI_STAGE.replace("AS runtime\n", "AS runtime\nRUN exit 7\n"),
+    )
+    .unwrap();
+    let o = build("app:broken", ctx.to_str().unwrap());
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("RUN exit 7"),
+        "the instruction is named: {out}"
+    );
+    assert!(
+        out.contains("ended Failed") && out.contains("build"),
+        "{out}"
+    );
+
+    // Over the limit: refused before anything is uploaded, naming it.
+    std::fs::write(ctx.join("big.bin"), vec![7u8; 2 << 20]).unwrap();
+    let o = build("app:big", ctx.to_str().unwrap());
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("the cluster's limit is 1048576 bytes"),
+        "{out}"
+    );
+    assert!(!out.contains("Queued"), "{out}");
+}

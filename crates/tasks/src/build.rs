@@ -92,6 +92,32 @@ impl BuildArgs {
     }
 }
 
+/// Whether a build context names a remote source the builder fetches
+/// itself rather than a directory of the run's.
+pub fn is_remote(context: &str) -> bool {
+    ["http://", "https://", "git://", "git@", "ssh://"]
+        .iter()
+        .any(|p| context.starts_with(p))
+}
+
+/// `path` as a path inside the run's directory: relative, and never
+/// climbing out of it (a build must not read the agent's own files).
+pub fn inside(path: &str) -> Result<&std::path::Path, SpecError> {
+    let p = std::path::Path::new(path);
+    let climbs = p.components().any(|c| {
+        !matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    });
+    if climbs {
+        return Err(bad(format!(
+            "{path:?} is not a path inside the build context (relative, without ..)"
+        )));
+    }
+    Ok(p)
+}
+
 /// `image` with `:latest` when it names neither a tag nor a digest.
 pub fn with_tag(image: &str) -> String {
     let name_end = image.rfind('/').map_or(0, |i| i + 1);
@@ -167,5 +193,21 @@ mod tests {
         );
         assert_eq!(with_tag("localhost:5000/app"), "localhost:5000/app:latest");
         assert_eq!(with_tag("app@sha256:ab"), "app@sha256:ab");
+    }
+
+    #[test]
+    fn paths_stay_inside_the_context() {
+        assert!(inside(".").is_ok());
+        assert!(inside("src/app").is_ok());
+        assert!(inside("./docker/Dockerfile").is_ok());
+        for p in ["/etc", "../up", "src/../../up"] {
+            let err = inside(p).unwrap_err().to_string();
+            assert!(
+                err.contains("not a path inside the build context"),
+                "{p}: {err}"
+            );
+        }
+        assert!(is_remote("https://example.com/repo.git#main"));
+        assert!(!is_remote("./https"));
     }
 }

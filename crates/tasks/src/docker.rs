@@ -1,7 +1,10 @@
-//! The Docker engine as an executor of `cmd` steps: `docker run` of the
+//! The Docker engine as an executor: `cmd` steps are `docker run` of the
 //! step's image with its arguments, environment, entry point and working
-//! directory, both output streams into the run's log as they come, and the
-//! container removed when the step is stopped (a canceled run, a timeout).
+//! directory (the run's context mounted at `/workspace`, where they start
+//! unless the step says otherwise); `build` steps are `docker build` of
+//! the run's context with BuildKit; `push` steps `docker push` each image.
+//! Both output streams go into the run's log as they come, and a stopped
+//! step (a canceled run, a timeout) removes its container.
 //!
 //! Credentials are the caller's: `config_dir` is the `DOCKER_CONFIG` the
 //! CLI reads (the agent writes the run's registry token there), so one
@@ -15,6 +18,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use crate::build::{inside, is_remote, BuildArgs};
 use crate::runner::{Attempt, Executor, LogSink};
 use crate::spec::{Action, Step, TaskSpec};
 
@@ -26,10 +30,38 @@ pub struct Docker {
     /// Containers are named `<prefix>-<step>-<random>`, so an operator
     /// sees whose they are and a stop names exactly one.
     pub name_prefix: String,
+    /// The run's context: what `build .` builds and `cmd` steps see at
+    /// `/workspace`. None: the run has none (a `build` step then fails).
+    pub workspace: Option<PathBuf>,
+    /// Build with BuildKit (needs the CLI's buildx component: `--target`
+    /// then skips the stages it does not need); the classic builder when
+    /// false. `buildx_available` tells which this host has.
+    pub buildkit: bool,
+}
+
+/// Whether `docker` has the buildx component BuildKit builds need.
+pub async fn buildx_available(binary: &std::path::Path) -> bool {
+    Command::new(binary)
+        .args(["buildx", "version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
 }
 
 /// Bytes read from a container's output per chunk.
 const READ_CHUNK: usize = 16 << 10;
+
+/// Where `cmd` steps see the run's context.
+const WORKSPACE_MOUNT: &str = "/workspace";
+
+fn failed(error: String) -> Attempt {
+    Attempt {
+        exit_code: None,
+        error: Some(error),
+    }
+}
 
 impl Docker {
     fn command(&self) -> Command {
@@ -61,12 +93,79 @@ impl Docker {
             out.push("--entrypoint".into());
             out.push(ep.clone());
         }
-        if let Some(dir) = &step.working_directory {
-            out.push("--workdir".into());
-            out.push(dir.clone());
+        if let Some(ws) = &self.workspace {
+            out.push("--volume".into());
+            out.push(format!("{}:{WORKSPACE_MOUNT}", ws.display()));
+        }
+        match (&step.working_directory, &self.workspace) {
+            (Some(dir), _) => {
+                out.push("--workdir".into());
+                out.push(dir.clone());
+            }
+            (None, Some(_)) => {
+                out.push("--workdir".into());
+                out.push(WORKSPACE_MOUNT.into());
+            }
+            (None, None) => {}
         }
         out.push(image.clone());
         out.extend(args.iter().cloned());
+        Ok(out)
+    }
+
+    /// `docker build` arguments for a `build` step: the context and `-f`
+    /// are paths inside the run's context (or a URL the builder fetches).
+    fn build_args(&self, text: &str) -> Result<Vec<String>, String> {
+        let b = BuildArgs::parse(text).map_err(|e| e.to_string())?;
+        let mut out: Vec<String> = vec!["build".into()];
+        if self.buildkit {
+            out.push("--progress=plain".into());
+        }
+        let context = if is_remote(&b.context) {
+            b.context.clone()
+        } else {
+            let Some(ws) = &self.workspace else {
+                return Err("this run has no build context (give one after the task file)".into());
+            };
+            let dir = ws.join(inside(&b.context).map_err(|e| e.to_string())?);
+            if let Some(f) = &b.file {
+                // `docker build -f` is relative to where it runs, the
+                // task file's to the context.
+                out.push("--file".into());
+                out.push(
+                    dir.join(inside(f).map_err(|e| e.to_string())?)
+                        .display()
+                        .to_string(),
+                );
+            }
+            dir.display().to_string()
+        };
+        if is_remote(&b.context) {
+            if let Some(f) = &b.file {
+                out.push("--file".into());
+                out.push(f.clone());
+            }
+        }
+        for t in &b.tags {
+            out.push("--tag".into());
+            out.push(t.clone());
+        }
+        for (k, v) in &b.build_args {
+            out.push("--build-arg".into());
+            out.push(format!("{k}={v}"));
+        }
+        if let Some(t) = &b.target {
+            out.push("--target".into());
+            out.push(t.clone());
+        }
+        if let Some(p) = &b.platform {
+            out.push("--platform".into());
+            out.push(p.clone());
+        }
+        if b.no_cache {
+            out.push("--no-cache".into());
+        }
+        out.push(context);
         Ok(out)
     }
 
@@ -80,52 +179,21 @@ impl Docker {
             .status()
             .await;
     }
-}
 
-/// Copy `from` into `log` until it ends.
-async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, log: &dyn LogSink) {
-    let mut buf = vec![0u8; READ_CHUNK];
-    while let Ok(n) = from.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        log.write(&buf[..n]);
-    }
-}
-
-#[async_trait]
-impl Executor for Docker {
-    async fn run(
+    /// Run the CLI with `args` until it exits or `stop`, its output into
+    /// `log`. Stopped, the CLI is killed and `container` (when the command
+    /// made one) removed: killing `docker run` leaves its container.
+    async fn logged(
         &self,
-        step: &Step,
-        spec: &TaskSpec,
+        args: &[String],
         log: &dyn LogSink,
-        stop: CancellationToken,
+        stop: &CancellationToken,
+        container: Option<&str>,
     ) -> Attempt {
-        let failed = |error: String| Attempt {
-            exit_code: None,
-            error: Some(error),
-        };
-        let Action::Cmd(text) = &step.action else {
-            return failed(format!(
-                "{} steps are not run by the Docker executor yet (cmd steps are)",
-                step.action.kind()
-            ));
-        };
-        let name = format!(
-            "{}-{}-{:08x}",
-            self.name_prefix,
-            step.id
-                .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-"),
-            rand::random::<u32>()
-        );
-        let args = match self.run_args(step, spec, text, &name) {
-            Ok(a) => a,
-            Err(e) => return failed(e),
-        };
         let mut child = match self
             .command()
-            .args(&args)
+            .env("DOCKER_BUILDKIT", if self.buildkit { "1" } else { "0" })
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -152,9 +220,66 @@ impl Executor for Docker {
                 Err(e) => failed(format!("waiting for docker: {e}")),
             },
             _ = stop.cancelled() => {
-                // Killing the CLI would leave the container running.
-                self.remove(&name).await;
-                Attempt { exit_code: None, error: Some("stopped".into()) }
+                if let Some(name) = container {
+                    self.remove(name).await;
+                }
+                failed("stopped".into())
+            }
+        }
+    }
+}
+
+/// Copy `from` into `log` until it ends.
+async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, log: &dyn LogSink) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        log.write(&buf[..n]);
+    }
+}
+
+#[async_trait]
+impl Executor for Docker {
+    async fn run(
+        &self,
+        step: &Step,
+        spec: &TaskSpec,
+        log: &dyn LogSink,
+        stop: CancellationToken,
+    ) -> Attempt {
+        match &step.action {
+            Action::Cmd(text) => {
+                let name = format!(
+                    "{}-{}-{:08x}",
+                    self.name_prefix,
+                    step.id
+                        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-"),
+                    rand::random::<u32>()
+                );
+                match self.run_args(step, spec, text, &name) {
+                    Ok(args) => self.logged(&args, log, &stop, Some(&name)).await,
+                    Err(e) => failed(e),
+                }
+            }
+            Action::Build(text) => match self.build_args(text) {
+                Ok(args) => self.logged(&args, log, &stop, None).await,
+                Err(e) => failed(e),
+            },
+            Action::Push(images) => {
+                for image in images {
+                    log.write(format!("Pushing {image}\n").as_bytes());
+                    let args = ["push".to_string(), image.clone()];
+                    let a = self.logged(&args, log, &stop, None).await;
+                    if a.exit_code != Some(0) {
+                        return a;
+                    }
+                }
+                Attempt {
+                    exit_code: Some(0),
+                    error: None,
+                }
             }
         }
     }
@@ -227,6 +352,8 @@ mod tests {
             binary: "docker".into(),
             config_dir: None,
             name_prefix: "wharf-tasks-test".into(),
+            workspace: None,
+            buildkit: false,
         }
     }
 
@@ -343,15 +470,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn build_steps_say_this_executor_does_not_run_them_yet() {
+    async fn a_build_step_without_a_context_says_so() {
         let spec = TaskSpec::parse("steps:\n  - build: -t app .\n").unwrap();
         let log = crate::runner::MemoryLog::default();
         let a = docker()
             .run(&spec.steps[0], &spec, &log, CancellationToken::new())
             .await;
-        assert!(a
-            .error
-            .unwrap()
-            .contains("build steps are not run by the Docker executor yet"));
+        assert!(a.error.unwrap().contains("this run has no build context"));
+    }
+
+    #[test]
+    fn build_paths_are_the_contexts_and_stay_in_it() {
+        let d = Docker {
+            workspace: Some("/runs/ca1".into()),
+            buildkit: true,
+            ..docker()
+        };
+        let args = d
+            .build_args("-t reg/app:v1 -f docker/Dockerfile --build-arg A=1 --target run src")
+            .unwrap();
+        assert_eq!(
+            args.join(" "),
+            "build --progress=plain --file /runs/ca1/src/docker/Dockerfile \
+             --tag reg/app:v1 --build-arg A=1 --target run /runs/ca1/src"
+        );
+        let err = d.build_args("-t app -f ../../etc/passwd .").unwrap_err();
+        assert!(err.contains("not a path inside the build context"), "{err}");
+        let err = d.build_args("-t app /").unwrap_err();
+        assert!(err.contains("not a path inside the build context"), "{err}");
     }
 }

@@ -36,6 +36,8 @@ pub enum DockerfileError {
     NoFrom,
     #[error("Dockerfile line {line}: {detail}")]
     Line { line: usize, detail: String },
+    #[error("the Dockerfile has no stage named {target:?} (its named stages: {named:?})")]
+    Target { target: String, named: Vec<String> },
 }
 
 /// One logical instruction: its keyword (upper case), the rest, its line.
@@ -240,6 +242,51 @@ pub fn base_images(stages: &[Stage]) -> Vec<String> {
     out
 }
 
+/// What a build of `target` (the last stage when none) depends on: the
+/// image its final stage starts from (`runtime`; none for `scratch`),
+/// following stage names back to an image, and every other base image
+/// pulled on the way (`buildtime`). An unknown target is an error naming
+/// the stages there are.
+pub fn dependencies(
+    stages: &[Stage],
+    target: Option<&str>,
+) -> Result<(Option<String>, Vec<String>), DockerfileError> {
+    let Some(last) = stages.len().checked_sub(1) else {
+        return Err(DockerfileError::NoFrom);
+    };
+    let end = match target {
+        None => last,
+        Some(t) => {
+            let t = t.to_ascii_lowercase();
+            stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(t.as_str()))
+                .ok_or_else(|| DockerfileError::Target {
+                    target: t,
+                    named: stages.iter().filter_map(|s| s.name.clone()).collect(),
+                })?
+        }
+    };
+    // A stage's image names an earlier stage when that stage's name is it.
+    let mut at = end;
+    let runtime = loop {
+        let image = stages[at].image.to_ascii_lowercase();
+        match stages[..at]
+            .iter()
+            .rposition(|p| p.name.as_deref() == Some(image.as_str()))
+        {
+            Some(earlier) => at = earlier,
+            None if stages[at].image == "scratch" => break None,
+            None => break Some(stages[at].image.clone()),
+        }
+    };
+    let buildtime = base_images(&stages[..=end])
+        .into_iter()
+        .filter(|b| Some(b) != runtime.as_ref())
+        .collect();
+    Ok((runtime, buildtime))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,5 +372,30 @@ COPY --from=build /out /app
             let got = stages(text, &args(&[])).unwrap_err().to_string();
             assert!(got.contains(want), "{text:?}: {got:?} lacks {want:?}");
         }
+    }
+
+    #[test]
+    fn the_runtime_base_follows_stage_names_and_the_rest_are_buildtime() {
+        let s = stages(MULTI, &args(&[])).unwrap();
+        let (runtime, buildtime) = dependencies(&s, None).unwrap();
+        assert_eq!(runtime.as_deref(), Some("localhost:5000/runtime:stable"));
+        assert_eq!(buildtime, ["localhost:5000/base:v1"]);
+        // `test` is `FROM build`, which is the base image: built for
+        // `--target test`, the runtime stage is never reached.
+        let (runtime, buildtime) = dependencies(&s, Some("Test")).unwrap();
+        assert_eq!(runtime.as_deref(), Some("localhost:5000/base:v1"));
+        assert!(buildtime.is_empty(), "{buildtime:?}");
+        let err = dependencies(&s, Some("nope")).unwrap_err().to_string();
+        assert!(err.contains("no stage named \"nope\""), "{err}");
+        assert!(err.contains("[\"build\", \"test\"]"), "{err}");
+        let s = stages(
+            "FROM base:v1 AS b\nFROM scratch\nCOPY --from=b /x /x\n",
+            &args(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            dependencies(&s, None).unwrap(),
+            (None, vec!["base:v1".to_string()])
+        );
     }
 }

@@ -1,11 +1,13 @@
 //! Build tasks: the task file (`spec`), its template values (`template`),
 //! the order a run's steps go in (`plan`), the masking of secrets in logs
 //! (`redact`), a build step's flags and the trigger-loop check (`build`),
-//! a Dockerfile's base images (`dockerfile`), all without I/O; and the
+//! a Dockerfile's base images (`dockerfile`), all without I/O; build
+//! contexts packed and unpacked (`context`); and the
 //! loop that runs a claimed run's steps (`runner`), with the replicated
 //! state and the containers behind its two traits.
 
 pub mod build;
+pub mod context;
 pub mod docker;
 pub mod dockerfile;
 pub mod error;

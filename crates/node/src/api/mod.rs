@@ -114,6 +114,7 @@ pub fn router() -> Router<App> {
         .route("/gc/runs", post(gc::run))
         .route("/scrub", get(gc::scrub_status))
         .route("/runs", get(runs::list).post(runs::queue))
+        .route("/runs/limits", get(runs::limits))
         .route("/runs/:id", get(runs::show))
         .route("/runs/:id/cancel", post(runs::cancel))
         .route("/runs/:id/log", get(runs::log))

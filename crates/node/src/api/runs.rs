@@ -28,8 +28,29 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::Unsupported, message).with_status(StatusCode::BAD_REQUEST)
 }
 
+fn image_view(i: wharf_meta::ImageRef) -> wharf_api::ImageRef {
+    wharf_api::ImageRef {
+        registry: i.registry,
+        repository: i.repository,
+        tag: i.tag,
+        digest: i.digest,
+    }
+}
+
 fn view(r: RunRecord) -> wharf_api::Run {
     wharf_api::Run {
+        context: r.spec.context,
+        images: r
+            .artifacts
+            .images
+            .into_iter()
+            .map(|b| wharf_api::BuiltImage {
+                image: image_view(b.image),
+                runtime: b.runtime.map(image_view),
+                buildtime: b.buildtime.into_iter().map(image_view).collect(),
+            })
+            .collect(),
+        git_commit: r.artifacts.git_commit,
         id: r.id,
         status: r.status.as_str().to_string(),
         task: r.spec.task,
@@ -46,7 +67,7 @@ fn view(r: RunRecord) -> wharf_api::Run {
             .into_iter()
             .map(|s| wharf_api::RunStep {
                 id: s.id,
-                status: format!("{:?}", s.status),
+                status: s.status.as_str().to_string(),
                 exit_code: s.exit_code,
                 started_ms: s.started_ms,
                 ended_ms: s.ended_ms,
@@ -65,21 +86,133 @@ fn found(app: &Tenant, id: &str) -> ApiResult<RunRecord> {
     })
 }
 
+/// The repository of a registry that uploaded build contexts go to.
+pub const CONTEXT_REPOSITORY: &str = "wharf-build-contexts";
+
+pub async fn limits(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<wharf_api::RunLimits>> {
+    caller.require_owner()?;
+    Ok(Json(wharf_api::RunLimits {
+        max_context_bytes: app.tasks.max_context_mib << 20,
+        context_repository: CONTEXT_REPOSITORY.into(),
+    }))
+}
+
+/// JSON's string is YAML's double-quoted scalar: any text fits.
+fn yaml_string(text: &str) -> ApiResult<String> {
+    serde_json::to_string(text).map_err(ApiError::internal)
+}
+
+/// `app:v1` in this registry (`$Registry/app:v1`) unless its first part
+/// names a host (`example.com/app`, `localhost:5000/app`) or is `$Registry`.
+fn qualified(tag: &str) -> String {
+    let first = tag.split('/').next().unwrap_or("");
+    let host =
+        tag.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    if host || tag.starts_with('$') || tag.starts_with("{{") {
+        tag.to_string()
+    } else {
+        format!("$Registry/{tag}")
+    }
+}
+
+/// The task file of a quick build: one build step, then one push step of
+/// its tags (none with `--no-push` or no tags).
+fn quick_build_file(b: &wharf_api::QuickBuild, platform: Option<&str>) -> ApiResult<String> {
+    let quote = |w: &str| -> ApiResult<String> {
+        shlex::try_quote(w)
+            .map(|q| q.into_owned())
+            .map_err(|_| bad(format!("{w:?} holds a NUL byte")))
+    };
+    let tags: Vec<String> = b.tags.iter().map(|t| qualified(t)).collect();
+    let mut words = Vec::new();
+    for t in &tags {
+        words.push(format!("-t {}", quote(t)?));
+    }
+    if let Some(f) = &b.file {
+        words.push(format!("-f {}", quote(f)?));
+    }
+    for (k, v) in &b.build_args {
+        words.push(format!("--build-arg {}", quote(&format!("{k}={v}"))?));
+    }
+    if let Some(t) = &b.target {
+        words.push(format!("--target {}", quote(t)?));
+    }
+    if let Some(p) = platform {
+        words.push(format!("--platform {}", quote(p)?));
+    }
+    if b.no_cache {
+        words.push("--no-cache".into());
+    }
+    words.push(".".into());
+    let mut file = format!(
+        "version: v1.1.0\nsteps:\n  - id: build\n    build: {}\n",
+        yaml_string(&words.join(" "))?
+    );
+    if !b.no_push && !tags.is_empty() {
+        let list: Vec<String> = tags
+            .iter()
+            .map(|t| yaml_string(t))
+            .collect::<ApiResult<_>>()?;
+        file.push_str(&format!("  - id: push\n    push: [{}]\n", list.join(", ")));
+    }
+    Ok(file)
+}
+
+/// Check a run's context names a source the agents can fetch, and that an
+/// uploaded one exists here and is within the limit.
+fn check_context(app: &Tenant, context: &str) -> ApiResult<()> {
+    use wharf_tasks::context::Source;
+    match Source::parse(context).map_err(|e| bad(e.to_string()))? {
+        Source::Upload { repository, digest } => {
+            let size = app
+                .meta()
+                .manifest(&repository, &digest)?
+                .map(|m| m.blobs_size())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "the uploaded context {repository}@{digest} is not in this registry"
+                    ))
+                })?;
+            // Compressed, it cannot be larger than the files it holds.
+            let limit = app.tasks.max_context_mib << 20;
+            if size > limit {
+                return Err(bad(format!(
+                    "the uploaded context is {size} bytes; the limit is {limit} bytes"
+                )));
+            }
+            Ok(())
+        }
+        Source::Git { .. } | Source::Archive { .. } => Ok(()),
+    }
+}
+
 pub async fn queue(
     Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Json(req): Json<wharf_api::NewRun>,
 ) -> ApiResult<(StatusCode, Json<wharf_api::Run>)> {
     caller.require_owner()?;
-    let file = match (req.cmd, req.file) {
-        // JSON's string is YAML's double-quoted scalar: any command fits.
-        (Some(cmd), None) => format!(
-            "steps:\n  - cmd: {}\n",
-            serde_json::to_string(&cmd).map_err(ApiError::internal)?
-        ),
-        (None, Some(file)) => file,
-        _ => return Err(bad("give a command (--cmd) or a task file (-f), not both")),
+    let file = match (req.cmd, req.file, &req.build) {
+        (Some(cmd), None, None) => format!("steps:\n  - cmd: {}\n", yaml_string(&cmd)?),
+        (None, Some(file), None) => file,
+        (None, None, Some(b)) => quick_build_file(b, req.platform.as_deref())?,
+        _ => {
+            return Err(bad(
+                "give one of a command (--cmd), a task file (-f) or a build",
+            ))
+        }
     };
+    if req.build.is_some() && req.context.is_none() {
+        return Err(bad(
+            "a build needs a context: a directory, a git URL or a tar.gz URL",
+        ));
+    }
+    if let Some(c) = &req.context {
+        check_context(&app, c)?;
+    }
     let timeout_s = req.timeout_s.unwrap_or(RUN_TIMEOUT_DEFAULT_S);
     if !(1..=RUN_TIMEOUT_MAX_S).contains(&timeout_s) {
         return Err(bad(format!(
@@ -109,7 +242,7 @@ pub async fn queue(
             platform: req.platform.unwrap_or_else(|| "linux/amd64".into()),
             trigger: "manual".into(),
             task: None,
-            context: None,
+            context: req.context,
             timeout_s,
             max_attempts: 0,
             requested_by: caller.subject.name().to_string(),
@@ -185,7 +318,7 @@ pub async fn log(
         return Ok(Vec::<u8>::new().into_response());
     };
     if agent != app.consensus.node_id() {
-        return forward(&app, agent, req).await;
+        return forward(&app, agent, &id, q.offset, req).await;
     }
     let path = crate::tasks::log_path(&app.data_dir, app.meta().name(), &id);
     let bytes = tokio::task::spawn_blocking(move || read_from(&path, q.offset))
@@ -211,7 +344,13 @@ fn read_from(path: &std::path::Path, offset: u64) -> ApiResult<Vec<u8>> {
 }
 
 /// Ask node `agent` for the log, with the caller's own credentials.
-async fn forward(app: &Tenant, agent: u64, req: Request) -> ApiResult<Response> {
+async fn forward(
+    app: &Tenant,
+    agent: u64,
+    id: &str,
+    offset: u64,
+    req: Request,
+) -> ApiResult<Response> {
     let Some((_, node)) = app
         .consensus
         .members()
@@ -224,11 +363,9 @@ async fn forward(app: &Tenant, agent: u64, req: Request) -> ApiResult<Response> 
         )
         .with_status(StatusCode::GONE));
     };
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_default();
+    // Rebuilt, not taken from the request: under the API's nesting its
+    // URI has lost the `/api/v1` prefix the agent's router needs.
+    let path = format!("/api/v1/runs/{id}/log?offset={offset}");
     let mut out = app
         .http
         .get(format!("{}{path}", node.http.trim_end_matches('/')));

@@ -27,6 +27,9 @@ use wharf_tasks::{RunValues, StepState, TaskSpec};
 use crate::shutdown::Stop;
 use crate::state::App;
 
+pub mod artifacts;
+pub mod context;
+
 /// How often an idle agent looks for queued runs, besides after every
 /// applied command (a queued run is seen as soon as it applies here).
 const POLL: Duration = Duration::from_secs(1);
@@ -117,6 +120,10 @@ async fn remove_leftovers(node: u64) {
 pub async fn agent(app: App, cfg: TasksConfig, mut stop: Stop) {
     let me = app.consensus.node_id();
     remove_leftovers(me).await;
+    let buildkit = wharf_tasks::docker::buildx_available(Path::new("docker")).await;
+    if !buildkit {
+        tracing::info!("docker has no buildx: builds use the classic builder");
+    }
     let mut running = tokio::task::JoinSet::new();
     let mut sweep = tokio::time::interval(LOG_SWEEP);
     let mut applied = app.consensus.applied_watch();
@@ -156,7 +163,7 @@ pub async fn agent(app: App, cfg: TasksConfig, mut stop: Stop) {
                 Ok(Response::Changed(1)) => {
                     tracing::info!(run = %run.id, registry, "claimed a run");
                     let (app, cfg) = (app.clone(), cfg.clone());
-                    running.spawn(async move { run_one(app, cfg, registry, run).await });
+                    running.spawn(async move { run_one(app, cfg, registry, run, buildkit).await });
                 }
                 Ok(_) => {}
                 Err(e) => tracing::debug!(run = %run.id, error = %e, "claiming a run"),
@@ -302,54 +309,112 @@ fn docker_config(dir: &Path, server: &str, token: &str) -> std::io::Result<()> {
 }
 
 /// Run one claimed run to its end and report how it ended.
-async fn run_one(app: App, cfg: TasksConfig, registry: String, run: RunRecord) {
+async fn run_one(app: App, cfg: TasksConfig, registry: String, run: RunRecord, buildkit: bool) {
     let me = app.consensus.node_id();
     let log_file = log_path(&app.data_dir, &registry, &run.id);
     let work = app.data_dir.join("runs").join(".work").join(&run.id);
+    let mut artifacts = wharf_meta::RunArtifacts::default();
     let (end, error) = match prepare(&app, &registry, &run, &log_file, &work) {
         Err(e) => (RunStatus::Failed, Some(e)),
-        Ok((spec, token, file)) => {
+        Ok(prepared) => {
             let log = Arc::new(Masking::new(
-                [token.as_bytes()],
-                FileLog(std::sync::Mutex::new(file)),
+                [prepared.token.as_bytes()],
+                FileLog(std::sync::Mutex::new(prepared.file)),
             ));
             log.write(format!("Run ID: {} on node {me}\n", run.id).as_bytes());
-            let executor = Arc::new(wharf_tasks::docker::Docker {
-                binary: "docker".into(),
-                config_dir: Some(work.join("docker")),
-                name_prefix: container_prefix(me, &run.id),
-            });
-            let reports = Arc::new(Reports {
-                app: app.clone(),
-                registry: registry.clone(),
-                id: run.id.clone(),
-                agent: me,
-                lease_ms: cfg.lease_s * 1000,
-            });
-            let end = runner::execute(
-                Arc::new(spec),
-                executor,
-                reports,
-                log.clone(),
-                runner::Limits {
-                    run_timeout: Duration::from_secs(run.spec.timeout_s.max(1)),
-                    renew_every: Duration::from_secs((cfg.lease_s / 3).max(1)),
+            let who = context::Requester {
+                registry: &registry,
+                subject: &prepared.subject,
+            };
+            let fetched = match &run.spec.context {
+                None => Ok(None),
+                Some(c) => match wharf_tasks::context::Source::parse(c) {
+                    Err(e) => Err(e.to_string()),
+                    Ok(source) => {
+                        let limit = cfg.max_context_mib << 20;
+                        let fetch = context::fetch(&app, &who, &source, &work, limit, log.as_ref());
+                        let timeout = Duration::from_secs(run.spec.timeout_s.max(1));
+                        match tokio::time::timeout(timeout, fetch).await {
+                            Ok(r) => r.map(Some),
+                            Err(_) => {
+                                Err("fetching the context took longer than the run's timeout"
+                                    .into())
+                            }
+                        }
+                    }
                 },
-            )
-            .await;
-            log.finish();
-            match end {
-                RunEnd::Succeeded => (RunStatus::Succeeded, None),
-                RunEnd::Failed => (RunStatus::Failed, Some("a step failed".into())),
-                RunEnd::Canceled => (RunStatus::Canceled, None),
-                RunEnd::TimedOut => (
-                    RunStatus::TimedOut,
-                    Some(format!("the run took longer than {} s", run.spec.timeout_s)),
-                ),
-                RunEnd::Lost => {
-                    let _ = std::fs::remove_dir_all(&work);
-                    tracing::warn!(run = %run.id, "the run's lease went to another agent");
-                    return;
+            };
+            match fetched {
+                Err(e) => {
+                    log.write(format!("The build context could not be fetched: {e}\n").as_bytes());
+                    log.finish();
+                    (RunStatus::Failed, Some(e))
+                }
+                Ok(fetched) => {
+                    let workspace = fetched.as_ref().map(|f| f.dir.clone());
+                    let executor = Arc::new(wharf_tasks::docker::Docker {
+                        binary: "docker".into(),
+                        config_dir: Some(work.join("docker")),
+                        name_prefix: container_prefix(me, &run.id),
+                        workspace: workspace.clone(),
+                        buildkit,
+                    });
+                    let reports = Arc::new(Reports {
+                        app: app.clone(),
+                        registry: registry.clone(),
+                        id: run.id.clone(),
+                        agent: me,
+                        lease_ms: cfg.lease_s * 1000,
+                    });
+                    let spec = Arc::new(prepared.spec);
+                    let end = runner::execute(
+                        spec.clone(),
+                        executor,
+                        reports,
+                        log.clone(),
+                        runner::Limits {
+                            run_timeout: Duration::from_secs(run.spec.timeout_s.max(1)),
+                            renew_every: Duration::from_secs((cfg.lease_s / 3).max(1)),
+                        },
+                    )
+                    .await;
+                    if end != RunEnd::Lost {
+                        let statuses: Vec<StepStatus> = app
+                            .consensus
+                            .meta()
+                            .registry(&registry)
+                            .run(&run.id)
+                            .ok()
+                            .flatten()
+                            .map(|r| r.steps.iter().map(|s| s.status).collect())
+                            .unwrap_or_default();
+                        artifacts = artifacts::collect(
+                            &app,
+                            &registry,
+                            &prepared.server,
+                            &spec,
+                            &statuses,
+                            workspace.as_deref(),
+                            fetched.and_then(|f| f.git_commit),
+                        );
+                        log.write(artifacts::block(&artifacts).as_bytes());
+                        remove_built_images(&spec).await;
+                    }
+                    log.finish();
+                    match end {
+                        RunEnd::Succeeded => (RunStatus::Succeeded, None),
+                        RunEnd::Failed => (RunStatus::Failed, Some("a step failed".into())),
+                        RunEnd::Canceled => (RunStatus::Canceled, None),
+                        RunEnd::TimedOut => (
+                            RunStatus::TimedOut,
+                            Some(format!("the run took longer than {} s", run.spec.timeout_s)),
+                        ),
+                        RunEnd::Lost => {
+                            let _ = std::fs::remove_dir_all(&work);
+                            tracing::warn!(run = %run.id, "the run's lease went to another agent");
+                            return;
+                        }
+                    }
                 }
             }
         }
@@ -361,11 +426,62 @@ async fn run_one(app: App, cfg: TasksConfig, registry: String, run: RunRecord) {
         status: end,
         error,
         log: Some(log_file.display().to_string()),
+        artifacts: Box::new(artifacts),
     };
     if let Err(e) = propose(&app, &registry, finish).await {
         // The lease runs out and the expiry ends the run instead.
         tracing::warn!(run = %run.id, error = %e, "reporting a run's end");
     }
+    forget_upload(&app, &registry, &run).await;
+}
+
+/// The images a run's build steps tagged, out of this host's engine once
+/// pushed (the engine's build cache keeps their layers for the next run).
+async fn remove_built_images(spec: &TaskSpec) {
+    for step in &spec.steps {
+        let wharf_tasks::Action::Build(text) = &step.action else {
+            continue;
+        };
+        let Ok(args) = wharf_tasks::build::BuildArgs::parse(text) else {
+            continue;
+        };
+        for tag in args.tags {
+            let _ = tokio::process::Command::new("docker")
+                .args(["rmi", &tag])
+                .output()
+                .await;
+        }
+    }
+}
+
+/// An ended run's uploaded context is not needed any more: its manifest
+/// is deleted (the garbage collector then frees the archive). A run taken
+/// over by another agent keeps it; so does one ended while queued, until
+/// an operator's retention or GC policy removes it.
+async fn forget_upload(app: &App, registry: &str, run: &RunRecord) {
+    let Some(Ok(wharf_tasks::context::Source::Upload { repository, digest })) = run
+        .spec
+        .context
+        .as_deref()
+        .map(wharf_tasks::context::Source::parse)
+    else {
+        return;
+    };
+    if let Err(e) = context::delete_upload(app, registry, &repository, &digest).await {
+        tracing::warn!(run = %run.id, error = %e, "deleting the run's uploaded context");
+    }
+}
+
+/// What a run starts with.
+struct Prepared {
+    /// Its task file, rendered.
+    spec: TaskSpec,
+    /// The requester's refresh token the engine uses (masked in the log).
+    token: String,
+    subject: wharf_auth::Subject,
+    /// `$Registry` on this node.
+    server: String,
+    file: std::fs::File,
 }
 
 /// The run's rendered task file, its credentials and its log file.
@@ -375,7 +491,7 @@ fn prepare(
     run: &RunRecord,
     log_file: &Path,
     work: &Path,
-) -> Result<(TaskSpec, String, std::fs::File), String> {
+) -> Result<Prepared, String> {
     std::fs::create_dir_all(log_dir(&app.data_dir, registry))
         .map_err(|e| format!("creating the log directory: {e}"))?;
     let file = std::fs::OpenOptions::new()
@@ -414,5 +530,11 @@ fn prepare(
         .map_err(|e| format!("issuing the run's credentials: {e}"))?;
     docker_config(&work.join("docker"), &server, &token)
         .map_err(|e| format!("writing the run's credentials: {e}"))?;
-    Ok((spec, token, file))
+    Ok(Prepared {
+        spec,
+        token,
+        subject,
+        server,
+        file,
+    })
 }

@@ -1,0 +1,209 @@
+//! What a finished run built and from what: for each build step that
+//! succeeded, the images it tagged and the base images of its Dockerfile
+//! (the runtime one, of the stage built, and the others), with digests
+//! read from this cluster's state for images it serves; and the block the
+//! run's log ends with, as the cloud registry prints it.
+
+use std::path::Path;
+
+use wharf_meta::{BuiltImage, ImageRef, RunArtifacts, StepStatus};
+use wharf_tasks::build::BuildArgs;
+use wharf_tasks::{Action, TaskSpec};
+
+use crate::state::App;
+
+/// `host/repo:tag@digest` split as the engine splits it: the first part
+/// is a host when it has a `.` or a `:` or is `localhost`; otherwise the
+/// image is Docker Hub's (`library/` for a one-part name).
+pub fn split(reference: &str) -> ImageRef {
+    let (rest, digest) = match reference.split_once('@') {
+        Some((r, d)) => (r, Some(d.to_string())),
+        None => (reference, None),
+    };
+    let (registry, path) = match rest.split_once('/') {
+        Some((first, path))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            (first.to_string(), path.to_string())
+        }
+        _ => ("docker.io".to_string(), rest.to_string()),
+    };
+    let (repository, tag) = match path.rfind(':') {
+        Some(i) => (path[..i].to_string(), Some(path[i + 1..].to_string())),
+        None if digest.is_none() => (path, Some("latest".to_string())),
+        None => (path, None),
+    };
+    let repository = if registry == "docker.io" && !repository.contains('/') {
+        format!("library/{repository}")
+    } else {
+        repository
+    };
+    ImageRef {
+        registry,
+        repository,
+        tag,
+        digest,
+    }
+}
+
+/// `reference` with its digest when this registry (`server`) serves it.
+fn resolve(app: &App, registry: &str, server: &str, reference: &str) -> ImageRef {
+    let mut image = split(reference);
+    if image.digest.is_none() && image.registry == server {
+        if let Some(tag) = &image.tag {
+            let meta = app.consensus.meta();
+            if let Ok(Some(t)) = meta.registry(registry).tag(&image.repository, tag) {
+                image.digest = Some(t.digest);
+            }
+        }
+    }
+    image
+}
+
+/// The artifacts of a run whose steps ended as `statuses` (in the file's
+/// order), built from `context` (its directory, when it had one).
+pub fn collect(
+    app: &App,
+    registry: &str,
+    server: &str,
+    spec: &TaskSpec,
+    statuses: &[StepStatus],
+    context: Option<&Path>,
+    git_commit: Option<String>,
+) -> RunArtifacts {
+    let mut images = Vec::new();
+    for (step, status) in spec.steps.iter().zip(statuses) {
+        let (Action::Build(text), StepStatus::Succeeded) = (&step.action, status) else {
+            continue;
+        };
+        let Ok(args) = BuildArgs::parse(text) else {
+            continue;
+        };
+        let (runtime, buildtime) = context
+            .and_then(|dir| bases(dir, &args))
+            .unwrap_or((None, Vec::new()));
+        for tag in &args.tags {
+            images.push(BuiltImage {
+                image: resolve(app, registry, server, tag),
+                runtime: runtime.as_ref().map(|r| resolve(app, registry, server, r)),
+                buildtime: buildtime
+                    .iter()
+                    .map(|b| resolve(app, registry, server, b))
+                    .collect(),
+            });
+        }
+    }
+    RunArtifacts { images, git_commit }
+}
+
+/// The base images of a build step's Dockerfile in `dir`.
+fn bases(dir: &Path, args: &BuildArgs) -> Option<(Option<String>, Vec<String>)> {
+    let root = dir.join(wharf_tasks::build::inside(&args.context).ok()?);
+    let file =
+        root.join(wharf_tasks::build::inside(args.file.as_deref().unwrap_or("Dockerfile")).ok()?);
+    let text = std::fs::read_to_string(file).ok()?;
+    let stages = wharf_tasks::dockerfile::stages(&text, &args.build_args).ok()?;
+    wharf_tasks::dockerfile::dependencies(&stages, args.target.as_deref()).ok()
+}
+
+fn image_lines(out: &mut String, indent: &str, i: &ImageRef) {
+    out.push_str(&format!("{indent}registry: {}\n", i.registry));
+    out.push_str(&format!("{indent}repository: {}\n", i.repository));
+    if let Some(t) = &i.tag {
+        out.push_str(&format!("{indent}tag: {t}\n"));
+    }
+    if let Some(d) = &i.digest {
+        out.push_str(&format!("{indent}digest: {d}\n"));
+    }
+}
+
+/// The dependency block a build's log ends with.
+pub fn block(a: &RunArtifacts) -> String {
+    if a.images.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nThe following dependencies were found:\n");
+    for b in &a.images {
+        out.push_str("- image:\n");
+        image_lines(&mut out, "    ", &b.image);
+        if let Some(r) = &b.runtime {
+            out.push_str("  runtime-dependency:\n");
+            image_lines(&mut out, "    ", r);
+        }
+        if !b.buildtime.is_empty() {
+            out.push_str("  buildtime-dependency:\n");
+        }
+        for d in &b.buildtime {
+            out.push_str("  - ");
+            let mut lines = String::new();
+            image_lines(&mut lines, "", d);
+            out.push_str(&lines.trim_end().replace('\n', "\n    "));
+            out.push('\n');
+        }
+        if let Some(c) = &a.git_commit {
+            out.push_str(&format!("  git:\n    git-head-revision: {c}\n"));
+        }
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_split_as_the_engine_splits_them() {
+        let i = split("127.0.0.1:7301/tools/busybox:v1");
+        assert_eq!(
+            (i.registry.as_str(), i.repository.as_str(), i.tag.as_deref()),
+            ("127.0.0.1:7301", "tools/busybox", Some("v1"))
+        );
+        let i = split("busybox");
+        assert_eq!(
+            (i.registry.as_str(), i.repository.as_str(), i.tag.as_deref()),
+            ("docker.io", "library/busybox", Some("latest"))
+        );
+        let i = split("localhost/app@sha256:ab");
+        assert_eq!(
+            (
+                i.registry.as_str(),
+                i.repository.as_str(),
+                i.tag,
+                i.digest.as_deref()
+            ),
+            ("localhost", "app", None, Some("sha256:ab"))
+        );
+    }
+
+    #[test]
+    fn the_block_names_each_image_with_its_dependencies() {
+        let image = |repo: &str, tag: &str, d: &str| ImageRef {
+            registry: "r.example:7301".into(),
+            repository: repo.into(),
+            tag: Some(tag.into()),
+            digest: Some(format!("sha256:{d}")),
+        };
+        let a = RunArtifacts {
+            images: vec![BuiltImage {
+                image: image("app", "ca1", "11"),
+                runtime: Some(image("base", "v1", "22")),
+                buildtime: vec![image("sdk", "v2", "33")],
+            }],
+            git_commit: Some("abc123".into()),
+        };
+        assert_eq!(
+            block(&a),
+            "\nThe following dependencies were found:\n\
+             - image:\n    registry: r.example:7301\n    repository: app\n    tag: ca1\n    digest: sha256:11\n\
+             \x20 runtime-dependency:\n    registry: r.example:7301\n    repository: base\n    tag: v1\n    digest: sha256:22\n\
+             \x20 buildtime-dependency:\n  - registry: r.example:7301\n    repository: sdk\n    tag: v2\n    digest: sha256:33\n\
+             \x20 git:\n    git-head-revision: abc123\n\n"
+        );
+        assert_eq!(
+            block(&RunArtifacts::default()),
+            "",
+            "nothing built, no block"
+        );
+    }
+}
