@@ -169,6 +169,21 @@ impl Docker {
         Ok(out)
     }
 
+    /// Where a classic build that failed stopped, as a line for the log:
+    /// the instruction and its line in the Dockerfile.
+    fn failed_instruction(&self, text: &str, steps: &StepTracker) -> Option<String> {
+        let step = steps.seen.lock().ok()?.1?;
+        let b = BuildArgs::parse(text).ok()?;
+        let ws = self.workspace.as_ref()?;
+        let dir = ws.join(inside(&b.context).ok()?);
+        let file = b.file.as_deref().unwrap_or("Dockerfile");
+        let dockerfile = std::fs::read_to_string(dir.join(inside(file).ok()?)).ok()?;
+        let (line, instruction) = crate::dockerfile::instruction_at(&dockerfile, step)?;
+        Some(format!(
+            "The build failed at {file} line {line}: {instruction}\n"
+        ))
+    }
+
     /// Remove container `name` (it may not exist yet, or any more).
     async fn remove(&self, name: &str) {
         let _ = self
@@ -229,6 +244,41 @@ impl Docker {
     }
 }
 
+/// A build's log, passed on, watching for the classic builder's
+/// `Step n/m : INSTRUCTION` lines: the last one is where a failed build
+/// stopped. (BuildKit names the Dockerfile's line itself.)
+struct StepTracker<'a> {
+    inner: &'a dyn LogSink,
+    /// The unfinished last line, and the last step number seen.
+    seen: std::sync::Mutex<(Vec<u8>, Option<usize>)>,
+}
+
+/// Longest partial line kept while looking for step lines.
+const STEP_LINE_MAX: usize = 4096;
+
+impl LogSink for StepTracker<'_> {
+    fn write(&self, bytes: &[u8]) {
+        self.inner.write(bytes);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (partial, last) = &mut *seen;
+        for &b in bytes {
+            if b == b'\n' {
+                let line = String::from_utf8_lossy(partial);
+                if let Some(n) = line
+                    .strip_prefix("Step ")
+                    .and_then(|r| r.split_once('/'))
+                    .and_then(|(n, _)| n.parse().ok())
+                {
+                    *last = Some(n);
+                }
+                partial.clear();
+            } else if partial.len() < STEP_LINE_MAX {
+                partial.push(b);
+            }
+        }
+    }
+}
+
 /// Copy `from` into `log` until it ends.
 async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, log: &dyn LogSink) {
     let mut buf = vec![0u8; READ_CHUNK];
@@ -264,7 +314,19 @@ impl Executor for Docker {
                 }
             }
             Action::Build(text) => match self.build_args(text) {
-                Ok(args) => self.logged(&args, log, &stop, None).await,
+                Ok(args) => {
+                    let steps = StepTracker {
+                        inner: log,
+                        seen: std::sync::Mutex::new((Vec::new(), None)),
+                    };
+                    let a = self.logged(&args, &steps, &stop, None).await;
+                    if a.exit_code.is_some_and(|c| c != 0) {
+                        if let Some(at) = self.failed_instruction(text, &steps) {
+                            log.write(at.as_bytes());
+                        }
+                    }
+                    a
+                }
                 Err(e) => failed(e),
             },
             Action::Push(images) => {

@@ -104,6 +104,18 @@ fn instructions(text: &str) -> Vec<Instruction> {
     out
 }
 
+/// The `n`th instruction (1-based, as the classic builder numbers its
+/// `Step n/m`): its first line and its text.
+pub fn instruction_at(text: &str, n: usize) -> Option<(usize, String)> {
+    let ins = instructions(text).into_iter().nth(n.checked_sub(1)?)?;
+    let text = if ins.args.is_empty() {
+        ins.keyword
+    } else {
+        format!("{} {}", ins.keyword, ins.args)
+    };
+    Some((ins.line, text))
+}
+
 /// `$NAME`, `${NAME}`, `${NAME:-default}` from `vars`; unknown ones are
 /// empty, as the builder makes them.
 fn substitute(text: &str, vars: &BTreeMap<String, String>) -> String {
@@ -397,5 +409,15 @@ COPY --from=build /out /app
             dependencies(&s, None).unwrap(),
             (None, vec!["base:v1".to_string()])
         );
+    }
+
+    #[test]
+    fn the_builders_step_numbers_name_their_lines() {
+        let text = "ARG X=1\n# comment\nFROM base AS b\nRUN echo a \\\n  b\n\nrun exit 3\n";
+        assert_eq!(instruction_at(text, 1), Some((1, "ARG X=1".into())));
+        assert_eq!(instruction_at(text, 3), Some((4, "RUN echo a b".into())));
+        assert_eq!(instruction_at(text, 4), Some((7, "RUN exit 3".into())));
+        assert_eq!(instruction_at(text, 5), None);
+        assert_eq!(instruction_at(text, 0), None);
     }
 }
