@@ -13,6 +13,7 @@ mod identities;
 mod registries;
 mod repositories;
 mod runs;
+mod tasks;
 mod webhooks;
 
 pub use cluster::{FenceRequest, FenceState, MemberChanged, NewMember};
@@ -36,6 +37,7 @@ pub use repositories::{
     Tag,
 };
 pub use runs::{BuiltImage, ImageRef, NewRun, QuickBuild, Run, RunLimits, RunStep};
+pub use tasks::{NewTask, NewTimer, Task, TaskUpdate, Timer, TimerUpdate};
 pub use webhooks::{
     EventAttempt, NewWebhook, Redeliver, Webhook, WebhookChange, WebhookConfig, WebhookEvent,
 };

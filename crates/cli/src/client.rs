@@ -323,6 +323,12 @@ impl Client {
         .await
     }
 
+    /// A DELETE answered with no body (204).
+    pub async fn delete_empty(&self, path: &str) -> Result<(), NodeError> {
+        let req = self.request(reqwest::Method::DELETE, &format!("/api/v1{path}"));
+        self.expect(req, "delete").await.map(|_| ())
+    }
+
     pub async fn delete<T: DeserializeOwned>(
         &self,
         path: &str,

@@ -18,6 +18,7 @@ pub mod registry;
 pub mod replication;
 pub mod repository;
 pub mod run;
+pub mod task;
 pub mod webhook;
 
 pub use error::CliError;

@@ -111,14 +111,25 @@ pub async fn follow(
     new: &wharf_api::NewRun,
     how: Follow,
 ) -> Result<(), CliError> {
+    let queued: wharf_api::Run = client.post("/runs", new).await?;
+    watch(client, queued, how, true).await
+}
+
+/// Print run `queued`'s log from its start until it ends (`announce`: say
+/// it was queued first), and end as it did.
+pub async fn watch(
+    client: &super::client::Client,
+    queued: wharf_api::Run,
+    how: Follow,
+    announce: bool,
+) -> Result<(), CliError> {
     let Follow {
         json,
         no_logs,
         no_wait,
     } = how;
-    let queued: wharf_api::Run = client.post("/runs", new).await?;
     let id = queued.id.clone();
-    if !json {
+    if !json && announce {
         println!("Queued a run with ID: {id}");
     }
     if no_wait {
@@ -130,7 +141,7 @@ pub async fn follow(
         }
         return Ok(());
     }
-    if !json {
+    if !json && queued.status == "Queued" {
         println!("Waiting for an agent...");
     }
     let show_log = !no_logs && !json;

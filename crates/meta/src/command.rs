@@ -113,6 +113,8 @@ pub enum Command {
     Role(crate::roles::RoleCommand),
     /// Build task runs: the queue, agents' leases, their reports.
     Run(crate::tasks::RunCommand),
+    /// Stored tasks, their timers and triggers.
+    Task(crate::stored_tasks::TaskCommand),
     /// `cmd`, if the registry's tier (as it is when applied) allows it
     /// under `tiers` (see `tiers`).
     Gated {

@@ -52,6 +52,10 @@ pub enum ApplyError {
     /// An agent reported on a run it no longer holds (its lease ran out).
     #[error("run {0} is not this agent's any more")]
     RunNotYours(String),
+    #[error("{0}")]
+    TaskUnknown(String),
+    #[error("{0}")]
+    TaskExists(String),
 }
 
 /// Failures of the local store itself (disk, corruption).

@@ -50,6 +50,11 @@ pub const CF_USAGE: &str = "usage";
 pub const CF_RUNS: &str = "runs";
 pub const CF_RUNS_ACTIVE: &str = "runs_active";
 
+/// Stored tasks, and the base images their last runs were built from
+/// (see `stored_tasks`).
+pub const CF_TASKS: &str = "tasks";
+pub const CF_TASK_BASES: &str = "task_bases";
+
 /// Linked blobs by holder count (see `holders`): derived from
 /// `CF_BLOBS`, so left out of snapshots and rebuilt from it.
 pub const CF_BLOB_HOLDERS: &str = "blob_holders";
@@ -59,7 +64,7 @@ pub const CF_BLOB_HOLDERS: &str = "blob_holders";
 pub const DERIVED_CFS: [&str; 1] = [CF_BLOB_HOLDERS];
 
 /// Every column family; snapshots name them (see `snapshot`).
-pub const ALL_CFS: [&str; 22] = [
+pub const ALL_CFS: [&str; 24] = [
     CF_REPOS,
     CF_MANIFESTS,
     CF_TAGS,
@@ -82,10 +87,12 @@ pub const ALL_CFS: [&str; 22] = [
     CF_USAGE,
     CF_RUNS,
     CF_RUNS_ACTIVE,
+    CF_TASKS,
+    CF_TASK_BASES,
 ];
 
 /// Column families whose keys start with a registry's prefix.
-pub const REGISTRY_SCOPED_CFS: [&str; 14] = [
+pub const REGISTRY_SCOPED_CFS: [&str; 16] = [
     CF_REPOS,
     CF_MANIFESTS,
     CF_TAGS,
@@ -100,6 +107,8 @@ pub const REGISTRY_SCOPED_CFS: [&str; 14] = [
     CF_USAGE,
     CF_RUNS,
     CF_RUNS_ACTIVE,
+    CF_TASKS,
+    CF_TASK_BASES,
 ];
 
 pub const AUTH_PRINCIPAL: &str = "p";

@@ -147,6 +147,7 @@ impl<'a> Registry<'a> {
             Command::Usage(c) => self.store.apply_usage(batch, c),
             Command::Role(c) => self.store.apply_role(batch, c, at_ms),
             Command::Run(c) => self.apply_run(batch, c, at_ms),
+            Command::Task(c) => self.apply_task(batch, c, at_ms),
             Command::Gated { tiers, cmd } => {
                 if let Some(refusal) = self.store.tier_refusal(&self.name, tiers, cmd)? {
                     return Ok(Response::Refused(refusal));
@@ -364,6 +365,7 @@ impl<'a> Registry<'a> {
         self.write_manifest(batch, &p.repo, &p.digest, &record);
         if let Some(tag) = &p.tag {
             self.point_tag(batch, &p.repo, tag, &p.digest, p.now_ms)?;
+            self.base_moved(batch, &p.repo, tag, &p.digest, p.now_ms)?;
         }
         self.touch_repo(batch, &p.repo, p.now_ms)?;
         Ok(Response::Ok)

@@ -120,6 +120,12 @@ pub struct RunSpec {
     /// `--set name=value`: the file's `{{.Values.name}}`.
     #[serde(default)]
     pub values: std::collections::BTreeMap<String, String>,
+    /// The commit and branch a source-commit trigger reported
+    /// (`{{.Run.Commit}}`, `{{.Run.Branch}}`).
+    #[serde(default)]
+    pub commit: Option<String>,
+    #[serde(default)]
+    pub branch: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +188,9 @@ pub struct ImageRef {
     /// Unknown for an image outside this cluster the engine did not report.
     #[serde(default)]
     pub digest: Option<String>,
+    /// Served by the run's own registry (what base-image triggers watch).
+    #[serde(default)]
+    pub local: bool,
 }
 
 /// A finished run's images and sources: what the dependency block prints,
@@ -329,42 +338,8 @@ impl Registry<'_> {
     ) -> Result<Response, StoreError> {
         match cmd {
             RunCommand::Queue { spec } => {
-                let next_key = self.key(&[NEXT_KEY]);
-                let number: u64 = self.get(CF_RUNS, &next_key)?.unwrap_or(1);
-                batch.put_cf(self.cf(CF_RUNS), &next_key, encode(&(number + 1)));
-                let mut spec = (**spec).clone();
-                if spec.max_attempts == 0 {
-                    spec.max_attempts = MAX_ATTEMPTS_DEFAULT;
-                }
-                let record = RunRecord {
-                    id: run_id(self.name(), number),
-                    number,
-                    steps: spec
-                        .steps
-                        .iter()
-                        .map(|id| StepRecord {
-                            id: id.clone(),
-                            status: StepStatus::Pending,
-                            started_ms: None,
-                            ended_ms: None,
-                            exit_code: None,
-                        })
-                        .collect(),
-                    spec,
-                    status: RunStatus::Queued,
-                    queued_ms: at_ms,
-                    started_ms: None,
-                    ended_ms: None,
-                    agent: None,
-                    lease_until_ms: 0,
-                    attempts: 0,
-                    cancel_requested: false,
-                    error: None,
-                    log: None,
-                    artifacts: RunArtifacts::default(),
-                };
-                self.put_run(batch, &record);
-                Ok(Response::Changed(number))
+                let numbers = self.queue_runs(batch, vec![(**spec).clone()], at_ms)?;
+                Ok(Response::Changed(numbers.first().copied().unwrap_or(0)))
             }
             RunCommand::Claim {
                 id,
@@ -453,6 +428,9 @@ impl Registry<'_> {
                 run.log = log.clone();
                 run.artifacts = clip_artifacts(artifacts);
                 self.end_run(batch, &mut run, at_ms);
+                if let (Some(task), RunStatus::Succeeded) = (&run.spec.task, run.status) {
+                    self.arm_bases(batch, task, &run.artifacts)?;
+                }
                 Ok(Response::Changed(1))
             }
             RunCommand::Cancel { id } => {
@@ -512,6 +490,60 @@ impl Registry<'_> {
     }
 
     /// The run `id` if `agent` runs it; the refusal otherwise.
+    /// Queue `specs` in order: their run numbers. Numbers are read once
+    /// and assigned here, as the batch being written cannot be read back.
+    pub(crate) fn queue_runs(
+        &self,
+        batch: &mut WriteBatch,
+        specs: Vec<RunSpec>,
+        at_ms: u64,
+    ) -> Result<Vec<u64>, StoreError> {
+        if specs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let next_key = self.key(&[NEXT_KEY]);
+        let first: u64 = self.get(CF_RUNS, &next_key)?.unwrap_or(1);
+        let mut numbers = Vec::with_capacity(specs.len());
+        for (i, mut spec) in specs.into_iter().enumerate() {
+            let number = first + i as u64;
+            if spec.max_attempts == 0 {
+                spec.max_attempts = MAX_ATTEMPTS_DEFAULT;
+            }
+            let record = RunRecord {
+                id: run_id(self.name(), number),
+                number,
+                steps: spec
+                    .steps
+                    .iter()
+                    .map(|id| StepRecord {
+                        id: id.clone(),
+                        status: StepStatus::Pending,
+                        started_ms: None,
+                        ended_ms: None,
+                        exit_code: None,
+                    })
+                    .collect(),
+                spec,
+                status: RunStatus::Queued,
+                queued_ms: at_ms,
+                started_ms: None,
+                ended_ms: None,
+                agent: None,
+                lease_until_ms: 0,
+                attempts: 0,
+                cancel_requested: false,
+                error: None,
+                log: None,
+                artifacts: RunArtifacts::default(),
+            };
+            self.put_run(batch, &record);
+            numbers.push(number);
+        }
+        let next = first + numbers.len() as u64;
+        batch.put_cf(self.cf(CF_RUNS), &next_key, encode(&next));
+        Ok(numbers)
+    }
+
     fn agents_run(
         &self,
         id: &str,
@@ -652,6 +684,8 @@ mod tests {
             max_attempts: 0,
             requested_by: "owner".into(),
             values: Default::default(),
+            commit: None,
+            branch: None,
         }
     }
 
@@ -1012,6 +1046,7 @@ mod tests {
             repository: repo.into(),
             tag: Some(tag.into()),
             digest: Some(format!("sha256:{}", "a".repeat(64))),
+            local: true,
         };
         let built = RunArtifacts {
             images: (0..IMAGES_MAX + 5)

@@ -100,6 +100,9 @@ enum Command {
     /// Build an image from a Dockerfile on the cluster's task agents and
     /// push it (the cloud CLI's `acr build`).
     Build(cli::build::BuildArgs),
+    /// Stored build tasks: run on demand, on timers, on source commits and
+    /// when a base image moves (the cloud CLI's `acr task`).
+    Task(cli::task::TaskArgs),
     /// A registry's IP rules (with `registry update --default-action Deny`).
     NetworkRule(cli::network::NetworkRuleArgs),
 }
@@ -224,6 +227,7 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
         Command::Webhook(args) => Ok(cli::webhook::webhook(args).await?),
         Command::Run(args) => Ok(cli::run::run(args).await?),
         Command::Build(args) => Ok(cli::build::build(args).await?),
+        Command::Task(args) => Ok(cli::task::task(args).await?),
         Command::NetworkRule(args) => Ok(cli::network::run(args).await?),
         Command::Scrub(args) => Ok(cli::gc::scrub(args).await?),
         Command::Login(args) => Ok(cli::login::run(args).await?),

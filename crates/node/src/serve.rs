@@ -335,6 +335,10 @@ pub async fn run(cfg: ServeConfig) -> Result<(), NodeError> {
     });
 
     tasks.spawn(
+        "task timers",
+        crate::tasks::timers(app.clone(), tasks.stop()),
+    );
+    tasks.spawn(
         "run expiry",
         crate::tasks::expirer(app.clone(), cfg.tasks.clone(), tasks.stop()),
     );

@@ -481,3 +481,170 @@ fn wharf_build_builds_from_a_directory_and_from_git_and_every_region_serves_it()
     );
     assert!(!out.contains("Queued"), "{out}");
 }
+
+/// The runs of `task`, newest first, as `wharf task list-runs` gives them.
+fn task_runs(n: &Node, task: &str) -> Vec<serde_json::Value> {
+    let o = wharf(n, &["task", "list-runs", "-n", task, "-o", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).unwrap()
+}
+
+/// Wait for a run of `task` queued by `trigger` to end; the run.
+fn ended_run(n: &Node, task: &str, trigger: &str, secs: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let found = task_runs(n, task).into_iter().find(|r| {
+            r["trigger"] == trigger && r["status"] != "Queued" && r["status"] != "Running"
+        });
+        if let Some(r) = found {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {trigger} run of {task} ended within {secs} s: {:?}",
+            task_runs(n, task)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Stored tasks and their triggers on one agent node: a build task from a
+/// git repository runs on demand and records its base image; pushing a
+/// new base image queues it at once (no polling); a signed commit hook
+/// builds the commit it names (a bad signature is refused); a timer fires.
+#[test]
+fn tasks_run_on_demand_when_their_base_moves_on_a_commit_and_on_a_timer() {
+    if !engine() || !have("git") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let n = agent_node(dir.path());
+    push_busybox(dir.path(), &n.addr(), "tools/busybox");
+
+    // A timer first: it fires at the next minute, while the rest runs.
+    let o = wharf(
+        &n,
+        &[
+            "task",
+            "create",
+            "-n",
+            "tick",
+            "-c",
+            "/dev/null",
+            "--cmd",
+            "$Registry/tools/busybox:v1 echo tick",
+            "--schedule",
+            "* * * * *",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let timer_from = Instant::now();
+
+    let work = dir.path().join("src");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        work.join("Dockerfile"),
+        "ARG REGISTRY\nFROM ${REGISTRY}/tools/busybox:v1\nCOPY message.txt /message.txt\n\
+         CMD [\"/bin/busybox\", \"cat\", \"/message.txt\"]\n",
+    )
+    .unwrap();
+    std::fs::write(work.join("message.txt"), "first\n").unwrap();
+    let git = |args: &[&str], at: &Path| {
+        run(Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .arg("-C")
+            .arg(at)
+            .args(args))
+    };
+    git(&["init", "-q", "-b", "main"], &work);
+    git(&["add", "-A"], &work);
+    git(&["commit", "-q", "-m", "first"], &work);
+    let bare = dir.path().join("app.git");
+    run(Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(&work)
+        .arg(&bare));
+    git(&["remote", "add", "origin", bare.to_str().unwrap()], &work);
+    let context = format!("file://{}#main", bare.display());
+    let registry_arg = format!("REGISTRY={}", n.addr());
+    let o = wharf(
+        &n,
+        &[
+            "task",
+            "create",
+            "-n",
+            "web",
+            "-t",
+            "web:{{.Run.ID}}",
+            "-t",
+            "web:latest",
+            "--arg",
+            &registry_arg,
+            "-c",
+            &context,
+            "--commit-trigger-enabled",
+            "true",
+        ],
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+    };
+    let (hook, secret) = (field("Commit hook: "), field("Hook secret: "));
+
+    // On demand.
+    let o = wharf(&n, &["task", "run", "-n", "web"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let show = text(&wharf(&n, &["task", "show", "-n", "web"]));
+    assert!(show.contains("watching tools/busybox:v1"), "{show}");
+
+    // The base image moves: the task runs again, at once.
+    push_busybox(&dir.path().join("again"), &n.addr(), "tools/busybox");
+    let r = ended_run(&n, "web", "image_update", 60);
+    assert_eq!(r["status"], "Succeeded", "{r}");
+
+    // A commit hook: refused unsigned, built at the commit it names.
+    std::fs::write(work.join("message.txt"), "second\n").unwrap();
+    git(&["commit", "-q", "-am", "second"], &work);
+    git(&["push", "-q", "origin", "main"], &work);
+    let commit = git(&["rev-parse", "HEAD"], &work).trim().to_string();
+    let body = format!(r#"{{"ref":"refs/heads/main","after":"{commit}"}}"#);
+    let post = |signature: &str| {
+        run(Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+            .args(["-H", "content-type: application/json", "-H"])
+            .arg(format!("x-hub-signature-256: {signature}"))
+            .args(["--data-binary", &body])
+            .arg(n.url(&hook)))
+    };
+    assert_eq!(post("sha256=00"), "401");
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(post(&signature), "202");
+    let r = ended_run(&n, "web", "commit", 90);
+    assert_eq!(r["status"], "Succeeded", "{r}");
+    assert_eq!(r["git_commit"], commit.as_str(), "{r}");
+    let image = r["images"][0]["image"]["tag"].as_str().unwrap().to_string();
+    let docker = docker_logged_in(dir.path(), &[n.addr()]);
+    let ran = run(docker().args(["run", "--rm", &format!("{}/web:{image}", n.addr())]));
+    assert_eq!(ran, "second\n");
+
+    // The timer fired within its minute (and the tick of the leader).
+    let left = Duration::from_secs(80).saturating_sub(timer_from.elapsed());
+    let r = ended_run(&n, "tick", "timer", left.as_secs().max(1));
+    assert_eq!(r["status"], "Succeeded", "{r}");
+
+    // Runs list with the columns the cloud CLI has.
+    let o = wharf(&n, &["task", "list-runs"]);
+    let table = text(&o);
+    assert!(
+        table.starts_with("RUN ID") && table.contains("TRIGGER") && table.contains("image_update"),
+        "{table}"
+    );
+}

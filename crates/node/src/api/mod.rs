@@ -11,6 +11,7 @@ pub(crate) mod registries;
 mod replications;
 mod repositories;
 mod runs;
+pub(crate) mod tasks;
 mod webhooks;
 
 use axum::routing::{get, patch, post};
@@ -118,6 +119,17 @@ pub fn router() -> Router<App> {
         .route("/runs/:id", get(runs::show))
         .route("/runs/:id/cancel", post(runs::cancel))
         .route("/runs/:id/log", get(runs::log))
+        .route("/tasks", get(tasks::list).post(tasks::create))
+        .route(
+            "/tasks/:name",
+            get(tasks::show).patch(tasks::update).delete(tasks::delete),
+        )
+        .route("/tasks/:name/run", post(tasks::run))
+        .route("/tasks/:name/timers", post(tasks::add_timer))
+        .route(
+            "/tasks/:name/timers/:timer",
+            patch(tasks::update_timer).delete(tasks::remove_timer),
+        )
         .route("/webhooks", get(webhooks::list).post(webhooks::create))
         .route(
             "/webhooks/:name",

@@ -17,14 +17,14 @@ use crate::http::error::{ApiError, ApiResult};
 use crate::tenant::Tenant;
 
 /// A run's limit when the request names none, and the most it may name.
-const RUN_TIMEOUT_DEFAULT_S: u64 = 3600;
+pub(crate) const RUN_TIMEOUT_DEFAULT_S: u64 = 3600;
 const RUN_TIMEOUT_MAX_S: u64 = 8 * 3600;
 /// Runs listed at most per request.
 const LIST_MAX: usize = 1000;
 /// Bytes of a log answered per request at most.
 const LOG_CHUNK_MAX: u64 = 1 << 20;
 
-fn bad(message: impl Into<String>) -> ApiError {
+pub(crate) fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::Unsupported, message).with_status(StatusCode::BAD_REQUEST)
 }
 
@@ -37,7 +37,7 @@ fn image_view(i: wharf_meta::ImageRef) -> wharf_api::ImageRef {
     }
 }
 
-fn view(r: RunRecord) -> wharf_api::Run {
+pub(crate) fn view(r: RunRecord) -> wharf_api::Run {
     wharf_api::Run {
         context: r.spec.context,
         images: r
@@ -76,7 +76,7 @@ fn view(r: RunRecord) -> wharf_api::Run {
     }
 }
 
-fn found(app: &Tenant, id: &str) -> ApiResult<RunRecord> {
+pub(crate) fn found(app: &Tenant, id: &str) -> ApiResult<RunRecord> {
     app.meta().run(id)?.ok_or_else(|| {
         ApiError::new(
             ErrorCode::NameUnknown,
@@ -163,7 +163,7 @@ fn quick_build_file(b: &wharf_api::QuickBuild, platform: Option<&str>) -> ApiRes
 
 /// Check a run's context names a source the agents can fetch, and that an
 /// uploaded one exists here and is within the limit.
-fn check_context(app: &Tenant, context: &str) -> ApiResult<()> {
+pub(crate) fn check_context(app: &Tenant, context: &str) -> ApiResult<()> {
     use wharf_tasks::context::Source;
     match Source::parse(context).map_err(|e| bad(e.to_string()))? {
         Source::Upload { repository, digest } => {
@@ -189,22 +189,72 @@ fn check_context(app: &Tenant, context: &str) -> ApiResult<()> {
     }
 }
 
+/// The task file a run or task is given as: a command (one `cmd` step),
+/// a task file, or a quick build (the registry writes the file).
+pub(crate) fn task_file(
+    cmd: Option<String>,
+    file: Option<String>,
+    build: Option<&wharf_api::QuickBuild>,
+    platform: Option<&str>,
+) -> ApiResult<String> {
+    match (cmd, file, build) {
+        (Some(cmd), None, None) => Ok(format!("steps:\n  - cmd: {}\n", yaml_string(&cmd)?)),
+        (None, Some(file), None) => Ok(file),
+        (None, None, Some(b)) => quick_build_file(b, platform),
+        _ => Err(bad(
+            "give one of a command (--cmd), a task file (-f) or a build",
+        )),
+    }
+}
+
+pub(crate) fn check_timeout(timeout_s: u64) -> ApiResult<u64> {
+    if !(1..=RUN_TIMEOUT_MAX_S).contains(&timeout_s) {
+        return Err(bad(format!(
+            "a timeout of {timeout_s} s is outside 1 s to {RUN_TIMEOUT_MAX_S} s"
+        )));
+    }
+    Ok(timeout_s)
+}
+
+/// Render and check `file` with a stand-in run id, so that a bad file is
+/// refused before it is stored or queued (the agent renders it again with
+/// the real one): its steps' ids.
+pub(crate) fn checked_steps(
+    app: &Tenant,
+    file: &str,
+    values: &std::collections::BTreeMap<String, String>,
+) -> ApiResult<Vec<String>> {
+    let registry = app.meta().name().to_string();
+    let server = crate::tasks::login_server(app, &registry).map_err(bad)?;
+    let values = RunValues {
+        id: run_id(&registry, 0),
+        registry: server,
+        registry_name: registry,
+        date: "19700101-000000z".into(),
+        values: values.clone(),
+        commit: "0000000".into(),
+        branch: "main".into(),
+        ..RunValues::default()
+    };
+    let spec = values
+        .render(file)
+        .and_then(|t| TaskSpec::parse(&t))
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(spec.steps.iter().map(|s| s.id.clone()).collect())
+}
+
 pub async fn queue(
     Extension(app): Extension<Tenant>,
     Extension(caller): Extension<Caller>,
     Json(req): Json<wharf_api::NewRun>,
 ) -> ApiResult<(StatusCode, Json<wharf_api::Run>)> {
     caller.require_owner()?;
-    let file = match (req.cmd, req.file, &req.build) {
-        (Some(cmd), None, None) => format!("steps:\n  - cmd: {}\n", yaml_string(&cmd)?),
-        (None, Some(file), None) => file,
-        (None, None, Some(b)) => quick_build_file(b, req.platform.as_deref())?,
-        _ => {
-            return Err(bad(
-                "give one of a command (--cmd), a task file (-f) or a build",
-            ))
-        }
-    };
+    let file = task_file(
+        req.cmd,
+        req.file,
+        req.build.as_ref(),
+        req.platform.as_deref(),
+    )?;
     if req.build.is_some() && req.context.is_none() {
         return Err(bad(
             "a build needs a context: a directory, a git URL or a tar.gz URL",
@@ -213,32 +263,13 @@ pub async fn queue(
     if let Some(c) = &req.context {
         check_context(&app, c)?;
     }
-    let timeout_s = req.timeout_s.unwrap_or(RUN_TIMEOUT_DEFAULT_S);
-    if !(1..=RUN_TIMEOUT_MAX_S).contains(&timeout_s) {
-        return Err(bad(format!(
-            "a timeout of {timeout_s} s is outside 1 s to {RUN_TIMEOUT_MAX_S} s"
-        )));
-    }
+    let timeout_s = check_timeout(req.timeout_s.unwrap_or(RUN_TIMEOUT_DEFAULT_S))?;
     let registry = app.meta().name().to_string();
-    // Checked now, with a stand-in id, so that a bad file is refused
-    // before it is queued (the agent renders it again with the real one).
-    let server = crate::tasks::login_server(&app, &registry).map_err(bad)?;
-    let values = RunValues {
-        id: run_id(&registry, 0),
-        registry: server,
-        registry_name: registry.clone(),
-        date: "19700101-000000z".into(),
-        values: req.values.clone(),
-        ..RunValues::default()
-    };
-    let spec = values
-        .render(&file)
-        .and_then(|t| TaskSpec::parse(&t))
-        .map_err(|e| bad(e.to_string()))?;
+    let steps = checked_steps(&app, &file, &req.values)?;
     let cmd = Command::Run(RunCommand::Queue {
         spec: Box::new(RunSpec {
             task_file: file,
-            steps: spec.steps.iter().map(|s| s.id.clone()).collect(),
+            steps,
             platform: req.platform.unwrap_or_else(|| "linux/amd64".into()),
             trigger: "manual".into(),
             task: None,
@@ -247,6 +278,8 @@ pub async fn queue(
             max_attempts: 0,
             requested_by: caller.subject.name().to_string(),
             values: req.values,
+            commit: None,
+            branch: None,
         }),
     });
     let number = app.registry().write(cmd).await?;
@@ -268,6 +301,9 @@ pub async fn show(
 pub struct ListQuery {
     #[serde(default)]
     pub top: Option<usize>,
+    /// Only the runs of this task.
+    #[serde(default)]
+    pub task: Option<String>,
 }
 
 pub async fn list(
@@ -278,9 +314,29 @@ pub async fn list(
     caller.require_owner()?;
     app.consensus.read_barrier().await?;
     let top = q.top.unwrap_or(100).min(LIST_MAX);
-    Ok(Json(
-        app.meta().runs(None, top)?.into_iter().map(view).collect(),
-    ))
+    let Some(task) = q.task else {
+        return Ok(Json(
+            app.meta().runs(None, top)?.into_iter().map(view).collect(),
+        ));
+    };
+    // Newest first, a page at a time, until `top` of the task's are found.
+    let mut out = Vec::new();
+    let mut before = None;
+    loop {
+        let page = app.meta().runs(before, LIST_MAX)?;
+        let Some(last) = page.last() else { break };
+        before = Some(last.number);
+        out.extend(
+            page.into_iter()
+                .filter(|r| r.spec.task.as_deref() == Some(task.as_str()))
+                .map(view),
+        );
+        if out.len() >= top {
+            out.truncate(top);
+            break;
+        }
+    }
+    Ok(Json(out))
 }
 
 pub async fn cancel(

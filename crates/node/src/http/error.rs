@@ -124,7 +124,8 @@ impl From<ApplyError> for ApiError {
             | ApplyError::RegistryUnknown(_)
             | ApplyError::WebhookUnknown(_)
             | ApplyError::EventUnknown(_)
-            | ApplyError::RunUnknown(_) => {
+            | ApplyError::RunUnknown(_)
+            | ApplyError::TaskUnknown(_) => {
                 return ApiError::new(ErrorCode::NameUnknown, e.to_string())
                     .with_status(StatusCode::NOT_FOUND)
             }
@@ -137,7 +138,8 @@ impl From<ApplyError> for ApiError {
             | ApplyError::ScopeMapInUse(..)
             | ApplyError::RegistryExists(_)
             | ApplyError::WebhookExists(_)
-            | ApplyError::RunNotYours(_) => {
+            | ApplyError::RunNotYours(_)
+            | ApplyError::TaskExists(_) => {
                 return ApiError::new(ErrorCode::Denied, e.to_string())
                     .with_status(StatusCode::CONFLICT)
             }

@@ -47,6 +47,11 @@ pub fn router(app: App) -> Router {
         ));
     let token_route = Router::new()
         .route("/auth/token", get(token::token).post(token::token))
+        // Signed with the task's secret, not a Wharf credential.
+        .route(
+            "/api/v1/registries/:name/tasks/:task/hooks/git",
+            axum::routing::post(crate::api::tasks::git_hook),
+        )
         .layer(middleware::from_fn_with_state(
             app.clone(),
             crate::ratelimit::limit_token,

@@ -43,13 +43,15 @@ pub fn split(reference: &str) -> ImageRef {
         repository,
         tag,
         digest,
+        local: false,
     }
 }
 
 /// `reference` with its digest when this registry (`server`) serves it.
 fn resolve(app: &App, registry: &str, server: &str, reference: &str) -> ImageRef {
     let mut image = split(reference);
-    if image.digest.is_none() && image.registry == server {
+    image.local = image.registry == server;
+    if image.digest.is_none() && image.local {
         if let Some(tag) = &image.tag {
             let meta = app.consensus.meta();
             if let Ok(Some(t)) = meta.registry(registry).tag(&image.repository, tag) {
@@ -183,6 +185,7 @@ mod tests {
             repository: repo.into(),
             tag: Some(tag.into()),
             digest: Some(format!("sha256:{d}")),
+            local: true,
         };
         let a = RunArtifacts {
             images: vec![BuiltImage {

@@ -212,6 +212,65 @@ pub async fn expirer(app: App, cfg: TasksConfig, mut stop: Stop) {
     }
 }
 
+/// How often the leader looks for due timers: a timer fires within this
+/// of its minute.
+const TIMER_TICK: Duration = Duration::from_secs(5);
+
+/// On the leader: fire the task timers whose scheduled minute came. The
+/// apply queues a run only for a minute later than the timer's last, so a
+/// repeat (a new leader, a retried proposal) queues nothing; a minute
+/// missed while no leader ran is not made up, only the latest one.
+pub async fn timers(app: App, mut stop: Stop) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TIMER_TICK) => {}
+            _ = stop.wait() => break,
+        }
+        if !app.consensus.is_leader() {
+            continue;
+        }
+        let tasks = match app.consensus.meta().timed_tasks() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading task timers");
+                continue;
+            }
+        };
+        let now = chrono::Utc::now();
+        for (registry, task) in tasks.into_iter().filter(|(_, t)| t.enabled) {
+            for timer in task.timers.iter().filter(|t| t.enabled) {
+                let Ok(cron) = crate::api::tasks::parse_schedule(&timer.schedule) else {
+                    continue;
+                };
+                let Ok(due) = cron.find_previous_occurrence(&now, true) else {
+                    continue;
+                };
+                let minute = u64::try_from(due.timestamp()).unwrap_or(0) / 60;
+                if minute <= timer.last_fired_min {
+                    continue;
+                }
+                let fire = wharf_meta::TaskCommand::Fire {
+                    name: task.name.clone(),
+                    timer: timer.name.clone(),
+                    minute,
+                };
+                let env = wharf_registry::envelope(&registry, Command::Task(fire), None);
+                match app.consensus.write(env).await {
+                    Ok(Response::Changed(n)) if n > 0 => tracing::info!(
+                        registry,
+                        task = %task.name,
+                        timer = %timer.name,
+                        run = %wharf_meta::run_id(&registry, n),
+                        "a timer queued a run"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "firing a timer"),
+                }
+            }
+        }
+    }
+}
+
 fn sweep_logs(data_dir: &Path, days: u32) {
     let keep = Duration::from_secs(u64::from(days) * 86_400);
     let Ok(registries) = std::fs::read_dir(data_dir.join("runs")) else {
@@ -506,6 +565,8 @@ fn prepare(
         registry_name: registry.to_string(),
         date: chrono::Utc::now().format("%Y%m%d-%H%M%Sz").to_string(),
         values: run.spec.values.clone(),
+        commit: run.spec.commit.clone().unwrap_or_default(),
+        branch: run.spec.branch.clone().unwrap_or_default(),
         ..RunValues::default()
     };
     let spec = values
