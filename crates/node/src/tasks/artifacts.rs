@@ -119,12 +119,38 @@ fn image_lines(out: &mut String, indent: &str, i: &ImageRef) {
     }
 }
 
+/// The base images that are also outputs of the same run: a base-image
+/// trigger on them would make every build trigger the next.
+pub fn loops(a: &RunArtifacts) -> Vec<String> {
+    let outputs: Vec<(&str, Option<&str>)> = a
+        .images
+        .iter()
+        .map(|b| (b.image.repository.as_str(), b.image.tag.as_deref()))
+        .collect();
+    let mut out: Vec<String> = a
+        .images
+        .iter()
+        .flat_map(|b| b.runtime.iter().chain(&b.buildtime))
+        .filter(|i| i.local && outputs.contains(&(i.repository.as_str(), i.tag.as_deref())))
+        .map(|i| format!("{}:{}", i.repository, i.tag.as_deref().unwrap_or("")))
+        .collect();
+    out.dedup();
+    out
+}
+
 /// The dependency block a build's log ends with.
 pub fn block(a: &RunArtifacts) -> String {
     if a.images.is_empty() {
         return String::new();
     }
-    let mut out = String::from("\nThe following dependencies were found:\n");
+    let mut out = String::new();
+    for l in loops(a) {
+        out.push_str(&format!(
+            "\n{l} is both a base image and an output of this build: \
+             it is not watched for base-image updates (each build would trigger the next)\n"
+        ));
+    }
+    out.push_str("\nThe following dependencies were found:\n");
     for b in &a.images {
         out.push_str("- image:\n");
         image_lines(&mut out, "    ", &b.image);
@@ -208,5 +234,26 @@ mod tests {
             "",
             "nothing built, no block"
         );
+    }
+
+    #[test]
+    fn an_output_that_is_its_own_base_is_named_as_a_loop() {
+        let image = |repo: &str| ImageRef {
+            registry: "r:1".into(),
+            repository: repo.into(),
+            tag: Some("v1".into()),
+            digest: None,
+            local: true,
+        };
+        let a = RunArtifacts {
+            images: vec![BuiltImage {
+                image: image("base"),
+                runtime: Some(image("base")),
+                buildtime: vec![image("sdk")],
+            }],
+            git_commit: None,
+        };
+        assert_eq!(loops(&a), ["base:v1"]);
+        assert!(block(&a).contains("base:v1 is both a base image and an output"));
     }
 }
