@@ -199,8 +199,18 @@ fn runs_an_image_from_the_registry_and_ends_as_its_steps_did() {
     // Bad input is refused before anything is queued.
     let o = wharf(&n, &["run", "-f", f, "/dev/null"]);
     assert!(text(&o).contains("--set who="), "{}", text(&o));
-    let o = wharf(&n, &["run", "--cmd", "x", "."]);
-    assert!(text(&o).contains("give /dev/null"), "{}", text(&o));
+    let o = wharf(&n, &["run", "--cmd", "x", "no/such/dir"]);
+    assert!(
+        text(&o).contains("neither a directory nor a URL"),
+        "{}",
+        text(&o)
+    );
+    let o = wharf(&n, &["run", "--cmd", "x", "ftp://example.com/src"]);
+    assert!(
+        text(&o).contains("not a context this registry fetches"),
+        "{}",
+        text(&o)
+    );
     let o = wharf(
         &n,
         &["run", "--registry", "nosuchreg", "--cmd", "x", "/dev/null"],
