@@ -68,11 +68,17 @@ pub async fn resolve(State(app): State<App>, mut req: Request, next: Next) -> Re
         .unwrap_or("")
         .to_string();
     // The admin CLI's `--registry N` names the registry in a header, as
-    // the host would (which the CLI cannot know): the management API only.
+    // the host would (which the CLI cannot know): on the management API,
+    // and on the registry API for what the CLI and the task agents push
+    // and pull themselves (build contexts, run logs). The credentials are
+    // checked against the registry named either way.
     let named = req
         .headers()
         .get(wharf_api::REGISTRY_HEADER)
-        .filter(|_| req.uri().path().starts_with("/api/"))
+        .filter(|_| {
+            let path = req.uri().path();
+            path.starts_with("/api/") || path.starts_with("/v2/")
+        })
         .map(|h| RegistryName::parse(h.to_str().unwrap_or("")).map_err(|_| format!("{h:?}")));
     let addressed = match (
         named,

@@ -490,6 +490,28 @@ fn wharf_build_builds_from_a_directory_and_from_git_and_every_region_serves_it()
         "{out}"
     );
     assert!(!out.contains("Queued"), "{out}");
+
+    // The first build's log outlives its agent: kept in the registry, it
+    // is served by the other regions once that node is gone.
+    let agent = r["agent"].as_u64().unwrap() as usize - 1;
+    let mut cluster = cluster;
+    cluster.nodes[agent].kill9();
+    let other = &cluster.nodes[(agent + 1) % 3];
+    let url = other.url(&format!("/api/v1/runs/{id}/log"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = run(&mut common::curl_owner(&url));
+        if log.contains("The following dependencies were found") {
+            let agent_line = format!("Run ID: {id} on node {}", agent + 1);
+            assert!(log.contains(&agent_line), "{log}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log is not served without its agent: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// The runs of `task`, newest first, as `wharf task list-runs` gives them.

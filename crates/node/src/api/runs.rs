@@ -370,6 +370,26 @@ pub async fn log(
 ) -> ApiResult<Response> {
     caller.require_owner()?;
     let run = found(&app, &id)?;
+    // Ended and kept in the registry: any node reads it there.
+    let kept = run
+        .log
+        .as_deref()
+        .is_some_and(|l| l.starts_with(wharf_tasks::context::UPLOAD_SCHEME));
+    if !run.status.is_active() && kept {
+        let registry = app.name().to_string();
+        let who = crate::tasks::context::Requester {
+            registry: &registry,
+            subject: &caller.subject,
+        };
+        match crate::tasks::log_store::read(&app, &who, &id, q.offset, LOG_CHUNK_MAX).await {
+            Ok(Some(bytes)) => {
+                return Ok(([("content-type", "text/plain; charset=utf-8")], bytes).into_response())
+            }
+            // Expired or not readable here: the agent's file, if it has it.
+            Ok(None) => {}
+            Err(e) => tracing::debug!(run = %id, error = %e, "reading a kept log"),
+        }
+    }
     let Some(agent) = run.agent else {
         return Ok(Vec::<u8>::new().into_response());
     };

@@ -14,7 +14,7 @@ use wharf_oci::Digest;
 use wharf_tasks::context::Source;
 use wharf_tasks::runner::LogSink;
 
-use crate::state::App;
+use crate::state::AppState;
 
 /// A fetched context: the directory builds start from, and the commit of
 /// a git source.
@@ -30,7 +30,7 @@ pub struct Requester<'a> {
 }
 
 /// The base URL of this node's own HTTP API.
-pub fn own_url(app: &App) -> Option<String> {
+pub fn own_url(app: &AppState) -> Option<String> {
     let me = app.consensus.node_id();
     app.consensus
         .members()
@@ -40,7 +40,12 @@ pub fn own_url(app: &App) -> Option<String> {
 }
 
 /// A token for `subject` to `actions` repository `repo` of `registry`.
-fn token_for(app: &App, who: &Requester, repo: &str, actions: &[&str]) -> Result<String, String> {
+pub(crate) fn token_for(
+    app: &AppState,
+    who: &Requester,
+    repo: &str,
+    actions: &[&str],
+) -> Result<String, String> {
     let meta = app.consensus.meta();
     let reg = meta.registry(who.registry);
     let grant = wharf_auth::Grant {
@@ -62,7 +67,7 @@ fn token_for(app: &App, who: &Requester, repo: &str, actions: &[&str]) -> Result
 
 /// Fetch `source` into `work/context`; progress and failures go to `log`.
 pub async fn fetch(
-    app: &App,
+    app: &AppState,
     who: &Requester<'_>,
     source: &Source,
     work: &Path,
@@ -115,7 +120,7 @@ pub async fn fetch(
 
 /// The uploaded artifact's one layer, streamed to `to` and checked.
 async fn upload(
-    app: &App,
+    app: &AppState,
     who: &Requester<'_>,
     repo: &str,
     manifest: &str,
@@ -162,7 +167,7 @@ async fn upload(
     Ok(())
 }
 
-async fn download(app: &App, url: &str, to: &Path, limit: u64) -> Result<(), String> {
+async fn download(app: &AppState, url: &str, to: &Path, limit: u64) -> Result<(), String> {
     stream_to(app.http.get(url), to, limit).await.map(|_| ())
 }
 
@@ -277,7 +282,7 @@ async fn clone(
 /// Delete the uploaded context's manifest, as the system (its requester
 /// may have lost the right meanwhile; the run owned it).
 pub async fn delete_upload(
-    app: &App,
+    app: &AppState,
     registry: &str,
     repository: &str,
     digest: &str,

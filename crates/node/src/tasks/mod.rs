@@ -29,6 +29,7 @@ use crate::state::App;
 
 pub mod artifacts;
 pub mod context;
+pub mod log_store;
 
 /// How often an idle agent looks for queued runs, besides after every
 /// applied command (a queued run is seen as soon as it applies here).
@@ -175,12 +176,20 @@ pub async fn agent(app: App, cfg: TasksConfig, mut stop: Stop) {
     running.shutdown().await;
 }
 
-/// On the leader: expire the leases agents stopped renewing.
+/// On the leader: expire the leases agents stopped renewing, and (every
+/// `LOG_SWEEP`) the run logs kept past their retention.
 pub async fn expirer(app: App, cfg: TasksConfig, mut stop: Stop) {
     let every = Duration::from_secs((cfg.lease_s / 3).max(1));
+    let mut logs = tokio::time::interval(LOG_SWEEP);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            _ = logs.tick() => {
+                if app.consensus.is_leader() {
+                    log_store::expire(&app, cfg.log_retention_days).await;
+                }
+                continue;
+            }
             _ = stop.wait() => break,
         }
         if !app.consensus.is_leader() {
@@ -479,12 +488,13 @@ async fn run_one(app: App, cfg: TasksConfig, registry: String, run: RunRecord, b
         }
     };
     let _ = std::fs::remove_dir_all(&work);
+    let log = keep_log(&app, &registry, &run, &log_file).await;
     let finish = RunCommand::Finish {
         id: run.id.clone(),
         agent: me,
         status: end,
         error,
-        log: Some(log_file.display().to_string()),
+        log: Some(log),
         artifacts: Box::new(artifacts),
     };
     if let Err(e) = propose(&app, &registry, finish).await {
@@ -492,6 +502,46 @@ async fn run_one(app: App, cfg: TasksConfig, registry: String, run: RunRecord, b
         tracing::warn!(run = %run.id, error = %e, "reporting a run's end");
     }
     forget_upload(&app, &registry, &run).await;
+}
+
+/// Keep the ended run's log in the registry (any node serves it, after
+/// this one is gone); where it is: `oci://wharf-run-logs@DIGEST`, or the
+/// file on this node when it could not be pushed.
+async fn keep_log(app: &App, registry: &str, run: &RunRecord, file: &Path) -> String {
+    let on_disk = file.display().to_string();
+    let subject = match app.auth.subject_named(
+        &app.consensus.meta().registry(registry),
+        &run.spec.requested_by,
+        now_unix_ms(),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(run = %run.id, error = %e, "the run's log stays on this node");
+            return on_disk;
+        }
+    };
+    let who = context::Requester {
+        registry,
+        subject: &subject,
+    };
+    let bytes = match log_store::tail(file) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(run = %run.id, error = %e, "reading the run's log");
+            return on_disk;
+        }
+    };
+    match log_store::store(app, &who, &run.id, bytes).await {
+        Ok(digest) => format!(
+            "{}{}@{digest}",
+            wharf_tasks::context::UPLOAD_SCHEME,
+            log_store::LOG_REPOSITORY
+        ),
+        Err(e) => {
+            tracing::warn!(run = %run.id, error = %e, "the run's log stays on this node");
+            on_disk
+        }
+    }
 }
 
 /// The images a run's build steps tagged, out of this host's engine once
