@@ -38,6 +38,7 @@ IMAGE=127.0.0.1:$PORT/bench/busybox:v1
 mkdir -p "$WORK/root/bin" "$WORK/docker"
 cp "$(command -v busybox)" "$WORK/root/bin/busybox"
 ln -s busybox "$WORK/root/bin/echo"
+ln -s busybox "$WORK/root/bin/sh"
 tar -C "$WORK/root" -cf "$WORK/root.tar" .
 export DOCKER_CONFIG=$WORK/docker
 docker import "$WORK/root.tar" "$IMAGE" >/dev/null

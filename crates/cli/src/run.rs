@@ -15,6 +15,11 @@ use crate::CliError;
 
 /// How often a waiting CLI asks for more of the log.
 const POLL: Duration = Duration::from_millis(500);
+/// For a run's first seconds, asked this often: most runs of one short
+/// step end within them, and waiting a whole `POLL` would add half a
+/// second to each (bench/runs.sh).
+const POLL_FAST: Duration = Duration::from_millis(100);
+const FAST_FOR: Duration = Duration::from_secs(5);
 /// A run still queued this long gets a hint that no agent may be there.
 const QUEUED_HINT: Duration = Duration::from_secs(30);
 
@@ -177,7 +182,12 @@ pub async fn watch(
             );
         }
         if got == 0 {
-            tokio::time::sleep(POLL).await;
+            let pause = if waiting.elapsed() < FAST_FOR {
+                POLL_FAST
+            } else {
+                POLL
+            };
+            tokio::time::sleep(pause).await;
         }
     };
     if json {
