@@ -37,7 +37,7 @@ pub use repositories::{
     Tag,
 };
 pub use runs::{BuiltImage, ImageRef, NewRun, QuickBuild, Run, RunLimits, RunStep};
-pub use tasks::{NewTask, NewTimer, Task, TaskUpdate, Timer, TimerUpdate};
+pub use tasks::{NewTask, NewTimer, Secret, SecretValue, Task, TaskUpdate, Timer, TimerUpdate};
 pub use webhooks::{
     EventAttempt, NewWebhook, Redeliver, Webhook, WebhookChange, WebhookConfig, WebhookEvent,
 };

@@ -49,6 +49,10 @@ pub struct QuickBuild {
     pub no_push: bool,
     #[serde(default)]
     pub no_cache: bool,
+    /// `--secret-build-arg NAME=value`: passed like a build arg, sealed in
+    /// the run's record and masked in its log.
+    #[serde(default)]
+    pub secret_build_args: BTreeMap<String, String>,
 }
 
 /// `GET /runs/limits`: what a client checks before uploading a context.

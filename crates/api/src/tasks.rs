@@ -117,3 +117,16 @@ pub struct Task {
     #[serde(default)]
     pub file: String,
 }
+
+/// `PUT /secrets/NAME`: a value for the registry's task secret store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretValue {
+    pub value: String,
+}
+
+/// A secret as listed: never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret {
+    pub name: String,
+    pub updated_ms: u64,
+}

@@ -470,6 +470,17 @@ impl Authority {
         Some(key)
     }
 
+    /// Encrypt `plain` with the cluster key, bound to `context`: how task
+    /// secrets are kept in the replicated state.
+    pub fn seal(&self, plain: &[u8], context: &str) -> Vec<u8> {
+        self.key.seal(plain, context)
+    }
+
+    /// Decrypt what `seal` made with the same context.
+    pub fn open(&self, sealed: &[u8], context: &str) -> Result<Vec<u8>, AuthError> {
+        self.key.open(sealed, context)
+    }
+
     /// Sign a token for `subject`; returns it and its lifetime in seconds.
     pub fn issue(
         &self,

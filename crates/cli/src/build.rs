@@ -46,6 +46,10 @@ pub struct BuildArgs {
     /// NAME=VALUE for the Dockerfile's ARG NAME (repeatable).
     #[arg(long = "build-arg", value_name = "NAME=VALUE")]
     build_args: Vec<String>,
+    /// NAME=VALUE like --build-arg, but sealed in the run's record and
+    /// masked in its log (repeatable).
+    #[arg(long = "secret-build-arg", value_name = "NAME=VALUE")]
+    secret_build_args: Vec<String>,
     /// The stage to build.
     #[arg(long = "target")]
     stage: Option<String>,
@@ -71,14 +75,21 @@ pub struct BuildArgs {
     context: String,
 }
 
-pub async fn build(args: BuildArgs) -> Result<(), CliError> {
-    let mut build_args = BTreeMap::new();
-    for s in &args.build_args {
+/// `NAME=VALUE` flags as a map.
+pub(crate) fn pairs(flag: &str, items: &[String]) -> Result<BTreeMap<String, String>, CliError> {
+    let mut out = BTreeMap::new();
+    for s in items {
         let Some((k, v)) = s.split_once('=') else {
-            return Err(CliError::Config(format!("--build-arg {s}: not NAME=VALUE")));
+            return Err(CliError::Config(format!("{flag} {s}: not NAME=VALUE")));
         };
-        build_args.insert(k.to_string(), v.to_string());
+        out.insert(k.to_string(), v.to_string());
     }
+    Ok(out)
+}
+
+pub async fn build(args: BuildArgs) -> Result<(), CliError> {
+    let build_args = pairs("--build-arg", &args.build_args)?;
+    let secret_build_args = pairs("--secret-build-arg", &args.secret_build_args)?;
     if args.tags.is_empty() && !args.no_push {
         return Err(CliError::Config(
             "give an image to push (-t app:v1), or --no-push".into(),
@@ -103,6 +114,7 @@ pub async fn build(args: BuildArgs) -> Result<(), CliError> {
             target: args.stage.clone(),
             no_push: args.no_push,
             no_cache: args.no_cache,
+            secret_build_args,
         }),
     };
     follow(

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
 
+use super::build::pairs;
 use super::client::{Client, RegistryTarget};
 use super::output::{self, Format};
 use super::run::{watch, Follow};
@@ -205,17 +206,6 @@ enum TimerVerb {
     },
 }
 
-fn pairs(flag: &str, items: &[String]) -> Result<BTreeMap<String, String>, CliError> {
-    let mut out = BTreeMap::new();
-    for s in items {
-        let Some((k, v)) = s.split_once('=') else {
-            return Err(CliError::Config(format!("{flag} {s}: not NAME=VALUE")));
-        };
-        out.insert(k.to_string(), v.to_string());
-    }
-    Ok(out)
-}
-
 /// `What` as the API's cmd / file / build; all none when nothing given.
 type Parts = (
     Option<String>,
@@ -244,6 +234,7 @@ fn parts(w: What) -> Result<Parts, CliError> {
                 target: w.stage,
                 no_push: w.no_push,
                 no_cache: false,
+                secret_build_args: BTreeMap::new(),
             }),
         ));
     }
@@ -638,6 +629,88 @@ async fn timer(client: &Client, out: Format, verb: TimerVerb) -> Result<(), CliE
                 .delete_empty(&format!("/tasks/{name}/timers/{timer_name}"))
                 .await?;
             println!("Removed timer {timer_name} of task {name}");
+        }
+    }
+    Ok(())
+}
+
+/// `wharf secret set|list|delete`: the registry's task secret store.
+#[derive(Args)]
+pub struct SecretArgs {
+    #[command(flatten)]
+    target: RegistryTarget,
+    #[command(subcommand)]
+    verb: SecretVerb,
+}
+
+#[derive(Subcommand)]
+enum SecretVerb {
+    /// Set a secret (sealed with the cluster key; runs read it as
+    /// {{.Secrets.ID}} when their file names it under secrets:).
+    #[command(after_help = "Examples:\n  \
+        printf %s \"$DB_PASSWORD\" | wharf secret set -n db-password --value-stdin\n\n\
+        In a task file:\n  \
+        secrets:\n    - id: pw\n      secret: db-password\n  \
+        steps:\n    - cmd: $Registry/tools:v1 login --password {{.Secrets.pw}}\n\n\
+        A secret's value never appears in a run's log (it is masked) nor in any listing.")]
+    Set {
+        #[arg(long, short)]
+        name: String,
+        /// The value (visible to other users of this machine: prefer
+        /// --value-stdin).
+        #[arg(long, conflicts_with = "value_stdin")]
+        value: Option<String>,
+        /// Read the value from standard input (a trailing newline is kept).
+        #[arg(long)]
+        value_stdin: bool,
+    },
+    /// The secrets' names and when each was set.
+    List,
+    Delete {
+        #[arg(long, short)]
+        name: String,
+    },
+}
+
+pub async fn secret(args: SecretArgs) -> Result<(), CliError> {
+    let client = args.target.client()?;
+    let out = args.target.output;
+    match args.verb {
+        SecretVerb::Set {
+            name,
+            value,
+            value_stdin,
+        } => {
+            let value = match (value, value_stdin) {
+                (Some(v), false) => v,
+                (None, true) => {
+                    let mut v = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut v)?;
+                    v
+                }
+                _ => return Err(CliError::Config("give --value or --value-stdin".into())),
+            };
+            let req = client
+                .request(reqwest::Method::PUT, &format!("/api/v1/secrets/{name}"))
+                .json(&wharf_api::SecretValue { value });
+            client.expect(req, "setting the secret").await?;
+            if !matches!(out, Format::Json) {
+                println!("Set secret {name}");
+            }
+        }
+        SecretVerb::List => {
+            let secrets: Vec<wharf_api::Secret> = client.get("/secrets", &[]).await?;
+            let rows: Vec<Value> = secrets
+                .iter()
+                .map(|s| serde_json::json!({"name": s.name, "updated": output::time(s.updated_ms)}))
+                .collect();
+            output::print(out, &rows, &[("NAME", "name"), ("UPDATED", "updated")]);
+        }
+        SecretVerb::Delete { name } => {
+            client.delete_empty(&format!("/secrets/{name}")).await?;
+            if !matches!(out, Format::Json) {
+                println!("Deleted secret {name}");
+            }
         }
     }
     Ok(())

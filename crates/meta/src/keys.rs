@@ -54,6 +54,8 @@ pub const CF_RUNS_ACTIVE: &str = "runs_active";
 /// (see `stored_tasks`).
 pub const CF_TASKS: &str = "tasks";
 pub const CF_TASK_BASES: &str = "task_bases";
+/// A registry's task secrets, sealed with the cluster key.
+pub const CF_RUN_SECRETS: &str = "run_secrets";
 
 /// Linked blobs by holder count (see `holders`): derived from
 /// `CF_BLOBS`, so left out of snapshots and rebuilt from it.
@@ -64,7 +66,7 @@ pub const CF_BLOB_HOLDERS: &str = "blob_holders";
 pub const DERIVED_CFS: [&str; 1] = [CF_BLOB_HOLDERS];
 
 /// Every column family; snapshots name them (see `snapshot`).
-pub const ALL_CFS: [&str; 24] = [
+pub const ALL_CFS: [&str; 25] = [
     CF_REPOS,
     CF_MANIFESTS,
     CF_TAGS,
@@ -89,10 +91,11 @@ pub const ALL_CFS: [&str; 24] = [
     CF_RUNS_ACTIVE,
     CF_TASKS,
     CF_TASK_BASES,
+    CF_RUN_SECRETS,
 ];
 
 /// Column families whose keys start with a registry's prefix.
-pub const REGISTRY_SCOPED_CFS: [&str; 16] = [
+pub const REGISTRY_SCOPED_CFS: [&str; 17] = [
     CF_REPOS,
     CF_MANIFESTS,
     CF_TAGS,
@@ -109,6 +112,7 @@ pub const REGISTRY_SCOPED_CFS: [&str; 16] = [
     CF_RUNS_ACTIVE,
     CF_TASKS,
     CF_TASK_BASES,
+    CF_RUN_SECRETS,
 ];
 
 pub const AUTH_PRINCIPAL: &str = "p";

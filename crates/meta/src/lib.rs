@@ -58,7 +58,9 @@ pub use roles::{RoleCommand, RoleLease};
 pub use scrub::{CorruptCopy, RegionScrub, ScrubCommand, MISSING as SCRUB_MISSING};
 pub use snapshot::is_release_0_1_snapshot;
 pub use store::{ManifestSummary, MetaStore};
-pub use stored_tasks::{TaskChange, TaskCommand, TaskRecord, TimerRecord, TIMERS_MAX};
+pub use stored_tasks::{
+    SecretRecord, TaskChange, TaskCommand, TaskRecord, TimerRecord, SECRETS_MAX, TIMERS_MAX,
+};
 pub use tasks::{
     run_id, run_number, BuiltImage, ImageRef, RunArtifacts, RunCommand, RunRecord, RunSpec,
     RunStatus, StepRecord, StepStatus, MAX_ATTEMPTS_DEFAULT, RENEWED_CANCELED,

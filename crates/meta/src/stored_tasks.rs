@@ -23,13 +23,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::Response;
 use crate::error::{ApplyError, StoreError};
-use crate::keys::{CF_TASKS, CF_TASK_BASES};
+use crate::keys::{CF_RUN_SECRETS, CF_TASKS, CF_TASK_BASES};
 use crate::repo::Registry;
 use crate::store::encode;
 use crate::tasks::{RunArtifacts, RunSpec};
 
 /// Timers a task may have.
 pub const TIMERS_MAX: usize = 10;
+/// Secrets a registry's store may hold, and the largest sealed value.
+pub const SECRETS_MAX: usize = 1000;
+pub const SECRET_SEALED_MAX: usize = 64 << 10;
+
+/// A task secret: its value sealed with the cluster key (the proposer
+/// sealed it; only nodes of the cluster open it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRecord {
+    #[serde(with = "serde_bytes")]
+    pub sealed: Vec<u8>,
+    pub updated_ms: u64,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimerRecord {
@@ -108,6 +120,7 @@ impl TaskRecord {
             values: self.values.clone(),
             commit,
             branch,
+            secret_args: BTreeMap::new(),
         }
     }
 }
@@ -172,6 +185,16 @@ pub enum TaskCommand {
         name: String,
         timer: String,
     },
+    /// Set secret `name` of the registry's store (`name` here is the
+    /// secret's, not a task's).
+    SecretPut {
+        name: String,
+        #[serde(with = "serde_bytes")]
+        sealed: Vec<u8>,
+    },
+    SecretDelete {
+        name: String,
+    },
     /// Timer `timer` of `name` is due for `minute` (Unix minutes):
     /// `Changed(run number)`, or `Changed(0)` when that minute (or a
     /// later one) already fired, or the timer or task is disabled.
@@ -211,6 +234,59 @@ impl Registry<'_> {
         }
     }
 
+    pub fn secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {
+        self.get(CF_RUN_SECRETS, &self.key(&[name]))
+    }
+
+    /// The store's secrets by name (values sealed).
+    pub fn secrets(&self) -> Result<Vec<(String, SecretRecord)>, StoreError> {
+        let prefix = self.key(&[""]);
+        self.scan(CF_RUN_SECRETS, &prefix, None, usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| {
+                let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                Ok((name, crate::store::decode(CF_RUN_SECRETS, &v)?))
+            })
+            .collect()
+    }
+
+    fn apply_secret(
+        &self,
+        batch: &mut WriteBatch,
+        cmd: &TaskCommand,
+        at_ms: u64,
+    ) -> Result<Response, StoreError> {
+        match cmd {
+            TaskCommand::SecretPut { name, sealed } => {
+                if sealed.len() > SECRET_SEALED_MAX {
+                    return Ok(Response::Refused(ApplyError::TaskExists(format!(
+                        "secret {name} is {} bytes sealed; the most is {SECRET_SEALED_MAX}",
+                        sealed.len()
+                    ))));
+                }
+                if self.secret(name)?.is_none() && self.secrets()?.len() >= SECRETS_MAX {
+                    return Ok(Response::Refused(ApplyError::TaskExists(format!(
+                        "the registry's secret store holds {SECRETS_MAX} secrets, the most it may"
+                    ))));
+                }
+                let record = SecretRecord {
+                    sealed: sealed.clone(),
+                    updated_ms: at_ms,
+                };
+                batch.put_cf(self.cf(CF_RUN_SECRETS), self.key(&[name]), encode(&record));
+                Ok(Response::Ok)
+            }
+            TaskCommand::SecretDelete { name } => {
+                if self.secret(name)?.is_none() {
+                    return Ok(unknown(self.name(), &format!("secret {name}")));
+                }
+                batch.delete_cf(self.cf(CF_RUN_SECRETS), self.key(&[name]));
+                Ok(Response::Ok)
+            }
+            _ => Ok(Response::Ok),
+        }
+    }
+
     pub(crate) fn apply_task(
         &self,
         batch: &mut WriteBatch,
@@ -218,6 +294,9 @@ impl Registry<'_> {
         at_ms: u64,
     ) -> Result<Response, StoreError> {
         let name = match cmd {
+            TaskCommand::SecretPut { .. } | TaskCommand::SecretDelete { .. } => {
+                return self.apply_secret(batch, cmd, at_ms);
+            }
             TaskCommand::Create { task } => {
                 if self.task(&task.name)?.is_some() {
                     return Ok(Response::Refused(ApplyError::TaskExists(format!(
@@ -249,7 +328,9 @@ impl Registry<'_> {
             return Ok(unknown(self.name(), name));
         };
         match cmd {
-            TaskCommand::Create { .. } => Ok(Response::Ok),
+            TaskCommand::Create { .. }
+            | TaskCommand::SecretPut { .. }
+            | TaskCommand::SecretDelete { .. } => Ok(Response::Ok),
             TaskCommand::Update { change, .. } => {
                 let c = &**change;
                 if let Some((file, steps)) = &c.task_file {
@@ -747,6 +828,33 @@ mod tests {
         );
         at(&s, push("base", "v1", "sha256:b4"), 11);
         assert_eq!(runs(&s).len(), 6);
+    }
+
+    #[test]
+    fn the_secret_store_keeps_sealed_values_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let put = |name: &str, sealed: Vec<u8>| TaskCommand::SecretPut {
+            name: name.into(),
+            sealed,
+        };
+        assert_eq!(task(&s, put("db", vec![1, 2, 3]), 5), Response::Ok);
+        assert_eq!(task(&s, put("api", vec![4]), 6), Response::Ok);
+        assert_eq!(task(&s, put("db", vec![9]), 7), Response::Ok, "replaced");
+        let listed = s.registry(DEFAULT_REGISTRY).secrets().unwrap();
+        let names: Vec<(&str, &[u8], u64)> = listed
+            .iter()
+            .map(|(n, r)| (n.as_str(), r.sealed.as_slice(), r.updated_ms))
+            .collect();
+        assert_eq!(names, [("api", &[4u8][..], 6), ("db", &[9u8][..], 7)]);
+        let big = put("big", vec![0; SECRET_SEALED_MAX + 1]);
+        assert!(matches!(task(&s, big, 8), Response::Refused(_)));
+        let del = |name: &str| TaskCommand::SecretDelete { name: name.into() };
+        assert_eq!(task(&s, del("db"), 9), Response::Ok);
+        assert!(matches!(task(&s, del("db"), 10), Response::Refused(_)));
+        assert!(s.registry(DEFAULT_REGISTRY).secret("db").unwrap().is_none());
+        // Another registry's store is its own.
+        assert!(s.registry("other").secrets().unwrap().is_empty());
     }
 
     /// What the previous release stored decodes: a run spec without the

@@ -126,6 +126,10 @@ pub struct RunSpec {
     pub commit: Option<String>,
     #[serde(default)]
     pub branch: Option<String>,
+    /// `--secret-build-arg NAME=value`: each value sealed with the cluster
+    /// key (the file names it `{{.Secrets.NAME}}`; the log masks it).
+    #[serde(default)]
+    pub secret_args: std::collections::BTreeMap<String, Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -686,6 +690,7 @@ mod tests {
             values: Default::default(),
             commit: None,
             branch: None,
+            secret_args: Default::default(),
         }
     }
 

@@ -103,6 +103,9 @@ enum Command {
     /// Stored build tasks: run on demand, on timers, on source commits and
     /// when a base image moves (the cloud CLI's `acr task`).
     Task(cli::task::TaskArgs),
+    /// The registry's task secret store: values runs read as
+    /// {{.Secrets.ID}}, sealed at rest and masked in logs.
+    Secret(cli::task::SecretArgs),
     /// A registry's IP rules (with `registry update --default-action Deny`).
     NetworkRule(cli::network::NetworkRuleArgs),
 }
@@ -228,6 +231,7 @@ async fn run(cli: Cli) -> Result<(), NodeError> {
         Command::Run(args) => Ok(cli::run::run(args).await?),
         Command::Build(args) => Ok(cli::build::build(args).await?),
         Command::Task(args) => Ok(cli::task::task(args).await?),
+        Command::Secret(args) => Ok(cli::task::secret(args).await?),
         Command::NetworkRule(args) => Ok(cli::network::run(args).await?),
         Command::Scrub(args) => Ok(cli::gc::scrub(args).await?),
         Command::Login(args) => Ok(cli::login::run(args).await?),

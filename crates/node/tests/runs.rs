@@ -196,6 +196,41 @@ fn runs_an_image_from_the_registry_and_ends_as_its_steps_did() {
         "{out}"
     );
 
+    // A secret from the registry's store: rendered into the step,
+    // masked in the log, never listed.
+    let mut set = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    set.envs(owner_env())
+        .args(["secret", "set", "-n", "db-password", "--value-stdin"])
+        .args(["--endpoint", &n.url("")]);
+    common::run_with_stdin(&mut set, "hunter2-xyz");
+    let listed = text(&wharf(&n, &["secret", "list"]));
+    assert!(
+        listed.contains("db-password") && !listed.contains("hunter2"),
+        "{listed}"
+    );
+    std::fs::write(
+        &file,
+        "secrets:\n  - id: pw\n    secret: db-password\nsteps:\n  - cmd: $Registry/tools/busybox:v1 echo the password is {{.Secrets.pw}}\n",
+    )
+    .unwrap();
+    let o = wharf(&n, &["run", "-f", f, "/dev/null"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("the password is ***"), "{out}");
+    assert!(!out.contains("hunter2"), "{out}");
+    std::fs::write(
+        &file,
+        "secrets:\n  - id: pw\n    secret: nope\nsteps:\n  - cmd: $Registry/tools/busybox:v1 echo {{.Secrets.pw}}\n",
+    )
+    .unwrap();
+    let o = wharf(&n, &["run", "-f", f, "/dev/null"]);
+    assert!(
+        text(&o).contains("wharf secret set -n nope"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(&file, task).unwrap();
+
     // Bad input is refused before anything is queued.
     let o = wharf(&n, &["run", "-f", f, "/dev/null"]);
     assert!(text(&o).contains("--set who="), "{}", text(&o));
@@ -323,6 +358,8 @@ fn docker_logged_in(dir: &Path, addrs: &[String]) -> impl Fn() -> Command {
 const MULTI_STAGE: &str = r#"ARG REGISTRY
 FROM ${REGISTRY}/tools/busybox:v1 AS build
 ARG GREETING=hello
+ARG TOKEN
+RUN echo "token $TOKEN"
 COPY . /ctx
 RUN test ! -e /ctx/secret.txt && echo "$GREETING from the build stage" > /built.txt
 RUN /bin/busybox cat /ctx/message.txt >> /built.txt
@@ -372,6 +409,8 @@ fn wharf_build_builds_from_a_directory_and_from_git_and_every_region_serves_it()
                 &registry_arg,
                 "--build-arg",
                 "GREETING=hi",
+                "--secret-build-arg",
+                "TOKEN=s3cr3t-build-value",
                 "--target",
                 "runtime",
                 context,
@@ -396,6 +435,10 @@ fn wharf_build_builds_from_a_directory_and_from_git_and_every_region_serves_it()
     assert!(
         out.contains(&format!("Run ID: {id} was successful after")),
         "{out}"
+    );
+    assert!(
+        out.contains("token ***") && !out.contains("s3cr3t-build-value"),
+        "the secret build arg is masked: {out}"
     );
     assert!(
         !out.contains("never built"),

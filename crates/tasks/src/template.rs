@@ -135,9 +135,35 @@ impl RunValues {
     }
 }
 
+/// The ids a text's templates read as `.Secrets.ID`, each once: what a
+/// run must supply before the text renders.
+pub fn secret_ids(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(".Secrets.") {
+        let after = &rest[at + ".Secrets.".len()..];
+        let len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        if len > 0 {
+            out.insert(after[..len].to_string());
+        }
+        rest = &after[len..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_secrets_a_file_reads_are_found_before_it_renders() {
+        let ids = secret_ids(
+            "a: {{.Secrets.db_pw}}\nb: {{ .Secrets.token }} {{.Secrets.db_pw}}\nc: .Secrets.\n",
+        );
+        assert_eq!(ids.into_iter().collect::<Vec<_>>(), ["db_pw", "token"]);
+    }
 
     fn values() -> RunValues {
         RunValues {

@@ -125,6 +125,11 @@ pub fn router() -> Router<App> {
             get(tasks::show).patch(tasks::update).delete(tasks::delete),
         )
         .route("/tasks/:name/run", post(tasks::run))
+        .route("/secrets", get(tasks::list_secrets))
+        .route(
+            "/secrets/:name",
+            axum::routing::put(tasks::put_secret).delete(tasks::delete_secret),
+        )
         .route("/tasks/:name/timers", post(tasks::add_timer))
         .route(
             "/tasks/:name/timers/:timer",

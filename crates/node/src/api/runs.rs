@@ -137,6 +137,18 @@ fn quick_build_file(b: &wharf_api::QuickBuild, platform: Option<&str>) -> ApiRes
     for (k, v) in &b.build_args {
         words.push(format!("--build-arg {}", quote(&format!("{k}={v}"))?));
     }
+    // The value is the run's: sealed in its record, rendered by the agent.
+    for k in b.secret_build_args.keys() {
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(bad(format!(
+                "--secret-build-arg {k}: a name of letters, digits and _"
+            )));
+        }
+        words.push(format!(
+            "--build-arg {}",
+            quote(&format!("{k}={{{{.Secrets.{k}}}}}"))?
+        ));
+    }
     if let Some(t) = &b.target {
         words.push(format!("--target {}", quote(t)?));
     }
@@ -216,14 +228,18 @@ pub(crate) fn check_timeout(timeout_s: u64) -> ApiResult<u64> {
     Ok(timeout_s)
 }
 
-/// Render and check `file` with a stand-in run id, so that a bad file is
-/// refused before it is stored or queued (the agent renders it again with
-/// the real one): its steps' ids.
+/// Render and check `file` with a stand-in run id and stand-in secrets,
+/// so that a bad file is refused before it is stored or queued (the agent
+/// renders it again with the real ones): its steps' ids. Every
+/// `{{.Secrets.ID}}` must be declared under `secrets:` (naming a secret
+/// the registry's store has) or be one of `secret_args`.
 pub(crate) fn checked_steps(
     app: &Tenant,
     file: &str,
     values: &std::collections::BTreeMap<String, String>,
+    secret_args: &std::collections::BTreeSet<String>,
 ) -> ApiResult<Vec<String>> {
+    let used = wharf_tasks::template::secret_ids(file);
     let registry = app.meta().name().to_string();
     let server = crate::tasks::login_server(app, &registry).map_err(bad)?;
     let values = RunValues {
@@ -234,12 +250,33 @@ pub(crate) fn checked_steps(
         values: values.clone(),
         commit: "0000000".into(),
         branch: "main".into(),
-        ..RunValues::default()
+        secrets: used
+            .iter()
+            .map(|id| (id.clone(), "secret".to_string()))
+            .collect(),
     };
     let spec = values
         .render(file)
         .and_then(|t| TaskSpec::parse(&t))
         .map_err(|e| bad(e.to_string()))?;
+    for r in &spec.secrets {
+        if app.meta().secret(&r.name)?.is_none() {
+            return Err(bad(format!(
+                "secret {:?} (id {}) is not in registry {}'s secret store: wharf secret set -n {}",
+                r.name,
+                r.id,
+                app.meta().name(),
+                r.name
+            )));
+        }
+    }
+    for id in &used {
+        if !secret_args.contains(id) && !spec.secrets.iter().any(|r| &r.id == id) {
+            return Err(bad(format!(
+                "{{{{.Secrets.{id}}}}} names no secret: declare it under secrets: (id: {id}, secret: NAME)"
+            )));
+        }
+    }
     Ok(spec.steps.iter().map(|s| s.id.clone()).collect())
 }
 
@@ -265,7 +302,24 @@ pub async fn queue(
     }
     let timeout_s = check_timeout(req.timeout_s.unwrap_or(RUN_TIMEOUT_DEFAULT_S))?;
     let registry = app.meta().name().to_string();
-    let steps = checked_steps(&app, &file, &req.values)?;
+    let no_secret_args = std::collections::BTreeMap::new();
+    let secret_args = req
+        .build
+        .as_ref()
+        .map_or(&no_secret_args, |b| &b.secret_build_args);
+    let steps = checked_steps(
+        &app,
+        &file,
+        &req.values,
+        &secret_args.keys().cloned().collect(),
+    )?;
+    let sealed = secret_args
+        .iter()
+        .map(|(k, v)| {
+            let ctx = crate::tasks::secret_arg_context(&registry, k);
+            (k.clone(), app.auth.seal(v.as_bytes(), &ctx))
+        })
+        .collect();
     let cmd = Command::Run(RunCommand::Queue {
         spec: Box::new(RunSpec {
             task_file: file,
@@ -280,6 +334,7 @@ pub async fn queue(
             values: req.values,
             commit: None,
             branch: None,
+            secret_args: sealed,
         }),
     });
     let number = app.registry().write(cmd).await?;

@@ -123,6 +123,16 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<wharf_api::Task>)> {
     caller.require_owner()?;
     check_name("task", &req.name)?;
+    if req
+        .build
+        .as_ref()
+        .is_some_and(|b| !b.secret_build_args.is_empty())
+    {
+        return Err(bad(
+            "a task keeps no secret values itself: put them in the registry's secret store \
+             (wharf secret set) and name them under secrets: in a task file",
+        ));
+    }
     let file = task_file(
         req.cmd,
         req.file,
@@ -132,7 +142,7 @@ pub async fn create(
     if let Some(c) = &req.context {
         check_task_context(&app, c)?;
     }
-    let steps = checked_steps(&app, &file, &req.values)?;
+    let steps = checked_steps(&app, &file, &req.values, &Default::default())?;
     let timeout_s = check_timeout(req.timeout_s.unwrap_or(super::runs::RUN_TIMEOUT_DEFAULT_S))?;
     let mut timers = Vec::new();
     if let Some(s) = &req.schedule {
@@ -211,11 +221,11 @@ pub async fn update(
         let platform = req.platform.as_deref().unwrap_or(&current.platform);
         let file = task_file(req.cmd, req.file, req.build.as_ref(), Some(platform))?;
         let values = req.values.as_ref().unwrap_or(&current.values);
-        let steps = checked_steps(&app, &file, values)?;
+        let steps = checked_steps(&app, &file, values, &Default::default())?;
         change.task_file = Some((file, steps));
     } else if let Some(values) = &req.values {
         // New values must still render the stored file.
-        checked_steps(&app, &current.task_file, values)?;
+        checked_steps(&app, &current.task_file, values, &Default::default())?;
     }
     if let Some(c) = &req.context {
         if c.is_empty() {
@@ -341,6 +351,61 @@ pub async fn remove_timer(
     caller.require_owner()?;
     app.registry()
         .write(Command::Task(TaskCommand::TimerRemove { name, timer }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Secret values a store takes at most (sealed, a little more).
+const SECRET_VALUE_MAX: usize = 32 << 10;
+
+pub async fn put_secret(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Json(req): Json<wharf_api::SecretValue>,
+) -> ApiResult<StatusCode> {
+    caller.require_owner()?;
+    check_name("secret", &name)?;
+    if req.value.len() > SECRET_VALUE_MAX {
+        return Err(bad(format!(
+            "a secret of {} bytes is over the {SECRET_VALUE_MAX} a secret may hold",
+            req.value.len()
+        )));
+    }
+    let ctx = crate::tasks::secret_context(app.meta().name(), &name);
+    let sealed = app.auth.seal(req.value.as_bytes(), &ctx);
+    app.registry()
+        .write(Command::Task(TaskCommand::SecretPut { name, sealed }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn list_secrets(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Vec<wharf_api::Secret>>> {
+    caller.require_owner()?;
+    app.consensus.read_barrier().await?;
+    Ok(Json(
+        app.meta()
+            .secrets()?
+            .into_iter()
+            .map(|(name, r)| wharf_api::Secret {
+                name,
+                updated_ms: r.updated_ms,
+            })
+            .collect(),
+    ))
+}
+
+pub async fn delete_secret(
+    Extension(app): Extension<Tenant>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_owner()?;
+    app.registry()
+        .write(Command::Task(TaskCommand::SecretDelete { name }))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -386,7 +386,8 @@ async fn run_one(app: App, cfg: TasksConfig, registry: String, run: RunRecord, b
         Err(e) => (RunStatus::Failed, Some(e)),
         Ok(prepared) => {
             let log = Arc::new(Masking::new(
-                [prepared.token.as_bytes()],
+                std::iter::once(prepared.token.as_bytes())
+                    .chain(prepared.secrets.iter().map(|s| s.as_bytes())),
                 FileLog(std::sync::Mutex::new(prepared.file)),
             ));
             log.write(format!("Run ID: {} on node {me}\n", run.id).as_bytes());
@@ -581,10 +582,79 @@ async fn forget_upload(app: &App, registry: &str, run: &RunRecord) {
     }
 }
 
+/// The context a store secret is sealed under: the sealed bytes of one
+/// registry's secret do not open as another's.
+pub fn secret_context(registry: &str, name: &str) -> String {
+    format!("wharf-task-secret/{registry}/{name}")
+}
+
+/// The context a run's `--secret-build-arg` is sealed under.
+pub fn secret_arg_context(registry: &str, name: &str) -> String {
+    format!("wharf-secret-build-arg/{registry}/{name}")
+}
+
+/// Render the run's task file with its secrets: the ones its `secrets:`
+/// names, opened from the registry's store, and its sealed
+/// `--secret-build-arg`s. The file is rendered once with stand-ins to
+/// read which secrets it declares, then with their values.
+fn with_secrets(
+    app: &App,
+    registry: &str,
+    run: &RunRecord,
+    mut values: RunValues,
+) -> Result<(TaskSpec, Vec<String>), String> {
+    let used = wharf_tasks::template::secret_ids(&run.spec.task_file);
+    let mut probe = values.clone();
+    probe.secrets = used.iter().map(|id| (id.clone(), String::new())).collect();
+    let declared = probe
+        .render(&run.spec.task_file)
+        .and_then(|t| TaskSpec::parse(&t))
+        .map_err(|e| e.to_string())?
+        .secrets;
+    let meta = app.consensus.meta();
+    let reg = meta.registry(registry);
+    for r in &declared {
+        let record = reg
+            .secret(&r.name)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("secret {:?} is not in the registry's secret store", r.name))?;
+        let ctx = secret_context(registry, &r.name);
+        let plain = app
+            .auth
+            .open(&record.sealed, &ctx)
+            .map_err(|e| format!("secret {:?}: {e}", r.name))?;
+        values
+            .secrets
+            .insert(r.id.clone(), String::from_utf8_lossy(&plain).into_owned());
+    }
+    for (name, sealed) in &run.spec.secret_args {
+        let ctx = secret_arg_context(registry, name);
+        let plain = app
+            .auth
+            .open(sealed, &ctx)
+            .map_err(|e| format!("--secret-build-arg {name}: {e}"))?;
+        values
+            .secrets
+            .insert(name.clone(), String::from_utf8_lossy(&plain).into_owned());
+    }
+    let spec = values
+        .render(&run.spec.task_file)
+        .and_then(|t| TaskSpec::parse(&t))
+        .map_err(|e| e.to_string())?;
+    let secrets = values
+        .secrets
+        .into_values()
+        .filter(|v| !v.is_empty())
+        .collect();
+    Ok((spec, secrets))
+}
+
 /// What a run starts with.
 struct Prepared {
     /// Its task file, rendered.
     spec: TaskSpec,
+    /// The secret values it was rendered with (masked in the log).
+    secrets: Vec<String>,
     /// The requester's refresh token the engine uses (masked in the log).
     token: String,
     subject: wharf_auth::Subject,
@@ -619,10 +689,7 @@ fn prepare(
         branch: run.spec.branch.clone().unwrap_or_default(),
         ..RunValues::default()
     };
-    let spec = values
-        .render(&run.spec.task_file)
-        .and_then(|t| TaskSpec::parse(&t))
-        .map_err(|e| e.to_string())?;
+    let (spec, secrets) = with_secrets(app, registry, run, values)?;
     let meta = app.consensus.meta();
     let reg = meta.registry(registry);
     let now = now_unix_ms();
@@ -643,6 +710,7 @@ fn prepare(
         .map_err(|e| format!("writing the run's credentials: {e}"))?;
     Ok(Prepared {
         spec,
+        secrets,
         token,
         subject,
         server,
