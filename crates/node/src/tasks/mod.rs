@@ -46,23 +46,19 @@ pub fn log_path(data_dir: &Path, registry: &str, id: &str) -> PathBuf {
     log_dir(data_dir, registry).join(format!("{id}.log"))
 }
 
+/// `host:port` of a node's HTTP URL.
+fn host_of(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string()
+}
+
 /// `host:port` of this node's HTTP API: what `$Registry` is on it for
 /// registry `registry` (the default one by address; another by its name
 /// under `registry_domain`, which its clients resolve to the node).
 pub fn login_server(app: &crate::state::AppState, registry: &str) -> Result<String, String> {
-    let me = app.consensus.node_id();
-    let url = app
-        .consensus
-        .members()
-        .into_iter()
-        .find(|(id, _)| *id == me)
-        .map(|(_, n)| n.http)
-        .unwrap_or_default();
-    let host = url
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .trim_end_matches('/')
-        .to_string();
+    let host = host_of(&context::own_url(app).unwrap_or_default());
     if registry == wharf_meta::DEFAULT_REGISTRY {
         return Ok(host);
     }
@@ -369,11 +365,32 @@ impl LogSink for FileLog {
 }
 
 /// Write the `DOCKER_CONFIG` of a run: the requester's refresh token as
-/// the identity token for `server`, readable by this user only.
-fn docker_config(dir: &Path, server: &str, token: &str) -> std::io::Result<()> {
+/// the identity token for `servers`, readable by this user only.
+fn docker_config(dir: &Path, servers: &[String], token: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let config = serde_json::json!({ "auths": { server: { "identitytoken": token } } });
+    let auths: serde_json::Map<String, serde_json::Value> = servers
+        .iter()
+        .map(|s| (s.clone(), serde_json::json!({ "identitytoken": token })))
+        .collect();
+    let config = serde_json::json!({ "auths": auths });
     wharf_auth::write_private(&dir.join("config.json"), config.to_string().as_bytes())
+}
+
+/// Every name the run's registry answers to on this cluster's nodes: its
+/// login server here, and for the default registry every member's
+/// address (a Dockerfile may name any node's; all serve the same images
+/// and take the same token).
+fn registry_servers(app: &App, registry: &str, server: &str) -> Vec<String> {
+    let mut out = vec![server.to_string()];
+    if registry == wharf_meta::DEFAULT_REGISTRY {
+        for (_, node) in app.consensus.members() {
+            let host = host_of(&node.http);
+            if !out.contains(&host) {
+                out.push(host);
+            }
+        }
+    }
+    out
 }
 
 /// Run one claimed run to its end and report how it ended.
@@ -706,8 +723,12 @@ fn prepare(
         .auth
         .issue(&reg, &subject, vec![], wharf_auth::TokenUse::Refresh, now)
         .map_err(|e| format!("issuing the run's credentials: {e}"))?;
-    docker_config(&work.join("docker"), &server, &token)
-        .map_err(|e| format!("writing the run's credentials: {e}"))?;
+    docker_config(
+        &work.join("docker"),
+        &registry_servers(app, registry, &server),
+        &token,
+    )
+    .map_err(|e| format!("writing the run's credentials: {e}"))?;
     Ok(Prepared {
         spec,
         secrets,
