@@ -35,6 +35,10 @@ pub struct NewTask {
     /// shown this once.
     #[serde(default)]
     pub commit_trigger: bool,
+    /// Poll the git context's ref this often (seconds, 10 or more; none:
+    /// never), for git servers that send no hooks.
+    #[serde(default)]
+    pub poll_s: Option<u64>,
 }
 
 /// `PATCH /tasks/NAME`: only what is given changes.
@@ -62,6 +66,9 @@ pub struct TaskUpdate {
     /// On: a new hook secret (in the answer); off: no hook.
     #[serde(default)]
     pub commit_trigger: Option<bool>,
+    /// 0: stop polling.
+    #[serde(default)]
+    pub poll_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +113,12 @@ pub struct Task {
     /// Only in the answer that made it: the hook's HMAC secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_secret: Option<String>,
+    /// Seconds between polls of its git ref (0: none).
+    #[serde(default)]
+    pub poll_s: u64,
+    /// The last commit of its context seen (by a hook or a poll).
+    #[serde(default)]
+    pub last_commit: Option<String>,
     /// `repo:tag` base images its last successful run was built from.
     #[serde(default)]
     pub watching: Vec<String>,

@@ -82,6 +82,10 @@ enum Verb {
         /// Accept signed source-commit hooks.
         #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
         commit_trigger_enabled: bool,
+        /// Poll the git context's ref every this many seconds (10 or more)
+        /// and build each new commit: for git servers that send no hooks.
+        #[arg(long)]
+        poll_interval: Option<u64>,
         /// Each run's limit, in seconds.
         #[arg(long, default_value_t = 3600)]
         timeout: u64,
@@ -115,6 +119,9 @@ enum Verb {
         /// true: a new hook secret (shown once); false: no hook.
         #[arg(long)]
         commit_trigger_enabled: Option<bool>,
+        /// Seconds between polls of the git ref; 0: stop polling.
+        #[arg(long)]
+        poll_interval: Option<u64>,
         #[arg(long)]
         timeout: Option<u64>,
         #[arg(long)]
@@ -299,6 +306,13 @@ fn print_task(out: Format, t: &wharf_api::Task) {
     if let Some(h) = &t.hook {
         println!("Commit hook: {h}");
     }
+    if t.poll_s > 0 {
+        println!(
+            "Polling:     every {}s (last commit seen: {})",
+            t.poll_s,
+            t.last_commit.as_deref().unwrap_or("none yet")
+        );
+    }
     if let Some(s) = &t.hook_secret {
         println!("Hook secret: {s}   (shown this once: give it to the git server)");
     }
@@ -388,11 +402,13 @@ pub async fn task(args: TaskArgs) -> Result<(), CliError> {
             schedule,
             base_image_trigger_enabled,
             commit_trigger_enabled,
+            poll_interval,
             timeout,
             platform,
         } => {
             let (cmd, file, build) = parts(what)?;
             let new = wharf_api::NewTask {
+                poll_s: poll_interval,
                 name,
                 cmd,
                 file,
@@ -463,6 +479,7 @@ pub async fn task(args: TaskArgs) -> Result<(), CliError> {
             status,
             base_image_trigger_enabled,
             commit_trigger_enabled,
+            poll_interval,
             timeout,
             platform,
         } => {
@@ -484,6 +501,7 @@ pub async fn task(args: TaskArgs) -> Result<(), CliError> {
                 enabled: status.map(|s| matches!(s, Status::Enabled)),
                 base_image_trigger: base_image_trigger_enabled,
                 commit_trigger: commit_trigger_enabled,
+                poll_s: poll_interval,
             };
             let t: wharf_api::Task = client
                 .send_json(

@@ -78,6 +78,13 @@ pub struct TaskRecord {
     /// The HMAC secret of its source-commit hook; none: no hook.
     #[serde(default)]
     pub hook_secret: Option<String>,
+    /// Poll its git context's ref this often (seconds; 0: never), for git
+    /// servers that send no hooks.
+    #[serde(default)]
+    pub poll_s: u64,
+    /// The last commit of its context a hook or a poll reported.
+    #[serde(default)]
+    pub last_commit: Option<String>,
     /// Its runs act for this identity.
     pub created_by: String,
     pub created_ms: u64,
@@ -144,6 +151,8 @@ pub struct TaskChange {
     pub base_image_trigger: Option<bool>,
     #[serde(default)]
     pub hook_secret: Option<Option<String>>,
+    #[serde(default)]
+    pub poll_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,6 +176,14 @@ pub enum TaskCommand {
         trigger: String,
         #[serde(default)]
         source: Option<(String, String)>,
+    },
+    /// A poll found `commit` at the head of the task's git ref: a run is
+    /// queued (`Changed(number)`) when it differs from the last commit
+    /// seen; the first commit seen is only recorded.
+    SourceSeen {
+        name: String,
+        commit: String,
+        branch: String,
     },
     TimerAdd {
         name: String,
@@ -319,6 +336,7 @@ impl Registry<'_> {
             TaskCommand::Update { name, .. }
             | TaskCommand::Delete { name }
             | TaskCommand::Run { name, .. }
+            | TaskCommand::SourceSeen { name, .. }
             | TaskCommand::TimerAdd { name, .. }
             | TaskCommand::TimerUpdate { name, .. }
             | TaskCommand::TimerRemove { name, .. }
@@ -355,6 +373,9 @@ impl Registry<'_> {
                 if let Some(b) = c.base_image_trigger {
                     t.base_image_trigger = b;
                 }
+                if let Some(p) = c.poll_s {
+                    t.poll_s = p;
+                }
                 if let Some(h) = &c.hook_secret {
                     t.hook_secret = h.clone();
                 }
@@ -367,9 +388,28 @@ impl Registry<'_> {
                 batch.delete_cf(self.cf(CF_TASKS), self.key(&[name]));
                 Ok(Response::Ok)
             }
+            TaskCommand::SourceSeen { commit, branch, .. } => {
+                let first = t.last_commit.is_none();
+                if t.last_commit.as_deref() == Some(commit.as_str()) {
+                    return Ok(Response::Changed(0));
+                }
+                t.last_commit = Some(commit.clone());
+                self.put_task(batch, &t);
+                if first || !t.enabled {
+                    return Ok(Response::Changed(0));
+                }
+                let spec = t.run_spec("commit", Some((commit, branch)));
+                let numbers = self.queue_runs(batch, vec![spec], at_ms)?;
+                Ok(Response::Changed(numbers.first().copied().unwrap_or(0)))
+            }
             TaskCommand::Run {
                 trigger, source, ..
             } => {
+                // A hook's commit counts as seen: a poll does not build it again.
+                if let Some((commit, _)) = source {
+                    t.last_commit = Some(commit.clone());
+                    self.put_task(batch, &t);
+                }
                 let source = source.as_ref().map(|(c, b)| (c.as_str(), b.as_str()));
                 let numbers = self.queue_runs(batch, vec![t.run_spec(trigger, source)], at_ms)?;
                 Ok(Response::Changed(numbers.first().copied().unwrap_or(0)))
@@ -520,8 +560,8 @@ impl Registry<'_> {
 }
 
 impl crate::MetaStore {
-    /// Every task of the cluster with a timer, with its registry: what the
-    /// leader's timer loop reads.
+    /// Every task of the cluster with a timer or a polled source, with its
+    /// registry: what the leader's scheduling loop reads.
     pub fn timed_tasks(&self) -> Result<Vec<(String, TaskRecord)>, StoreError> {
         let mut out = Vec::new();
         for item in self
@@ -530,7 +570,7 @@ impl crate::MetaStore {
         {
             let (k, v) = item?;
             let t: TaskRecord = crate::store::decode(CF_TASKS, &v)?;
-            if t.timers.is_empty() {
+            if t.timers.is_empty() && t.poll_s == 0 {
                 continue;
             }
             let registry = k
@@ -573,6 +613,8 @@ mod tests {
             base_image_trigger: true,
             timers: vec![],
             hook_secret: None,
+            poll_s: 0,
+            last_commit: None,
             created_by: "owner".into(),
             created_ms: 0,
             updated_ms: 0,
@@ -674,6 +716,34 @@ mod tests {
             "a hook's run builds the commit it names"
         );
         assert_eq!(listed[0].spec.commit.as_deref(), Some("abc123"));
+        // Polls: the first commit seen is a baseline; a new one builds; a
+        // commit a hook already built is not built again.
+        let seen = |c: &str| TaskCommand::SourceSeen {
+            name: "web".into(),
+            commit: c.into(),
+            branch: "main".into(),
+        };
+        assert_eq!(
+            task(&s, seen("abc123"), 9),
+            Response::Changed(0),
+            "the hook's"
+        );
+        assert_eq!(task(&s, seen("def456"), 10), Response::Changed(3));
+        assert_eq!(task(&s, seen("def456"), 11), Response::Changed(0));
+        assert_eq!(runs(&s)[0].spec.commit.as_deref(), Some("def456"));
+        task(
+            &s,
+            TaskCommand::Create {
+                task: Box::new(record("fresh")),
+            },
+            12,
+        );
+        let first = TaskCommand::SourceSeen {
+            name: "fresh".into(),
+            commit: "aaa".into(),
+            branch: "main".into(),
+        };
+        assert_eq!(task(&s, first, 13), Response::Changed(0), "a baseline");
         let missing = TaskCommand::Run {
             name: "nope".into(),
             trigger: "manual".into(),

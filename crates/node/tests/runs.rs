@@ -670,6 +670,27 @@ fn tasks_run_on_demand_when_their_base_moves_on_a_commit_and_on_a_timer() {
             .unwrap_or_else(|| panic!("no {name} in {out}"))
     };
     let (hook, secret) = (field("Commit hook: "), field("Hook secret: "));
+    // The same repository polled, for servers without hooks.
+    let o = wharf(
+        &n,
+        &[
+            "task",
+            "create",
+            "-n",
+            "polled",
+            "-t",
+            "polled:{{.Run.ID}}",
+            "--arg",
+            &registry_arg,
+            "-c",
+            &context,
+            "--poll-interval",
+            "10",
+            "--base-image-trigger-enabled",
+            "false",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
 
     // On demand.
     let o = wharf(&n, &["task", "run", "-n", "web"]);
@@ -709,6 +730,11 @@ fn tasks_run_on_demand_when_their_base_moves_on_a_commit_and_on_a_timer() {
     let docker = docker_logged_in(dir.path(), &[n.addr()]);
     let ran = run(docker().args(["run", "--rm", &format!("{}/web:{image}", n.addr())]));
     assert_eq!(ran, "second\n");
+    // The poll saw the new commit too (its first poll was the baseline).
+    let r = ended_run(&n, "polled", "commit", 60);
+    assert_eq!(r["status"], "Succeeded", "{r}");
+    assert_eq!(r["git_commit"], commit.as_str(), "{r}");
+    assert_eq!(task_runs(&n, "polled").len(), 1, "one run: the new commit's");
 
     // The timer fired within its minute (and the tick of the leader).
     let left = Duration::from_secs(80).saturating_sub(timer_from.elapsed());

@@ -80,6 +80,8 @@ fn task_view(registry: &str, t: TaskRecord) -> wharf_api::Task {
             .iter()
             .map(|(r, tag)| format!("{r}:{tag}"))
             .collect(),
+        poll_s: t.poll_s,
+        last_commit: t.last_commit,
         created_by: t.created_by,
         created_ms: t.created_ms,
         updated_ms: t.updated_ms,
@@ -110,6 +112,26 @@ fn check_task_context(app: &Tenant, context: &str) -> ApiResult<()> {
         ));
     }
     check_context(app, context)
+}
+
+/// Polls at most this often: a git server is not a busy loop's.
+pub const POLL_MIN_S: u64 = 10;
+
+/// A poll interval, for a task whose context is `context`.
+fn check_poll(poll_s: u64, context: Option<&str>) -> ApiResult<u64> {
+    if poll_s == 0 {
+        return Ok(0);
+    }
+    if poll_s < POLL_MIN_S {
+        return Err(bad(format!(
+            "a poll interval of {poll_s} s is under the {POLL_MIN_S} s minimum"
+        )));
+    }
+    let git = context.map(wharf_tasks::context::Source::parse);
+    if !matches!(git, Some(Ok(wharf_tasks::context::Source::Git { .. }))) {
+        return Err(bad("only a task with a git context can poll it"));
+    }
+    Ok(poll_s)
 }
 
 fn new_secret() -> String {
@@ -155,6 +177,7 @@ pub async fn create(
         });
     }
     let secret = req.commit_trigger.then(new_secret);
+    let poll_s = check_poll(req.poll_s.unwrap_or(0), req.context.as_deref())?;
     let record = TaskRecord {
         name: req.name.clone(),
         task_file: file,
@@ -167,6 +190,8 @@ pub async fn create(
         base_image_trigger: req.base_image_trigger.unwrap_or(true),
         timers,
         hook_secret: secret.clone(),
+        poll_s,
+        last_commit: None,
         created_by: caller.subject.name().to_string(),
         created_ms: 0,
         updated_ms: 0,
@@ -237,6 +262,13 @@ pub async fn update(
     }
     if let Some(t) = req.timeout_s {
         change.timeout_s = Some(check_timeout(t)?);
+    }
+    if let Some(p) = req.poll_s {
+        let context = match &change.context {
+            Some(c) => c.as_deref(),
+            None => current.context.as_deref(),
+        };
+        change.poll_s = Some(check_poll(p, context)?);
     }
     change.platform = req.platform;
     change.values = req.values;

@@ -226,6 +226,9 @@ const TIMER_TICK: Duration = Duration::from_secs(5);
 /// repeat (a new leader, a retried proposal) queues nothing; a minute
 /// missed while no leader ran is not made up, only the latest one.
 pub async fn timers(app: App, mut stop: Stop) {
+    // When this leader last polled each task's git ref: not replicated (a
+    // new leader polls at once, and the apply ignores a commit seen).
+    let mut polled = std::collections::HashMap::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(TIMER_TICK) => {}
@@ -242,6 +245,16 @@ pub async fn timers(app: App, mut stop: Stop) {
             }
         };
         let now = chrono::Utc::now();
+        for (registry, task) in tasks.iter().filter(|(_, t)| t.enabled && t.poll_s > 0) {
+            let key = (registry.clone(), task.name.clone());
+            let due = polled
+                .get(&key)
+                .is_none_or(|at: &std::time::Instant| at.elapsed().as_secs() >= task.poll_s);
+            if due {
+                polled.insert(key, std::time::Instant::now());
+                poll_source(&app, registry, task).await;
+            }
+        }
         for (registry, task) in tasks.into_iter().filter(|(_, t)| t.enabled) {
             for timer in task.timers.iter().filter(|t| t.enabled) {
                 let Ok(cron) = crate::api::tasks::parse_schedule(&timer.schedule) else {
@@ -273,6 +286,76 @@ pub async fn timers(app: App, mut stop: Stop) {
                 }
             }
         }
+    }
+}
+
+/// How long a poll's `git ls-remote` may take.
+const POLL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Ask `task`'s git context for the commit at its ref and report it: the
+/// apply queues a run when it is new.
+async fn poll_source(app: &App, registry: &str, task: &wharf_meta::TaskRecord) {
+    let Some(Ok(wharf_tasks::context::Source::Git { url, reference, .. })) = task
+        .context
+        .as_deref()
+        .map(wharf_tasks::context::Source::parse)
+    else {
+        return;
+    };
+    let reference = reference.unwrap_or_else(|| "HEAD".into());
+    let listed = tokio::time::timeout(
+        POLL_TIMEOUT,
+        tokio::process::Command::new("git")
+            .args(["ls-remote", "--", &url, &reference])
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await;
+    let out = match listed {
+        Ok(Ok(o)) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(Ok(o)) => {
+            let why = String::from_utf8_lossy(&o.stderr).into_owned();
+            tracing::warn!(registry, task = %task.name, url, why, "polling a task's git ref failed");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(registry, task = %task.name, error = %e, "running git to poll a task's ref");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(registry, task = %task.name, url, "polling a task's git ref timed out");
+            return;
+        }
+    };
+    // `<commit>\t<ref>`: the branch's (or tag's) line, else the first.
+    let line = out
+        .lines()
+        .find(|l| {
+            l.ends_with(&format!("refs/heads/{reference}"))
+                || l.ends_with(&format!("refs/tags/{reference}"))
+        })
+        .or_else(|| out.lines().next());
+    let Some(commit) = line.and_then(|l| l.split_whitespace().next()) else {
+        // A commit id as the ref: nothing moves.
+        return;
+    };
+    let seen = wharf_meta::TaskCommand::SourceSeen {
+        name: task.name.clone(),
+        commit: commit.to_string(),
+        branch: reference.clone(),
+    };
+    let env = wharf_registry::envelope(registry, Command::Task(seen), None);
+    match app.consensus.write(env).await {
+        Ok(Response::Changed(n)) if n > 0 => tracing::info!(
+            registry,
+            task = %task.name,
+            commit,
+            run = %wharf_meta::run_id(registry, n),
+            "a new commit queued a run"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "reporting a polled commit"),
     }
 }
 
