@@ -734,7 +734,11 @@ fn tasks_run_on_demand_when_their_base_moves_on_a_commit_and_on_a_timer() {
     let r = ended_run(&n, "polled", "commit", 60);
     assert_eq!(r["status"], "Succeeded", "{r}");
     assert_eq!(r["git_commit"], commit.as_str(), "{r}");
-    assert_eq!(task_runs(&n, "polled").len(), 1, "one run: the new commit's");
+    assert_eq!(
+        task_runs(&n, "polled").len(),
+        1,
+        "one run: the new commit's"
+    );
 
     // The timer fired within its minute (and the tick of the leader).
     let left = Duration::from_secs(80).saturating_sub(timer_from.elapsed());
@@ -748,4 +752,130 @@ fn tasks_run_on_demand_when_their_base_moves_on_a_commit_and_on_a_timer() {
         table.starts_with("RUN ID") && table.contains("TRIGGER") && table.contains("image_update"),
         "{table}"
     );
+}
+
+/// A static and CGI HTTP server (Python's) over `root`: `git http-backend`
+/// at `/cgi-bin/git/<repo>`, and files as they are.
+struct HttpServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_server(root: &Path, repos: &Path) -> HttpServer {
+    let cgi = root.join("cgi-bin");
+    std::fs::create_dir_all(&cgi).unwrap();
+    let script = cgi.join("git");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexport GIT_PROJECT_ROOT={}\nexport GIT_HTTP_EXPORT_ALL=1\nexec git http-backend\n",
+            repos.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = common::free_port();
+    // `have_fork = False`: CGI scripts run as this user (forking, the
+    // handler would switch a root server to `nobody`, who cannot read the
+    // test's private directory).
+    let server = "import http.server, sys\n\
+        class H(http.server.CGIHTTPRequestHandler):\n    have_fork = False\n\
+        http.server.test(HandlerClass=H, port=int(sys.argv[1]), bind='127.0.0.1')\n";
+    let child = Command::new("python3")
+        .args(["-c", server])
+        .arg(port.to_string())
+        .current_dir(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the HTTP server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    HttpServer { child, port }
+}
+
+/// `wharf build` from a git repository served by `git http-backend` (at a
+/// tag, from a subdirectory) and from a tar.gz URL.
+#[test]
+fn wharf_build_fetches_git_over_http_and_a_tarball() {
+    if !engine() || !have("git") || !have("python3") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let n = agent_node(dir.path());
+    push_busybox(dir.path(), &n.addr(), "tools/busybox");
+    let src = dir.path().join("src");
+    let web = src.join("web");
+    std::fs::create_dir_all(&web).unwrap();
+    let dockerfile = format!(
+        "FROM {}/tools/busybox:v1\nCOPY message.txt /message.txt\nCMD [\"/bin/busybox\", \"cat\", \"/message.txt\"]\n",
+        n.addr()
+    );
+    std::fs::write(web.join("Dockerfile"), &dockerfile).unwrap();
+    std::fs::write(web.join("message.txt"), "from a tag over http\n").unwrap();
+    let git = |args: &[&str], at: &Path| {
+        run(Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .arg("-C")
+            .arg(at)
+            .args(args))
+    };
+    git(&["init", "-q", "-b", "main"], &src);
+    git(&["add", "-A"], &src);
+    git(&["commit", "-q", "-m", "v1"], &src);
+    git(&["tag", "v1"], &src);
+    // A later commit on main: the tag must still build the first.
+    std::fs::write(web.join("message.txt"), "from main\n").unwrap();
+    git(&["commit", "-q", "-am", "later"], &src);
+    let served = dir.path().join("www");
+    let repos = dir.path().join("repos");
+    std::fs::create_dir_all(&served).unwrap();
+    std::fs::create_dir_all(&repos).unwrap();
+    run(Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(&src)
+        .arg(repos.join("app.git")));
+    // The tarball: the web directory as it is now.
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&web)
+        .arg("-czf")
+        .arg(served.join("web.tar.gz"))
+        .arg("."));
+    let server = http_server(&served, &repos);
+    let docker = docker_logged_in(dir.path(), &[n.addr()]);
+    let cases = [
+        (
+            format!(
+                "http://127.0.0.1:{}/cgi-bin/git/app.git#v1:web",
+                server.port
+            ),
+            "over-http",
+            "from a tag over http\n",
+        ),
+        (
+            format!("http://127.0.0.1:{}/web.tar.gz", server.port),
+            "tarball",
+            "from main\n",
+        ),
+    ];
+    for (context, tag, message) in cases {
+        let image = format!("app:{tag}");
+        let o = wharf(&n, &["build", "-t", &image, &context]);
+        let out = text(&o);
+        assert!(o.status.success(), "{context}: {out}");
+        let ran = run(docker().args(["run", "--rm", &format!("{}/{image}", n.addr())]));
+        assert_eq!(ran, message, "{context}");
+    }
 }
