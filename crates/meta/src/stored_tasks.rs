@@ -3,13 +3,13 @@
 //! commit, or when a base image it was built from moves.
 //!
 //! Column families (registry-scoped): `tasks`, `registry \0 name` → the
-//! task; `task_bases`, `registry \0 repo \0 tag \0 task` → the digest the
-//! task's last successful run was built from. A push that points that tag
-//! at another digest queues the task in the same apply (the state machine
-//! sees the move; nothing polls), and the entry takes the new digest so
-//! the same move does not queue it twice. Only base images of the task's
-//! own registry are watched. A run's output that is also its base is
-//! never armed: a task must not trigger itself.
+//! task; `task_bases`, `base registry \0 repo \0 tag \0 task registry \0
+//! task` → the digest the task's last successful run was built from. A
+//! push that points that tag at another digest queues the task — in its
+//! own registry, whichever the base's is — in the same apply (the state
+//! machine sees the move; nothing polls), and the entry takes the new
+//! digest so the same move does not queue it twice. A run's output that
+//! is also its base is never armed: a task must not trigger itself.
 //!
 //! Timers fire by command: the leader proposes `Fire` for a timer's
 //! scheduled minute, and the apply queues a run only for a minute later
@@ -90,9 +90,10 @@ pub struct TaskRecord {
     pub created_ms: u64,
     #[serde(default)]
     pub updated_ms: u64,
-    /// The `task_bases` entries armed for it (to remove them).
+    /// The `task_bases` entries armed for it, (registry, repo, tag): to
+    /// remove them.
     #[serde(default)]
-    pub armed: Vec<(String, String)>,
+    pub armed: Vec<(String, String, String)>,
 }
 
 impl TaskRecord {
@@ -246,8 +247,12 @@ impl Registry<'_> {
     }
 
     fn disarm(&self, batch: &mut WriteBatch, t: &mut TaskRecord) {
-        for (repo, tag) in t.armed.drain(..) {
-            batch.delete_cf(self.cf(CF_TASK_BASES), self.key(&[&repo, &tag, &t.name]));
+        for (registry, repo, tag) in t.armed.drain(..) {
+            let there = self.store.registry(&registry);
+            batch.delete_cf(
+                self.cf(CF_TASK_BASES),
+                there.key(&[&repo, &tag, self.name(), &t.name]),
+            );
         }
     }
 
@@ -484,7 +489,9 @@ impl Registry<'_> {
     }
 
     /// A run of task `name` succeeded having built `artifacts`: watch the
-    /// base images it names in this registry at the digests it used.
+    /// base images it names in any registry of the cluster at the digests
+    /// it used. A watch is kept in the base's registry (whose pushes move
+    /// it), keyed `repo \0 tag \0 task registry \0 task`.
     pub(crate) fn arm_bases(
         &self,
         batch: &mut WriteBatch,
@@ -495,27 +502,41 @@ impl Registry<'_> {
             return Ok(());
         };
         self.disarm(batch, &mut t);
-        let outputs: Vec<(&str, Option<&str>)> = artifacts
+        let outputs: Vec<(Option<&str>, &str, Option<&str>)> = artifacts
             .images
             .iter()
-            .map(|b| (b.image.repository.as_str(), b.image.tag.as_deref()))
+            .map(|b| {
+                (
+                    b.image.cluster_registry.as_deref(),
+                    b.image.repository.as_str(),
+                    b.image.tag.as_deref(),
+                )
+            })
             .collect();
         for b in &artifacts.images {
             for base in b.runtime.iter().chain(&b.buildtime) {
-                let (Some(tag), Some(digest), true) = (&base.tag, &base.digest, base.local) else {
+                let (Some(registry), Some(tag), Some(digest)) =
+                    (&base.cluster_registry, &base.tag, &base.digest)
+                else {
                     continue;
                 };
                 // Its own output as its base would trigger itself.
-                if outputs.contains(&(base.repository.as_str(), Some(tag.as_str()))) {
+                let own = (
+                    Some(registry.as_str()),
+                    base.repository.as_str(),
+                    Some(tag.as_str()),
+                );
+                if outputs.contains(&own) {
                     continue;
                 }
-                let entry = (base.repository.clone(), tag.clone());
+                let entry = (registry.clone(), base.repository.clone(), tag.clone());
                 if t.armed.contains(&entry) {
                     continue;
                 }
+                let there = self.store.registry(registry);
                 batch.put_cf(
                     self.cf(CF_TASK_BASES),
-                    self.key(&[&base.repository, tag, name]),
+                    there.key(&[&base.repository, tag, self.name(), name]),
                     encode(digest),
                 );
                 t.armed.push(entry);
@@ -525,8 +546,8 @@ impl Registry<'_> {
         Ok(())
     }
 
-    /// Tag `repo:tag` now names `digest`: queue every task watching it at
-    /// another digest (base-image trigger).
+    /// Tag `repo:tag` of this registry now names `digest`: queue every
+    /// task, of any registry, watching it at another digest.
     pub(crate) fn base_moved(
         &self,
         batch: &mut WriteBatch,
@@ -540,21 +561,37 @@ impl Registry<'_> {
         if watching.is_empty() {
             return Ok(());
         }
-        let mut specs = Vec::new();
+        // Per registry, queued together: numbers are read once each.
+        let mut specs: BTreeMap<String, Vec<RunSpec>> = BTreeMap::new();
         for (k, v) in watching {
             let armed: String = crate::store::decode(CF_TASK_BASES, &v)?;
             if armed == digest {
                 continue;
             }
-            batch.put_cf(self.cf(CF_TASK_BASES), &k, encode(&digest.to_string()));
-            let task = String::from_utf8_lossy(&k[prefix.len()..]).to_string();
-            if let Some(t) = self.task(&task)? {
-                if t.enabled && t.base_image_trigger {
-                    specs.push(t.run_spec("image_update", None));
+            let rest = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            let Some((registry, task)) = rest.split_once('\0') else {
+                continue;
+            };
+            let owner = self.store.registry(registry);
+            match owner.task(task)? {
+                Some(t) => {
+                    batch.put_cf(self.cf(CF_TASK_BASES), &k, encode(&digest.to_string()));
+                    if t.enabled && t.base_image_trigger {
+                        specs
+                            .entry(registry.to_string())
+                            .or_default()
+                            .push(t.run_spec("image_update", None));
+                    }
                 }
+                // Its registry was deleted: the watch goes too.
+                None => batch.delete_cf(self.cf(CF_TASK_BASES), &k),
             }
         }
-        self.queue_runs(batch, specs, at_ms)?;
+        for (registry, specs) in specs {
+            self.store
+                .registry(&registry)
+                .queue_runs(batch, specs, at_ms)?;
+        }
         Ok(())
     }
 }
@@ -661,7 +698,7 @@ mod tests {
             repository: repo.into(),
             tag: Some(tag.into()),
             digest: Some(d.into()),
-            local: true,
+            cluster_registry: Some(DEFAULT_REGISTRY.into()),
         };
         let finish = RunCommand::Finish {
             id,
@@ -898,6 +935,79 @@ mod tests {
         );
         at(&s, push("base", "v1", "sha256:b4"), 11);
         assert_eq!(runs(&s).len(), 6);
+    }
+
+    #[test]
+    fn a_base_in_another_registry_queues_the_task_in_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let in_reg = |registry: &str, cmd: Command, at_ms: u64| {
+            s.apply(&Envelope::new(registry, cmd, at_ms), &[]).unwrap()
+        };
+        let create = TaskCommand::Create {
+            task: Box::new(record("app")),
+        };
+        in_reg("teamone", Command::Task(create), 1);
+        let run = TaskCommand::Run {
+            name: "app".into(),
+            trigger: "manual".into(),
+            source: None,
+        };
+        assert_eq!(
+            in_reg("teamone", Command::Task(run), 2),
+            Response::Changed(1)
+        );
+        let id = crate::run_id("teamone", 1);
+        let claim = RunCommand::Claim {
+            id: id.clone(),
+            agent: 1,
+            lease_ms: 60_000,
+        };
+        in_reg("teamone", Command::Run(claim), 3);
+        let image = |registry: &str, repo: &str, d: &str| ImageRef {
+            registry: "r:5000".into(),
+            repository: repo.into(),
+            tag: Some("v1".into()),
+            digest: Some(d.into()),
+            cluster_registry: Some(registry.into()),
+        };
+        let finish = RunCommand::Finish {
+            id,
+            agent: 1,
+            status: RunStatus::Succeeded,
+            error: None,
+            log: None,
+            artifacts: Box::new(RunArtifacts {
+                images: vec![BuiltImage {
+                    image: image("teamone", "app", "sha256:out"),
+                    // The shared base lives in the default registry.
+                    runtime: Some(image(DEFAULT_REGISTRY, "base", "sha256:b1")),
+                    buildtime: vec![],
+                }],
+                git_commit: None,
+            }),
+        };
+        in_reg("teamone", Command::Run(finish), 4);
+        let teamone_runs = || s.registry("teamone").runs(None, 10).unwrap();
+        // The same repository and tag in teamone is another image.
+        in_reg("teamone", push("base", "v1", "sha256:x"), 5);
+        assert_eq!(teamone_runs().len(), 1);
+        at(&s, push("base", "v1", "sha256:b2"), 6);
+        let listed = teamone_runs();
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert_eq!(
+            (listed[0].spec.trigger.as_str(), listed[0].number),
+            ("image_update", 2)
+        );
+        assert!(runs(&s).is_empty(), "nothing queued in the base's registry");
+        // Deleting the task removes its watch in the other registry.
+        in_reg(
+            "teamone",
+            Command::Task(TaskCommand::Delete { name: "app".into() }),
+            7,
+        );
+        at(&s, push("base", "v1", "sha256:b3"), 8);
+        assert_eq!(teamone_runs().len(), 2);
     }
 
     #[test]

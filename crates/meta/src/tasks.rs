@@ -192,9 +192,10 @@ pub struct ImageRef {
     /// Unknown for an image outside this cluster the engine did not report.
     #[serde(default)]
     pub digest: Option<String>,
-    /// Served by the run's own registry (what base-image triggers watch).
+    /// The registry of this cluster that serves it, when one does (what
+    /// base-image triggers watch).
     #[serde(default)]
-    pub local: bool,
+    pub cluster_registry: Option<String>,
 }
 
 /// A finished run's images and sources: what the dependency block prints,
@@ -1051,7 +1052,7 @@ mod tests {
             repository: repo.into(),
             tag: Some(tag.into()),
             digest: Some(format!("sha256:{}", "a".repeat(64))),
-            local: true,
+            cluster_registry: Some(DEFAULT_REGISTRY.into()),
         };
         let built = RunArtifacts {
             images: (0..IMAGES_MAX + 5)

@@ -78,7 +78,13 @@ fn task_view(registry: &str, t: TaskRecord) -> wharf_api::Task {
         watching: t
             .armed
             .iter()
-            .map(|(r, tag)| format!("{r}:{tag}"))
+            .map(|(reg, r, tag)| {
+                if reg == registry {
+                    format!("{r}:{tag}")
+                } else {
+                    format!("{r}:{tag} (registry {reg})")
+                }
+            })
             .collect(),
         poll_s: t.poll_s,
         last_commit: t.last_commit,

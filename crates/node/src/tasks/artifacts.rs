@@ -43,20 +43,35 @@ pub fn split(reference: &str) -> ImageRef {
         repository,
         tag,
         digest,
-        local: false,
+        cluster_registry: None,
     }
 }
 
-/// `reference` with its digest when this registry (`server`) serves it.
-fn resolve(app: &App, registry: &str, server: &str, reference: &str) -> ImageRef {
+/// The registry of this cluster a host serves: `N.<registry_domain>` is
+/// registry N (when it exists); a member node's address is the default
+/// registry.
+fn cluster_registry(app: &App, host: &str) -> Option<String> {
+    if let Some(Ok(name)) = crate::tenant::registry_of_host(host, app.registry_domain.as_deref()) {
+        let known = app.consensus.meta().registry_record(name.as_str());
+        return matches!(known, Ok(Some(_))).then(|| name.as_str().to_string());
+    }
+    app.consensus
+        .members()
+        .iter()
+        .any(|(_, n)| super::host_of(&n.http) == host)
+        .then(|| wharf_meta::DEFAULT_REGISTRY.to_string())
+}
+
+/// `reference`, with the registry of this cluster serving it and its
+/// digest there.
+fn resolve(app: &App, reference: &str) -> ImageRef {
     let mut image = split(reference);
-    image.local = image.registry == server;
-    if image.digest.is_none() && image.local {
-        if let Some(tag) = &image.tag {
-            let meta = app.consensus.meta();
-            if let Ok(Some(t)) = meta.registry(registry).tag(&image.repository, tag) {
-                image.digest = Some(t.digest);
-            }
+    image.cluster_registry = cluster_registry(app, &image.registry);
+    if let (None, Some(registry), Some(tag)) = (&image.digest, &image.cluster_registry, &image.tag)
+    {
+        let meta = app.consensus.meta();
+        if let Ok(Some(t)) = meta.registry(registry).tag(&image.repository, tag) {
+            image.digest = Some(t.digest);
         }
     }
     image
@@ -66,8 +81,6 @@ fn resolve(app: &App, registry: &str, server: &str, reference: &str) -> ImageRef
 /// order), built from `context` (its directory, when it had one).
 pub fn collect(
     app: &App,
-    registry: &str,
-    server: &str,
     spec: &TaskSpec,
     statuses: &[StepStatus],
     context: Option<&Path>,
@@ -86,12 +99,9 @@ pub fn collect(
             .unwrap_or((None, Vec::new()));
         for tag in &args.tags {
             images.push(BuiltImage {
-                image: resolve(app, registry, server, tag),
-                runtime: runtime.as_ref().map(|r| resolve(app, registry, server, r)),
-                buildtime: buildtime
-                    .iter()
-                    .map(|b| resolve(app, registry, server, b))
-                    .collect(),
+                image: resolve(app, tag),
+                runtime: runtime.as_ref().map(|r| resolve(app, r)),
+                buildtime: buildtime.iter().map(|b| resolve(app, b)).collect(),
             });
         }
     }
@@ -122,16 +132,19 @@ fn image_lines(out: &mut String, indent: &str, i: &ImageRef) {
 /// The base images that are also outputs of the same run: a base-image
 /// trigger on them would make every build trigger the next.
 pub fn loops(a: &RunArtifacts) -> Vec<String> {
-    let outputs: Vec<(&str, Option<&str>)> = a
-        .images
-        .iter()
-        .map(|b| (b.image.repository.as_str(), b.image.tag.as_deref()))
-        .collect();
+    let key = |i: &ImageRef| {
+        (
+            i.cluster_registry.clone(),
+            i.repository.clone(),
+            i.tag.clone(),
+        )
+    };
+    let outputs: Vec<_> = a.images.iter().map(|b| key(&b.image)).collect();
     let mut out: Vec<String> = a
         .images
         .iter()
         .flat_map(|b| b.runtime.iter().chain(&b.buildtime))
-        .filter(|i| i.local && outputs.contains(&(i.repository.as_str(), i.tag.as_deref())))
+        .filter(|i| i.cluster_registry.is_some() && outputs.contains(&key(i)))
         .map(|i| format!("{}:{}", i.repository, i.tag.as_deref().unwrap_or("")))
         .collect();
     out.dedup();
@@ -211,7 +224,7 @@ mod tests {
             repository: repo.into(),
             tag: Some(tag.into()),
             digest: Some(format!("sha256:{d}")),
-            local: true,
+            cluster_registry: Some("default".into()),
         };
         let a = RunArtifacts {
             images: vec![BuiltImage {
@@ -243,7 +256,7 @@ mod tests {
             repository: repo.into(),
             tag: Some("v1".into()),
             digest: None,
-            local: true,
+            cluster_registry: Some("default".into()),
         };
         let a = RunArtifacts {
             images: vec![BuiltImage {

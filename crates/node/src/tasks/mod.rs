@@ -47,7 +47,7 @@ pub fn log_path(data_dir: &Path, registry: &str, id: &str) -> PathBuf {
 }
 
 /// `host:port` of a node's HTTP URL.
-fn host_of(url: &str) -> String {
+pub(crate) fn host_of(url: &str) -> String {
     url.trim_start_matches("http://")
         .trim_start_matches("https://")
         .trim_end_matches('/')
@@ -559,8 +559,6 @@ async fn run_one(app: App, cfg: TasksConfig, registry: String, run: RunRecord, b
                             .unwrap_or_default();
                         artifacts = artifacts::collect(
                             &app,
-                            &registry,
-                            &prepared.server,
                             &spec,
                             &statuses,
                             workspace.as_deref(),
@@ -758,8 +756,6 @@ struct Prepared {
     /// The requester's refresh token the engine uses (masked in the log).
     token: String,
     subject: wharf_auth::Subject,
-    /// `$Registry` on this node.
-    server: String,
     file: std::fs::File,
 }
 
@@ -817,7 +813,7 @@ fn prepare(
         secrets,
         token,
         subject,
-        server,
+
         file,
     })
 }
