@@ -704,6 +704,13 @@ fn tasks_run_on_demand_when_their_base_moves_on_a_commit_and_on_a_timer() {
     assert_eq!(r["status"], "Succeeded", "{r}");
 
     // A commit hook: refused unsigned, built at the commit it names.
+    // The polled task's first poll is its baseline: seen before the new
+    // commit is pushed, or that commit would be the baseline.
+    let first = git(&["rev-parse", "HEAD"], &work).trim().to_string();
+    wait_for(60, "the polled task's first poll", || {
+        text(&wharf(&n, &["task", "show", "-n", "polled"]))
+            .contains(&format!("last commit seen: {first}"))
+    });
     std::fs::write(work.join("message.txt"), "second\n").unwrap();
     git(&["commit", "-q", "-am", "second"], &work);
     git(&["push", "-q", "origin", "main"], &work);
